@@ -1,0 +1,260 @@
+"""The ``yolobn`` command: the only module that prints.
+
+Heavy imports (torch, ultralytics, pandas) happen inside the command functions, so that
+``yolobn --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from yolobn import __version__
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+INSPECT_EXAMPLES = """\
+examples:
+  yolobn inspect                              # the bundled demo model (YOLO11n trained on synthetic shapes)
+  yolobn inspect yolo11n.pt                   # any Ultralytics checkpoint on disk
+  yolobn inspect yolo11x.yaml                 # an untrained model built from an Ultralytics yaml
+  yolobn inspect best.pt --sort dead --top 15 # the 15 layers with the most dead channels
+  yolobn inspect best.pt --layers 'model.2*' --layers backbone
+  yolobn inspect best.pt --csv layers.csv --channels-csv channels.csv --json summary.json --quiet
+
+dead-channel criteria (data-free; see README):
+  constant       estimated BN output std |gamma|*sqrt(var/(var+eps)) < --const-std
+  off            beta + --off-sigma * std < 0 before SiLU/ReLU: activation pinned at its floor
+  eps-dominated  running_var < --eps-factor * eps (a finding, not dead)
+
+exit codes: 0 success, 1 internal error, 2 bad input or usage
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not v >= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+        return v
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p = _Parser(
+        prog="yolobn",
+        description="See what the BatchNorm layers of an Ultralytics YOLO checkpoint are doing.",
+        epilog="run 'yolobn inspect --help' for the inspection options and examples",
+        parents=[debug],
+    )
+    p.add_argument("--version", action="version", version=f"yolobn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    ins = sub.add_parser(
+        "inspect",
+        parents=[debug],
+        help="BatchNorm statistics and data-free dead channels of a model",
+        description="Load a YOLO checkpoint safely, find every BatchNorm and report its statistics, "
+        "dead channels and health findings.",
+        epilog=INSPECT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ins.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="checkpoint (.pt) or model yaml; default: the bundled demo model",
+    )
+    ins.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow a full unpickle (runs code from the file: trusted files only)",
+    )
+    g = ins.add_argument_group("selection and display")
+    g.add_argument(
+        "--layers",
+        action="append",
+        metavar="PATTERN",
+        help="keep BN layers whose name matches this glob ('model.2*'), or whose block type or role "
+        "is this (C3k2, backbone); repeatable",
+    )
+    g.add_argument(
+        "--sort",
+        default="index",
+        choices=[
+            "index",
+            "name",
+            "dead",
+            "dead_share",
+            "eps",
+            "eps_share",
+            "channels",
+            "scale",
+            "gamma",
+            "var",
+        ],
+        help="table order (default: model order)",
+    )
+    g.add_argument("--top", type=int, metavar="N", help="show only the first N rows of the table")
+    g.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing on success (files are still written)"
+    )
+    o = ins.add_argument_group("output files")
+    o.add_argument("--csv", type=Path, metavar="FILE", help="per-layer statistics as CSV")
+    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV")
+    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON")
+    t = ins.add_argument_group("dead-channel thresholds")
+    t.add_argument(
+        "--const-std",
+        type=_positive(float),
+        default=1e-3,
+        metavar="X",
+        help="constant below this output std (default 1e-3)",
+    )
+    t.add_argument(
+        "--off-sigma",
+        type=_positive(float),
+        default=3.0,
+        metavar="K",
+        help="off when beta + K*std < 0 (default 3)",
+    )
+    t.add_argument(
+        "--eps-factor",
+        type=_positive(float),
+        default=0.1,
+        metavar="F",
+        help="eps-dominated when var < F*eps (default 0.1)",
+    )
+    t.add_argument(
+        "--eps-share",
+        type=_positive(float),
+        default=0.5,
+        metavar="S",
+        help="layer finding at this eps-dominated share (default 0.5)",
+    )
+    t.add_argument(
+        "--extreme-scale",
+        type=_positive(float),
+        default=100.0,
+        metavar="X",
+        help="layer finding when |scale| exceeds this (default 100)",
+    )
+    ins.set_defaults(func=cmd_inspect)
+    return p
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from yolobn.errors import YolobnError
+
+    if args.top is not None and args.top < 0:
+        raise YolobnError(f"--top {args.top}: must be 0 or more")
+    model_path = Path(args.model) if args.model else None
+    from yolobn.report.export import check_output_paths
+
+    outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
+    check_output_paths(outputs, protect=[model_path] if model_path and model_path.exists() else [])
+
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    from yolobn.dead import Thresholds
+
+    try:
+        th = Thresholds(
+            const_std=args.const_std,
+            off_sigma=args.off_sigma,
+            eps_factor=args.eps_factor,
+            eps_share=args.eps_share,
+            extreme_scale=args.extreme_scale,
+        )
+    except ValueError as e:
+        raise YolobnError(str(e)) from None
+
+    from yolobn.inspect import inspect, sort_layers
+
+    label = args.model or "the demo model"
+    if args.quiet or not err.is_terminal:
+        result = inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
+    else:
+        with err.status(f"loading and inspecting {label} ..."):
+            result = inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
+    if args.trust and not args.quiet:
+        err.print(
+            "[yellow]warning:[/] --trust: the checkpoint was fully unpickled; only do this for files you trust"
+        )
+
+    from yolobn.report.export import channels_csv, layers_csv, write_texts
+
+    files = {}
+    if args.csv:
+        files[args.csv] = layers_csv(result.layers)
+    if args.channels_csv:
+        files[args.channels_csv] = channels_csv(result.channels)
+    if args.json:
+        files[args.json] = result.to_json()
+    written = write_texts(files) if files else []
+
+    if args.quiet:
+        return EXIT_OK
+    from yolobn.report.console import layer_table, summary_panel
+
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    layers = sort_layers(result.layers, args.sort)
+    shown = layers if args.top is None else layers.head(args.top)
+    if len(shown):
+        title = (
+            f"BatchNorm layers ({len(shown)} of {len(layers)})"
+            if len(shown) < len(layers)
+            else "BatchNorm layers"
+        )
+        out.print(layer_table(shown, title=title))
+    out.print(summary_panel(result.meta.to_dict(), result.summary(), th.to_dict()))
+    for p in written:
+        out.print(f"wrote {p}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    # Ultralytics logs to stdout; the CLI speaks for it.
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("yolobn: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        from yolobn.errors import YolobnError
+
+        if debug:
+            raise
+        if isinstance(e, YolobnError):
+            print(f"yolobn: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(
+            f"yolobn: internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

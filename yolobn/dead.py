@@ -1,0 +1,116 @@
+"""Data-free dead-channel criteria, from a BatchNorm's own tensors only.
+
+For a BatchNorm in eval mode, channel c computes ``y = gamma * (x - mu) / sqrt(var + eps) + beta``
+with ``mu, var`` the running statistics of its input x on the training data. If x had exactly that
+mean and variance, y has mean ``beta`` and standard deviation
+``|gamma| * sqrt(var / (var + eps))``. The criteria below read that estimated output distribution:
+
+``constant`` (dead)
+    The estimated output std is below ``const_std``: the channel emits (nearly) the same value for
+    every input, whether because gamma is ~0 or because the running variance is ~0 (the conv before
+    it produced a constant on the training data). Its effect can be folded into the next layer's bias.
+``off`` (dead)
+    After an activation with a floor (SiLU, ReLU, GELU, Hardswish, Mish, ELU), the pre-activation
+    mean lies so far below zero that even ``beta + off_sigma * std`` is negative: the activation
+    output is pinned near its floor for almost all inputs (fewer than ~0.13 % positive at 3 sigma
+    under a Gaussian approximation).
+``eps_dominated`` (a finding, not dead)
+    ``running_var < eps_factor * eps``: eps, not the data, sets the output scale. These are exactly
+    the channels that break when a model is ported with another eps (Ultralytics uses 1e-3, PyTorch's
+    default is 1e-5): at ``eps_factor=0.1`` the scale changes by more than 3x.
+
+Every threshold is a field of ``Thresholds`` and a CLI option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+# Activations whose output is (close to) constant for very negative input.
+FLOOR_ACTIVATIONS = frozenset({"SiLU", "ReLU", "ReLU6", "GELU", "Hardswish", "Mish", "ELU", "CELU", "SELU"})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Tunable thresholds of the data-free criteria (see the module docstring).
+
+    Attributes:
+        const_std: a channel is ``constant`` when its estimated BN output std is below this.
+        off_sigma: a channel is ``off`` when ``beta + off_sigma * std < 0`` before a floored activation.
+        eps_factor: a channel is ``eps_dominated`` when ``running_var < eps_factor * eps``.
+        eps_share: a layer gets a finding when at least this share of its channels is eps-dominated.
+        extreme_scale: a layer gets a finding when some ``|gamma / sqrt(var + eps)|`` exceeds this.
+    """
+
+    const_std: float = 1e-3
+    off_sigma: float = 3.0
+    eps_factor: float = 0.1
+    eps_share: float = 0.5
+    extreme_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        for k, v in asdict(self).items():
+            if not (isinstance(v, (int, float)) and v >= 0 and v == v):
+                raise ValueError(f"threshold {k} must be a non-negative number, got {v!r}")
+        if self.eps_share > 1:
+            raise ValueError(f"threshold eps_share is a share between 0 and 1, got {self.eps_share}")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+REASONS = ("constant", "off")
+
+
+def classify(
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    var: torch.Tensor,
+    eps: float,
+    act: str,
+    th: Thresholds,
+) -> dict[str, torch.Tensor]:
+    """Vectorised criteria for one BatchNorm's channels (float64 tensors of equal length).
+
+    Returns:
+        dict of tensors: ``out_std``, ``constant``, ``off``, ``eps_dominated``, ``dead`` and
+        ``reason`` (int codes: 0 alive, 1 constant, 2 off; constant wins over off).
+    """
+    out_std = gamma.abs() * torch.sqrt(var / (var + eps))
+    constant = out_std < th.const_std
+    if act in FLOOR_ACTIVATIONS:
+        off = (beta + th.off_sigma * out_std) < 0
+    else:
+        off = torch.zeros_like(constant)
+    eps_dom = var < th.eps_factor * eps
+    reason = torch.where(constant, 1, torch.where(off, 2, 0))
+    return {
+        "out_std": out_std,
+        "constant": constant,
+        "off": off & ~constant,
+        "eps_dominated": eps_dom,
+        "dead": constant | off,
+        "reason": reason,
+    }
+
+
+def dead_channels(model: Any, thresholds: Thresholds | None = None):
+    """The dead channels of every BatchNorm, found without data.
+
+    Args:
+        model: a ``yolobn.LoadedModel``, an ``nn.Module`` or an ``ultralytics.YOLO``.
+        thresholds: criteria thresholds; defaults to ``Thresholds()``.
+
+    Returns:
+        pandas DataFrame, one row per dead channel: ``name``, ``layer``, ``channel``, ``reason``
+        (``constant`` or ``off``) and the values the decision was made on.
+    """
+    from yolobn.stats import bn_stats
+
+    _, channels = bn_stats(model, thresholds)
+    cols = ["name", "layer", "channel", "dead_reason", "gamma", "beta", "running_var", "out_std", "act"]
+    dead = channels.loc[channels["dead"], cols].rename(columns={"dead_reason": "reason"})
+    return dead.reset_index(drop=True)

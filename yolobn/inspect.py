@@ -1,0 +1,201 @@
+"""One call that does the whole data-free inspection: load, walk, statistics, dead channels, summary."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from yolobn import __version__
+from yolobn.dead import Thresholds
+from yolobn.errors import NoBatchNormError, YolobnError
+from yolobn.load import LoadedModel, load
+from yolobn.stats import bn_stats
+
+SORT_KEYS = {
+    "index": ("index", True),
+    "name": ("name", True),
+    "dead": ("dead", False),
+    "dead_share": ("dead_share", False),
+    "eps": ("eps_dominated", False),
+    "eps_share": ("eps_share", False),
+    "channels": ("channels", False),
+    "scale": ("max_abs_scale", False),
+    "gamma": ("gamma_mean", True),
+    "var": ("running_var_p50", True),
+}
+
+
+@dataclass
+class Inspection:
+    """Everything the data-free inspection found; the CLI and every report read only this."""
+
+    loaded: LoadedModel
+    thresholds: Thresholds
+    layers: pd.DataFrame
+    channels: pd.DataFrame
+    selection: list[str] = field(default_factory=list)
+
+    @property
+    def meta(self):
+        return self.loaded.meta
+
+    def summary(self, worst: int = 5) -> dict[str, Any]:
+        """Headline numbers: counts, dead share by reason, worst layers, health findings."""
+        ly, ch = self.layers, self.channels
+        n_ch = len(ch)
+        dead_by = {r: int((ch["dead_reason"] == r).sum()) for r in ("constant", "off")}
+        n_dead = int(ch["dead"].sum()) if n_ch else 0
+        ranked = ly.sort_values(
+            ["dead_share", "eps_share", "index"], ascending=[False, False, True], kind="stable"
+        )
+        ranked = ranked[(ranked["dead"] > 0) | (ranked["eps_dominated"] > 0)]
+        findings = [
+            {"name": r.name, "finding": f}
+            for r in ly.itertuples()
+            if r.findings
+            for f in r.findings.split("; ")
+        ]
+        kinds: dict[str, int] = {}
+        for f in findings:
+            key = _finding_kind(f["finding"])
+            kinds[key] = kinds.get(key, 0) + 1
+        model_findings = []
+        if not self.meta.trained:
+            model_findings.append("untrained model: built from a yaml, running statistics are defaults")
+        if self.meta.fused:
+            model_findings.append("fused model: no BatchNorm left")
+        return {
+            "bn_layers": len(ly),
+            "channels": n_ch,
+            "dead": n_dead,
+            "dead_share": _ratio(n_dead, n_ch),
+            "dead_by_reason": dead_by,
+            "dead_share_by_reason": {k: _ratio(v, n_ch) for k, v in dead_by.items()},
+            "eps_dominated": int(ch["eps_dominated"].sum()) if n_ch else 0,
+            "eps_dominated_share": _ratio(int(ch["eps_dominated"].sum()) if n_ch else 0, n_ch),
+            "layers_with_dead": int((ly["dead"] > 0).sum()),
+            "worst_layers": [
+                {
+                    "name": r.name,
+                    "block": r.block,
+                    "dead": int(r.dead),
+                    "channels": int(r.channels),
+                    "dead_share": float(r.dead_share),
+                    "eps_share": float(r.eps_share),
+                }
+                for r in ranked.head(worst).itertuples()
+            ],
+            "findings_by_kind": dict(sorted(kinds.items())),
+            "findings": findings,
+            "model_findings": model_findings,
+            "bn_types": {k: int(v) for k, v in ly["bn_type"].value_counts().sort_index().items()},
+            "roles": {k: int(v) for k, v in ly["role"].value_counts().sort_index().items()},
+        }
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON document written by ``--json``: metadata, thresholds, summary and per-layer rows."""
+        return _clean(
+            {
+                "yolobn_version": __version__,
+                "model": self.meta.to_dict(),
+                "thresholds": self.thresholds.to_dict(),
+                "selection": self.selection,
+                "summary": self.summary(),
+                "layers": self.layers.to_dict(orient="records"),
+            }
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n"
+
+
+def inspect(
+    source: Any = None,
+    *,
+    thresholds: Thresholds | None = None,
+    select: Sequence[str] | None = None,
+    trust: bool = False,
+) -> Inspection:
+    """Load ``source`` (see ``yolobn.load``) and run the data-free inspection.
+
+    Args:
+        source: checkpoint path, model yaml, nn.Module, ultralytics.YOLO, LoadedModel, or None (demo).
+        thresholds: dead-channel thresholds.
+        select: patterns that choose BN layers: globs on the dotted name (``model.2*``), or an exact
+            block type, owner type or role (``C3k2``, ``DWConv``, ``backbone``). Any match keeps a layer.
+        trust: allow a full unpickle (only for trusted files).
+
+    Raises:
+        NoBatchNormError: the model has no BatchNorm (fused checkpoint), or ``select`` matched none.
+    """
+    th = thresholds or Thresholds()
+    loaded = source if isinstance(source, LoadedModel) else load(source, trust=trust)
+    if loaded.meta.n_batchnorm == 0:
+        what = "it is fused (BatchNorm folded into the convolutions)" if loaded.meta.fused else "it has none"
+        raise NoBatchNormError(
+            f"{loaded.meta.path or loaded.meta.source}: no BatchNorm layers to inspect: {what}; "
+            "inspect the unfused checkpoint that training wrote (weights/best.pt or last.pt)"
+        )
+    layers, channels = bn_stats(loaded, th)
+    selection = list(select or [])
+    if selection:
+        keep = select_layers(layers, selection)
+        if not keep.any():
+            raise YolobnError(
+                f"--layers {' '.join(selection)}: matches none of the {len(layers)} BN layers; "
+                "use a glob on names such as 'model.2*', a block type such as C3k2, or a role (backbone/neck/head)"
+            )
+        layers = layers[keep].reset_index(drop=True)
+        channels = channels[channels["name"].isin(set(layers["name"]))].reset_index(drop=True)
+    return Inspection(loaded=loaded, thresholds=th, layers=layers, channels=channels, selection=selection)
+
+
+def select_layers(layers: pd.DataFrame, patterns: Sequence[str]) -> pd.Series:
+    """Boolean mask of the layers matched by any pattern (name glob, block/owner type, or role)."""
+    mask = pd.Series(False, index=layers.index)
+    for p in patterns:
+        mask |= layers["name"].map(lambda n, p=p: fnmatch.fnmatchcase(n, p))
+        mask |= (layers["block"] == p) | (layers["owner"] == p) | (layers["role"] == p)
+    return mask
+
+
+def sort_layers(layers: pd.DataFrame, key: str) -> pd.DataFrame:
+    col, ascending = SORT_KEYS[key]
+    return layers.sort_values([col, "index"], ascending=[ascending, True], kind="stable")
+
+
+def _finding_kind(text: str) -> str:
+    for key, kind in (
+        ("non-finite", "non_finite"),
+        ("negative running_var", "negative_var"),
+        ("untrained", "untrained_stats"),
+        ("eps-dominated", "eps_dominated"),
+        ("extreme scale", "extreme_scale"),
+        ("all channels dead", "all_dead"),
+    ):
+        if key in text:
+            return kind
+    return "other"
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else 0.0
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe values: numpy scalars to Python, NaN/inf to None (strict JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

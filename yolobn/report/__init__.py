@@ -1,0 +1,1 @@
+"""Report writers: console (rich renderables) and CSV/JSON export."""

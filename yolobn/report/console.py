@@ -1,0 +1,157 @@
+"""Rich renderables for the terminal. Builds them only: the CLI decides what to print."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+from rich import box
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+
+def _g(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}g}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _conv(r: Any) -> str:
+    if not r.conv_kind:
+        return "-"
+    k = r.kernel.split("x")[0] if r.kernel and len(set(r.kernel.split("x"))) == 1 else r.kernel
+    s = r.stride.split("x")[0] if r.stride and len(set(r.stride.split("x"))) == 1 else r.stride
+    dw = (
+        " dw"
+        if r.groups and r.groups > 1 and r.groups == r.in_channels
+        else (f" g{r.groups}" if r.groups and r.groups > 1 else "")
+    )
+    return f"{k}/{s} {r.in_channels}→{r.out_channels}{dw}"
+
+
+def layer_table(layers: pd.DataFrame, title: str = "BatchNorm layers") -> Table:
+    """One row per BN layer, in the order of ``layers``."""
+    t = Table(title=title, box=box.SIMPLE_HEAVY, header_style="bold", pad_edge=False, expand=False)
+    t.add_column("#", justify="right", style="dim")
+    t.add_column("name", overflow="fold")
+    t.add_column("block")
+    t.add_column("role")
+    t.add_column("conv k/s in→out")
+    t.add_column("act")
+    t.add_column("ch", justify="right")
+    t.add_column("γ mean±std", justify="right")
+    t.add_column("β mean", justify="right")
+    t.add_column("var p50", justify="right")
+    t.add_column("|scale| max", justify="right")
+    t.add_column("dead", justify="right")
+    t.add_column("eps-dom", justify="right")
+    t.add_column("findings", overflow="fold", style="yellow")
+    for r in layers.itertuples():
+        dead = f"{r.dead}" if r.dead else "·"
+        if r.dead:
+            dead = f"[red]{r.dead}[/] ({_pct(r.dead_share)})"
+        eps = f"{r.eps_dominated}" if r.eps_dominated else "·"
+        act = r.act or "-"
+        if r.act_shared:
+            act += "*"
+        t.add_row(
+            str(r.index),
+            r.name,
+            r.block if r.block == r.owner or not r.owner else f"{r.block}/{r.owner}",
+            r.role,
+            _conv(r),
+            act,
+            str(r.channels),
+            f"{_g(r.gamma_mean)}±{_g(r.gamma_std, 2)}",
+            _g(r.beta_mean),
+            _g(r.running_var_p50),
+            _g(r.max_abs_scale),
+            dead,
+            eps,
+            r.findings or "",
+        )
+    t.caption = (
+        "act* = the SiLU instance shared by every Ultralytics Conv · dead = constant + off (data-free)"
+    )
+    return t
+
+
+def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dict[str, float]) -> Panel:
+    """Model metadata and the headline numbers."""
+    lines: list[Text] = []
+
+    def kv(k: str, v: Any) -> None:
+        if v in (None, "", [], {}):
+            return
+        lines.append(Text.assemble((f"{k:<14}", "bold cyan"), str(v)))
+
+    kv("model", meta.get("path") or meta.get("source"))
+    if meta.get("sha256"):
+        kv("sha256", meta["sha256"])
+    if meta.get("size_bytes"):
+        kv("size", f"{meta['size_bytes'] / 1e6:.1f} MB ({meta.get('dtype_on_disk') or '?'} on disk)")
+    names = meta.get("names") or []
+    classes = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    kv(
+        "task",
+        f"{meta.get('task') or 'unknown'} · {meta.get('model_class')} · {meta.get('nc') or 0} classes ({classes})",
+    )
+    kv("family", meta.get("family"))
+    saved = " ".join(x for x in (meta.get("ultralytics_version"), meta.get("date")) if x)
+    kv("saved by", f"ultralytics {saved}" if saved else None)
+    ta = meta.get("train_args") or {}
+    if ta:
+        kv("trained", ", ".join(f"{k}={ta[k]}" for k in ("imgsz", "epochs", "batch", "data") if k in ta))
+    kv("parameters", f"{meta.get('n_params', 0):,}")
+    for n in meta.get("notes") or []:
+        lines.append(Text(f"note: {n}", style="yellow"))
+
+    lines.append(Text(""))
+    s = summary
+    by = s["dead_by_reason"]
+    lines.append(
+        Text.assemble(
+            ("BatchNorm     ", "bold cyan"),
+            f"{s['bn_layers']} layers, {s['channels']:,} channels",
+            (f"  ({', '.join(f'{v} {k}' for k, v in s['bn_types'].items())})", "dim"),
+        )
+    )
+    dead_style = "bold red" if s["dead"] else "bold green"
+    lines.append(
+        Text.assemble(
+            ("dead          ", "bold cyan"),
+            (f"{s['dead']:,} ({_pct(s['dead_share'])})", dead_style),
+            f"  constant {by['constant']:,} · off {by['off']:,}  in {s['layers_with_dead']} layers",
+        )
+    )
+    lines.append(
+        Text.assemble(
+            ("eps-dominated ", "bold cyan"),
+            f"{s['eps_dominated']:,} ({_pct(s['eps_dominated_share'])}) channels with running_var < "
+            f"{thresholds['eps_factor']:g}·eps",
+        )
+    )
+    if s["worst_layers"]:
+        worst = ", ".join(
+            f"{w['name']} {w['dead']}/{w['channels']} dead"
+            + (f" {_pct(w['eps_share'])} eps" if w["eps_share"] else "")
+            for w in s["worst_layers"][:3]
+        )
+        lines.append(Text.assemble(("worst layers  ", "bold cyan"), worst))
+    for f in s["model_findings"]:
+        lines.append(Text(f"finding: {f}", style="yellow"))
+    if s["findings_by_kind"]:
+        kinds = ", ".join(f"{k.replace('_', ' ')} ×{v}" for k, v in s["findings_by_kind"].items())
+        lines.append(Text.assemble(("findings      ", "bold cyan"), (kinds, "yellow")))
+    else:
+        lines.append(Text.assemble(("findings      ", "bold cyan"), ("none", "green")))
+    th = ", ".join(f"{k}={v:g}" for k, v in thresholds.items())
+    lines.append(Text(f"thresholds: {th}", style="dim"))
+    return Panel(Group(*lines), title="yolobn inspect", title_align="left", expand=False)

@@ -1,0 +1,73 @@
+"""CSV and JSON files from an Inspection, written all-or-nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from yolobn.errors import YolobnError
+
+FLOAT_FORMAT = "%.9g"  # enough digits to round-trip float32 values; stable bytes for the same model
+
+
+def layers_csv(layers: pd.DataFrame) -> str:
+    return layers.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+
+
+def channels_csv(channels: pd.DataFrame) -> str:
+    return channels.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+
+
+def check_output_paths(paths: Mapping[str, Path | None], protect: list[Path] | None = None) -> None:
+    """Fail early, before any work, on output paths that cannot be written.
+
+    Args:
+        paths: option name -> path (None entries are skipped).
+        protect: input files that must never be overwritten.
+    """
+    seen: dict[Path, str] = {}
+    protected = {p.resolve() for p in (protect or []) if p}
+    for opt, p in paths.items():
+        if p is None:
+            continue
+        r = p.expanduser().resolve()
+        if r.is_dir():
+            raise YolobnError(f"{opt} {p}: is a directory; give a file name such as {p / 'out.csv'}")
+        if r in protected:
+            raise YolobnError(f"{opt} {p}: is the input model; choose another output file")
+        if r in seen:
+            raise YolobnError(f"{opt} {p}: same file as {seen[r]}; give each output its own file")
+        seen[r] = opt
+        parent = r.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not os.access(parent, os.W_OK):
+            raise YolobnError(f"{opt} {p}: cannot write in {parent}; choose a writable location")
+
+
+def write_texts(files: Mapping[Path, str]) -> list[Path]:
+    """Write every file or none: each goes to a temporary sibling first, then all are renamed."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, text in files.items():
+            path = path.expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+            staged.append((Path(tmp), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except OSError as e:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise YolobnError(
+            f"{e.filename or 'output'}: cannot write ({e.strerror or e}); nothing was written"
+        ) from e
+    return [p for _, p in staged]
