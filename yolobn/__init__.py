@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load": "yolobn.load",
-    "LoadedModel": "yolobn.load",
-    "ModelMeta": "yolobn.load",
-    "demo_model_path": "yolobn.load",
+    "load": "yolobn.loader",
+    "LoadedModel": "yolobn.loader",
+    "ModelMeta": "yolobn.loader",
+    "demo_model_path": "yolobn.loader",
     "find_blocks": "yolobn.walk",
     "blocks_frame": "yolobn.walk",
     "BNBlock": "yolobn.walk",
     "bn_stats": "yolobn.stats",
     "Thresholds": "yolobn.dead",
     "dead_channels": "yolobn.dead",
-    "Inspection": "yolobn.inspect",
-    "inspect": "yolobn.inspect",
+    "Inspection": "yolobn.inspection",
+    "inspect": "yolobn.inspection",
     "YolobnError": "yolobn.errors",
     "make_shapes": "yolobn.data.synth",
     "shapes_dataset": "yolobn.data.synth",
@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from yolobn.data.synth import make_shapes, shapes_dataset
     from yolobn.dead import Thresholds, dead_channels
     from yolobn.errors import YolobnError
-    from yolobn.inspect import Inspection, inspect
-    from yolobn.load import LoadedModel, ModelMeta, demo_model_path, load
+    from yolobn.inspection import Inspection, inspect
+    from yolobn.loader import LoadedModel, ModelMeta, demo_model_path, load
     from yolobn.stats import bn_stats
     from yolobn.walk import BNBlock, blocks_frame, find_blocks
 

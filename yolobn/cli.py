@@ -183,7 +183,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise YolobnError(str(e)) from None
 
-    from yolobn.inspect import inspect, sort_layers
+    from yolobn.inspection import inspect, sort_layers
 
     label = args.model or "the demo model"
     if args.quiet or not err.is_terminal:

@@ -49,7 +49,8 @@ class BNBlock:
         conv, conv_kind: dotted name and type of the conv feeding the BatchNorm ('' when none).
         in_channels, out_channels, kernel, stride, groups, dilation: that conv's geometry.
         act, act_name: the activation type applied to the BN output ('' when none) and its module name.
-        act_shared: True when that activation is the one ``Conv.default_act`` instance shared model-wide.
+        act_shared: True when that activation module instance is applied after more than one BN
+            (Ultralytics' ``Conv.default_act``: one SiLU shared by every Conv, also after unpickling).
         channels: number of BN channels.
     """
 
@@ -88,9 +89,8 @@ def find_blocks(model: Any) -> list[BNBlock]:
     """
     root = unwrap(model)
     modules = dict(root.named_modules())
-    shared_act = _shared_default_act()
     roles = _roles(root)
-    blocks: list[BNBlock] = []
+    found = []
     for name, mod in modules.items():
         if not isinstance(mod, _BatchNorm):
             continue
@@ -98,6 +98,13 @@ def find_blocks(model: Any) -> list[BNBlock]:
         parent = modules.get(parent_name, root) if parent_name else root
         conv_name, conv = _feeding_conv(parent, parent_name, attr)
         act_name, act = _activation_after(parent, parent_name, attr)
+        found.append((name, mod, parent_name, parent, conv_name, conv, act_name, act))
+    uses: dict[int, int] = {}
+    for *_, act in found:
+        if act is not None:
+            uses[id(act)] = uses.get(id(act), 0) + 1
+    blocks: list[BNBlock] = []
+    for name, mod, parent_name, parent, conv_name, conv, act_name, act in found:
         m = _LAYER_RE.match(name)
         layer = int(m.group(1)) if m else -1
         top = modules.get(f"model.{layer}") if layer >= 0 else None
@@ -120,7 +127,7 @@ def find_blocks(model: Any) -> list[BNBlock]:
                 dilation=_pair(getattr(conv, "dilation", None)),
                 act=type(act).__name__ if act is not None else "",
                 act_name=act_name,
-                act_shared=act is not None and act is shared_act,
+                act_shared=act is not None and uses[id(act)] > 1,
                 channels=int(mod.num_features),
             )
         )
@@ -155,14 +162,6 @@ def _is_yolo_wrapper(obj: Any) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(obj, Model)
-
-
-def _shared_default_act() -> nn.Module | None:
-    try:
-        from ultralytics.nn.modules.conv import Conv
-    except ImportError:  # pragma: no cover
-        return None
-    return getattr(Conv, "default_act", None)
 
 
 def _roles(root: nn.Module) -> dict[int, str]:
@@ -213,10 +212,16 @@ def _activation_after(parent: nn.Module, parent_name: str, attr: str) -> tuple[s
         if i < len(parent) and isinstance(parent[i], _ACT_TYPES):
             return f"{prefix}{i}", parent[i]
         return "", None
-    for cand in ("act", "relu", "activation"):
-        a = getattr(parent, cand, None)
-        if isinstance(a, nn.Module) and not isinstance(a, _BatchNorm):
-            return prefix + cand, a
+    # Only read an activation off the parent where the naming pairs it with this BN: Ultralytics
+    # Conv (conv, bn, act), torchvision blocks (bn1/bn2 then the block's relu). Anything else is a
+    # guess, and a wrong activation would make the "off" criterion wrong: report none instead.
+    m = re.fullmatch(r"(?:bn|norm)(\d*)", attr)
+    if m:
+        k = m.group(1)
+        for cand in (f"act{k}", f"relu{k}", "act", "relu") if k else ("act", "relu", "activation"):
+            a = getattr(parent, cand, None)
+            if isinstance(a, _ACT_TYPES):
+                return prefix + cand, a
     return "", None
 
 

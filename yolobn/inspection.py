@@ -14,7 +14,7 @@ import pandas as pd
 from yolobn import __version__
 from yolobn.dead import Thresholds
 from yolobn.errors import NoBatchNormError, YolobnError
-from yolobn.load import LoadedModel, load
+from yolobn.loader import LoadedModel, load
 from yolobn.stats import bn_stats
 
 SORT_KEYS = {

@@ -1,0 +1,118 @@
+"""Per-layer and per-channel statistics against closed-form values computed independently in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import yolobn
+from tests.conftest import EPS, PLANTED
+
+
+def test_channel_values_closed_form(tiny):
+    _, ch = yolobn.bn_stats(tiny)
+    bn1 = ch[ch["name"] == "b1.bn"].sort_values("channel")
+    g, b, m, v = (np.array([row[i] for row in PLANTED], dtype=np.float64) for i in range(4))
+    g32, b32, m32, v32 = (x.astype(np.float32).astype(np.float64) for x in (g, b, m, v))
+    scale = g32 / np.sqrt(v32 + EPS)
+    np.testing.assert_allclose(bn1["gamma"], g32)
+    np.testing.assert_allclose(bn1["beta"], b32)
+    np.testing.assert_allclose(bn1["running_mean"], m32)
+    np.testing.assert_allclose(bn1["running_var"], v32)
+    np.testing.assert_allclose(bn1["scale"], scale, rtol=1e-12)
+    np.testing.assert_allclose(bn1["shift"], b32 - m32 * scale, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(bn1["out_mean"], b32)
+    np.testing.assert_allclose(bn1["out_std"], np.abs(g32) * np.sqrt(v32 / (v32 + EPS)), rtol=1e-12)
+    np.testing.assert_allclose(bn1["var_over_eps"], v32 / EPS, rtol=1e-12)
+
+
+def test_effective_scale_and_shift_reproduce_bn_eval_output(tiny):
+    # y = scale * x + shift must equal what nn.BatchNorm2d computes in eval mode.
+    _, ch = yolobn.bn_stats(tiny)
+    bn1 = ch[ch["name"] == "b1.bn"].sort_values("channel")
+    x = torch.randn(2, 8, 5, 5)
+    want = tiny.b1.bn(x).double()
+    s = torch.tensor(bn1["scale"].to_numpy()).view(1, -1, 1, 1)
+    t = torch.tensor(bn1["shift"].to_numpy()).view(1, -1, 1, 1)
+    torch.testing.assert_close(x.double() * s + t, want, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_rows_closed_form(tiny):
+    layers, _ = yolobn.bn_stats(tiny)
+    assert list(layers["name"]) == ["b1.bn", "b2.bn", "seq.1"]
+    r = layers.set_index("name").loc["b1.bn"]
+    g = np.array([row[0] for row in PLANTED])
+    assert r["channels"] == 8 and r["eps"] == pytest.approx(EPS)
+    assert r["gamma_min"] == g.min() and r["gamma_max"] == g.max()
+    assert r["gamma_mean"] == pytest.approx(g.mean())
+    assert r["gamma_std"] == pytest.approx(g.std())  # population std
+    for q, col in ((0.05, "p05"), (0.25, "p25"), (0.5, "p50"), (0.75, "p75"), (0.95, "p95")):
+        assert r[f"gamma_{col}"] == pytest.approx(np.quantile(g, q)), col
+    assert r["dead"] == 3 and r["constant"] == 2 and r["off"] == 1
+    assert r["dead_share"] == pytest.approx(3 / 8)
+    assert r["eps_dominated"] == 2 and r["eps_share"] == pytest.approx(2 / 8)
+    assert r["max_abs_scale"] == pytest.approx(1 / np.sqrt(EPS))  # channel 1: gamma 1, var 0
+    assert r["act"] == "SiLU" and r["conv"] == "b1.conv" and r["kernel"] == "3x3" and r["stride"] == "2x2"
+
+
+def test_health_findings(tiny):
+    with torch.no_grad():
+        tiny.b2.bn.running_var[2] = float("nan")
+        tiny.seq[1].running_var.fill_(1e-6)  # every channel eps-dominated, scale ~ 1/sqrt(1e-5)
+    layers, _ = yolobn.bn_stats(tiny)
+    f = layers.set_index("name")["findings"]
+    assert "non-finite values in running_var" in f["b2.bn"]
+    assert layers.set_index("name")["nonfinite"]["b2.bn"]
+    assert "100% of channels eps-dominated" in f["seq.1"]
+    assert "extreme scale" in f["seq.1"]  # 1 / sqrt(1e-6 + 1e-5) = 301 > 100
+    assert f["b1.bn"] == ""  # bn1 has 25% eps-dominated (< 50%) and max scale 31.6 (< 100)
+
+
+def test_untrained_stats_flagged_only_in_a_trained_model(tiny):
+    fresh = nn.BatchNorm2d(8)
+    tiny.b2.bn = nn.BatchNorm2d(4)  # default running stats in an otherwise trained model
+    layers, _ = yolobn.bn_stats(tiny)
+    assert layers.set_index("name").loc["b2.bn", "untrained_stats"]
+    assert "untrained running statistics" in layers.set_index("name").loc["b2.bn", "findings"]
+    # A model where every BN has default statistics is untrained as a whole: no per-layer finding.
+    layers, _ = yolobn.bn_stats(nn.Sequential(nn.Conv2d(3, 8, 1), fresh))
+    assert not layers["untrained_stats"].any()
+
+
+def test_large_layer_matches_numpy():
+    # A 4096-channel BN: every row present, and the constant count equals an independent numpy count.
+    bn = nn.BatchNorm2d(4096)
+    with torch.no_grad():
+        bn.weight.copy_(torch.linspace(-1, 1, 4096))
+    layers, ch = yolobn.bn_stats(nn.Sequential(nn.Conv2d(3, 4096, 1), bn))
+    assert len(ch) == 4096 and layers["channels"].item() == 4096
+    g = bn.weight.detach().double().numpy()
+    want = (np.abs(g) * np.sqrt(1 / (1 + 1e-5)) < 1e-3).sum()
+    assert want == 4  # the four linspace points closest to 0 (step 2/4095)
+    assert ch["constant"].sum() == want
+
+
+def test_stats_do_not_mutate_the_model(tiny):
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    types = [type(m) for m in tiny.modules()]
+    training = [m.training for m in tiny.modules()]
+    yolobn.bn_stats(tiny)
+    yolobn.dead_channels(tiny)
+    after = tiny.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert types == [type(m) for m in tiny.modules()]
+    assert training == [m.training for m in tiny.modules()]
+
+
+def test_bn_without_affine_or_running_stats():
+    m = nn.Sequential(
+        nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, affine=False), nn.BatchNorm2d(4, track_running_stats=False)
+    )
+    layers, ch = yolobn.bn_stats(m)
+    assert list(layers["affine"]) == [False, True]
+    assert (ch[ch["name"] == "1"]["gamma"] == 1).all()
+    assert ch[ch["name"] == "2"]["running_var"].isna().all()
+    assert not layers["nonfinite"].any()  # NaN means "not stored", not corruption
