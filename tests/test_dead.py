@@ -7,7 +7,7 @@ import math
 import pytest
 
 import yolobn
-from tests.conftest import EPS, PLANTED
+from tests.models import EPS, PLANTED
 
 
 def test_planted_reasons_exact(tiny):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import yolobn
-from tests.conftest import EPS, PLANTED
+from tests.models import EPS, PLANTED
 
 
 def test_channel_values_closed_form(tiny):

@@ -67,7 +67,9 @@ class Inspection:
             kinds[key] = kinds.get(key, 0) + 1
         model_findings = []
         if not self.meta.trained:
-            model_findings.append("untrained model: built from a yaml, running statistics are defaults")
+            model_findings.append(
+                "untrained model: every BatchNorm has its initial running statistics (mean 0, var 1)"
+            )
         if self.meta.fused:
             model_findings.append("fused model: no BatchNorm left")
         return {

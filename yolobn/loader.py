@@ -53,7 +53,8 @@ class ModelMeta:
         train_metrics: final metrics stored in the checkpoint, when present.
         n_params: parameter count. n_batchnorm: BatchNorm modules found.
         fused: True when BatchNorm has been folded into the convolutions (nothing left to inspect).
-        trained: False for a model built from a yaml (its running statistics are the defaults).
+        trained: False when every BatchNorm still has its initial running statistics (mean 0,
+            var 1), as in a model built from a yaml.
         dtype_on_disk: the parameter dtype as stored (stripped checkpoints are fp16).
         notes: anything the reader should know about how the model was obtained.
     """
@@ -126,10 +127,10 @@ def load(source: Any = None, *, trust: bool = False, download: bool = True) -> L
             lm.meta.kind = "demo"
             lm.meta.source = "<demo>"
             return lm
+        if _is_yolo_object(source):  # before nn.Module: YOLO subclasses it but wraps the model
+            return _from_module(source.model, "<ultralytics.YOLO>")
         if isinstance(source, nn.Module):
             return _from_module(source, "<nn.Module>")
-        if _is_yolo_object(source):
-            return _from_module(source.model, "<ultralytics.YOLO>")
         if not isinstance(source, (str, os.PathLike)):
             raise CheckpointError(
                 f"cannot load a {type(source).__name__}: pass a path to a .pt checkpoint or model yaml, "
@@ -195,6 +196,10 @@ _IMAGE_MAGIC = {
 }
 
 
+# pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2): the magic number torch's legacy format starts with.
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
 def sniff(path: Path) -> str:
     """Classify a file by its first bytes; raise CheckpointError for anything torch cannot read.
 
@@ -244,7 +249,7 @@ def sniff(path: Path) -> str:
                 f"{path}: is a zip archive but not a PyTorch checkpoint (no data.pkl inside)"
             )
         return "zip"
-    if head[:1] == b"\x80":  # pickle protocol 2+: torch's legacy (pre-1.6) serialization
+    if head.startswith(_LEGACY_MAGIC):  # torch's pre-1.6 format: a pickled magic number first
         return "legacy"
     raise CheckpointError(
         f"{path}: not a PyTorch checkpoint (unrecognised content); pass a .pt file saved by Ultralytics"
@@ -252,8 +257,8 @@ def sniff(path: Path) -> str:
 
 
 def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
-    sniff(path)
-    ckpt = _read_checkpoint(path, trust=trust)
+    fmt = sniff(path)
+    ckpt = _read_checkpoint(path, trust=trust, fmt=fmt)
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path}: holds a pickled {type(ckpt).__name__}, not an Ultralytics checkpoint; "
@@ -300,7 +305,7 @@ def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
     return LoadedModel(model, meta)
 
 
-def _read_checkpoint(path: Path, *, trust: bool) -> Any:
+def _read_checkpoint(path: Path, *, trust: bool, fmt: str = "zip") -> Any:
     from ultralytics.nn.tasks import torch_safe_load
 
     # torch_safe_load insists on a .pt suffix; give other names (best.pth, model.ckpt) a .pt alias.
@@ -308,9 +313,18 @@ def _read_checkpoint(path: Path, *, trust: bool) -> Any:
         if trust:
             return _trusted_load(p)
         try:
-            ckpt, _ = torch_safe_load(str(p), safe_only=True)
+            # An absolute path: given a bare official name (yolo11n.pt), torch_safe_load treats a
+            # damaged file as a corrupt download cache, deletes it and downloads again.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's pickle-protocol chatter; errors still raise
+                ckpt, _ = torch_safe_load(str(p.absolute()), safe_only=True)
             return ckpt
         except TypeError as e:
+            if fmt == "legacy" and "outside the supported" in str(e):
+                raise CheckpointError(
+                    f"{path}: uses torch's pre-1.6 serialization, which yolobn cannot check against the "
+                    "allow-list; re-save it with a current torch, or re-run with --trust if you trust its source"
+                ) from e
             raise CheckpointError(_explain_load_error(path, e)) from e
         except ModuleNotFoundError as e:
             raise CheckpointError(_explain_missing_module(path, e)) from e
@@ -363,14 +377,15 @@ def _explain_load_error(path: Path, e: TypeError) -> str:
     cause = e.__cause__
     if "TorchScript" in msg:
         return f"{path}: is a TorchScript export, not a training checkpoint; inspect the .pt it was exported from"
-    if "outside the supported" in msg:
-        found = re.findall(r"GLOBAL ([\w.]+)", str(cause or ""))
+    found = re.findall(r"GLOBAL ([\w.]+)", str(cause or ""))
+    if "outside the supported" in msg and (found or "Unsupported global" in str(cause or "")):
         what = f" ({', '.join(dict.fromkeys(found))})" if found else ""
         return (
             f"{path}: refused to unpickle code outside the Ultralytics/torch allow-list{what}; the file may run "
             "code when loaded. If you trust its source, re-run with --trust"
         )
-    if "empty, truncated or corrupted" in msg:
+    if "empty, truncated or corrupted" in msg or "outside the supported" in msg:
+        # A weights_only refusal that names no global is damaged pickle data, not a payload.
         detail = _first_line(cause) if cause else "unreadable"
         return f"{path}: the checkpoint is truncated or corrupt ({detail}); copy or download it again"
     return f"{path}: could not be loaded ({_first_line(e)})"
@@ -421,7 +436,7 @@ def _from_yaml(text: str) -> LoadedModel:
         raise CheckpointError(f"{text}: cannot read the model yaml ({_first_line(e)})") from e
     if not isinstance(cfg, dict) or "backbone" not in cfg:
         raise CheckpointError(f"{text}: not an Ultralytics model yaml (no 'backbone' section)")
-    notes = ["untrained: built from a yaml, running statistics are the defaults (mean 0, var 1)"]
+    notes = ["built from a yaml: untrained weights and running statistics"]
     cfg = copy.deepcopy(cfg)
     if _drop_torchvision_weights(cfg):
         notes.append("TorchVision backbone built without its pretrained weights (yolobn never downloads)")
@@ -434,7 +449,6 @@ def _from_yaml(text: str) -> LoadedModel:
         raise CheckpointError(f"{text}: the model yaml could not be built ({_first_line(e)})") from e
     model = model.float().eval()
     meta = _meta_from_module(model, source=text, kind="yaml")
-    meta.trained = False
     meta.family = Path(str(cfg.get("yaml_file", text))).name
     p = Path(text)
     if p.is_file():
@@ -507,7 +521,15 @@ def _meta_from_module(model: nn.Module, *, source: str, kind: str) -> ModelMeta:
         meta.family = Path(str(yf)).name if yf else None
     meta.task = _task_of(model)
     meta.n_params = int(sum(p.numel() for p in model.parameters()))
-    meta.n_batchnorm = sum(isinstance(m, _BatchNorm) for m in model.modules())
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    meta.n_batchnorm = len(bns)
+    # Trained = some BN has moved off its initial running statistics (mean 0, var 1).
+    meta.trained = not bns or any(
+        m.running_mean is not None
+        and m.running_var is not None
+        and not (bool((m.running_mean == 0).all()) and bool((m.running_var == 1).all()))
+        for m in bns
+    )
     meta.fused = meta.n_batchnorm == 0 and any(isinstance(m, nn.Conv2d) for m in model.modules())
     return meta
 

@@ -1,0 +1,274 @@
+"""`yolobn` on bad inputs and bad options: exit 2, one line on stderr, no traceback, nothing written.
+
+Most cases call ``yolobn.cli.main`` in-process (fast); one runs ``python -m yolobn.cli`` for the real exit
+code. The bad inputs come from ``make_bad_input`` in ``test_load.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from yolobn.cli import main
+from yolobn.errors import CheckpointError
+
+try:  # tests/ is not a package: pytest's default import mode puts it on sys.path
+    import test_load as shared
+except ImportError:  # tests/ became a package
+    from tests import test_load as shared
+
+OUTPUTS = ("out.csv", "out.json", "ch.csv")
+OUTPUT_ARGS = ["--csv", "out.csv", "--json", "out.json", "--channels-csv", "ch.csv"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return shared.build_model()
+
+
+@pytest.fixture(scope="module")
+def good_ckpt(model, tmp_path_factory) -> Path:
+    return shared.save_checkpoint(model, tmp_path_factory.mktemp("good") / "best.pt")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every download attempt is recorded and fails like an offline machine."""
+    import ultralytics.utils.downloads as dl
+
+    calls: list[str] = []
+    real = dl.attempt_download_asset
+
+    def offline_asset(file, *args, **kwargs):
+        if Path(str(file)).is_file():
+            return real(file, *args, **kwargs)
+        calls.append(str(file))
+        raise ConnectionError(f"offline: {file}")
+
+    def offline_download(name):
+        calls.append(name)
+        raise ConnectionError(f"offline: {name}")
+
+    monkeypatch.setattr(dl, "attempt_download_asset", offline_asset)
+    monkeypatch.setattr("yolobn.loader._download", offline_download)
+    return calls
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """main() in-process: (exit code, stdout, stderr); argparse exits through SystemExit."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(err: str, *, prefix: str = "yolobn: error: ") -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), err
+    assert lines[0].startswith(prefix), err
+    return lines[0]
+
+
+def listing(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+# --------------------------------------------------------------------------------------------------
+# bad model inputs
+
+
+CASES = [*shared.BAD_INPUTS, "official_name_offline", "missing_unofficial_name"]
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_bad_input_exits_2_with_one_line(kind, tmp_path, monkeypatch, capsys, model, no_network):
+    monkeypatch.chdir(tmp_path)
+    if kind == "official_name_offline":
+        name, words = "yolo11n.pt", ("could not be downloaded",)
+    elif kind == "missing_unofficial_name":
+        name, words = "mymodel.pt", ("no such file",)
+    else:
+        name, words = shared.make_bad_input(kind, tmp_path, model).name, shared.expected_words(kind)
+    before = listing(tmp_path)
+
+    code, out, err = run_cli(["inspect", name, *OUTPUT_ARGS], capsys)
+
+    assert code == 2
+    assert out == ""
+    line = assert_one_error_line(err)
+    assert name in line
+    assert any(w in line for w in words), line
+    assert "Traceback" not in out + err
+    for o in OUTPUTS:
+        assert not (tmp_path / o).exists(), o
+    assert listing(tmp_path) == before  # no output, no staged temp file, no payload marker
+    assert not (tmp_path / shared.MARKER_NAME).exists()
+    if kind == "official_name_offline":
+        assert no_network == ["yolo11n.pt"]
+    else:
+        assert no_network == []
+
+
+def test_pickle_like_junk_is_one_line_without_warnings(tmp_path, monkeypatch, capsys):
+    import random
+
+    monkeypatch.chdir(tmp_path)
+    Path("noise.pt").write_bytes(b"\x80" + random.Random(1).randbytes(4096))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")  # a real run prints each of these on stderr
+        code, out, err = run_cli(["inspect", "noise.pt", *OUTPUT_ARGS], capsys)
+    assert code == 2 and out == ""
+    line = assert_one_error_line(err)
+    assert [str(w.message) for w in rec] == []
+    assert "--trust" not in line
+
+
+def test_real_process_exit_code_on_malicious_checkpoint(tmp_path, model):
+    path = shared.make_bad_input("malicious", tmp_path, model)
+    before = listing(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "yolobn.cli", "inspect", path.name, *OUTPUT_ARGS],
+        cwd=tmp_path,
+        env={**os.environ, "YOLO_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == ""
+    line = assert_one_error_line(r.stderr)
+    assert path.name in line and "--trust" in line
+    assert "Traceback" not in r.stdout + r.stderr
+    assert listing(tmp_path) == before
+    assert not (tmp_path / shared.MARKER_NAME).exists()
+
+
+@pytest.mark.parametrize("where", ["subcommand", "top_level"])
+def test_debug_reraises(where, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("empty.pt").write_bytes(b"")
+    argv = ["inspect", "--debug", "empty.pt"] if where == "subcommand" else ["--debug", "inspect", "empty.pt"]
+    with pytest.raises(CheckpointError, match="empty"):
+        main(argv)
+
+
+# --------------------------------------------------------------------------------------------------
+# usage errors
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["inspect", "--bogus"], "--bogus"),
+        (["frobnicate"], "frobnicate"),
+        (["inspect", "--const-std", "-1"], "--const-std"),
+        (["inspect", "--off-sigma", "abc"], "--off-sigma"),
+        (["inspect", "--sort", "sideways"], "--sort"),
+    ],
+    ids=["unknown_option", "unknown_command", "negative_const_std", "non_numeric", "bad_choice"],
+)
+def test_argparse_errors_exit_2_with_one_line(argv, needle, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli([*argv, *OUTPUT_ARGS], capsys)
+    assert code == 2
+    assert out == ""
+    line = assert_one_error_line(err, prefix="yolobn")
+    assert "error:" in line and needle in line
+    assert "Traceback" not in err
+    assert listing(tmp_path) == []
+
+
+def test_negative_top_exits_2(tmp_path, monkeypatch, capsys, good_ckpt):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["inspect", str(good_ckpt), "--top", "-1", *OUTPUT_ARGS], capsys)
+    assert code == 2 and out == ""
+    assert "--top" in assert_one_error_line(err)
+    assert listing(tmp_path) == []
+
+
+def test_csv_pointing_at_a_directory(tmp_path, monkeypatch, capsys, good_ckpt):
+    monkeypatch.chdir(tmp_path)
+    Path("reports").mkdir()
+    code, out, err = run_cli(
+        ["inspect", str(good_ckpt), "--csv", "reports", "--json", "out.json", "--channels-csv", "ch.csv"],
+        capsys,
+    )
+    assert code == 2 and out == ""
+    line = assert_one_error_line(err)
+    assert "reports" in line and "directory" in line
+    assert listing(tmp_path) == ["reports"]  # nothing written, not even the other outputs
+
+
+@pytest.mark.parametrize("option", ["--csv", "--json", "--channels-csv"])
+def test_output_equal_to_the_model_is_refused(option, tmp_path, monkeypatch, capsys, good_ckpt):
+    monkeypatch.chdir(tmp_path)
+    model_path = tmp_path / "best.pt"
+    model_path.write_bytes(good_ckpt.read_bytes())
+    before = (shared.sha256(model_path), model_path.stat().st_mtime_ns)
+    code, out, err = run_cli(["inspect", "best.pt", option, str(model_path)], capsys)
+    assert code == 2 and out == ""
+    line = assert_one_error_line(err)
+    assert option in line and "input model" in line
+    assert (shared.sha256(model_path), model_path.stat().st_mtime_ns) == before
+    assert listing(tmp_path) == ["best.pt"]
+
+
+def test_two_outputs_on_one_file_are_refused(tmp_path, monkeypatch, capsys, good_ckpt):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["inspect", str(good_ckpt), "--csv", "a.out", "--json", "a.out"], capsys)
+    assert code == 2 and out == ""
+    assert "same file" in assert_one_error_line(err)
+    assert listing(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# help
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["inspect", "--help"], ["-h"]])
+def test_help_exits_0_with_examples(argv, capsys):
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0
+    assert "examples" in out
+    assert err == ""
+
+
+def test_inspect_help_lists_exit_codes(capsys):
+    code, out, _ = run_cli(["inspect", "--help"], capsys)
+    assert code == 0
+    assert "examples:" in out and "exit codes" in out and "yolobn inspect best.pt" in out
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    code, out, _ = run_cli([], capsys)
+    assert code == 2
+    assert "usage: yolobn" in out
+
+
+def test_version(capsys):
+    from yolobn import __version__
+
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0
+    assert out.strip() == f"yolobn {__version__}"
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; from yolobn.cli import main\n"
+        "try: main(['--help'])\n"
+        "except SystemExit: pass\n"
+        "print('torch' in sys.modules, 'ultralytics' in sys.modules, 'pandas' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "examples" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "False False False"
