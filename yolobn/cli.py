@@ -33,6 +33,17 @@ exit codes: 0 success, 1 internal error, 2 bad input or usage
 """
 
 
+REPORT_EXAMPLES = """\
+examples:
+  yolobn report                          # the bundled demo model -> reports/demo_yolo11n_shapes/
+  yolobn report best.pt -o out/          # out/report.html, layers.csv, channels.csv, summary.json
+  yolobn report best.pt --open           # and open it in the default browser
+  yolobn report best.pt --layers backbone --off-sigma 2
+
+exit codes: 0 success, 1 internal error, 2 bad input or usage
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -63,60 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"yolobn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    ins = sub.add_parser(
-        "inspect",
-        parents=[debug],
-        help="BatchNorm statistics and data-free dead channels of a model",
-        description="Load a YOLO checkpoint safely, find every BatchNorm and report its statistics, "
-        "dead channels and health findings.",
-        epilog=INSPECT_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ins.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "model",
         nargs="?",
         default=None,
         help="checkpoint (.pt) or model yaml; default: the bundled demo model",
     )
-    ins.add_argument(
+    common.add_argument(
         "--trust",
         action="store_true",
         help="allow a full unpickle (runs code from the file: trusted files only)",
     )
-    g = ins.add_argument_group("selection and display")
-    g.add_argument(
+    common.add_argument(
         "--layers",
         action="append",
         metavar="PATTERN",
         help="keep BN layers whose name matches this glob ('model.2*'), or whose block type or role "
         "is this (C3k2, backbone); repeatable",
     )
-    g.add_argument(
-        "--sort",
-        default="index",
-        choices=[
-            "index",
-            "name",
-            "dead",
-            "dead_share",
-            "eps",
-            "eps_share",
-            "channels",
-            "scale",
-            "gamma",
-            "var",
-        ],
-        help="table order (default: model order)",
-    )
-    g.add_argument("--top", type=int, metavar="N", help="show only the first N rows of the table")
-    g.add_argument(
-        "-q", "--quiet", action="store_true", help="print nothing on success (files are still written)"
-    )
-    o = ins.add_argument_group("output files")
-    o.add_argument("--csv", type=Path, metavar="FILE", help="per-layer statistics as CSV")
-    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV")
-    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON")
-    t = ins.add_argument_group("dead-channel thresholds")
+    t = common.add_argument_group("dead-channel thresholds")
     t.add_argument(
         "--const-std",
         type=_positive(float),
@@ -152,7 +129,59 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="X",
         help="layer finding when |scale| exceeds this (default 100)",
     )
+
+    ins = sub.add_parser(
+        "inspect",
+        parents=[debug, common],
+        help="BatchNorm statistics and data-free dead channels of a model",
+        description="Load a YOLO checkpoint safely, find every BatchNorm and report its statistics, "
+        "dead channels and health findings.",
+        epilog=INSPECT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = ins.add_argument_group("display")
+    g.add_argument(
+        "--sort",
+        default="index",
+        choices=[
+            "index",
+            "name",
+            "dead",
+            "dead_share",
+            "eps",
+            "eps_share",
+            "channels",
+            "scale",
+            "gamma",
+            "var",
+        ],
+        help="table order (default: model order)",
+    )
+    g.add_argument("--top", type=int, metavar="N", help="show only the first N rows of the table")
+    g.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing on success (files are still written)"
+    )
+    o = ins.add_argument_group("output files")
+    o.add_argument("--csv", type=Path, metavar="FILE", help="per-layer statistics as CSV")
+    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV")
+    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON")
     ins.set_defaults(func=cmd_inspect)
+
+    rep = sub.add_parser(
+        "report",
+        parents=[debug, common],
+        help="self-contained HTML report with plots, plus CSV/JSON",
+        description="Write report.html (plots, sortable per-layer table, per-channel details; works offline "
+        "from file://), layers.csv, channels.csv and summary.json into one folder.",
+        epilog=REPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument(
+        "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/)"
+    )
+    rep.add_argument("--open", action="store_true", help="open the report in the default browser")
+    rep.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    rep.set_defaults(func=cmd_report)
     return p
 
 
@@ -170,18 +199,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     err = Console(stderr=True)
-    from yolobn.dead import Thresholds
-
-    try:
-        th = Thresholds(
-            const_std=args.const_std,
-            off_sigma=args.off_sigma,
-            eps_factor=args.eps_factor,
-            eps_share=args.eps_share,
-            extreme_scale=args.extreme_scale,
-        )
-    except ValueError as e:
-        raise YolobnError(str(e)) from None
+    th = _thresholds(args)
 
     from yolobn.inspection import inspect, sort_layers
 
@@ -224,6 +242,69 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     out.print(summary_panel(result.meta.to_dict(), result.summary(), th.to_dict()))
     for p in written:
         out.print(f"wrote {p}")
+    return EXIT_OK
+
+
+def _thresholds(args: argparse.Namespace):
+    from yolobn.dead import Thresholds
+    from yolobn.errors import YolobnError
+
+    try:
+        return Thresholds(
+            const_std=args.const_std,
+            off_sigma=args.off_sigma,
+            eps_factor=args.eps_factor,
+            eps_share=args.eps_share,
+            extreme_scale=args.extreme_scale,
+        )
+    except ValueError as e:
+        raise YolobnError(str(e)) from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from yolobn.errors import YolobnError
+    from yolobn.report.export import check_output_paths
+
+    if args.out is not None:
+        out_dir = args.out
+    else:
+        stem = Path(args.model).stem if args.model else "demo_yolo11n_shapes"
+        out_dir = Path("reports") / stem
+    if out_dir.exists() and not out_dir.is_dir():
+        raise YolobnError(f"--out {out_dir}: is a file, not a folder; give a folder name")
+    names = {
+        "report.html": "report",
+        "layers.csv": "layers",
+        "channels.csv": "channels",
+        "summary.json": "summary",
+    }
+    paths = {f"{out_dir / n}": out_dir / n for n in names}
+    model_path = Path(args.model) if args.model else None
+    check_output_paths(paths, protect=[model_path] if model_path and model_path.exists() else [])
+    th = _thresholds(args)
+
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    from yolobn.inspection import inspect
+
+    label = args.model or "the demo model"
+    if args.quiet or not err.is_terminal:
+        result = inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
+    else:
+        with err.status(f"loading and inspecting {label} ..."):
+            result = inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
+    from yolobn.report.export import report_files, write_texts
+
+    written = write_texts(report_files(result, out_dir))
+    html = out_dir / "report.html"
+    if not args.quiet:
+        for p in written:
+            print(f"wrote {p}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(html.resolve().as_uri())
     return EXIT_OK
 
 

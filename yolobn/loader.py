@@ -126,6 +126,8 @@ def load(source: Any = None, *, trust: bool = False, download: bool = True) -> L
             lm = _load_checkpoint(demo_model_path(), str(demo_model_path()), trust=False)
             lm.meta.kind = "demo"
             lm.meta.source = "<demo>"
+            # Package-relative, so that reports of the demo model are the same on every machine.
+            lm.meta.path = f"yolobn/data/{DEMO_FILE}"
             return lm
         if _is_yolo_object(source):  # before nn.Module: YOLO subclasses it but wraps the model
             return _from_module(source.model, "<ultralytics.YOLO>")

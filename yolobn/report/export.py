@@ -50,6 +50,12 @@ def check_output_paths(paths: Mapping[str, Path | None], protect: list[Path] | N
             raise YolobnError(f"{opt} {p}: cannot write in {parent}; choose a writable location")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_texts(files: Mapping[Path, str]) -> list[Path]:
     """Write every file or none: each goes to a temporary sibling first, then all are renamed."""
     staged: list[tuple[Path, Path]] = []
@@ -60,6 +66,7 @@ def write_texts(files: Mapping[Path, str]) -> list[Path]:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal permissions
             staged.append((Path(tmp), path))
         for tmp, path in staged:
             os.replace(tmp, path)
@@ -71,3 +78,15 @@ def write_texts(files: Mapping[Path, str]) -> list[Path]:
             f"{e.filename or 'output'}: cannot write ({e.strerror or e}); nothing was written"
         ) from e
     return [p for _, p in staged]
+
+
+def report_files(inspection, out_dir: Path) -> dict[Path, str]:
+    """The four files of ``yolobn report``: one source of truth (the Inspection) for all of them."""
+    from yolobn.report.html import render_html
+
+    return {
+        out_dir / "report.html": render_html(inspection),
+        out_dir / "layers.csv": layers_csv(inspection.layers),
+        out_dir / "channels.csv": channels_csv(inspection.channels),
+        out_dir / "summary.json": inspection.to_json(),
+    }

@@ -1,0 +1,267 @@
+"""The HTML report: static checks, one source of truth with the CSV/JSON, and a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from yolobn.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PLOTS = [
+    "plot-gamma", "plot-beta", "plot-mean", "plot-var", "plot-dead", "plot-scatter", "plot-heatmap",
+    "hist-gamma", "hist-beta", "hist-var", "hist-scale",
+]  # fmt: skip
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    assert main(["report", "-o", str(d), "-q"]) == 0
+    assert sorted(p.name for p in d.iterdir()) == [
+        "channels.csv",
+        "layers.csv",
+        "report.html",
+        "summary.json",
+    ]
+    return d
+
+
+class _Table(HTMLParser):
+    """Collects data-v of every cell of table#layers, and every src/href attribute on the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_table = False
+        self.rows: list[list[str]] = []
+        self.headers: list[str] = []
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for k in ("src", "href", "xlink:href", "action", "srcset"):
+            if k in a:
+                self.refs.append(a[k])
+        if tag == "table" and a.get("id") == "layers":
+            self.in_table = True
+        elif self.in_table and tag == "th":
+            self.headers.append(a["data-k"])
+        elif self.in_table and tag == "tr" and "data-name" in a:
+            self.rows.append([])
+        elif self.in_table and tag == "td" and self.rows:
+            self.rows[-1].append(a["data-v"])
+
+    def handle_endtag(self, tag):
+        if tag == "table" and self.in_table:
+            self.in_table = False
+
+
+def _parse(report: Path) -> _Table:
+    p = _Table()
+    p.feed((report / "report.html").read_text())
+    return p
+
+
+def test_self_contained_no_external_references(report):
+    html = (report / "report.html").read_text()
+    p = _parse(report)
+    assert p.refs and all(r.startswith("data:") for r in p.refs), [
+        r[:40] for r in p.refs if not r.startswith("data:")
+    ]
+    assert not re.search(r"https?://", html)
+    assert "@import" not in html and "url(" not in html
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    for pid in PLOTS:
+        assert f'id="{pid}"' in html, pid
+
+
+def test_html_table_is_the_csv(report):
+    layers = pd.read_csv(report / "layers.csv", keep_default_na=False)
+    p = _parse(report)
+    assert len(p.rows) == len(layers)
+    for j, key in enumerate(p.headers):
+        col = [r[j] for r in p.rows]
+        if not pd.api.types.is_numeric_dtype(layers[key]):
+            assert col == [str(v) for v in layers[key]], key
+        else:
+            for got, want in zip(col, layers[key], strict=True):
+                if isinstance(want, float) and math.isnan(want):
+                    assert got == "", key
+                else:
+                    assert float(got) == pytest.approx(float(want), rel=1e-8, abs=1e-12), key
+
+
+def test_channel_details_are_the_channels_csv(report):
+    html = (report / "report.html").read_text()
+    blob = re.search(r'<script type="application/json" id="channel-data">(.*?)</script>', html, re.S).group(1)
+    data = json.loads(blob.replace("<\\/", "</"))
+    ch = pd.read_csv(report / "channels.csv", keep_default_na=False)
+    assert list(data) == list(dict.fromkeys(ch["name"]))
+    for name, grp in ch.groupby("name", sort=False):
+        cols = data[name]
+        for k, c in enumerate(("gamma", "beta", "running_mean", "running_var", "scale", "out_std")):
+            assert cols[k] == pytest.approx(grp[c].astype(float).tolist(), rel=1e-4, abs=1e-30), (name, c)
+        dead = [code in (1, 2) for code in cols[6]]
+        assert dead == grp["dead"].astype(str).eq("True").tolist()
+
+
+def test_summary_json_matches_html_header(report):
+    doc = json.loads((report / "summary.json").read_text())
+    html = (report / "report.html").read_text()
+    s = doc["summary"]
+    assert f"<b>{s['bn_layers']}</b>" in html
+    assert f"<b>{s['channels']:,}</b>" in html
+    assert f"{s['dead']:,} ({s['dead_share']:.1%})" in html
+
+
+def test_reports_folder_is_up_to_date(report):
+    committed = REPO / "reports" / "demo_yolo11n_shapes"
+    for name in ("report.html", "layers.csv", "channels.csv", "summary.json"):
+        assert (committed / name).read_bytes() == (report / name).read_bytes(), (
+            f"reports/demo_yolo11n_shapes/{name} is stale: regenerate with `yolobn report` (see README)"
+        )
+
+
+def test_report_bad_output_folder_writes_nothing(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["report", "-o", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert f.read_text() == "x"
+
+
+# ---------------------------------------------------------------- real browser
+
+
+@pytest.fixture(scope="module")
+def page(report):
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (CI installs Debian's chromium; apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+    pw = sync_api.sync_playwright().start()
+    browser = pw.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic",
+        ],
+    )  # fmt: skip
+    pg = browser.new_page(viewport={"width": 1200, "height": 900})
+    events = {"console": [], "pageerror": [], "requests": []}
+    pg.on("console", lambda m: events["console"].append((m.type, m.text)))
+    pg.on("pageerror", lambda e: events["pageerror"].append(str(e)))
+    pg.on("request", lambda r: events["requests"].append(r.url))
+    url = (report / "report.html").resolve().as_uri()
+    pg.goto(url, wait_until="load")
+    pg.wait_for_timeout(300)
+    pg.events = events
+    pg.report_url = url
+    yield pg
+    browser.close()
+    pw.stop()
+
+
+def test_loads_from_file_url_without_errors_or_network(page):
+    ev = page.events
+    assert ev["pageerror"] == []
+    assert [m for m in ev["console"] if m[0] in ("error", "warning")] == []
+    assert ev["requests"] == [page.report_url], ev["requests"]  # the page itself, nothing else
+    assert page.title().startswith("yolobn report")
+
+
+@pytest.mark.parametrize("plot_id", PLOTS)
+def test_every_plot_is_rendered_and_visible(page, plot_id, tmp_path):
+    from PIL import Image
+
+    el = page.locator(f"#{plot_id}")
+    el.scroll_into_view_if_needed()
+    assert el.is_visible()
+    box = el.bounding_box()
+    assert box and box["width"] > 200 and box["height"] > 100
+    shot = tmp_path / f"{plot_id}.png"
+    el.screenshot(path=str(shot))
+    px = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    non_white = float((px.sum(1) < 720).mean())
+    assert non_white > 0.02, f"{plot_id} looks blank ({non_white:.1%} non-white pixels)"
+    assert len(np.unique(px, axis=0)) > 8, f"{plot_id} has too few colours to be a plot"
+
+
+def _column(page, key):
+    return page.eval_on_selector_all(
+        f"#layers tbody tr:not(.detail):not(.hidden) td:nth-child({_col_index(page, key)})",
+        "els => els.map(e => e.dataset.v)",
+    )
+
+
+def _col_index(page, key):
+    keys = page.eval_on_selector_all("#layers thead th", "els => els.map(e => e.dataset.k)")
+    return keys.index(key) + 1
+
+
+def test_sorting_a_column_reorders_rows(page, report):
+    layers = pd.read_csv(report / "layers.csv")
+    page.fill("#filter-name", "")
+    page.select_option("#filter-role", "")
+    before = page.eval_on_selector_all("#layers tbody tr", "els => els.map(e => e.dataset.name)")
+    assert before == list(layers["name"])  # model order first
+    th = page.locator('#layers th[data-k="running_var_p50"]')
+    th.click()
+    asc = [float(v) for v in _column(page, "running_var_p50")]
+    assert asc == pytest.approx(sorted(layers["running_var_p50"].astype(float)), rel=1e-8)
+    th.click()
+    desc = [float(v) for v in _column(page, "running_var_p50")]
+    assert desc == pytest.approx(sorted(layers["running_var_p50"].astype(float), reverse=True), rel=1e-8)
+    assert asc == sorted(asc) and desc == sorted(desc, reverse=True)
+    after = page.eval_on_selector_all("#layers tbody tr", "els => els.map(e => e.dataset.name)")
+    assert after != before and sorted(after) == sorted(before)
+    page.locator('#layers th[data-k="name"]').click()
+    assert page.eval_on_selector_all("#layers tbody tr", "els => els.map(e => e.dataset.name)") == sorted(
+        before
+    )
+
+
+def test_filtering_hides_rows(page, report):
+    layers = pd.read_csv(report / "layers.csv")
+    page.fill("#filter-name", "model.2.")
+    visible = page.eval_on_selector_all(
+        "#layers tbody tr:not(.hidden)", "els => els.map(e => e.dataset.name)"
+    )
+    assert sorted(visible) == sorted(n for n in layers["name"] if "model.2." in n)
+    assert 0 < len(visible) < len(layers)
+    assert page.locator("#shown-count").inner_text() == f"{len(visible)} of {len(layers)} layers"
+    page.fill("#filter-name", "")
+    page.select_option("#filter-role", "head")
+    visible = page.eval_on_selector_all(
+        "#layers tbody tr:not(.hidden)", "els => els.map(e => e.dataset.name)"
+    )
+    assert sorted(visible) == sorted(layers.loc[layers["role"] == "head", "name"])
+    page.select_option("#filter-role", "")
+    page.select_option("#filter-block", "SPPF")
+    visible = page.eval_on_selector_all(
+        "#layers tbody tr:not(.hidden)", "els => els.map(e => e.dataset.name)"
+    )
+    assert sorted(visible) == sorted(layers.loc[layers["block"] == "SPPF", "name"])
+    page.select_option("#filter-block", "")
+    assert page.locator("#layers tbody tr.hidden").count() == 0
+
+
+def test_clicking_a_layer_shows_its_channels(page, report):
+    layers = pd.read_csv(report / "layers.csv")
+    name = layers["name"].iloc[3]
+    row = page.locator(f'#layers tbody tr[data-name="{name}"]')
+    row.click()
+    detail = page.locator("#layers tr.detail")
+    assert detail.count() == 1 and name in detail.inner_text()
+    n = detail.locator("table.ch tr").count() - 1  # minus the header
+    assert n == int(layers["channels"].iloc[3])
+    row.click()
+    assert page.locator("#layers tr.detail").count() == 0
