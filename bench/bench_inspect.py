@@ -62,7 +62,9 @@ def main() -> int:
 
     import yolobn
 
-    yolobn_exe = shutil.which("yolobn") or sys.exit("the yolobn console script is not on PATH (pip install -e .)")
+    yolobn_exe = shutil.which("yolobn") or sys.exit(
+        "the yolobn console script is not on PATH (pip install -e .)"
+    )
     env = {**os.environ, "YOLO_VERBOSE": "False"}
     results = {}
     with tempfile.TemporaryDirectory() as d:
@@ -94,7 +96,9 @@ def main() -> int:
         helps.append(time.perf_counter() - t)
     help_s = statistics.median(helps)
 
-    print(f"{'model':<22}{'size MB':>8}{'YOLO() s':>10}{'inspect s':>11}{'time x':>8}{'YOLO() MB':>11}{'inspect MB':>12}{'mem x':>7}")
+    print(
+        f"{'model':<22}{'size MB':>8}{'YOLO() s':>10}{'inspect s':>11}{'time x':>8}{'YOLO() MB':>11}{'inspect MB':>12}{'mem x':>7}"
+    )
     for label, r in results.items():
         print(
             f"{label:<22}{r['size_mb']:>8.1f}{r['ultralytics_load_s']:>10.2f}{r['yolobn_inspect_s']:>11.2f}"

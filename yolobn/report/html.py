@@ -368,23 +368,32 @@ def layer_table(layers: pd.DataFrame) -> str:
     return f'<table id="layers"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _json_numbers(x: np.ndarray) -> list[str]:
+    """5 significant digits, JSON-valid (non-finite -> null); formatted once per column."""
+    return [f"{v:.5g}" if math.isfinite(v) else "null" for v in x.tolist()]
+
+
 def channel_data(channels: pd.DataFrame) -> str:
-    """Per-channel values for the detail rows, compact JSON: name -> [gamma, beta, mean, var, scale, reason]."""
-    out: dict[str, list[list[Any]]] = {}
-    for name, grp in channels.groupby("name", sort=False):
-        cols = []
-        for c in ("gamma", "beta", "running_mean", "running_var", "scale", "out_std"):
-            cols.append(
-                [float(f"{x:.5g}") if math.isfinite(x) else None for x in grp[c].to_numpy(dtype=float)]
-            )
-        cols.append(
-            [
-                REASON_CODE[r] + (3 if e and not r else 0)
-                for r, e in zip(grp["dead_reason"], grp["eps_dominated"], strict=True)
-            ]
-        )
-        out[str(name)] = cols
-    return json.dumps(out, separators=(",", ":")).replace("</", "<\\/")
+    """Per-channel values for the detail rows, compact JSON:
+    name -> [gamma, beta, running_mean, running_var, scale, out_std, flag], flag 0 alive, 1 constant,
+    2 off, 3 eps-dominated (alive)."""
+    if channels.empty:
+        return "{}"
+    cols = [
+        _json_numbers(channels[c].to_numpy(dtype=float))
+        for c in ("gamma", "beta", "running_mean", "running_var", "scale", "out_std")
+    ]
+    reason = channels["dead_reason"].to_numpy()
+    flag = np.where(reason == "constant", 1, np.where(reason == "off", 2, 0))
+    flag = np.where((flag == 0) & channels["eps_dominated"].to_numpy(dtype=bool), 3, flag)
+    cols.append([str(v) for v in flag.tolist()])
+    names = channels["name"].to_numpy()
+    cuts = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)]
+    parts = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        arrays = ",".join("[" + ",".join(c[a:b]) + "]" for c in cols)
+        parts.append(f"{json.dumps(str(names[a]))}:[{arrays}]")
+    return ("{" + ",".join(parts) + "}").replace("</", "<\\/")
 
 
 def _meta_rows(meta: dict[str, Any], summary: dict[str, Any]) -> str:
