@@ -116,3 +116,16 @@ def test_bn_without_affine_or_running_stats():
     assert (ch[ch["name"] == "1"]["gamma"] == 1).all()
     assert ch[ch["name"] == "2"]["running_var"].isna().all()
     assert not layers["nonfinite"].any()  # NaN means "not stored", not corruption
+
+
+def test_affine_still_at_init_is_a_finding_in_a_trained_model(tiny):
+    with torch.no_grad():
+        tiny.b2.bn.weight.fill_(1.0)
+        tiny.b2.bn.bias.fill_(0.0)
+    layers, _ = yolobn.bn_stats(tiny)
+    r = layers.set_index("name")
+    assert r.loc["b2.bn", "init_affine"] and "no gradient reached" in r.loc["b2.bn", "findings"]
+    assert not r.loc["b1.bn", "init_affine"] and not r.loc["seq.1", "init_affine"]
+    # an untrained model (yaml) has every layer at init: not a per-layer finding
+    layers, _ = yolobn.bn_stats(yolobn.load("yolov8n.yaml"))
+    assert not layers["init_affine"].any()

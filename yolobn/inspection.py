@@ -177,6 +177,7 @@ def _finding_kind(text: str) -> str:
         ("non-finite", "non_finite"),
         ("negative running_var", "negative_var"),
         ("untrained", "untrained_stats"),
+        ("still at init", "init_affine"),
         ("eps-dominated", "eps_dominated"),
         ("extreme scale", "extreme_scale"),
         ("all channels dead", "all_dead"),

@@ -54,6 +54,7 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
     per_layer: list[dict[str, Any]] = []
     per_channel: list[dict[str, Any]] = []
     defaults: list[bool] = []
+    init_affine: list[bool] = []
     for blk in blocks:
         bn = modules[blk.name]
         t = _tensors(bn)
@@ -86,15 +87,20 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
         per_channel.append(ch)
         row = _layer_row(blk, bn, t, scale, crit, th)
         defaults.append(row.pop("_default_stats"))
+        init_affine.append(row.pop("_init_affine"))
         per_layer.append(row)
 
     # Untrained running statistics are only a finding in a model that was trained at all.
     trained = trained_hint if trained_hint is not None else not all(defaults)
-    for row, is_default in zip(per_layer, defaults, strict=True):
+    for row, is_default, at_init in zip(per_layer, defaults, init_affine, strict=True):
         row["untrained_stats"] = bool(trained and is_default)
+        row["init_affine"] = bool(trained and at_init)
         findings = row["findings"].split("; ") if row["findings"] else []
         if row["untrained_stats"]:
             findings.insert(0, "untrained running statistics (mean 0, var 1)")
+        if row["init_affine"]:
+            # Ultralytics applies no weight decay to BN: an exact 1/0 means no gradient ever reached it.
+            findings.insert(0, "gamma and beta still at init (1, 0): no gradient reached this layer")
         row["findings"] = "; ".join(findings)
 
     layers = pd.DataFrame(per_layer, columns=layer_columns())
@@ -120,7 +126,7 @@ def layer_columns() -> list[str]:
     dist = [f"{q}_{s}" for q in QUANTITIES for s in STATS]
     dead = [
         "dead", "dead_share", "constant", "off", "eps_dominated", "eps_share",
-        "nonfinite", "untrained_stats", "max_abs_scale", "findings",
+        "nonfinite", "untrained_stats", "init_affine", "max_abs_scale", "findings",
     ]  # fmt: skip
     return context + bn + dist + dead
 
@@ -217,8 +223,10 @@ def _layer_row(
         eps_share=eps_dom / n if n else 0.0,
         nonfinite=bool(nonfinite) and bn.track_running_stats,
         untrained_stats=False,
+        init_affine=False,
         max_abs_scale=max_abs_scale,
         findings="; ".join(findings),
+        _init_affine=bool(bn.affine and bool((t["gamma"] == 1).all()) and bool((t["beta"] == 0).all())),
         _default_stats=bool(
             bn.track_running_stats
             and bool((t["running_mean"] == 0).all())

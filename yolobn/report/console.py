@@ -150,6 +150,10 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
     if s["findings_by_kind"]:
         kinds = ", ".join(f"{k.replace('_', ' ')} ×{v}" for k, v in s["findings_by_kind"].items())
         lines.append(Text.assemble(("findings      ", "bold cyan"), (kinds, "yellow")))
+        for f in s["findings"][:5]:
+            lines.append(Text(f"  {f['name']}: {f['finding']}", style="yellow"))
+        if len(s["findings"]) > 5:
+            lines.append(Text(f"  ... {len(s['findings']) - 5} more in the table and the JSON", style="dim"))
     else:
         lines.append(Text.assemble(("findings      ", "bold cyan"), ("none", "green")))
     th = ", ".join(f"{k}={v:g}" for k, v in thresholds.items())
