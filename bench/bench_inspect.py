@@ -44,10 +44,20 @@ def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def make_yolo11x(path: Path) -> None:
+    """YOLO11x from Ultralytics' yaml, BN tensors filled with trained-looking random values (a model
+    built from a yaml has identical values everywhere, which would flatter every size and time)."""
     code = f"""
 import copy, datetime, torch, ultralytics
 from ultralytics.nn.tasks import DetectionModel
 m = DetectionModel("yolo11x.yaml", verbose=False)
+g = torch.Generator().manual_seed(0)
+with torch.no_grad():
+    for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):
+        n = bn.num_features
+        bn.weight.copy_(torch.randn(n, generator=g) * 0.3 + 1)
+        bn.bias.copy_(torch.randn(n, generator=g) * 0.5)
+        bn.running_mean.copy_(torch.randn(n, generator=g))
+        bn.running_var.copy_(torch.exp(torch.randn(n, generator=g) * 2 - 1))
 torch.save({{"model": copy.deepcopy(m).half(), "ema": None, "date": datetime.datetime.now().isoformat(),
             "version": ultralytics.__version__, "train_args": {{"imgsz": 640}}}}, {str(path)!r})
 """

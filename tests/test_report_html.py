@@ -108,9 +108,9 @@ def test_channel_details_are_the_channels_csv(report):
     assert list(data) == list(dict.fromkeys(ch["name"]))
     for name, grp in ch.groupby("name", sort=False):
         cols = data[name]
-        for k, c in enumerate(("gamma", "beta", "running_mean", "running_var", "scale", "out_std")):
+        for k, c in enumerate(("gamma", "beta", "running_mean", "running_var")):
             assert cols[k] == pytest.approx(grp[c].astype(float).tolist(), rel=1e-4, abs=1e-30), (name, c)
-        dead = [code in (1, 2) for code in cols[6]]
+        dead = [code in (1, 2) for code in cols[4]]
         assert dead == grp["dead"].astype(str).eq("True").tolist()
 
 
@@ -263,5 +263,12 @@ def test_clicking_a_layer_shows_its_channels(page, report):
     assert detail.count() == 1 and name in detail.inner_text()
     n = detail.locator("table.ch tr").count() - 1  # minus the header
     assert n == int(layers["channels"].iloc[3])
+    # scale and out std are recomputed in the page from gamma, var and eps: they must match the CSV
+    ch = pd.read_csv(report / "channels.csv")
+    ch = ch[ch["name"] == name].reset_index(drop=True)
+    cells = detail.locator("table.ch tr").nth(2).locator("td").all_inner_texts()  # channel 1
+    assert int(cells[0]) == 1
+    for k, col in ((1, "gamma"), (4, "running_var"), (5, "scale"), (6, "out_std")):
+        assert float(cells[k]) == pytest.approx(ch[col][1], rel=2e-3), col
     row.click()
     assert page.locator("#layers tr.detail").count() == 0

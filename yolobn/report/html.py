@@ -32,6 +32,7 @@ from yolobn.report.svg import (
 
 WIDTH = 1100
 REASON_CODE = {"": 0, "constant": 1, "off": 2}
+DETAIL_COLUMNS = ("gamma", "beta", "running_mean", "running_var")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,12 +174,20 @@ def scatter_plot(channels: pd.DataFrame, th: dict[str, float]) -> str:
         int
     )
     alive = reason == ""
-    cells = np.unique(np.stack([cx[alive], cy[alive]], 1), axis=0) if alive.any() else np.zeros((0, 2), int)
-    dots = "".join(
-        f'<rect x="{fmt(ax.ml + 2 * i)}" y="{fmt(ax.mt + ax.ph - 2 * j - 2)}" width="2" height="2"/>'
-        for i, j in cells
-    )
-    ax.add(f'<g fill="{BOX_COLOR}" fill-opacity="0.7">{dots}</g>')
+    # Alive channels as a density image (2-pixel cells, opacity ~ log count): tens of thousands of
+    # channels stay a few KB, and dense clusters still read as dense.
+    gw, gh = int(ax.pw // 2) + 1, int(ax.ph // 2) + 1
+    counts = np.zeros((gh, gw))
+    np.add.at(counts, (np.minimum(cy[alive], gh - 1), np.minimum(cx[alive], gw - 1)), 1)
+    if counts.any():
+        alpha = np.where(counts > 0, 90 + 165 * np.log1p(counts) / np.log1p(counts.max()), 0)
+        rgba = np.zeros((gh, gw, 4), dtype=np.uint8)
+        rgba[..., :3] = (74, 93, 126)
+        rgba[..., 3] = alpha.round().astype(np.uint8)
+        ax.add(
+            f'<image x="{fmt(ax.ml)}" y="{fmt(ax.mt + ax.ph - 2 * gh)}" width="{2 * gw}" height="{2 * gh}" '
+            f'preserveAspectRatio="none" style="image-rendering:pixelated" href="{_png_uri(rgba[::-1], "RGBA")}"/>'
+        )
     for r, color in REASON_COLORS.items():
         m = reason == r
         if m.any():
@@ -201,6 +210,14 @@ def _viridis(t: np.ndarray) -> np.ndarray:
     i = np.minimum(t.astype(int), len(stops) - 2)
     f = (t - i)[..., None]
     return (stops[i] * (1 - f) + stops[i + 1] * f).round().astype(np.uint8)
+
+
+def _png_uri(pixels: np.ndarray, mode: str) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels), mode).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def heatmap_plot(layers: pd.DataFrame, channels: pd.DataFrame) -> str:
@@ -233,14 +250,12 @@ def heatmap_plot(layers: pd.DataFrame, channels: pd.DataFrame) -> str:
         img[r, :k][d] = (220, 20, 30)
     row_h = max(1, min(8, 640 // max(n, 1)))
     pil = Image.fromarray(img, "RGB").resize((cols, n * row_h), Image.NEAREST)
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG", optimize=True)
-    data = base64.b64encode(buf.getvalue()).decode()
+    data = _png_uri(np.asarray(pil), "RGB")
     h = n * row_h
     ax = Axes(WIDTH, h + 80, (0, max_ch), (0, n), margin=(28, 130, 44, 64))
     ax.add(
         f'<image x="{fmt(ax.ml)}" y="{fmt(ax.mt)}" width="{fmt(ax.pw)}" height="{fmt(ax.ph)}" preserveAspectRatio="none" '
-        f'style="image-rendering:pixelated" href="data:image/png;base64,{data}"/>'
+        f'style="image-rendering:pixelated" href="{data}"/>'
     )
     step = max(1, math.ceil(n / 16))
     yt = [(n - i - 0.5, str(int(layers["layer"].iloc[i]))) for i in range(0, n, step)]  # row 0 at the top
@@ -257,8 +272,8 @@ def heatmap_plot(layers: pd.DataFrame, channels: pd.DataFrame) -> str:
         ax.add(
             f'<rect x="{x}" y="{fmt(ax.mt + k * 4)}" width="14" height="4" fill="rgb({c[0]},{c[1]},{c[2]})"/>'
         )
-    ax.add(f'<text x="{x + 18}" y="{fmt(ax.mt + 8)}" class="tick">1e{hi:.1f}</text>')
-    ax.add(f'<text x="{x + 18}" y="{fmt(ax.mt + 200)}" class="tick">1e{lo:.1f}</text>')
+    ax.add(f'<text x="{x + 18}" y="{fmt(ax.mt + 8)}" class="tick">{tick_label(10**hi)}</text>')
+    ax.add(f'<text x="{x + 18}" y="{fmt(ax.mt + 200)}" class="tick">{tick_label(10**lo)}</text>')
     ax.add(f'<text x="{x}" y="{fmt(ax.mt + 218)}" class="tick">|scale|</text>')
     ax.add(f'<rect x="{x}" y="{fmt(ax.mt + 230)}" width="14" height="10" fill="rgb(220,20,30)"/>')
     ax.add(f'<text x="{x + 18}" y="{fmt(ax.mt + 239)}" class="tick">dead</text>')
@@ -363,7 +378,7 @@ def layer_table(layers: pd.DataFrame) -> str:
         cells = "".join(_cell(k, t, rec[k]) for k, _, t in TABLE_COLUMNS)
         rows.append(
             f'<tr{cls} data-name="{escape(rec["name"])}" data-role="{escape(rec["role"])}" '
-            f'data-block="{escape(rec["block"])}">{cells}</tr>'
+            f'data-block="{escape(rec["block"])}" data-eps="{float(rec["eps"])!r}">{cells}</tr>'
         )
     return f'<table id="layers"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -375,14 +390,12 @@ def _json_numbers(x: np.ndarray) -> list[str]:
 
 def channel_data(channels: pd.DataFrame) -> str:
     """Per-channel values for the detail rows, compact JSON:
-    name -> [gamma, beta, running_mean, running_var, scale, out_std, flag], flag 0 alive, 1 constant,
-    2 off, 3 eps-dominated (alive)."""
+    name -> [gamma, beta, running_mean, running_var, flag], flag 0 alive, 1 constant, 2 off,
+    3 eps-dominated (alive)."""
     if channels.empty:
         return "{}"
-    cols = [
-        _json_numbers(channels[c].to_numpy(dtype=float))
-        for c in ("gamma", "beta", "running_mean", "running_var", "scale", "out_std")
-    ]
+    # scale and out_std are not sent: the page recomputes them from gamma, var and the layer's eps.
+    cols = [_json_numbers(channels[c].to_numpy(dtype=float)) for c in DETAIL_COLUMNS]
     reason = channels["dead_reason"].to_numpy()
     flag = np.where(reason == "constant", 1, np.where(reason == "off", 2, 0))
     flag = np.where((flag == 0) & channels["eps_dominated"].to_numpy(dtype=bool), 3, flag)
@@ -477,8 +490,11 @@ tbody.addEventListener('click',e=>{const tr=e.target.closest('tr');if(!tr||tr.cl
   const d=CH[tr.dataset.name];if(!d)return;const det=document.createElement('tr');det.className='detail';
   const td=document.createElement('td');td.colSpan=tr.cells.length;
   let h='<b>'+tr.dataset.name+'</b> — per-channel values (full precision in channels.csv)<table class="ch"><tr><th>ch</th><th>gamma</th><th>beta</th><th>running mean</th><th>running var</th><th>scale</th><th>out std</th><th>flag</th></tr>';
-  for(let i=0;i<d[0].length;i++){const r=d[6][i];h+='<tr class="'+(r===1||r===2?'dead':(r===3?'epsdom':''))+'"><td>'+i+'</td>';
-    for(let k=0;k<6;k++)h+='<td>'+fmt(d[k][i])+'</td>';h+='<td>'+REASON[r]+'</td></tr>';}
+  const eps=parseFloat(tr.dataset.eps);
+  for(let i=0;i<d[0].length;i++){const r=d[4][i],g=d[0][i],v=d[3][i];
+    const sc=(g===null||v===null)?null:g/Math.sqrt(v+eps),sd=(g===null||v===null)?null:Math.abs(g)*Math.sqrt(v/(v+eps));
+    h+='<tr class="'+(r===1||r===2?'dead':(r===3?'epsdom':''))+'"><td>'+i+'</td>';
+    for(const x of [g,d[1][i],d[2][i],v,sc,sd])h+='<td>'+fmt(x)+'</td>';h+='<td>'+REASON[r]+'</td></tr>';}
   td.innerHTML=h+'</table>';det.appendChild(td);tr.after(det);});
 })();
 """

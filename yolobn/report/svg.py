@@ -28,6 +28,8 @@ def tick_label(v: float) -> str:
     if v == 0:
         return "0"
     a = abs(v)
+    if 1e3 <= a < 1e7 and float(v).is_integer():
+        return f"{int(v):,}"
     if a >= 1e4 or a < 1e-3:
         return f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")
     return f"{v:.3g}"
