@@ -272,3 +272,24 @@ def test_clicking_a_layer_shows_its_channels(page, report):
         assert float(cells[k]) == pytest.approx(ch[col][1], rel=2e-3), col
     row.click()
     assert page.locator("#layers tr.detail").count() == 0
+
+
+def test_report_on_bad_model_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    bad = tmp_path / "empty.pt"
+    bad.write_bytes(b"")
+    assert main(["report", str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "empty" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_report_default_folder_is_reports_model_stem(tmp_path, monkeypatch, demo_path):
+    import shutil as sh
+
+    monkeypatch.chdir(tmp_path)
+    sh.copy(demo_path, tmp_path / "best.pt")
+    assert main(["report", "best.pt", "-q", "--layers", "model.0.*"]) == 0
+    assert sorted(p.name for p in (tmp_path / "reports" / "best").iterdir()) == [
+        "channels.csv", "layers.csv", "report.html", "summary.json",
+    ]  # fmt: skip
