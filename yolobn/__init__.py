@@ -31,6 +31,8 @@ _LAZY = {
     "Inspection": "yolobn.inspection",
     "inspect": "yolobn.inspection",
     "YolobnError": "yolobn.errors",
+    "swap": "yolobn.swap",
+    "validate": "yolobn.validate",
     "make_shapes": "yolobn.data.synth",
     "shapes_dataset": "yolobn.data.synth",
 }
@@ -44,6 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from yolobn.inspection import Inspection, inspect
     from yolobn.loader import LoadedModel, ModelMeta, demo_model_path, load
     from yolobn.stats import bn_stats
+    from yolobn.swap import swap
+    from yolobn.validate import validate
     from yolobn.walk import BNBlock, blocks_frame, find_blocks
 
 

@@ -44,6 +44,17 @@ exit codes: 0 success, 1 internal error, 2 bad input or usage
 """
 
 
+SWAP_EXAMPLES = """\
+examples:
+  yolobn swap --impl reference --impl folded --impl identity     # demo model on the bundled shapes dataset
+  yolobn swap best.pt --impl reference --data my_data.yaml
+  yolobn swap best.pt --impl mypkg.norms:MyBatchNorm --data coco8.yaml --layers 'model.2*'
+  yolobn swap best.pt --impl reference:eps=1e-5 --impl fixedpoint:bits=8 --impl lowp:dtype=bf16 --data data.yaml
+
+exit codes: 0 success, 1 internal error, 2 bad input or usage
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -182,6 +193,45 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--open", action="store_true", help="open the report in the default browser")
     rep.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     rep.set_defaults(func=cmd_report)
+
+    sw = sub.add_parser(
+        "swap",
+        parents=[debug],
+        help="swap BatchNorm implementations and re-validate with Ultralytics' validator (never re-fused)",
+        description="Replace BatchNorm layers by another implementation and measure accuracy with "
+        "Ultralytics' own validator on the swapped model (fusion is prevented, so the swapped code is what runs).",
+        epilog=SWAP_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sw.add_argument(
+        "model", nargs="?", default=None, help="checkpoint (.pt); default: the bundled demo model"
+    )
+    sw.add_argument(
+        "--impl",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="implementation: reference, frozen, folded, identity, lowp:dtype=fp16|bf16, fixedpoint:bits=8, "
+        "reference:eps=1e-5, or module.path:Class / file.py:Class; repeatable",
+    )
+    sw.add_argument(
+        "--data", help="dataset yaml, an Ultralytics dataset name, or 'shapes' (default for the demo model)"
+    )
+    sw.add_argument(
+        "--layers", action="append", metavar="PATTERN", help="BN layers to swap (glob, block type or role)"
+    )
+    sw.add_argument(
+        "--imgsz", type=int, help="validation image size (default: the checkpoint's training imgsz)"
+    )
+    sw.add_argument("--batch", type=int, default=16, help="validation batch size (default 16)")
+    sw.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 ... (default cpu)")
+    sw.add_argument(
+        "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/swap/)"
+    )
+    sw.add_argument("--no-cache", action="store_true", help="re-validate the baseline even if cached")
+    sw.add_argument("--trust", action="store_true", help="allow a full unpickle (trusted files only)")
+    sw.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sw.set_defaults(func=cmd_swap)
     return p
 
 
@@ -306,6 +356,126 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         webbrowser.open(html.resolve().as_uri())
     return EXIT_OK
+
+
+def cmd_swap(args: argparse.Namespace) -> int:
+    import json
+
+    from yolobn.errors import YolobnError
+    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.swap import parse_impl
+
+    if args.data is None:
+        if args.model is not None:
+            raise YolobnError(
+                "--data is required for a model other than the demo (a dataset yaml, or 'shapes')"
+            )
+        args.data = "shapes"
+    specs = [parse_impl(s) for s in args.impl]  # every spec checked before any work
+    from yolobn.validate import resolve_data
+
+    resolve_data(args.data)  # a missing local dataset fails here, before loading or validating
+    stem = Path(args.model).stem if args.model else "demo_yolo11n_shapes"
+    out_dir = args.out if args.out is not None else Path("reports") / stem / "swap"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise YolobnError(f"--out {out_dir}: is a file, not a folder")
+    paths = {
+        str(out_dir / "swap.csv"): out_dir / "swap.csv",
+        str(out_dir / "swap.json"): out_dir / "swap.json",
+    }
+    check_output_paths(paths)
+
+    import pandas as pd
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from yolobn.loader import load
+    from yolobn.swap import swap
+    from yolobn.validate import KEY_METRICS, baseline, output_difference, validate
+
+    err = Console(stderr=True, quiet=args.quiet)
+    loaded = load(args.model, trust=args.trust)
+    task = loaded.meta.task or "detect"
+    keys = KEY_METRICS.get(task, KEY_METRICS["detect"])
+    imgsz = args.imgsz or int(loaded.meta.train_args.get("imgsz") or 640)
+    rows = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=True, disable=args.quiet or not err.is_terminal,
+    ) as bar:  # fmt: skip
+        job = bar.add_task("baseline", total=len(specs) + 1)
+        if args.no_cache:
+            base, cached = (
+                validate(loaded, args.data, imgsz=imgsz, batch=args.batch, device=args.device),
+                False,
+            )
+        else:
+            base, cached = baseline(loaded, args.data, imgsz=imgsz, batch=args.batch, device=args.device)
+        bar.advance(job)
+        rows.append({"variant": "baseline (nn.BatchNorm2d)", "swapped": 0, **_metric_cols(base, base, keys),
+                     "max_abs_diff": 0.0, "max_rel_diff": 0.0, "ms_per_image": base.get("ms_per_image"),
+                     "cached": cached})  # fmt: skip
+        for spec in specs:
+            bar.update(job, description=f"validating {spec.label}")
+            swapped = swap(loaded, spec, layers=args.layers)
+            diff = output_difference(loaded.model, swapped.model, imgsz)
+            m = validate(swapped, args.data, imgsz=imgsz, batch=args.batch, device=args.device)
+            rows.append({"variant": spec.label, "swapped": len(swapped.swap.replaced), **_metric_cols(m, base, keys),
+                         **diff, "ms_per_image": m.get("ms_per_image"), "cached": False})  # fmt: skip
+            bar.advance(job)
+    table = pd.DataFrame(rows)
+    doc = {
+        "model": loaded.meta.to_dict(),
+        "data": args.data,
+        "imgsz": imgsz,
+        "layers": args.layers or [],
+        "note": "validated with Ultralytics' validator, model.fuse() disabled on the validated copy",
+        "results": json.loads(table.to_json(orient="records")),
+    }
+    written = write_texts({
+        out_dir / "swap.csv": table.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
+        out_dir / "swap.json": json.dumps(doc, indent=2) + "\n",
+    })  # fmt: skip
+    if args.quiet:
+        return EXIT_OK
+    from rich.table import Table
+
+    t = Table(title=f"swap-and-validate · {loaded.meta.path or loaded.meta.source} on {args.data} @ {imgsz}")
+    short = {k: k.replace("metrics/", "") for k in keys}
+    t.add_column("variant")
+    t.add_column("BN swapped", justify="right")
+    for k in keys:
+        t.add_column(short[k], justify="right")
+        t.add_column("Δ", justify="right")
+    t.add_column("max |Δout| (rel)", justify="right")
+    t.add_column("ms/img", justify="right")
+    for r in rows:
+        cells = []
+        for k in keys:
+            d = r[f"{short[k]} delta"]
+            style = "red" if d < -0.001 else ("green" if d > 0.001 else "")
+            cells += [f"{r[short[k]]:.4f}", f"[{style}]{d:+.4f}[/]" if style else f"{d:+.4f}"]
+        t.add_row(
+            r["variant"] + (" (cached)" if r["cached"] else ""),
+            str(r["swapped"]),
+            *cells,
+            f"{r['max_abs_diff']:.3g} ({r['max_rel_diff']:.2g})",
+            f"{r['ms_per_image']:.1f}" if r["ms_per_image"] == r["ms_per_image"] else "-",
+        )
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    out.print(t)
+    for p in written:
+        out.print(f"wrote {p}")
+    return EXIT_OK
+
+
+def _metric_cols(m: dict, base: dict, keys: tuple[str, ...]) -> dict:
+    cols = {}
+    for k in keys:
+        short = k.replace("metrics/", "")
+        cols[short] = float(m.get(k, float("nan")))
+        cols[f"{short} delta"] = cols[short] - float(base.get(k, float("nan")))
+    return cols
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,100 @@
+"""Swap-and-validate with Ultralytics' own validator on the demo model and the bundled shapes dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from torch import nn
+
+import yolobn
+from yolobn.cli import main
+from yolobn.swap import ReferenceBatchNorm2d, swap
+from yolobn.validate import baseline, validate
+
+MAP = "metrics/mAP50-95(B)"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("YOLOBN_CACHE", str(d))
+    yield d
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return yolobn.load()
+
+
+@pytest.fixture(scope="module")
+def base(demo, cache):
+    return validate(demo, "shapes")
+
+
+def test_fusion_would_hide_a_swap():
+    # The trap this module exists for: Ultralytics' fuse() folds any `bn` back into its conv.
+    swapped = swap(yolobn.load("yolo11n.yaml"), "reference")
+    assert sum(isinstance(m, ReferenceBatchNorm2d) for m in swapped.model.modules()) > 0
+    swapped.model.fuse(verbose=False)
+    assert sum(isinstance(m, ReferenceBatchNorm2d) for m in swapped.model.modules()) == 0
+
+
+def test_reference_stays_within_0_001_of_the_baseline(demo, base):
+    assert base[MAP] > 0.05  # a model that detects something, or the comparison means nothing
+    ref = validate(swap(demo, "reference"), "shapes")
+    assert abs(ref[MAP] - base[MAP]) <= 0.001
+
+
+def test_a_wrong_implementation_shows_a_clear_drop(demo, base):
+    # eps 0.5 instead of 1e-3: every channel's scale shrinks; the validator must see it.
+    wrong = validate(swap(demo, "reference:eps=0.5"), "shapes")
+    assert wrong[MAP] < 0.5 * base[MAP]
+    gone = validate(swap(demo, "identity"), "shapes")
+    assert gone[MAP] < 0.5 * base[MAP]
+
+
+def test_validation_runs_the_swapped_modules_and_leaves_the_model_alone(demo, base):
+    swapped = swap(demo, "frozen")
+    types = [type(m) for m in swapped.model.modules()]
+    validate(swapped, "shapes")
+    assert [type(m) for m in swapped.model.modules()] == types
+    assert "fuse" not in vars(swapped.model)  # the no-op fuse lives on validate()'s private copy only
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in demo.model.modules()) == demo.meta.n_batchnorm
+
+
+def test_baseline_is_cached_by_checkpoint_and_settings(demo, cache):
+    m1, hit1 = baseline(demo, "shapes", imgsz=160, batch=16, device="cpu")
+    m2, hit2 = baseline(demo, "shapes", imgsz=160, batch=16, device="cpu")
+    assert (hit1, hit2) == (False, True) and m1[MAP] == m2[MAP]
+    assert len(list((cache / "val").glob("*.json"))) == 1
+
+
+def test_cli_swap_writes_table(tmp_path, cache, capsys):
+    out = tmp_path / "swap"
+    assert main(["swap", "--impl", "reference", "--impl", "identity", "-o", str(out)]) == 0
+    doc = json.loads((out / "swap.json").read_text())
+    rows = {r["variant"]: r for r in doc["results"]}
+    assert abs(rows["reference"]["mAP50-95(B) delta"]) <= 0.001
+    assert rows["identity"]["mAP50-95(B) delta"] < -0.05
+    assert rows["reference"]["swapped"] == 81 and rows["reference"]["max_rel_diff"] < 1e-4
+    assert (out / "swap.csv").read_text().startswith("variant,")
+    assert "identity" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["swap", "--impl", "nope"], "unknown implementation"),
+        (["swap", "some.pt", "--impl", "reference"], "--data is required"),
+        (["swap", "--impl", "reference", "--data", "/nonexistent/dir/"], "not on disk"),
+    ],
+)
+def test_cli_swap_bad_input(argv, msg, tmp_path, capsys, cache):
+    out = tmp_path / "o"
+    assert main([*argv, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
+    assert not out.exists()

@@ -1,0 +1,227 @@
+"""Ultralytics validation that measures the model it is given: never re-fused.
+
+``model.val()`` builds an ``AutoBackend`` that calls ``model.fuse()``, which folds every attribute
+named ``bn`` back into its conv with the standard formula: a swapped-in BatchNorm would silently
+vanish and the validation would measure the original model. ``validate`` runs Ultralytics' own
+validator for the model's task on a private copy whose ``fuse`` does nothing, and checks after
+the run that every module it was given is still there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from yolobn.errors import YolobnError
+
+_VALIDATORS = {
+    "detect": ("ultralytics.models.yolo.detect", "DetectionValidator"),
+    "segment": ("ultralytics.models.yolo.segment", "SegmentationValidator"),
+    "classify": ("ultralytics.models.yolo.classify", "ClassificationValidator"),
+    "pose": ("ultralytics.models.yolo.pose", "PoseValidator"),
+    "obb": ("ultralytics.models.yolo.obb", "OBBValidator"),
+}
+
+
+def resolve_data(data: str | os.PathLike) -> str:
+    """``shapes`` (the bundled synthetic dataset, generated on demand), or a dataset yaml on disk,
+    or an Ultralytics dataset name (downloaded by Ultralytics when the network allows)."""
+    text = os.fspath(data)
+    if text == "shapes":
+        from yolobn.data.synth import shapes_dataset
+
+        return str(shapes_dataset())
+    p = Path(text).expanduser()
+    if p.exists():
+        if p.is_dir():
+            raise YolobnError(f"--data {text}: is a folder; pass the dataset yaml (e.g. {p / 'data.yaml'})")
+        return str(p)
+    if os.sep in text or "/" in text:
+        raise YolobnError(
+            f"--data {text}: not on disk; pass a dataset yaml, or 'shapes' for the bundled synthetic dataset"
+        )
+    return text  # a name such as coco8.yaml: Ultralytics resolves (and downloads) it
+
+
+def validate(
+    model: Any,
+    data: str | os.PathLike = "shapes",
+    *,
+    imgsz: int | None = None,
+    batch: int = 16,
+    device: str = "cpu",
+    task: str | None = None,
+) -> dict[str, float]:
+    """Validate ``model`` with Ultralytics' validator for its task, without BN fusion.
+
+    Args:
+        model: a ``yolobn.LoadedModel`` (swapped or not) or an Ultralytics ``nn.Module``.
+        data: ``"shapes"``, a dataset yaml path, or an Ultralytics dataset name.
+        imgsz: image size; default the checkpoint's training imgsz, else 640.
+        batch, device: as in Ultralytics.
+        task: override the task (default: the model's).
+
+    Returns:
+        Ultralytics' metrics (``metrics/mAP50-95(B)``, ... or ``metrics/accuracy_top1`` ...), plus
+        ``ms_per_image`` (inference time per image as Ultralytics measures it).
+
+    Raises:
+        YolobnError: unknown task, or a dataset that is not on disk and cannot be downloaded.
+    """
+    from yolobn.walk import unwrap
+
+    meta = getattr(model, "meta", None)
+    root = unwrap(model)
+    task = task or getattr(meta, "task", None) or getattr(root, "task", None) or "detect"
+    if task not in _VALIDATORS:
+        raise YolobnError(f"task {task!r}: validation supports {', '.join(_VALIDATORS)}")
+    if imgsz is None:
+        imgsz = int((getattr(meta, "train_args", None) or {}).get("imgsz") or 640)
+    data_arg = resolve_data(data)
+
+    net = copy.deepcopy(root).eval()
+    before = [type(m) for m in net.modules()]
+    # The whole point: AutoBackend calls model.fuse(); on this private copy it does nothing.
+    net.fuse = _no_fuse.__get__(net)
+    import importlib
+
+    mod, cls = _VALIDATORS[task]
+    Validator = getattr(importlib.import_module(mod), cls)
+    args = dict(
+        data=data_arg,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        workers=0,
+        plots=False,
+        verbose=False,
+        save_json=False,
+        half=False,
+        task=task,
+        mode="val",
+    )
+    t0 = time.perf_counter()
+    with _quiet():
+        try:
+            validator = Validator(args=args)
+            stats = validator(model=net)
+        except (ConnectionError, OSError, FileNotFoundError) as e:
+            raise YolobnError(
+                f"--data {data}: the dataset is not on disk and could not be downloaded ({type(e).__name__}); "
+                "pass a local dataset yaml, or 'shapes' for the bundled synthetic dataset"
+            ) from None
+        except Exception as e:
+            if "download" in str(e).lower() or "not found" in str(e).lower():
+                raise YolobnError(
+                    f"--data {data}: the dataset is not on disk and could not be downloaded; pass a local "
+                    "dataset yaml, or 'shapes' for the bundled synthetic dataset"
+                ) from None
+            raise
+    after = [type(m) for m in net.modules()]
+    if before != after:  # would mean something fused or replaced modules behind our back
+        raise RuntimeError("the model changed during validation (fusion was not prevented)")
+    out = {str(k): float(v) for k, v in dict(stats).items() if isinstance(v, (int, float))}
+    speed = getattr(validator, "speed", {}) or {}
+    out["ms_per_image"] = float(speed.get("inference", float("nan")))
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def _no_fuse(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
+    return self
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# --------------------------------------------------------------------------------------------------
+# swap-and-validate runs
+
+KEY_METRICS = {
+    "detect": ("metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"),
+    "segment": ("metrics/mAP50-95(M)", "metrics/mAP50-95(B)", "metrics/mAP50(M)", "metrics/mAP50(B)"),
+    "pose": ("metrics/mAP50-95(P)", "metrics/mAP50-95(B)", "metrics/mAP50(P)", "metrics/mAP50(B)"),
+    "obb": ("metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"),
+    "classify": ("metrics/accuracy_top1", "metrics/accuracy_top5"),
+}
+
+
+def output_difference(a: nn.Module, b: nn.Module, imgsz: int, seed: int = 0) -> dict[str, float]:
+    """Largest absolute and relative difference of the raw head outputs on a fixed random batch."""
+    import torch
+
+    x = torch.rand(2, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(seed))
+
+    def first(t: Any) -> torch.Tensor:
+        while isinstance(t, (list, tuple)):
+            t = t[0]
+        if isinstance(t, dict):
+            t = next(iter(t.values()))
+        return t
+
+    with torch.no_grad():
+        ya, yb = first(a.eval()(x)), first(b.eval()(x))
+    d = (ya - yb).abs().max().item()
+    return {"max_abs_diff": d, "max_rel_diff": d / max(ya.abs().max().item(), 1e-12)}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("YOLOBN_CACHE") or Path.home() / ".cache" / "yolobn") / "val"
+
+
+def baseline(
+    model: Any, data: str, *, imgsz: int | None, batch: int, device: str
+) -> tuple[dict[str, float], bool]:
+    """The unswapped model's metrics, cached by checkpoint sha256 + dataset + settings.
+
+    Returns (metrics, from_cache). Models without a file (no sha256) are never cached.
+    """
+    import hashlib
+    import json
+
+    meta = getattr(model, "meta", None)
+    sha = getattr(meta, "sha256", None)
+    data_arg = resolve_data(data)
+    key = None
+    if sha:
+        data_sig = data_arg
+        p = Path(data_arg)
+        if p.is_file():
+            data_sig = hashlib.sha256(p.read_bytes()).hexdigest()
+        raw = json.dumps([sha, data_sig, imgsz, batch, device, _ultra_version()], sort_keys=True)
+        key = _cache_dir() / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.json"
+        if key.is_file():
+            try:
+                return json.loads(key.read_text()), True
+            except (OSError, ValueError):
+                pass  # a damaged cache entry is recomputed
+    metrics = validate(model, data, imgsz=imgsz, batch=batch, device=device)
+    if key is not None:
+        with contextlib.suppress(OSError):
+            key.parent.mkdir(parents=True, exist_ok=True)
+            tmp = key.with_suffix(".tmp")
+            tmp.write_text(json.dumps(metrics))
+            os.replace(tmp, key)
+    return metrics, False
+
+
+def _ultra_version() -> str:
+    import ultralytics
+
+    return ultralytics.__version__
