@@ -55,6 +55,17 @@ exit codes: 0 success, 1 internal error, 2 bad input or usage
 """
 
 
+EXPERIMENT_EXAMPLES = """\
+examples:
+  yolobn experiment examples/eps.yaml        # the demo model: reference, folded, identity, eps, fixed point, ...
+
+file format:
+  model: best.pt | null        data: shapes | data.yaml      imgsz: 160 (optional)
+  variants: [{impl: reference}, {impl: reference:eps=1e-5, layers: [backbone], name: eps-bb}]
+  sensitivity: {impl: reference:eps=1e-5, layers: ['model.2*'], top: 10}   (optional)
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -232,6 +243,26 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--trust", action="store_true", help="allow a full unpickle (trusted files only)")
     sw.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sw.set_defaults(func=cmd_swap)
+
+    ex = sub.add_parser(
+        "experiment",
+        parents=[debug],
+        help="run many swap variants (and a per-layer sensitivity sweep) from a YAML file",
+        description="Run the variants of an experiment file against one (cached) baseline and write one "
+        "results table: results.csv, results.json, sensitivity.csv (if any) and experiment.html.",
+        epilog=EXPERIMENT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ex.add_argument("file", type=Path, help="experiment YAML (see examples/eps.yaml)")
+    ex.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="output folder (default: reports/<model-stem>/experiments/<file-stem>/)",
+    )
+    ex.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    ex.set_defaults(func=cmd_experiment)
     return p
 
 
@@ -464,6 +495,88 @@ def cmd_swap(args: argparse.Namespace) -> int:
         )
     out = Console(width=None if sys.stdout.isatty() else 200)
     out.print(t)
+    for p in written:
+        out.print(f"wrote {p}")
+    return EXIT_OK
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    import json
+
+    from yolobn.errors import YolobnError
+    from yolobn.experiment import read_config, render_html, run_experiment
+    from yolobn.report.export import check_output_paths, write_texts
+
+    cfg = read_config(args.file)
+    from yolobn.validate import resolve_data
+
+    resolve_data(cfg.get("data") or "shapes")
+    stem = Path(cfg["model"]).stem if cfg.get("model") else "demo_yolo11n_shapes"
+    out_dir = args.out if args.out is not None else Path("reports") / stem / "experiments" / args.file.stem
+    if out_dir.exists() and not out_dir.is_dir():
+        raise YolobnError(f"--out {out_dir}: is a file, not a folder")
+    names = ["results.csv", "results.json", "experiment.html"] + (
+        ["sensitivity.csv"] if cfg.get("sensitivity") else []
+    )
+    check_output_paths({str(out_dir / n): out_dir / n for n in names})
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = Console(stderr=True, quiet=args.quiet)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=True, disable=args.quiet or not err.is_terminal,
+    ) as bar:  # fmt: skip
+        job = bar.add_task("experiment", total=None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(job, description=label, completed=done, total=total)
+
+        res = run_experiment(cfg, base_dir=args.file.resolve().parent, progress=progress)
+    files = {
+        out_dir / "results.csv": res.results.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
+        out_dir / "results.json": json.dumps(
+            {"config": res.config, "model": res.meta, "metric": res.metric,
+             "results": json.loads(res.results.to_json(orient="records")),
+             "sensitivity": json.loads(res.sensitivity.to_json(orient="records")) if res.sensitivity is not None else None},
+            indent=2,
+        ) + "\n",
+        out_dir / "experiment.html": render_html(res),
+    }  # fmt: skip
+    if res.sensitivity is not None:
+        files[out_dir / "sensitivity.csv"] = res.sensitivity.to_csv(
+            index=False, float_format="%.6g", lineterminator="\n"
+        )
+    written = write_texts(files)
+    if args.quiet:
+        return EXIT_OK
+    from rich.table import Table
+
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    short = res.metric.replace("metrics/", "")
+    t = Table(
+        title=f"experiment {args.file} · {res.meta.get('path') or res.meta.get('source')} on {res.config['data']}"
+    )
+    for c in ("variant", "BN swapped", short, "Δ", "max |Δout| (rel)", "ms/img"):
+        t.add_column(c, justify="left" if c == "variant" else "right")
+    for r in res.results.to_dict(orient="records"):
+        d = r[f"{short} delta"]
+        style = "red" if d < -0.001 else ("green" if d > 0.001 else "")
+        t.add_row(
+            r["variant"] + (" (cached)" if r["cached"] else ""), str(r["swapped"]), f"{r[short]:.4f}",
+            f"[{style}]{d:+.4f}[/]" if style else f"{d:+.4f}",
+            f"{r['max_abs_diff']:.3g} ({r['max_rel_diff']:.2g})", f"{r['ms_per_image']:.1f}",
+        )  # fmt: skip
+    out.print(t)
+    if res.sensitivity is not None:
+        top = int(cfg["sensitivity"].get("top") or 10)
+        st = Table(title=f"most sensitive BN layers to {res.sensitivity['impl'].iloc[0]} (one at a time)")
+        for c in ("rank", "layer", short, "Δ"):
+            st.add_column(c, justify="left" if c == "layer" else "right")
+        for r in res.sensitivity.head(top).to_dict(orient="records"):
+            st.add_row(str(r["rank"]), r["layer"], f"{r[res.metric]:.4f}", f"{r['delta']:+.4f}")
+        out.print(st)
     for p in written:
         out.print(f"wrote {p}")
     return EXIT_OK
