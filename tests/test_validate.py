@@ -88,7 +88,7 @@ def test_cli_swap_writes_table(tmp_path, cache, capsys):
     "argv,msg",
     [
         (["swap", "--impl", "nope"], "unknown implementation"),
-        (["swap", "some.pt", "--impl", "reference"], "--data is required"),
+        (["swap", "some.pt", "--impl", "reference"], "--data or --images is required"),
         (["swap", "--impl", "reference", "--data", "/nonexistent/dir/"], "not on disk"),
     ],
 )
@@ -98,3 +98,25 @@ def test_cli_swap_bad_input(argv, msg, tmp_path, capsys, cache):
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_label_free_agreement(demo):
+    from yolobn.data.synth import shapes_dataset
+    from yolobn.validate import agreement, collect_images
+
+    images = collect_images([str(shapes_dataset().parent / "images" / "val")], 12)
+    same = agreement(demo, swap(demo, "reference"), images, 160)
+    assert same["box_agreement"] == 1.0 and same["boxes_a"] > 0 and same["max_rel_diff"] < 1e-5
+    gone = agreement(demo, swap(demo, "identity"), images, 160)
+    assert gone["box_agreement"] == 0.0 and gone["boxes_b"] == 0
+    # no boxes on either side (a shapes model on people): agreement is unknown, not perfect
+    nobox = agreement(demo, swap(demo, "identity"), collect_images(None), 160)
+    assert nobox["boxes_a"] == nobox["boxes_b"] == 0 and nobox["box_agreement"] != nobox["box_agreement"]
+
+
+def test_cli_label_free_only(tmp_path, cache):
+    out = tmp_path / "o"
+    assert main(["swap", "--impl", "identity", "--images", "-o", str(out), "-q"]) == 0
+    doc = json.loads((out / "swap.json").read_text())
+    assert doc["data"] is None and len(doc["images"]) > 0
+    assert doc["results"][1]["box_agreement"] == 0.0

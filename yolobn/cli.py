@@ -232,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers", action="append", metavar="PATTERN", help="BN layers to swap (glob, block type or role)"
     )
     sw.add_argument(
+        "--images",
+        nargs="*",
+        metavar="PATH",
+        help="label-free check on images (files or folders): raw output difference and box agreement; "
+        "with no PATH: Ultralytics' bus.jpg and zidane.jpg (the shapes val images for the demo model)",
+    )
+    sw.add_argument(
+        "--max-images", type=int, default=64, metavar="N", help="use at most N images (default 64)"
+    )
+    sw.add_argument(
         "--imgsz", type=int, help="validation image size (default: the checkpoint's training imgsz)"
     )
     sw.add_argument("--batch", type=int, default=16, help="validation batch size (default 16)")
@@ -395,17 +405,26 @@ def cmd_swap(args: argparse.Namespace) -> int:
     from yolobn.errors import YolobnError
     from yolobn.report.export import check_output_paths, write_texts
     from yolobn.swap import parse_impl
+    from yolobn.validate import collect_images, resolve_data
 
-    if args.data is None:
+    if args.data is None and args.images is None:
         if args.model is not None:
             raise YolobnError(
-                "--data is required for a model other than the demo (a dataset yaml, or 'shapes')"
+                "--data or --images is required for a model other than the demo (a dataset yaml, 'shapes', "
+                "or --images for a label-free check)"
             )
         args.data = "shapes"
     specs = [parse_impl(s) for s in args.impl]  # every spec checked before any work
-    from yolobn.validate import resolve_data
+    if args.data is not None:
+        resolve_data(args.data)  # a missing local dataset fails here, before loading or validating
+    images = None
+    if args.images is not None:
+        if not args.images and args.model is None:  # the demo model sees shapes, not buses
+            from yolobn.data.synth import shapes_dataset
 
-    resolve_data(args.data)  # a missing local dataset fails here, before loading or validating
+            images = collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)
+        else:
+            images = collect_images(args.images, args.max_images)
     stem = Path(args.model).stem if args.model else "demo_yolo11n_shapes"
     out_dir = args.out if args.out is not None else Path("reports") / stem / "swap"
     if out_dir.exists() and not out_dir.is_dir():
@@ -422,20 +441,23 @@ def cmd_swap(args: argparse.Namespace) -> int:
 
     from yolobn.loader import load
     from yolobn.swap import swap
-    from yolobn.validate import KEY_METRICS, baseline, output_difference, validate
+    from yolobn.validate import KEY_METRICS, agreement, baseline, output_difference, validate
 
     err = Console(stderr=True, quiet=args.quiet)
     loaded = load(args.model, trust=args.trust)
     task = loaded.meta.task or "detect"
-    keys = KEY_METRICS.get(task, KEY_METRICS["detect"])
+    keys = KEY_METRICS.get(task, KEY_METRICS["detect"]) if args.data else ()
     imgsz = args.imgsz or int(loaded.meta.train_args.get("imgsz") or 640)
+    nan = float("nan")
     rows = []
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=err, transient=True, disable=args.quiet or not err.is_terminal,
     ) as bar:  # fmt: skip
         job = bar.add_task("baseline", total=len(specs) + 1)
-        if args.no_cache:
+        if args.data is None:
+            base, cached = {}, False
+        elif args.no_cache:
             base, cached = (
                 validate(loaded, args.data, imgsz=imgsz, batch=args.batch, device=args.device),
                 False,
@@ -444,20 +466,28 @@ def cmd_swap(args: argparse.Namespace) -> int:
             base, cached = baseline(loaded, args.data, imgsz=imgsz, batch=args.batch, device=args.device)
         bar.advance(job)
         rows.append({"variant": "baseline (nn.BatchNorm2d)", "swapped": 0, **_metric_cols(base, base, keys),
-                     "max_abs_diff": 0.0, "max_rel_diff": 0.0, "ms_per_image": base.get("ms_per_image"),
+                     "max_abs_diff": 0.0, "max_rel_diff": 0.0, "ms_per_image": base.get("ms_per_image", nan),
                      "cached": cached})  # fmt: skip
         for spec in specs:
             bar.update(job, description=f"validating {spec.label}")
             swapped = swap(loaded, spec, layers=args.layers)
-            diff = output_difference(loaded.model, swapped.model, imgsz)
-            m = validate(swapped, args.data, imgsz=imgsz, batch=args.batch, device=args.device)
+            if images is not None:
+                diff = agreement(loaded, swapped, images, imgsz)
+            else:
+                diff = output_difference(loaded.model, swapped.model, imgsz)
+            m = (
+                validate(swapped, args.data, imgsz=imgsz, batch=args.batch, device=args.device)
+                if args.data
+                else {}
+            )
             rows.append({"variant": spec.label, "swapped": len(swapped.swap.replaced), **_metric_cols(m, base, keys),
-                         **diff, "ms_per_image": m.get("ms_per_image"), "cached": False})  # fmt: skip
+                         **diff, "ms_per_image": m.get("ms_per_image", nan), "cached": False})  # fmt: skip
             bar.advance(job)
     table = pd.DataFrame(rows)
     doc = {
         "model": loaded.meta.to_dict(),
         "data": args.data,
+        "images": [str(p) for p in images] if images is not None else None,
         "imgsz": imgsz,
         "layers": args.layers or [],
         "note": "validated with Ultralytics' validator, model.fuse() disabled on the validated copy",
@@ -471,14 +501,18 @@ def cmd_swap(args: argparse.Namespace) -> int:
         return EXIT_OK
     from rich.table import Table
 
-    t = Table(title=f"swap-and-validate · {loaded.meta.path or loaded.meta.source} on {args.data} @ {imgsz}")
+    where = args.data if args.data else f"{len(images)} images (label-free)"
+    t = Table(title=f"swap-and-validate · {loaded.meta.path or loaded.meta.source} on {where} @ {imgsz}")
     short = {k: k.replace("metrics/", "") for k in keys}
+    agree = "top1_agreement" if any("top1_agreement" in r for r in rows) else "box_agreement"
     t.add_column("variant")
     t.add_column("BN swapped", justify="right")
     for k in keys:
         t.add_column(short[k], justify="right")
         t.add_column("Δ", justify="right")
     t.add_column("max |Δout| (rel)", justify="right")
+    if images is not None:
+        t.add_column(agree.replace("_", " "), justify="right")
     t.add_column("ms/img", justify="right")
     for r in rows:
         cells = []
@@ -486,11 +520,15 @@ def cmd_swap(args: argparse.Namespace) -> int:
             d = r[f"{short[k]} delta"]
             style = "red" if d < -0.001 else ("green" if d > 0.001 else "")
             cells += [f"{r[short[k]]:.4f}", f"[{style}]{d:+.4f}[/]" if style else f"{d:+.4f}"]
+        if images is not None:
+            a = r.get(agree)
+            cells.append("-" if a is None else (f"{a:.1%}" if a == a else "no boxes"))
         t.add_row(
             r["variant"] + (" (cached)" if r["cached"] else ""),
             str(r["swapped"]),
-            *cells,
+            *cells[: 2 * len(keys)],
             f"{r['max_abs_diff']:.3g} ({r['max_rel_diff']:.2g})",
+            *cells[2 * len(keys) :],
             f"{r['ms_per_image']:.1f}" if r["ms_per_image"] == r["ms_per_image"] else "-",
         )
     out = Console(width=None if sys.stdout.isatty() else 200)
