@@ -93,10 +93,14 @@ class ReferenceBatchNorm2d(nn.Module):
                     self.running_var.mul_(1 - m).add_(m * var.detach() * n / max(n - 1, 1))
         else:
             mean, var = self.running_mean, self.running_var
-        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        # gamma * (x - mean) / sqrt(var + eps) + beta, with the per-channel factors combined first
+        # (C values) so the big tensor is touched once: the same formula, one pass instead of four.
+        inv = torch.rsqrt(var + self.eps)
+        scale = inv * self.weight if self.affine else inv
+        shift = -mean * scale
         if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+            shift = shift + self.bias
+        return torch.addcmul(shift.view(shape), x, scale.view(shape))
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
