@@ -107,6 +107,7 @@ def validate(
         half=False,
         task=task,
         mode="val",
+        rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
     )
     t0 = time.perf_counter()
     with _quiet():
