@@ -117,7 +117,7 @@ def test_swapped_demo_outputs(spec, tol, demo_path):
     if tol is not None:
         assert diff < tol, diff
     else:
-        assert diff > 1e-3, diff  # a real change, not a no-op
+        assert diff > 1e-4, diff  # a real change (reference/frozen/folded stay near 1e-7), not a no-op
 
 
 def test_folded_replaces_bn_by_identity_and_biases_the_conv():
