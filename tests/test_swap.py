@@ -178,6 +178,13 @@ def test_custom_class_from_file(tmp_path):
             class Broken(nn.Module):
                 def __init__(self, *a, **k):
                     raise RuntimeError("nope")
+
+            class Squash(nn.Module):
+                @classmethod
+                def from_batchnorm(cls, bn):
+                    return cls()
+                def forward(self, x):
+                    return x.mean(1)  # drops the channel axis: wrong shape
             """
         )
     )
@@ -187,5 +194,7 @@ def test_custom_class_from_file(tmp_path):
     torch.testing.assert_close(out(x), 2 * net(x))
     with pytest.raises(YolobnError, match="building Broken from a BatchNorm failed"):
         swap(net, f"{f}:Broken")
+    with pytest.raises(YolobnError, match="must keep the shape"):
+        swap(net, f"{f}:Squash")
     with pytest.raises(YolobnError, match="is not a file"):
         parse_impl(f"{tmp_path / 'missing.py'}:X")

@@ -387,7 +387,25 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
             raise YolobnError(
                 f"--impl {spec}: {cls_name}.from_batchnorm returned {type(m).__name__}, not an nn.Module"
             )
-        return m.to(_device_of(bn))
+        m = m.to(_device_of(bn))
+        # A probe through the new module: a wrong output shape fails here with one line, not deep in a model.
+        probe = torch.zeros(1, bn.num_features, 3, 3, device=_device_of(bn))
+        was = m.training
+        try:
+            with torch.no_grad():
+                out = m.eval()(probe)
+        except Exception as e:
+            raise YolobnError(
+                f"--impl {spec}: {cls_name} fails on a {tuple(probe.shape)} input ({type(e).__name__}: {e})"
+            ) from None
+        finally:
+            m.train(was)
+        if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise YolobnError(
+                f"--impl {spec}: {cls_name} returns {got} for a {tuple(probe.shape)} input; it must keep the shape"
+            )
+        return m
 
     return factory
 
