@@ -66,6 +66,15 @@ file format:
 """
 
 
+THRESHOLD_OPTIONS = [
+    ("--const-std", 1e-3, "X", "constant below this output std (default 1e-3)"),
+    ("--off-sigma", 3.0, "K", "off when beta + K*std < 0 (default 3)"),
+    ("--eps-factor", 0.1, "F", "eps-dominated when var < F*eps (default 0.1)"),
+    ("--eps-share", 0.5, "S", "layer finding at this eps-dominated share (default 0.5)"),
+    ("--extreme-scale", 100.0, "X", "layer finding when |scale| exceeds this (default 100)"),
+]
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -116,41 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "is this (C3k2, backbone); repeatable",
     )
     t = common.add_argument_group("dead-channel thresholds")
-    t.add_argument(
-        "--const-std",
-        type=_positive(float),
-        default=1e-3,
-        metavar="X",
-        help="constant below this output std (default 1e-3)",
-    )
-    t.add_argument(
-        "--off-sigma",
-        type=_positive(float),
-        default=3.0,
-        metavar="K",
-        help="off when beta + K*std < 0 (default 3)",
-    )
-    t.add_argument(
-        "--eps-factor",
-        type=_positive(float),
-        default=0.1,
-        metavar="F",
-        help="eps-dominated when var < F*eps (default 0.1)",
-    )
-    t.add_argument(
-        "--eps-share",
-        type=_positive(float),
-        default=0.5,
-        metavar="S",
-        help="layer finding at this eps-dominated share (default 0.5)",
-    )
-    t.add_argument(
-        "--extreme-scale",
-        type=_positive(float),
-        default=100.0,
-        metavar="X",
-        help="layer finding when |scale| exceeds this (default 100)",
-    )
+    for flag, default, meta, text in THRESHOLD_OPTIONS:
+        t.add_argument(flag, type=_positive(float), default=default, metavar=meta, help=text)
 
     ins = sub.add_parser(
         "inspect",

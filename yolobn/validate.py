@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +108,9 @@ def validate(
         rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
     )
     t0 = time.perf_counter()
-    with _quiet():
+    from yolobn.loader import _quiet_ultralytics
+
+    with _quiet_ultralytics():
         try:
             validator = Validator(args=args)
             stats = validator(model=net)
@@ -138,17 +138,6 @@ def validate(
 
 def _no_fuse(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
     return self
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    logger = logging.getLogger("ultralytics")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------------
