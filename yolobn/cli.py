@@ -268,14 +268,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     th = _thresholds(args)
 
-    from yolobn.inspection import inspect, sort_layers
+    from yolobn.inspection import sort_layers
 
-    label = args.model or "the demo model"
-    if args.quiet or not err.is_terminal:
-        result = inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
-    else:
-        with err.status(f"loading and inspecting {label} ..."):
-            result = inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
+    result = _inspect_with_status(args, th, err)
     if args.trust and not args.quiet:
         err.print(
             "[yellow]warning:[/] --trust: the checkpoint was fully unpickled; only do this for files you trust"
@@ -310,6 +305,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for p in written:
         out.print(f"wrote {p}")
     return EXIT_OK
+
+
+def _inspect_with_status(args: argparse.Namespace, th, err):
+    """Run the inspection, with a spinner on stderr when it is a terminal (inspect and report)."""
+    from yolobn.inspection import inspect
+
+    run = lambda: inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)  # noqa: E731
+    if args.quiet or not err.is_terminal:
+        return run()
+    with err.status(f"loading and inspecting {args.model or 'the demo model'} ..."):
+        return run()
+
+
+def _progress(err, quiet: bool):
+    """The progress bar of swap and experiment (stderr, only on a terminal, gone when done)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=True, disable=quiet or not err.is_terminal,
+    )  # fmt: skip
 
 
 def _thresholds(args: argparse.Namespace):
@@ -353,14 +369,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     err = Console(stderr=True)
-    from yolobn.inspection import inspect
-
-    label = args.model or "the demo model"
-    if args.quiet or not err.is_terminal:
-        result = inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
-    else:
-        with err.status(f"loading and inspecting {label} ..."):
-            result = inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
+    result = _inspect_with_status(args, th, err)
     from yolobn.report.export import report_files, write_texts
 
     written = write_texts(report_files(result, out_dir))
@@ -413,11 +422,10 @@ def cmd_swap(args: argparse.Namespace) -> int:
 
     import pandas as pd
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from yolobn.loader import load
     from yolobn.swap import swap
-    from yolobn.validate import KEY_METRICS, agreement, baseline, output_difference, validate
+    from yolobn.validate import KEY_METRICS, agreement, baseline, metric_columns, output_difference, validate
 
     err = Console(stderr=True, quiet=args.quiet)
     loaded = load(args.model, trust=args.trust)
@@ -426,10 +434,7 @@ def cmd_swap(args: argparse.Namespace) -> int:
     imgsz = args.imgsz or int(loaded.meta.train_args.get("imgsz") or 640)
     nan = float("nan")
     rows = []
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err, transient=True, disable=args.quiet or not err.is_terminal,
-    ) as bar:  # fmt: skip
+    with _progress(err, args.quiet) as bar:
         job = bar.add_task("baseline", total=len(specs) + 1)
         if args.data is None:
             base, cached = {}, False
@@ -441,7 +446,7 @@ def cmd_swap(args: argparse.Namespace) -> int:
         else:
             base, cached = baseline(loaded, args.data, imgsz=imgsz, batch=args.batch, device=args.device)
         bar.advance(job)
-        rows.append({"variant": "baseline (nn.BatchNorm2d)", "swapped": 0, **_metric_cols(base, base, keys),
+        rows.append({"variant": "baseline (nn.BatchNorm2d)", "swapped": 0, **metric_columns(base, base, keys),
                      "max_abs_diff": 0.0, "max_rel_diff": 0.0, "ms_per_image": base.get("ms_per_image", nan),
                      "cached": cached})  # fmt: skip
         for spec in specs:
@@ -456,7 +461,7 @@ def cmd_swap(args: argparse.Namespace) -> int:
                 if args.data
                 else {}
             )
-            rows.append({"variant": spec.label, "swapped": len(swapped.swap.replaced), **_metric_cols(m, base, keys),
+            rows.append({"variant": spec.label, "swapped": len(swapped.swap.replaced), **metric_columns(m, base, keys),
                          **diff, "ms_per_image": m.get("ms_per_image", nan), "cached": False})  # fmt: skip
             bar.advance(job)
     table = pd.DataFrame(rows)
@@ -535,13 +540,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     check_output_paths({str(out_dir / n): out_dir / n for n in names})
 
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     err = Console(stderr=True, quiet=args.quiet)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err, transient=True, disable=args.quiet or not err.is_terminal,
-    ) as bar:  # fmt: skip
+    with _progress(err, args.quiet) as bar:
         job = bar.add_task("experiment", total=None)
 
         def progress(label: str, done: int, total: int) -> None:
@@ -594,15 +595,6 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     for p in written:
         out.print(f"wrote {p}")
     return EXIT_OK
-
-
-def _metric_cols(m: dict, base: dict, keys: tuple[str, ...]) -> dict:
-    cols = {}
-    for k in keys:
-        short = k.replace("metrics/", "")
-        cols[short] = float(m.get(k, float("nan")))
-        cols[f"{short} delta"] = cols[short] - float(base.get(k, float("nan")))
-    return cols
 
 
 def main(argv: list[str] | None = None) -> int:

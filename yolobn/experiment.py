@@ -130,12 +130,9 @@ def run_experiment(
     sens = cfg.get("sensitivity")
     sens_layers: list[str] = []
     if sens:
-        from yolobn.inspection import select_layers
-        from yolobn.walk import blocks_frame
+        from yolobn.walk import find_blocks, matches
 
-        frame = blocks_frame(loaded)
-        mask = select_layers(frame.reset_index(drop=True), sens.get("layers") or ["*"])
-        sens_layers = list(frame.reset_index(drop=True)["name"][mask])
+        sens_layers = [b.name for b in find_blocks(loaded) if matches(b, sens.get("layers") or ["*"])]
     total = 1 + len(cfg["variants"]) + len(sens_layers)
     done = 0
 
@@ -184,11 +181,9 @@ def run_experiment(
 def _row(
     label: str, impl: str, n: int, m: dict, base: dict, keys: tuple[str, ...], diff: dict
 ) -> dict[str, Any]:
-    row: dict[str, Any] = {"variant": label, "impl": impl, "swapped": n}
-    for k in keys:
-        short = k.replace("metrics/", "")
-        row[short] = float(m.get(k, math.nan))
-        row[f"{short} delta"] = row[short] - float(base.get(k, math.nan))
+    from yolobn.validate import metric_columns
+
+    row: dict[str, Any] = {"variant": label, "impl": impl, "swapped": n, **metric_columns(m, base, keys)}
     row.update(max_abs_diff=diff["max_abs_diff"], max_rel_diff=diff["max_rel_diff"])
     row["ms_per_image"] = float(m.get("ms_per_image", math.nan))
     row["cached"] = False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 from collections.abc import Sequence
@@ -160,11 +159,9 @@ def inspect(
 
 def select_layers(layers: pd.DataFrame, patterns: Sequence[str]) -> pd.Series:
     """Boolean mask of the layers matched by any pattern (name glob, block/owner type, or role)."""
-    mask = pd.Series(False, index=layers.index)
-    for p in patterns:
-        mask |= layers["name"].map(lambda n, p=p: fnmatch.fnmatchcase(n, p))
-        mask |= (layers["block"] == p) | (layers["owner"] == p) | (layers["role"] == p)
-    return mask
+    from yolobn.walk import matches
+
+    return pd.Series([matches(r, patterns) for r in layers.itertuples()], index=layers.index, dtype=bool)
 
 
 def sort_layers(layers: pd.DataFrame, key: str) -> pd.DataFrame:

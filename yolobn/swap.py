@@ -20,7 +20,6 @@ Implementation specs are plain strings, ``name[:key=value,...]``:
 from __future__ import annotations
 
 import copy
-import fnmatch
 import importlib
 import importlib.util
 import math
@@ -438,12 +437,12 @@ def swap(model: Any, impl: str | Impl, *, layers: Sequence[str] | None = None) -
         whose selected BN modules are new modules of the chosen implementation. For a
         LoadedModel, ``meta.notes`` records the swap.
     """
-    from yolobn.walk import find_blocks, unwrap
+    from yolobn.walk import find_blocks, matches, unwrap
 
     spec = impl if isinstance(impl, Impl) else parse_impl(impl)
     root = copy.deepcopy(unwrap(model))
     blocks = find_blocks(root)
-    chosen = [b for b in blocks if _selected(b, layers)]
+    chosen = [b for b in blocks if not layers or matches(b, layers)]
     if layers and not chosen:
         raise YolobnError(f"--layers {' '.join(layers)}: matches none of the {len(blocks)} BN layers")
     modules = dict(root.named_modules())
@@ -482,12 +481,6 @@ def swap(model: Any, impl: str | Impl, *, layers: Sequence[str] | None = None) -
 def _conv_feeds_only_bn(b: Any) -> bool:
     # Conv2 adds a parallel 1x1 conv before its BN: folding only the main conv would be wrong.
     return b.owner not in ("Conv2",)
-
-
-def _selected(b: Any, patterns: Sequence[str] | None) -> bool:
-    if not patterns:
-        return True
-    return any(fnmatch.fnmatchcase(b.name, p) or p in (b.block, b.owner, b.role) for p in patterns)
 
 
 def _set_child(parent: nn.Module, attr: str, new: nn.Module) -> None:

@@ -152,21 +152,24 @@ KEY_METRICS = {
 }
 
 
+def metric_columns(m: dict[str, float], base: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
+    """Short metric names and their delta vs the baseline (``mAP50-95(B)``, ``mAP50-95(B) delta``)."""
+    cols: dict[str, float] = {}
+    for k in keys:
+        short = k.replace("metrics/", "")
+        cols[short] = float(m.get(k, float("nan")))
+        cols[f"{short} delta"] = cols[short] - float(base.get(k, float("nan")))
+    return cols
+
+
 def output_difference(a: nn.Module, b: nn.Module, imgsz: int, seed: int = 0) -> dict[str, float]:
     """Largest absolute and relative difference of the raw head outputs on a fixed random batch."""
     import torch
 
     x = torch.rand(2, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(seed))
 
-    def first(t: Any) -> torch.Tensor:
-        while isinstance(t, (list, tuple)):
-            t = t[0]
-        if isinstance(t, dict):
-            t = next(iter(t.values()))
-        return t
-
     with torch.no_grad():
-        ya, yb = first(a.eval()(x)), first(b.eval()(x))
+        ya, yb = _first(a.eval()(x)), _first(b.eval()(x))
     d = (ya - yb).abs().max().item()
     return {"max_abs_diff": d, "max_rel_diff": d / max(ya.abs().max().item(), 1e-12)}
 

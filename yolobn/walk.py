@@ -8,7 +8,9 @@ lists it once. The walk only reads the model (no hooks, no mode changes).
 
 from __future__ import annotations
 
+import fnmatch
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -132,6 +134,14 @@ def find_blocks(model: Any) -> list[BNBlock]:
             )
         )
     return blocks
+
+
+def matches(block: Any, patterns: Sequence[str]) -> bool:
+    """The one layer-selection rule (``--layers``): a glob on the dotted name, or an exact block
+    type, owner type or role. ``block`` is anything with those attributes (a BNBlock, a table row)."""
+    return any(
+        fnmatch.fnmatchcase(block.name, p) or p in (block.block, block.owner, block.role) for p in patterns
+    )
 
 
 def blocks_frame(model: Any):
