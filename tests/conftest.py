@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,3 +27,26 @@ def demo_path():
     p = yolobn.demo_model_path()
     assert p.is_file(), f"bundled demo model missing: {p} (run scripts/train_demo.py)"
     return p
+
+
+@pytest.fixture
+def offline_network(monkeypatch):
+    """Replace every download path with a recorder that fails like an offline machine."""
+    import ultralytics.utils.downloads as dl
+
+    calls: list[str] = []
+    real = dl.attempt_download_asset
+
+    def offline_asset(file, *args, **kwargs):
+        if Path(str(file)).is_file():  # the local-file shortcut of the real function
+            return real(file, *args, **kwargs)
+        calls.append(str(file))
+        raise ConnectionError(f"offline: {file}")
+
+    def offline_download(name):
+        calls.append(name)
+        raise ConnectionError(f"offline: {name}")
+
+    monkeypatch.setattr(dl, "attempt_download_asset", offline_asset)
+    monkeypatch.setattr("yolobn.loader._download", offline_download)
+    return calls

@@ -36,29 +36,6 @@ def good_ckpt(model, tmp_path_factory) -> Path:
     return shared.save_checkpoint(model, tmp_path_factory.mktemp("good") / "best.pt")
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Every download attempt is recorded and fails like an offline machine."""
-    import ultralytics.utils.downloads as dl
-
-    calls: list[str] = []
-    real = dl.attempt_download_asset
-
-    def offline_asset(file, *args, **kwargs):
-        if Path(str(file)).is_file():
-            return real(file, *args, **kwargs)
-        calls.append(str(file))
-        raise ConnectionError(f"offline: {file}")
-
-    def offline_download(name):
-        calls.append(name)
-        raise ConnectionError(f"offline: {name}")
-
-    monkeypatch.setattr(dl, "attempt_download_asset", offline_asset)
-    monkeypatch.setattr("yolobn.loader._download", offline_download)
-    return calls
-
-
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """main() in-process: (exit code, stdout, stderr); argparse exits through SystemExit."""
     capsys.readouterr()
@@ -89,7 +66,7 @@ CASES = [*shared.BAD_INPUTS, "official_name_offline", "missing_unofficial_name"]
 
 
 @pytest.mark.parametrize("kind", CASES)
-def test_bad_input_exits_2_with_one_line(kind, tmp_path, monkeypatch, capsys, model, no_network):
+def test_bad_input_exits_2_with_one_line(kind, tmp_path, monkeypatch, capsys, model, offline_network):
     monkeypatch.chdir(tmp_path)
     if kind == "official_name_offline":
         name, words = "yolo11n.pt", ("could not be downloaded",)
@@ -112,9 +89,9 @@ def test_bad_input_exits_2_with_one_line(kind, tmp_path, monkeypatch, capsys, mo
     assert listing(tmp_path) == before  # no output, no staged temp file, no payload marker
     assert not (tmp_path / shared.MARKER_NAME).exists()
     if kind == "official_name_offline":
-        assert no_network == ["yolo11n.pt"]
+        assert offline_network == ["yolo11n.pt"]
     else:
-        assert no_network == []
+        assert offline_network == []
 
 
 def test_pickle_like_junk_is_one_line_without_warnings(tmp_path, monkeypatch, capsys):

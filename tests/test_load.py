@@ -225,29 +225,6 @@ def good_ckpt(model, tmp_path_factory) -> Path:
     return save_checkpoint(model, tmp_path_factory.mktemp("good") / "best.pt")
 
 
-@pytest.fixture
-def fake_network(monkeypatch):
-    """Replace every download path with a recorder that fails like an offline machine."""
-    calls: list[str] = []
-    import ultralytics.utils.downloads as dl
-
-    real = dl.attempt_download_asset
-
-    def offline_asset(file, *args, **kwargs):
-        if Path(str(file)).is_file():  # the local-file shortcut of the real function
-            return real(file, *args, **kwargs)
-        calls.append(str(file))
-        raise ConnectionError(f"offline: {file}")
-
-    def offline_download(name):
-        calls.append(name)
-        raise ConnectionError(f"offline: {name}")
-
-    monkeypatch.setattr(dl, "attempt_download_asset", offline_asset)
-    monkeypatch.setattr("yolobn.loader._download", offline_download)
-    return calls
-
-
 # --------------------------------------------------------------------------------------------------
 # 1. a good checkpoint
 
@@ -466,34 +443,34 @@ def test_malicious_pickle_is_refused_without_running(payload, tmp_path):
 # 6. missing files and downloads
 
 
-def test_official_name_offline_is_one_line_error(tmp_path, monkeypatch, fake_network):
+def test_official_name_offline_is_one_line_error(tmp_path, monkeypatch, offline_network):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError) as ei:
         yolobn.load("yolo11n.pt")
     msg = str(ei.value)
     assert_one_line_naming(msg, "yolo11n.pt")
     assert "could not be downloaded" in msg and "ConnectionError" in msg
-    assert fake_network == ["yolo11n.pt"]
+    assert offline_network == ["yolo11n.pt"]
     assert list(tmp_path.iterdir()) == []
 
 
-def test_official_name_with_downloads_disabled(tmp_path, monkeypatch, fake_network):
+def test_official_name_with_downloads_disabled(tmp_path, monkeypatch, offline_network):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError) as ei:
         yolobn.load("yolo11n.pt", download=False)
     assert_one_line_naming(str(ei.value), "yolo11n.pt")
     assert "downloads are disabled" in str(ei.value)
-    assert fake_network == []
+    assert offline_network == []
 
 
 @pytest.mark.parametrize("name", ["mymodel.pt", "sub/yolo11n.pt"])
-def test_unofficial_missing_name_is_not_downloaded(name, tmp_path, monkeypatch, fake_network):
+def test_unofficial_missing_name_is_not_downloaded(name, tmp_path, monkeypatch, offline_network):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError) as ei:
         yolobn.load(name)
     assert_one_line_naming(str(ei.value), name)
     assert "no such file" in str(ei.value)
-    assert fake_network == []
+    assert offline_network == []
 
 
 @pytest.mark.parametrize(
@@ -503,7 +480,7 @@ def test_unofficial_missing_name_is_not_downloaded(name, tmp_path, monkeypatch, 
         "yolo11n.pt",
     ],
 )
-def test_damaged_checkpoint_in_cwd_is_left_alone(name, tmp_path, monkeypatch, model, fake_network):
+def test_damaged_checkpoint_in_cwd_is_left_alone(name, tmp_path, monkeypatch, model, offline_network):
     monkeypatch.chdir(tmp_path)
     path = damaged_zip_checkpoint(model, tmp_path / name)
     before = sha256(path)
@@ -512,7 +489,7 @@ def test_damaged_checkpoint_in_cwd_is_left_alone(name, tmp_path, monkeypatch, mo
     msg = str(ei.value)
     assert path.is_file(), "yolobn deleted the user's file"
     assert sha256(path) == before
-    assert fake_network == []
+    assert offline_network == []
     assert_one_line_naming(msg, name)
     assert "truncated or corrupt" in msg, msg
 
