@@ -66,6 +66,39 @@ file format:
 """
 
 
+ACTIVATIONS_EXAMPLES = """\
+examples:
+  yolobn activations                                    # demo model on the synthetic training images
+  yolobn activations best.pt --images path/to/images/ --max-images 500
+  yolobn activations best.pt --images a.jpg b.jpg --sort drift --top 15
+  yolobn activations best.pt --images val/ --csv layers.csv --channels-csv channels.csv --json obs.json
+  yolobn inspect best.pt --images path/to/images/       # data-free and observed side by side
+
+what it reports (README, "Activations"):
+  obs dead   post-activation std < --dead-std over all images and positions (flat), or, before
+             SiLU/ReLU..., a share of positive pre-activations <= --min-positive (never positive)
+  both / pred only / obs only: data-free prediction vs observation, per layer and overall
+  drift      BN input on the images vs running_mean/var: |mean shift| in running std, |ln var ratio|,
+             and their Gaussian KL (0: the stored statistics fit the images)
+
+exit codes: 0 success, 1 internal error, 2 bad input or usage
+"""
+
+
+RECALIBRATE_EXAMPLES = """\
+examples:
+  yolobn recalibrate -o demo-recal.pt                   # demo model on its synthetic training images
+  yolobn recalibrate best.pt --images path/to/target-domain/ -o best-recal.pt
+  yolobn recalibrate best.pt --images imgs/ -o best-recal.pt --data data.yaml   # and mAP before/after
+
+Re-estimates every BN's running mean and variance on the images (cumulative average of batch
+statistics, PreciseBN/AdaBN); weights are untouched. The checkpoint loads with YOLO(path) and
+records the recalibration in its metadata ('yolobn inspect' shows it). The input is never overwritten.
+
+exit codes: 0 success, 1 internal error, 2 bad input or usage
+"""
+
+
 THRESHOLD_OPTIONS = [
     ("--const-std", 1e-3, "X", "constant below this output std (default 1e-3)"),
     ("--off-sigma", 3.0, "K", "off when beta + K*std < 0 (default 3)"),
@@ -128,6 +161,34 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, default, meta, text in THRESHOLD_OPTIONS:
         t.add_argument(flag, type=_positive(float), default=default, metavar=meta, help=text)
 
+    def image_options(parser: argparse.ArgumentParser, optional: bool, batch: int = 16) -> None:
+        g = parser.add_argument_group("images")
+        g.add_argument(
+            "--images",
+            nargs="*",
+            metavar="PATH",
+            help=(
+                "also observe activations on these images (files or folders); "
+                if optional
+                else "images (files or folders); "
+            )
+            + "with no PATH: the synthetic training images for the demo model, Ultralytics' bus.jpg and zidane.jpg "
+            "otherwise. Put MODEL before --images",
+        )
+        g.add_argument("--max-images", type=int, metavar="N", help="use at most N images (the first, sorted)")
+        g.add_argument(
+            "--imgsz", type=int, help="inference size (default: the checkpoint's training imgsz, else 640)"
+        )
+        g.add_argument("--batch", type=int, default=batch, help=f"images per forward pass (default {batch})")
+        g.add_argument("--device", default="cpu", help="cpu, 0, cuda:0, mps (default cpu)")
+
+    def observed_thresholds(parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("observed dead-channel thresholds")
+        g.add_argument("--dead-std", type=_positive(float), default=1e-3, metavar="X",
+                       help="flat when the post-activation std is below X (default 1e-3)")  # fmt: skip
+        g.add_argument("--min-positive", type=_positive(float), default=0.0, metavar="S",
+                       help="never positive when at most this share of pre-activations is > 0 (default 0)")  # fmt: skip
+
     ins = sub.add_parser(
         "inspect",
         parents=[debug, common],
@@ -163,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--csv", type=Path, metavar="FILE", help="per-layer statistics as CSV")
     o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV")
     o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON")
+    image_options(ins, optional=True)
+    observed_thresholds(ins)
     ins.set_defaults(func=cmd_inspect)
 
     rep = sub.add_parser(
@@ -179,7 +242,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--open", action="store_true", help="open the report in the default browser")
     rep.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    image_options(rep, optional=True)
+    observed_thresholds(rep)
     rep.set_defaults(func=cmd_report)
+
+    act = sub.add_parser(
+        "activations",
+        parents=[debug, common],
+        help="observe the BN layers on real images: observed dead channels, predicted vs observed, BN drift",
+        description="Run images through the model (preprocessed as Ultralytics' predict does), with hooks on "
+        "every BatchNorm and its block, and report per channel what it does on the data: observed dead channels "
+        "against the data-free prediction, and how far the stored running statistics are from the data (drift).",
+        epilog=ACTIVATIONS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    image_options(act, optional=False)
+    observed_thresholds(act)
+    g = act.add_argument_group("display")
+    g.add_argument(
+        "--sort",
+        default="index",
+        choices=[
+            "index",
+            "name",
+            "drift",
+            "drift_max",
+            "mean_shift",
+            "log_var",
+            "obs_dead",
+            "obs_only",
+            "pred_only",
+        ],
+        help="table order (default: model order)",
+    )
+    g.add_argument("--top", type=int, metavar="N", help="show only the first N rows of the table")
+    g.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing on success (files are still written)"
+    )
+    o = act.add_argument_group("output files")
+    o.add_argument("--csv", type=Path, metavar="FILE", help="per-layer table (data-free + observed) as CSV")
+    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel table as CSV")
+    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON")
+    act.set_defaults(func=cmd_activations)
+
+    rec = sub.add_parser(
+        "recalibrate",
+        parents=[debug],
+        help="re-estimate the BN running statistics on images and write a new checkpoint",
+        description="Re-estimate every BatchNorm's running mean and variance on the images (BN layers in training "
+        "mode, cumulative average of batch statistics weighted by batch size, as PreciseBN/AdaBN do); weights "
+        "untouched. Writes an Ultralytics checkpoint that YOLO(path) loads.",
+        epilog=RECALIBRATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rec.add_argument(
+        "model", nargs="?", default=None, help="checkpoint (.pt); default: the bundled demo model"
+    )
+    rec.add_argument("-o", "--out", type=Path, required=True, metavar="FILE", help="the new checkpoint (.pt)")
+    rec.add_argument("--force", action="store_true", help="replace FILE if it exists (never the input)")
+    rec.add_argument(
+        "--layers", action="append", metavar="PATTERN", help="only these BN layers (glob, block type or role)"
+    )
+    image_options(rec, optional=False, batch=32)
+    rec.add_argument("--seed", type=int, default=0, help="image order shuffle seed (default 0)")
+    rec.add_argument("--data", help="also validate before and after on this dataset (yaml, or 'shapes')")
+    rec.add_argument("--trust", action="store_true", help="allow a full unpickle (trusted files only)")
+    rec.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    rec.set_defaults(func=cmd_recalibrate)
 
     sw = sub.add_parser(
         "swap",
@@ -270,11 +399,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from yolobn.inspection import sort_layers
 
+    early_images = _early_images(args)
     result = _inspect_with_status(args, th, err)
     if args.trust and not args.quiet:
         err.print(
             "[yellow]warning:[/] --trust: the checkpoint was fully unpickled; only do this for files you trust"
         )
+    if args.images is not None:
+        _attach_observed(result, _observe(args, result.loaded, th, err, early_images))
 
     from yolobn.report.export import channels_csv, layers_csv, write_texts
 
@@ -302,9 +434,65 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         )
         out.print(layer_table(shown, title=title))
     out.print(summary_panel(result.meta.to_dict(), result.summary(), th.to_dict()))
+    if result.observed is not None:
+        from yolobn.report.console import observed_panel
+
+        out.print(
+            observed_panel(
+                result.observed.summary(), result.observed.observed.to_dict(), "observed on the images"
+            )
+        )
     for p in written:
         out.print(f"wrote {p}")
     return EXIT_OK
+
+
+def _early_images(args: argparse.Namespace):
+    """Explicit --images checked before any loading (a typo fails at once); None means the defaults."""
+    from yolobn.validate import collect_images
+
+    if getattr(args, "images", None):
+        if args.max_images is not None and args.max_images < 1:
+            from yolobn.errors import YolobnError
+
+            raise YolobnError(f"--max-images {args.max_images}: must be at least 1")
+        return collect_images(args.images, args.max_images)
+    return None
+
+
+def _obs_thresholds(args: argparse.Namespace):
+    from yolobn.activations import ObservedThresholds
+    from yolobn.errors import YolobnError
+
+    try:
+        return ObservedThresholds(dead_std=args.dead_std, min_positive=args.min_positive)
+    except ValueError as e:
+        raise YolobnError(str(e)) from None
+
+
+def _observe(args: argparse.Namespace, loaded, th, err, images):
+    """observe() with a progress bar over the images (stderr, only on a terminal)."""
+    from yolobn.activations import observe
+
+    quiet = getattr(args, "quiet", False)
+    with _progress(err, quiet) as bar:
+        job = bar.add_task("observing activations", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(job, completed=done, total=total)
+
+        return observe(
+            loaded, [str(p) for p in images] if images else None, max_images=args.max_images, imgsz=args.imgsz,
+            batch=args.batch, device=args.device, thresholds=th, observed=_obs_thresholds(args),
+            select=args.layers, progress=progress,
+        )  # fmt: skip
+
+
+def _attach_observed(result, act) -> None:
+    """inspect/report --images: the observed columns join the data-free tables (same rows)."""
+    result.layers = act.layers
+    result.channels = act.channels
+    result.observed = act
 
 
 def _inspect_with_status(args: argparse.Namespace, th, err):
@@ -369,7 +557,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     err = Console(stderr=True)
+    early_images = _early_images(args)
     result = _inspect_with_status(args, th, err)
+    if args.images is not None:
+        _attach_observed(result, _observe(args, result.loaded, th, err, early_images))
     from yolobn.report.export import report_files, write_texts
 
     written = write_texts(report_files(result, out_dir))
@@ -516,6 +707,160 @@ def cmd_swap(args: argparse.Namespace) -> int:
     out.print(t)
     for p in written:
         out.print(f"wrote {p}")
+    return EXIT_OK
+
+
+ACT_SORT = {
+    "index": ("index", True),
+    "name": ("name", True),
+    "drift": ("drift", False),
+    "drift_max": ("drift_max", False),
+    "mean_shift": ("mean_shift_abs", False),
+    "log_var": ("log_var_ratio_abs", False),
+    "obs_dead": ("obs_dead", False),
+    "obs_only": ("dead_observed_only", False),
+    "pred_only": ("dead_predicted_only", False),
+}
+
+
+def cmd_activations(args: argparse.Namespace) -> int:
+    from yolobn.errors import YolobnError
+    from yolobn.report.export import channels_csv, check_output_paths, layers_csv, write_texts
+
+    if args.top is not None and args.top < 0:
+        raise YolobnError(f"--top {args.top}: must be 0 or more")
+    model_path = Path(args.model) if args.model else None
+    outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
+    check_output_paths(outputs, protect=[model_path] if model_path and model_path.exists() else [])
+    th = _thresholds(args)
+    _obs_thresholds(args)
+    early_images = _early_images(args)
+
+    from rich.console import Console
+
+    from yolobn.loader import load
+
+    err = Console(stderr=True)
+    if args.quiet or not err.is_terminal:
+        loaded = load(args.model, trust=args.trust)
+    else:
+        with err.status(f"loading {args.model or 'the demo model'} ..."):
+            loaded = load(args.model, trust=args.trust)
+    act = _observe(args, loaded, th, err, early_images)
+    files = {}
+    if args.csv:
+        files[args.csv] = layers_csv(act.layers)
+    if args.channels_csv:
+        files[args.channels_csv] = channels_csv(act.channels)
+    if args.json:
+        files[args.json] = act.to_json()
+    written = write_texts(files) if files else []
+    if args.quiet:
+        return EXIT_OK
+    from yolobn.report.console import observed_panel, observed_table
+
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    col, asc = ACT_SORT[args.sort]
+    layers = act.layers.sort_values([col, "index"], ascending=[asc, True], kind="stable", na_position="last")
+    shown = layers if args.top is None else layers.head(args.top)
+    if len(shown):
+        title = f"BatchNorm layers on {len(act.images)} images" + (
+            f" ({len(shown)} of {len(layers)})" if len(shown) < len(layers) else ""
+        )
+        out.print(observed_table(shown, title=title))
+    out.print(
+        observed_panel(
+            act.summary(),
+            act.observed.to_dict(),
+            f"yolobn activations · {loaded.meta.path or loaded.meta.source}",
+        )
+    )
+    for p in written:
+        out.print(f"wrote {p}")
+    return EXIT_OK
+
+
+def cmd_recalibrate(args: argparse.Namespace) -> int:
+    from yolobn.errors import YolobnError
+
+    out_path: Path = args.out.expanduser()
+    model_path = Path(args.model).expanduser() if args.model else None
+    if model_path is not None and model_path.exists() and out_path.resolve() == model_path.resolve():
+        raise YolobnError(
+            f"-o {args.out}: is the input checkpoint; write the recalibrated model to another file"
+        )
+    if out_path.is_dir():
+        raise YolobnError(
+            f"-o {args.out}: is a folder; give a file name such as {out_path / 'recalibrated.pt'}"
+        )
+    if out_path.exists() and not args.force:
+        raise YolobnError(f"-o {args.out}: exists; pass --force to replace it, or choose another name")
+    from yolobn.report.export import check_output_paths
+
+    check_output_paths({"-o": out_path})
+    if args.batch < 2:
+        raise YolobnError(f"--batch {args.batch}: recalibration needs batches of at least 2 images")
+    if args.data is not None:
+        from yolobn.validate import resolve_data
+
+        resolve_data(args.data)
+    early_images = _early_images(args)
+
+    from rich.console import Console
+
+    from yolobn.activations import recalibrate, save_checkpoint
+    from yolobn.loader import load
+
+    err = Console(stderr=True, quiet=args.quiet)
+    loaded = load(args.model, trust=args.trust)
+    with _progress(err, args.quiet) as bar:
+        job = bar.add_task("recalibrating", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(job, completed=done, total=total)
+
+        rec = recalibrate(
+            loaded, [str(p) for p in early_images] if early_images else None, max_images=args.max_images,
+            imgsz=args.imgsz, batch=args.batch, device=args.device, select=args.layers, seed=args.seed,
+            progress=progress,
+        )  # fmt: skip
+    metrics = None
+    if args.data is not None:
+        from yolobn.validate import KEY_METRICS, validate
+
+        keys = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])
+        with err.status("validating before and after ..."):
+            before = validate(loaded, args.data, imgsz=args.imgsz, device=args.device)
+            after = validate(rec, args.data, imgsz=args.imgsz, device=args.device)
+        metrics = [
+            (k.replace("metrics/", ""), before.get(k, float("nan")), after.get(k, float("nan"))) for k in keys
+        ]
+        rec.meta.recalibration["validation"] = {
+            "data": args.data,
+            **{f"{k} before": b for k, b, _ in metrics},
+            **{f"{k} after": a for k, _, a in metrics},
+        }
+    written = save_checkpoint(rec, out_path, protect=[model_path] if model_path else [])
+    if args.quiet:
+        return EXIT_OK
+    r = rec.meta.recalibration
+    out = Console(width=None if sys.stdout.isatty() else 200)
+    out.print(
+        f"recalibrated the running statistics of {r['layers']} BN layers on {r['images']} images "
+        f"(imgsz {r['imgsz']}, batch {r['batch']}); weights unchanged"
+    )
+    if metrics:
+        from rich.table import Table
+
+        t = Table(title=f"validation on {args.data}")
+        for c in ("metric", "before", "after", "Δ"):
+            t.add_column(c, justify="left" if c == "metric" else "right")
+        for k, b, a in metrics:
+            d = a - b
+            style = "red" if d < -0.001 else ("green" if d > 0.001 else "")
+            t.add_row(k, f"{b:.4f}", f"{a:.4f}", f"[{style}]{d:+.4f}[/]" if style else f"{d:+.4f}")
+        out.print(t)
+    out.print(f"wrote {written}")
     return EXIT_OK
 
 

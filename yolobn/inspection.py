@@ -39,6 +39,7 @@ class Inspection:
     layers: pd.DataFrame
     channels: pd.DataFrame
     selection: list[str] = field(default_factory=list)
+    observed: Any = None  # yolobn.activations.Activations, when run with images
 
     @property
     def meta(self):
@@ -108,6 +109,7 @@ class Inspection:
                 "thresholds": self.thresholds.to_dict(),
                 "selection": self.selection,
                 "summary": self.summary(),
+                **({"observed": self.observed.json_header()} if self.observed is not None else {}),
                 "layers": self.layers.to_dict(orient="records"),
             }
         )

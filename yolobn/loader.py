@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import logging
 import os
 import re
@@ -58,6 +59,7 @@ class ModelMeta:
             var 1), as in a model built from a yaml.
         dtype_on_disk: the parameter dtype as stored (stripped checkpoints are fp16).
         notes: anything the reader should know about how the model was obtained.
+        recalibration: how yolobn re-estimated the running statistics (``yolobn recalibrate``), or None.
     """
 
     source: str
@@ -80,6 +82,7 @@ class ModelMeta:
     trained: bool = True
     dtype_on_disk: str | None = None
     notes: list[str] = field(default_factory=list)
+    recalibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -308,6 +311,12 @@ def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
     metrics = ckpt.get("train_metrics") or {}
     if isinstance(metrics, dict):
         meta.train_metrics = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    extra = ckpt.get("yolobn")
+    if isinstance(extra, dict) and isinstance(extra.get("recalibration"), dict):
+        meta.recalibration = json.loads(json.dumps(extra["recalibration"], default=str))
+        meta.notes.append(
+            f"running statistics recalibrated by yolobn on {meta.recalibration.get('images', '?')} images"
+        )
     if trust:
         meta.notes.append("loaded with --trust: full unpickle, no allow-list")
     return LoadedModel(model, meta)

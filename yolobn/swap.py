@@ -13,6 +13,9 @@ Implementation specs are plain strings, ``name[:key=value,...]``:
 ``identity``           BN removed (an ablation: expect a large drop).
 ``lowp:dtype=fp16``    BN arithmetic in fp16 or bf16 (input, scale and shift cast, result back to fp32).
 ``fixedpoint:bits=8``  per-layer symmetric fixed-point scale and shift with the given number of bits.
+``recalibrated``       the same nn.BatchNorm2d layers with running statistics re-estimated on images
+                       (``recalibrated:images=path/to/images,max=500,batch=32``; the demo model defaults
+                       to its synthetic training images). See ``yolobn.activations.recalibrate``.
 ``pkg.mod:Class``      a custom class (``path/to/file.py:Class`` too): see ``load_custom``.
 =====================  =============================================================================
 """
@@ -276,8 +279,13 @@ def _fixed(bn: _BatchNorm, opts: dict[str, str]) -> nn.Module:
     return m.to(_device_of(bn))
 
 
-# "folded" rewrites the conv too, so swap() handles it; registered for listing and validation.
+# "folded" rewrites the conv too, and "recalibrated" needs images and the whole model, so swap()
+# handles them; registered for listing and validation.
 REGISTRY["folded"] = (_frozen, "BN folded into the conv before it (frozen where there is no conv)")
+REGISTRY["recalibrated"] = (
+    _frozen,
+    "running statistics re-estimated on images (options: images=PATH, max=N, batch=N, imgsz=N, seed=N)",
+)
 
 
 def parse_impl(spec: str) -> Impl:
@@ -305,7 +313,7 @@ def parse_impl(spec: str) -> Impl:
 
 
 _ALLOWED = {"reference": {"eps"}, "frozen": {"eps"}, "folded": set(), "identity": set(), "lowp": {"dtype", "eps"},
-            "fixedpoint": {"bits", "eps"}}  # fmt: skip
+            "fixedpoint": {"bits", "eps"}, "recalibrated": {"images", "max", "batch", "imgsz", "seed"}}  # fmt: skip
 
 
 def _check_options(name: str, opts: dict[str, str], spec: str) -> None:
@@ -315,9 +323,14 @@ def _check_options(name: str, opts: dict[str, str], spec: str) -> None:
         raise YolobnError(
             f"--impl {spec}: unknown option {', '.join(sorted(bad))} for {name} (options: {allowed})"
         )
-    for k in ("eps", "bits"):
+    for k in ("eps", "bits", "max", "batch", "imgsz", "seed"):
         if k in opts:
             _float(opts, k, 0.0, spec=spec)
+    for k in ("max", "batch", "imgsz"):
+        if k in opts and (not opts[k].isdigit() or int(opts[k]) < 1):
+            raise YolobnError(f"--impl {spec}: {k}={opts[k]!r} must be a whole number >= 1")
+    if "images" in opts and not Path(opts["images"]).expanduser().exists():
+        raise YolobnError(f"--impl {spec}: images={opts['images']}: no such file or folder")
     if name == "lowp" and opts.get("dtype", "fp16") not in _LOWP:
         raise YolobnError(f"--impl {spec}: unknown dtype {opts['dtype']!r}; use fp16 or bf16")
 
@@ -440,6 +453,8 @@ def swap(model: Any, impl: str | Impl, *, layers: Sequence[str] | None = None) -
     from yolobn.walk import find_blocks, matches, unwrap
 
     spec = impl if isinstance(impl, Impl) else parse_impl(impl)
+    if spec.name == "recalibrated":
+        return _swap_recalibrated(model, spec, layers)
     root = copy.deepcopy(unwrap(model))
     blocks = find_blocks(root)
     chosen = [b for b in blocks if not layers or matches(b, layers)]
@@ -476,6 +491,35 @@ def swap(model: Any, impl: str | Impl, *, layers: Sequence[str] | None = None) -
         out.swap = SwapResult(root, spec.label, replaced, folded)
         return out
     return root
+
+
+def _swap_recalibrated(model: Any, spec: Impl, layers: Sequence[str] | None) -> Any:
+    from yolobn.activations import recalibrate
+    from yolobn.loader import LoadedModel
+    from yolobn.walk import find_blocks, matches
+
+    o = spec.options
+    is_demo = getattr(getattr(model, "meta", None), "kind", None) == "demo"
+    if "images" not in o and not is_demo:
+        raise YolobnError(
+            f"--impl {spec.label}: needs calibration images: recalibrated:images=path/to/images "
+            "(folder or file; the demo model defaults to its synthetic training images)"
+        )
+    rec = recalibrate(
+        model,
+        [o["images"]] if "images" in o else None,
+        max_images=int(o["max"]) if "max" in o else None,
+        batch=int(o.get("batch", 32)),
+        imgsz=int(o["imgsz"]) if "imgsz" in o else None,
+        seed=int(o.get("seed", 0)),
+        select=layers,
+    )
+    if not isinstance(model, LoadedModel):
+        return rec.model
+    names = [b.name for b in find_blocks(rec.model) if not layers or matches(b, layers)]
+    rec.meta.notes.append(f"swapped {len(names)} BN layers to {spec.label}")
+    rec.swap = SwapResult(rec.model, spec.label, names, [])
+    return rec
 
 
 def _conv_feeds_only_bn(b: Any) -> bool:

@@ -52,6 +52,10 @@ def layer_table(layers: pd.DataFrame, title: str = "BatchNorm layers") -> Table:
     t.add_column("|scale| max", justify="right")
     t.add_column("dead", justify="right")
     t.add_column("eps-dom", justify="right")
+    observed = "obs_dead" in layers.columns  # inspect --images: the observed columns too
+    if observed:
+        t.add_column("obs dead", justify="right")
+        t.add_column("drift", justify="right")
     t.add_column("findings", overflow="fold", style="yellow")
     for r in layers.itertuples():
         dead = f"{r.dead}" if r.dead else "·"
@@ -75,12 +79,110 @@ def layer_table(layers: pd.DataFrame, title: str = "BatchNorm layers") -> Table:
             _g(r.max_abs_scale),
             dead,
             eps,
+            *((_obs_dead(r), _drift(r.drift)) if observed else ()),
             r.findings or "",
         )
     t.caption = (
         "act* = the SiLU instance shared by every Ultralytics Conv · dead = constant + off (data-free)"
+        + (" · obs dead / drift: on the images (see yolobn activations)" if observed else "")
     )
     return t
+
+
+def _obs_dead(r: Any) -> str:
+    if not r.obs_count:
+        return "[dim]not run[/]"
+    return f"[red]{r.obs_dead}[/] ({_pct(r.obs_dead_share)})" if r.obs_dead else "·"
+
+
+def _drift(x: float) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    style = "red" if x >= 1 else ("yellow" if x >= 0.1 else "")
+    return f"[{style}]{x:.3g}[/]" if style else f"{x:.3g}"
+
+
+def observed_table(layers: pd.DataFrame, title: str = "BatchNorm layers on the images") -> Table:
+    """``yolobn activations``: predicted vs observed dead and drift, one row per BN layer."""
+    t = Table(title=title, box=box.SIMPLE_HEAVY, header_style="bold", pad_edge=False, expand=False)
+    for name, justify in (
+        ("#", "right"), ("name", "left"), ("block", "left"), ("act", "left"), ("ch", "right"),
+        ("pred dead", "right"), ("obs dead", "right"), ("both", "right"), ("pred only", "right"),
+        ("obs only", "right"), ("|Δμ|/σ", "right"), ("|ln var ratio|", "right"), ("drift", "right"),
+        ("drift max", "right"),
+    ):  # fmt: skip
+        t.add_column(name, justify=justify, overflow="fold" if name == "name" else "ellipsis")
+    for r in layers.itertuples():
+        act = (r.act or "-") + ("*" if r.act_shared else "")
+        if not r.obs_count:
+            t.add_row(str(r.index), r.name, r.block, act, str(r.channels), str(r.dead), "[dim]not run[/]",
+                      *("-" * 7))  # fmt: skip
+            continue
+        t.add_row(
+            str(r.index),
+            r.name,
+            r.block,
+            act,
+            str(r.channels),
+            f"{r.dead}" if r.dead else "·",
+            _obs_dead(r),
+            f"{r.dead_both}" if r.dead_both else "·",
+            f"[yellow]{r.dead_predicted_only}[/]" if r.dead_predicted_only else "·",
+            f"[yellow]{r.dead_observed_only}[/]" if r.dead_observed_only else "·",
+            _g(r.mean_shift_abs),
+            _g(r.log_var_ratio_abs),
+            _drift(r.drift),
+            _drift(r.drift_max),
+        )
+    t.caption = (
+        "pred = data-free (constant/off) · obs = on the images (flat or never positive) · "
+        "|Δμ|/σ, |ln var ratio|: channel means of the BN input vs its running stats · "
+        "drift = mean Gaussian KL(observed || running), 0 = the stored statistics fit"
+    )
+    return t
+
+
+def observed_panel(
+    summary: dict[str, Any], observed: dict[str, float], title: str = "yolobn activations"
+) -> Panel:
+    """Headline numbers of the observed statistics: confusion, dead by reason, drift."""
+    s = summary
+    c = s["confusion"]
+    lines = [
+        Text.assemble(("images        ", "bold cyan"), f"{s['images']:,} at imgsz {s['imgsz']}"),
+        Text.assemble(
+            ("observed dead ", "bold cyan"),
+            (
+                f"{s['observed_dead']:,} ({_pct(s['observed_dead_share'])})",
+                "bold red" if s["observed_dead"] else "bold green",
+            ),
+            f"  flat {s['observed_dead_by_reason']['flat']:,} · never positive "
+            f"{s['observed_dead_by_reason']['never positive']:,}",
+        ),
+        Text.assemble(
+            ("vs data-free  ", "bold cyan"),
+            f"both dead {c['both']:,} · predicted only {c['predicted_only']:,} · observed only "
+            f"{c['observed_only']:,} · both alive {c['neither']:,}",
+            (f"  (agreement {_pct(s['agreement'])})" if s["agreement"] == s["agreement"] else "", "dim"),
+        ),
+        Text.assemble(
+            ("drift         ", "bold cyan"), f"mean over layers {_g(s['drift_mean'])} (Gaussian KL, nats)"
+        ),
+    ]
+    if s["most_drifted"]:
+        lines.append(
+            Text.assemble(
+                ("most drifted  ", "bold cyan"),
+                ", ".join(f"{d['name']} {_g(d['drift'])}" for d in s["most_drifted"][:3]),
+            )
+        )
+    if s["layers_not_reached"]:
+        n = len(s["layers_not_reached"])
+        lines.append(Text(f"note: {n} BN layer(s) not run by the forward pass: {', '.join(s['layers_not_reached'][:3])}"
+                          + (" ..." if n > 3 else ""), style="yellow"))  # fmt: skip
+    th = ", ".join(f"{k}={v:g}" for k, v in observed.items())
+    lines.append(Text(f"observed thresholds: {th}", style="dim"))
+    return Panel(Group(*lines), title=title, title_align="left", expand=False)
 
 
 def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dict[str, float]) -> Panel:
