@@ -29,6 +29,14 @@ def demo_path():
     return p
 
 
+@pytest.fixture(scope="session")
+def demo_model_loaded(demo_path):
+    """The demo model, loaded once (tests must not change it: yolobn's functions work on copies)."""
+    import yolobn
+
+    return yolobn.load()
+
+
 @pytest.fixture
 def offline_network(monkeypatch):
     """Replace every download path with a recorder that fails like an offline machine."""

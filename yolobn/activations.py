@@ -149,17 +149,22 @@ def batch_moments(
 ) -> tuple[int, torch.Tensor, torch.Tensor]:
     """Per-channel count, mean and M2 of a (N, C, ...) tensor.
 
-    Two passes per (sample, channel) row (sum, then the norm of the centred row: vectorised
-    reductions over contiguous memory, several times faster than ``torch.var_mean`` over dims
-    (0, 2, 3) on a CPU), then the rows of a channel are merged exactly in float64.
+    Per (sample, channel) row: the sum, then the sum and the norm of the row centred on its float32
+    mean (vectorised reductions over contiguous memory, several times faster than
+    ``torch.var_mean`` over dims (0, 2, 3) on a CPU); the rows of a channel are then merged exactly
+    in float64.
     """
     r = _rows(x) if rows is None else rows
     n, c = x.shape[0], x.shape[1]
     length = r.shape[1]
     mu = r.sum(1) / length
     centred = torch.sub(r, mu[:, None], out=scratch.like(r))
-    m2_rows = torch.linalg.vector_norm(centred, dim=1).to(torch.float64).square().view(n, c)
-    mu64 = mu.to(torch.float64).view(n, c)
+    # The float32 row mean is off by a rounding error d; the centred sum recovers it (mean = mu + d)
+    # and the M2 around mu exceeds the true one by length * d**2.
+    d = centred.sum(1).to(torch.float64) / length
+    m2_rows = torch.linalg.vector_norm(centred, dim=1).to(torch.float64).square() - length * d * d
+    m2_rows = m2_rows.clamp_(min=0).view(n, c)
+    mu64 = (mu.to(torch.float64) + d).view(n, c)
     mean = mu64.mean(0)
     m2 = m2_rows.sum(0) + length * (mu64 - mean).square().sum(0)
     return n * length, mean, m2

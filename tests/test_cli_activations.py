@@ -1,0 +1,102 @@
+"""End-to-end: `yolobn activations`, `yolobn inspect --images`, `yolobn recalibrate` on the demo model."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import yolobn
+from yolobn.cli import main
+
+
+def test_activations_on_the_demo_writes_consistent_files(tmp_path, capsys):
+    out = tmp_path / "o"
+    rc = main(["activations", "--max-images", "8", "--sort", "drift", "--top", "5",
+               "--csv", str(out / "l.csv"), "--channels-csv", str(out / "c.csv"), "--json", str(out / "a.json")])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "BatchNorm layers on 8 images (5 of 81)" in text and "observed dead" in text
+    layers = pd.read_csv(out / "l.csv", keep_default_na=False)
+    ch = pd.read_csv(out / "c.csv", keep_default_na=False)
+    doc = json.loads((out / "a.json").read_text())
+    s = doc["observed"]["summary"]
+    assert len(layers) == 81 and len(ch) == layers["channels"].sum() == s["channels"]
+    assert doc["observed"]["images"]["count"] == 8 and doc["observed"]["imgsz"] == 160
+    counts = layers.set_index("name")["obs_count"]
+    assert counts["model.0.bn"] == 8 * 80 * 80  # stride 2 at 160 px: every position of every image
+    assert counts["model.9.cv1.bn"] == 8 * 5 * 5  # SPPF, stride 32
+    obs = ch["obs_dead"].astype(str).eq("True")
+    assert s["observed_dead"] == int(obs.sum()) == int(layers["obs_dead"].sum())
+    c = s["confusion"]
+    assert sum(c.values()) == len(ch)
+    assert c["both"] + c["observed_only"] == s["observed_dead"]
+    assert c["both"] + c["predicted_only"] == int(ch["dead"].astype(str).eq("True").sum())
+    worst = s["most_drifted"][0]
+    assert worst["drift"] == pytest.approx(float(layers["drift"].max()))
+    assert worst["name"] in text
+
+
+def test_inspect_with_images_adds_the_observed_columns(tmp_path, capsys):
+    rc = main(["inspect", "--images", "--max-images", "4", "--csv", str(tmp_path / "l.csv"),
+               "--channels-csv", str(tmp_path / "c.csv"), "--json", str(tmp_path / "s.json")])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "obs dead" in text and "observed on the images" in text
+    layers = pd.read_csv(tmp_path / "l.csv")
+    ch = pd.read_csv(tmp_path / "c.csv")
+    for col in ("gamma_mean", "dead", "obs_dead", "dead_observed_only", "drift", "mean_shift_abs"):
+        assert col in layers.columns
+    for col in ("gamma", "dead", "obs_pre_mean", "obs_post_std", "obs_positive_share", "mean_shift", "drift"):
+        assert col in ch.columns
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["observed"]["images"]["count"] == 4 and "summary" in doc  # data-free summary still there
+
+
+def test_recalibrate_writes_a_loadable_checkpoint_and_never_the_input(tmp_path, capsys, demo_path):
+    out = tmp_path / "recal.pt"
+    assert main(["recalibrate", "-o", str(out), "--max-images", "16", "--batch", "8"]) == 0
+    assert "recalibrated the running statistics of 81 BN layers on 16 images" in capsys.readouterr().out
+    m = yolobn.load(out)
+    assert m.meta.recalibration["images"] == 16 and m.meta.recalibration["batch"] == 8
+    # exists: refused without --force, then replaced with it
+    assert main(["recalibrate", "-o", str(out), "--max-images", "4", "--batch", "4"]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["recalibrate", "-o", str(out), "--max-images", "4", "--batch", "4", "--force", "-q"]) == 0
+    assert yolobn.load(out).meta.recalibration["images"] == 4
+    # the input itself: refused even with --force
+    src = tmp_path / "in.pt"
+    src.write_bytes(demo_path.read_bytes())
+    before = src.read_bytes()
+    assert main(["recalibrate", str(src), "-o", str(src), "--force"]) == 2
+    assert "is the input checkpoint" in capsys.readouterr().err
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["activations", "--images", "/no/such/dir"], "no such file or folder"),
+        (["activations", "--max-images", "0"], "--max-images 0: must be at least 1"),
+        (["activations", "--device", "cuda:0"], "--device cuda:0: CUDA is not available"),
+        (["activations", "--device", "tpu9"], "unknown device"),
+        (["activations", "--dead-std", "-1"], "must be >= 0"),
+        (["activations", "--min-positive", "1"], "min_positive"),
+        (["activations", "--layers", "nothing*"], "matches none"),
+        (["recalibrate", "-o", "x.pt", "--batch", "1"], "at least 2 images"),
+        (["recalibrate"], "required: -o/--out"),
+        (["inspect", "--images", "README.md"], "not an image"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text("not an image")
+    try:
+        rc = main([*argv])
+    except SystemExit as e:  # argparse's own usage errors
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
