@@ -85,6 +85,10 @@ def test_self_contained_no_external_references(report):
 
 
 def test_html_table_is_the_csv(report):
+    assert_table_is_csv(report)
+
+
+def assert_table_is_csv(report: Path) -> None:
     layers = pd.read_csv(report / "layers.csv", keep_default_na=False)
     p = _parse(report)
     assert len(p.rows) == len(layers)
@@ -144,6 +148,10 @@ def test_report_bad_output_folder_writes_nothing(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def page(report):
+    yield from open_page(report)
+
+
+def open_page(report: Path):
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (CI installs Debian's chromium; apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")

@@ -33,6 +33,9 @@ from yolobn.report.svg import (
 WIDTH = 1100
 REASON_CODE = {"": 0, "constant": 1, "off": 2}
 DETAIL_COLUMNS = ("gamma", "beta", "running_mean", "running_var")
+OBSERVED_DETAIL_COLUMNS = (
+    "obs_pre_mean", "obs_pre_std", "obs_positive_share", "obs_post_std", "mean_shift", "log_var_ratio",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,6 +133,82 @@ def dead_share_plot(layers: pd.DataFrame) -> str:
         ],
     )
     return ax.svg("Dead channels per layer, stacked by reason", "plot-dead")
+
+
+CONFUSION_COLORS = {"both dead": "#c0392b", "predicted only": "#e69f00", "observed only": "#8e44ad"}
+
+
+def confusion_plot(layers: pd.DataFrame) -> str:
+    """Per layer: channels dead on the images and by the data-free prediction, stacked by agreement."""
+    n = len(layers)
+    ch = np.maximum(layers["channels"].to_numpy(dtype=float), 1)
+    parts_by = {
+        "both dead": layers["dead_both"].to_numpy(dtype=float) / ch,
+        "predicted only": layers["dead_predicted_only"].to_numpy(dtype=float) / ch,
+        "observed only": layers["dead_observed_only"].to_numpy(dtype=float) / ch,
+    }
+    total = sum(parts_by.values())
+    top = min(1.0, max(0.05, float(np.max(total, initial=0))) * 1.1)
+    ax = Axes(WIDTH, 240, (-0.5, n - 0.5), (0, top))
+    role_bands(ax, list(layers["role"]))
+    ax.frame(
+        "BN layer (model order; tick = Ultralytics layer index)",
+        "share of channels",
+        xticks=_layer_ticks(n, layers),
+        yticks=[(v, f"{v:.0%}" if top >= 0.1 else f"{v:.1%}") for v in _share_ticks(top)],
+    )
+    bw = max(1.0, ax.pw / max(n, 1) * 0.8)
+    names = list(layers["name"])
+    for i in range(n):
+        x, base = ax.x(i) - bw / 2, ax.y(0)
+        counts = {k: int(round(v[i] * ch[i])) for k, v in parts_by.items()}
+        tip = f"{names[i]}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" of {int(ch[i])}"
+        rects = []
+        for k, v in parts_by.items():
+            if v[i] > 0:
+                h = base - ax.y(v[i])
+                rects.append(f'<rect x="{fmt(x)}" y="{fmt(base - h)}" width="{fmt(bw)}" height="{fmt(max(h, 1))}" '
+                             f'fill="{CONFUSION_COLORS[k]}"/>')  # fmt: skip
+                base -= h
+        if rects:
+            ax.add(f"<g><title>{escape(tip)}</title>{''.join(rects)}</g>")
+    legend(ax, list(CONFUSION_COLORS.items()))
+    return ax.svg("Dead channels on the images vs the data-free prediction", "plot-confusion")
+
+
+def drift_plot(layers: pd.DataFrame) -> str:
+    """Per layer: mean and max channel drift (Gaussian KL of the observed BN input vs its running stats)."""
+    n = len(layers)
+    mean = layers["drift"].to_numpy(dtype=float)
+    mx = layers["drift_max"].to_numpy(dtype=float)
+    with np.errstate(all="ignore"):
+        lm = np.log10(np.clip(mean, 1e-6, None))
+        lx = np.log10(np.clip(mx, 1e-6, None))
+    finite = np.isfinite(lm)
+    lo = float(np.floor(min(np.min(lm[finite], initial=-2), -2)))
+    hi = float(np.ceil(max(np.max(lx[np.isfinite(lx)], initial=0), 0)))
+    ax = Axes(WIDTH, 240, (-0.5, n - 0.5), (lo, hi))
+    role_bands(ax, list(layers["role"]))
+    ax.frame(
+        "BN layer (model order; tick = Ultralytics layer index)",
+        "drift (log10 KL)",
+        xticks=_layer_ticks(n, layers),
+        yticks=[(v, tick_label(10**v)) for v in range(int(lo), int(hi) + 1)],
+    )
+    names = list(layers["name"])
+    bw = max(1.0, ax.pw / max(n, 1) * 0.8)
+    for i in range(n):
+        if not math.isfinite(lm[i]):
+            continue
+        tip = (f"{names[i]}: mean drift {mean[i]:.3g}, max {mx[i]:.3g}, |mean shift| {layers['mean_shift_abs'].iloc[i]:.3g}, "
+               f"|ln var ratio| {layers['log_var_ratio_abs'].iloc[i]:.3g}")  # fmt: skip
+        color = "#c0392b" if mean[i] >= 1 else ("#e69f00" if mean[i] >= 0.1 else BOX_COLOR)
+        y0, y1 = ax.y(lo), ax.y(lm[i])
+        ax.add(f'<g><title>{escape(tip)}</title><rect x="{fmt(ax.x(i) - bw / 2)}" y="{fmt(y1)}" width="{fmt(bw)}" '
+               f'height="{fmt(max(y0 - y1, 1))}" fill="{color}"/><circle cx="{fmt(ax.x(i))}" cy="{fmt(ax.y(lx[i]))}" '
+               f'r="2" fill="#333"/></g>')  # fmt: skip
+    legend(ax, [("mean over channels (bar)", BOX_COLOR), ("max channel (dot)", "#333")])
+    return ax.svg("BN statistic drift per layer: the images vs the running statistics", "plot-drift")
 
 
 def _share_ticks(top: float) -> list[float]:
@@ -341,6 +420,22 @@ TABLE_COLUMNS = [
     ("eps_dominated", "eps-dom", "num"),
     ("findings", "findings", "text"),
 ]
+OBSERVED_COLUMNS = [  # with --images, before "findings"
+    ("obs_dead", "obs dead", "num"),
+    ("dead_predicted_only", "pred only", "num"),
+    ("dead_observed_only", "obs only", "num"),
+    ("mean_shift_abs", "|Δμ|/σ", "num"),
+    ("log_var_ratio_abs", "|ln var ratio|", "num"),
+    ("drift", "drift", "num"),
+]
+INT_COLUMNS = ("index", "layer", "channels", "dead", "constant", "off", "eps_dominated", "obs_dead",
+               "dead_predicted_only", "dead_observed_only")  # fmt: skip
+
+
+def table_columns(layers: pd.DataFrame) -> list[tuple[str, str, str]]:
+    if "obs_dead" not in layers.columns:
+        return TABLE_COLUMNS
+    return [*TABLE_COLUMNS[:-1], *OBSERVED_COLUMNS, TABLE_COLUMNS[-1]]
 
 
 def _cell(key: str, kind: str, v: Any) -> str:
@@ -352,15 +447,7 @@ def _cell(key: str, kind: str, v: Any) -> str:
         return '<td data-v="" class="n">-</td>'
     if key == "dead_share":
         shown = f"{100 * x:.1f}%"
-    elif float(x).is_integer() and key in (
-        "index",
-        "layer",
-        "channels",
-        "dead",
-        "constant",
-        "off",
-        "eps_dominated",
-    ):
+    elif float(x).is_integer() and key in INT_COLUMNS:
         shown = str(int(x))
     else:
         shown = f"{x:.4g}"
@@ -368,14 +455,15 @@ def _cell(key: str, kind: str, v: Any) -> str:
 
 
 def layer_table(layers: pd.DataFrame) -> str:
+    columns = table_columns(layers)
     head = "".join(
         f'<th data-k="{k}" data-t="{t}" tabindex="0" title="sort by {escape(h)}">{escape(h)}</th>'
-        for k, h, t in TABLE_COLUMNS
+        for k, h, t in columns
     )
     rows = []
     for rec in layers.to_dict(orient="records"):
         cls = ' class="has-dead"' if rec["dead"] else (' class="has-finding"' if rec["findings"] else "")
-        cells = "".join(_cell(k, t, rec[k]) for k, _, t in TABLE_COLUMNS)
+        cells = "".join(_cell(k, t, rec[k]) for k, _, t in columns)
         rows.append(
             f'<tr{cls} data-name="{escape(rec["name"])}" data-role="{escape(rec["role"])}" '
             f'data-block="{escape(rec["block"])}" data-eps="{float(rec["eps"])!r}">{cells}</tr>'
@@ -400,6 +488,13 @@ def channel_data(channels: pd.DataFrame) -> str:
     flag = np.where(reason == "constant", 1, np.where(reason == "off", 2, 0))
     flag = np.where((flag == 0) & channels["eps_dominated"].to_numpy(dtype=bool), 3, flag)
     cols.append([str(v) for v in flag.tolist()])
+    if "obs_dead" in channels.columns:  # with --images: [..., pre mean, pre std, positive share,
+        # post std, mean shift, ln var ratio, observed flag (0 alive, 1 flat, 2 never positive, 3 not run)]
+        cols += [_json_numbers(channels[c].to_numpy(dtype=float)) for c in OBSERVED_DETAIL_COLUMNS]
+        r = channels["obs_reason"].to_numpy()
+        obs = np.where(r == "flat", 1, np.where(r == "never positive", 2, 0))
+        obs = np.where(channels["obs_count"].to_numpy() == 0, 3, obs)
+        cols.append([str(v) for v in obs.tolist()])
     names = channels["name"].to_numpy()
     cuts = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)]
     parts = []
@@ -452,14 +547,14 @@ table#layers{border-collapse:collapse;width:100%;font-size:12.5px}#layers th{pos
 #layers td.n{text-align:right;font-variant-numeric:tabular-nums}#layers tr.has-dead td:nth-child(14){color:#b2182b;font-weight:600}
 #layers tr.has-finding td:last-child,#layers tr.has-dead td:last-child{color:#8a5a00}#layers tbody tr{cursor:pointer}#layers tbody tr:hover{background:#f7f9fc}
 tr.detail td{background:#fafbfc;padding:6px 10px}table.ch{border-collapse:collapse;font-size:12px}table.ch td,table.ch th{padding:1px 8px;text-align:right;border-bottom:1px solid #eef1f4}
-table.ch tr.dead td{color:#b2182b}table.ch tr.epsdom td{color:#2166ac}.hidden{display:none}footer{margin:30px 0 10px;color:#7a8594;font-size:12px}
+table.ch tr.dead td{color:#b2182b}table.ch tr.epsdom td{color:#2166ac}table.ch td.obsdead{color:#8e44ad;font-weight:600}.hidden{display:none}footer{margin:30px 0 10px;color:#7a8594;font-size:12px}
 """
 
 JS = r"""
 (function(){
 const table=document.getElementById('layers'),tbody=table.tBodies[0];
 const CH=JSON.parse(document.getElementById('channel-data').textContent);
-const REASON=['','constant','off','eps-dominated'];
+const REASON=['','constant','off','eps-dominated'],OBS=['','flat','never positive','not run'];
 let sortKey=null,sortDir=1;
 function rows(){return Array.from(tbody.rows).filter(r=>!r.classList.contains('detail'));}
 function closeDetails(){Array.from(tbody.querySelectorAll('tr.detail')).forEach(d=>d.remove());}
@@ -489,12 +584,16 @@ tbody.addEventListener('click',e=>{const tr=e.target.closest('tr');if(!tr||tr.cl
   const nx=tr.nextElementSibling;if(nx&&nx.classList.contains('detail')){nx.remove();return;}
   const d=CH[tr.dataset.name];if(!d)return;const det=document.createElement('tr');det.className='detail';
   const td=document.createElement('td');td.colSpan=tr.cells.length;
-  let h='<b>'+tr.dataset.name+'</b> — per-channel values (full precision in channels.csv)<table class="ch"><tr><th>ch</th><th>gamma</th><th>beta</th><th>running mean</th><th>running var</th><th>scale</th><th>out std</th><th>flag</th></tr>';
+  let h='<b>'+tr.dataset.name+'</b> — per-channel values (full precision in channels.csv)<table class="ch"><tr><th>ch</th><th>gamma</th><th>beta</th><th>running mean</th><th>running var</th><th>scale</th><th>out std</th><th>flag</th>'+
+    (d.length>5?'<th>pre mean</th><th>pre std</th><th>positive</th><th>post std</th><th>Δμ/σ</th><th>ln var ratio</th><th>observed</th>':'')+'</tr>';
   const eps=parseFloat(tr.dataset.eps);
   for(let i=0;i<d[0].length;i++){const r=d[4][i],g=d[0][i],v=d[3][i];
     const sc=(g===null||v===null)?null:g/Math.sqrt(v+eps),sd=(g===null||v===null)?null:Math.abs(g)*Math.sqrt(v/(v+eps));
     h+='<tr class="'+(r===1||r===2?'dead':(r===3?'epsdom':''))+'"><td>'+i+'</td>';
-    for(const x of [g,d[1][i],d[2][i],v,sc,sd])h+='<td>'+fmt(x)+'</td>';h+='<td>'+REASON[r]+'</td></tr>';}
+    for(const x of [g,d[1][i],d[2][i],v,sc,sd])h+='<td>'+fmt(x)+'</td>';h+='<td>'+REASON[r]+'</td>';
+    if(d.length>5){for(let k=5;k<11;k++)h+='<td>'+(k===7&&d[k][i]!==null?(100*d[k][i]).toFixed(1)+'%':fmt(d[k][i]))+'</td>';
+      h+='<td class="'+(d[11][i]===1||d[11][i]===2?'obsdead':'')+'">'+OBS[d[11][i]]+'</td>';}
+    h+='</tr>';}
   td.innerHTML=h+'</table>';det.appendChild(td);tr.after(det);});
 })();
 """
@@ -508,6 +607,9 @@ def render_html(ins: Any) -> str:
     th = ins.thresholds.to_dict()
     title = meta.get("path") or meta.get("source") or "model"
     stem = title.rsplit("/", 1)[-1]
+
+    def fig(svg: str, caption: str) -> str:
+        return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
 
     by = summary["dead_by_reason"]
     cards = [
@@ -526,6 +628,35 @@ def render_html(ins: Any) -> str:
             "bad" if (layers["findings"] != "").any() else "ok",
         ),
     ]
+    observed_html = ""
+    obs = getattr(ins, "observed", None)
+    if obs is not None:
+        os_ = obs.summary()
+        c = os_["confusion"]
+        cards += [
+            (f"observed dead ({os_['images']} images)", f"{os_['observed_dead']:,} ({os_['observed_dead_share']:.1%})",
+             "bad" if os_["observed_dead"] else "ok"),
+            ("observed only / predicted only", f"{c['observed_only']:,} / {c['predicted_only']:,}",
+             "bad" if c["observed_only"] or c["predicted_only"] else "ok"),
+            ("mean drift (KL)", f"{os_['drift_mean']:.3g}", "bad" if os_["drift_mean"] >= 0.1 else "ok"),
+        ]  # fmt: skip
+        ot = obs.observed.to_dict()
+        drifted = "".join(
+            f"<li>{escape(d['name'])} ({escape(d['block'])}): drift {d['drift']:.3g}, |mean shift| "
+            f"{d['mean_shift_abs']:.3g} running std, |ln var ratio| {d['log_var_ratio_abs']:.3g}</li>"
+            for d in os_["most_drifted"]
+        )
+        observed_html = f"""
+<h2>On the images</h2>
+<p class="sub">{os_["images"]:,} images at imgsz {obs.imgsz}, preprocessed as Ultralytics' predict does (letterbox, RGB, 0-1).
+A channel is observed dead when its post-activation std over all images and positions is below {ot["dead_std"]:g}
+(<b>flat</b>), or when, before a SiLU/ReLU-like activation, at most {ot["min_positive"]:g} of its pre-activations are positive
+(<b>never positive</b>). Drift compares the BN input seen on the images with running_mean / running_var: mean shift in running
+standard deviations, ln of the variance ratio, and their Gaussian KL (0 when the stored statistics fit these images).
+{escape(str(len(os_["layers_not_reached"])))} BN layer(s) not run by the forward pass.</p>
+{fig(confusion_plot(layers), "Per layer, the share of channels dead on the images and/or by the data-free criteria: red both, orange predicted only (the data keeps them alive), purple observed only (the data-free criteria missed them). Hover a bar for the counts.")}
+{fig(drift_plot(layers), "Mean channel drift per layer (bar; orange from 0.1, red from 1) and the most drifted channel (dot), log scale. High drift: the stored statistics do not describe these images (domain shift, or stale statistics after pruning or fine-tuning): yolobn recalibrate re-estimates them.")}
+<p>Most drifted layers:</p><ul class="findings">{drifted}</ul>"""
     cards_html = "".join(
         f'<div class="card {c}"><span>{escape(k)}</span><b>{escape(v)}</b></div>' for k, v, c in cards
     )
@@ -549,9 +680,6 @@ def render_html(ins: Any) -> str:
         lv = np.log10(np.clip(v, 1e-12, None))
         ls = np.log10(np.clip(np.abs(sc), 1e-12, None))
     scatter, clipped = scatter_plot(channels, th)
-
-    def fig(svg: str, caption: str) -> str:
-        return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
 
     depth = [
         ("gamma", False, "gamma (BN weight) per layer", "gamma", "plot-gamma"),
@@ -592,6 +720,7 @@ output std |γ|·sqrt(var/(var+eps)) is below const_std; <b>off</b> when β + of
 {fig(scatter, f"Every channel's gamma against its beta (alive channels binned to 2-pixel cells; dead channels as circles). Shaded: the constant band |γ| &lt; {th['const_std']:g} and the off wedge β &lt; -{th['off_sigma']:g}·|γ| (exact when running_var ≫ eps)." + (f" {clipped} channels outside the 0.1-99.9 percentile view are drawn at its edge." if clipped else ""))}
 </div>
 {fig(heatmap_plot(layers, channels), "One row per BN layer, one column per channel (left-aligned, so wide layers extend further; grey: no channel). Colour: log10 |γ/sqrt(var+eps)|, clipped to the 1st-99th percentile; red: dead. Vertical stripes of extreme colour within a row point at channels a port or a quantiser will treat differently.")}
+{observed_html}
 <h2>Overall histograms</h2>
 <div class="row2">
 {fig(histogram_plot(g, dead, title="gamma, all channels", xlabel="gamma", plot_id="hist-gamma"), "Dead channels stacked in red.")}
