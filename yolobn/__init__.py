@@ -33,6 +33,11 @@ _LAZY = {
     "YolobnError": "yolobn.errors",
     "swap": "yolobn.swap",
     "validate": "yolobn.validate",
+    "observe": "yolobn.activations",
+    "recalibrate": "yolobn.activations",
+    "save_checkpoint": "yolobn.activations",
+    "Activations": "yolobn.activations",
+    "ObservedThresholds": "yolobn.activations",
     "make_shapes": "yolobn.data.synth",
     "shapes_dataset": "yolobn.data.synth",
 }
@@ -40,6 +45,7 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
+    from yolobn.activations import Activations, ObservedThresholds, observe, recalibrate, save_checkpoint
     from yolobn.data.synth import make_shapes, shapes_dataset
     from yolobn.dead import Thresholds, dead_channels
     from yolobn.errors import YolobnError
