@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="SPEC",
         help="implementation: reference, frozen, folded, identity, lowp:dtype=fp16|bf16, fixedpoint:bits=8, "
-        "reference:eps=1e-5, or module.path:Class / file.py:Class; repeatable",
+        "reference:eps=1e-5, recalibrated:images=PATH, or module.path:Class / file.py:Class; repeatable",
     )
     sw.add_argument(
         "--data", help="dataset yaml, an Ultralytics dataset name, or 'shapes' (default for the demo model)"
