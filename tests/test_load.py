@@ -542,3 +542,15 @@ def test_public_functions_are_not_shadowed_by_submodules():
     import yolobn.loader  # noqa: F401
 
     assert callable(yolobn.load) and callable(yolobn.inspect)
+
+
+def test_the_library_prints_nothing_even_on_first_use():
+    """Ultralytics resets its logger when first imported; loading must stay quiet from a cold start
+    (a classification yaml makes Ultralytics log a model summary whatever verbose says)."""
+    import subprocess
+    import sys
+
+    code = "import yolobn; yolobn.load('yolo11n-cls.yaml'); yolobn.load()"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == "", (r.stdout, r.stderr)

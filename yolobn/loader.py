@@ -617,6 +617,9 @@ def _first_line(e: BaseException | None) -> str:
 @contextlib.contextmanager
 def _quiet_ultralytics() -> Iterator[None]:
     """The library never prints: hush Ultralytics' logger while it loads or builds a model."""
+    # Import first: Ultralytics configures (and resets the level of) its logger at import time.
+    import ultralytics.utils  # noqa: F401
+
     logger = logging.getLogger("ultralytics")
     level = logger.level
     logger.setLevel(logging.ERROR)
