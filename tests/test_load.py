@@ -551,6 +551,7 @@ def test_the_library_prints_nothing_even_on_first_use():
     import sys
 
     code = "import yolobn; yolobn.load('yolo11n-cls.yaml'); yolobn.load()"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "YOLO_VERBOSE"}  # a user's default: verbose
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == "", (r.stdout, r.stderr)
