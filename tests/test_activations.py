@@ -246,8 +246,13 @@ def test_observe_leaves_the_model_alone_and_checks_its_input(tmp_path):
         observe(m, [str(tmp_path / "notes.txt")], imgsz=32)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
-    with pytest.raises(YolobnError, match="cannot be decoded"):
+    with pytest.raises(YolobnError, match="none of the 1 image"):
         observe(m, [str(bad)], imgsz=32)
+    # one damaged file among good ones is skipped and reported, the rest is used
+    (d / "zz-damaged.png").write_bytes(b"\x89PNG truncated")
+    a = observe(m, [str(d)], imgsz=32)
+    assert a.skipped == [str(d / "zz-damaged.png")] and len(a.images) == 2
+    assert a.summary()["images_skipped"] == 1 and int(a.layers["obs_count"].iloc[0]) == 2 * 16 * 16
     with pytest.raises(ValueError, match="min_positive"):
         ObservedThresholds(min_positive=1.0)
 

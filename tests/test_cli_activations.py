@@ -87,6 +87,7 @@ def test_recalibrate_writes_a_loadable_checkpoint_and_never_the_input(tmp_path, 
         (["recalibrate", "-o", "x.pt", "--batch", "1"], "at least 2 images"),
         (["recalibrate"], "required: -o/--out"),
         (["inspect", "--images", "README.md"], "not an image"),
+        (["activations", "--images", "imgs/", "best.pt"], "put MODEL before --images"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, capsys, monkeypatch, argv, message):

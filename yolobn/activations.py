@@ -406,7 +406,13 @@ def _stride(root: nn.Module) -> int:
 
 
 def iter_batches(
-    paths: Sequence[Path], imgsz: int, *, stride: int = 32, batch: int = 16, task: str | None = None
+    paths: Sequence[Path],
+    imgsz: int,
+    *,
+    stride: int = 32,
+    batch: int = 16,
+    task: str | None = None,
+    skipped: list[Path] | None = None,
 ) -> Iterator[tuple[torch.Tensor, list[Path]]]:
     """Preprocess images exactly as Ultralytics' predict does and yield (batch tensor, paths).
 
@@ -446,7 +452,10 @@ def iter_batches(
     for p in paths:
         im = imread(str(p))
         if im is None:
-            raise YolobnError(f"--images {p}: cannot be decoded as an image")
+            if skipped is None:
+                raise YolobnError(f"--images {p}: cannot be decoded as an image")
+            skipped.append(p)  # one damaged file does not throw away a long run
+            continue
         x = prep(im)
         key = tuple(x.shape)
         group, names = pending.setdefault(key, ([], []))
@@ -519,6 +528,7 @@ class Activations:
     thresholds: Any
     observed: ObservedThresholds
     selection: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # image files that could not be decoded
 
     @property
     def meta(self):
@@ -540,6 +550,7 @@ class Activations:
         )
         return {
             "images": len(self.images),
+            "images_skipped": len(self.skipped),
             "imgsz": self.imgsz,
             "bn_layers": len(ly),
             "layers_not_reached": [str(n) for n in ly.loc[ly["obs_count"] == 0, "name"]],
@@ -571,7 +582,7 @@ class Activations:
     def json_header(self) -> dict[str, Any]:
         """Images, settings, observed thresholds and summary (the part ``inspect --json`` embeds)."""
         return {
-            "images": {"count": len(self.images), "files": self.images},
+            "images": {"count": len(self.images), "files": self.images, "skipped": self.skipped},
             "imgsz": self.imgsz,
             "batch": self.batch,
             "device": self.device,
@@ -620,19 +631,31 @@ def run_images(
     device: torch.device,
     task: str | None,
     progress: Progress | None = None,
+    skipped: list[Path] | None = None,
 ) -> int:
-    """Forward every image through ``root`` (already on ``device``) in batches; returns the count."""
+    """Forward every image through ``root`` (already on ``device``) in batches; returns the count.
+    Undecodable files go to ``skipped``; none decodable at all is an error."""
     done = 0
+    skipped = [] if skipped is None else skipped
     stride = _stride(root)
     if progress:
         progress(0, len(paths))
     with torch.inference_mode():
-        for x, names in iter_batches(paths, imgsz, stride=stride, batch=batch, task=task):
+        for x, names in iter_batches(paths, imgsz, stride=stride, batch=batch, task=task, skipped=skipped):
             root(x.to(device))
             done += len(names)
             if progress:
-                progress(done, len(paths))
+                progress(done + len(skipped), len(paths))
+    _check_decoded(done, skipped)
     return done
+
+
+def _check_decoded(done: int, skipped: list[Path]) -> None:
+    if done == 0 and skipped:
+        raise YolobnError(
+            f"--images: none of the {len(skipped)} image(s) could be decoded (first: {skipped[0]}); "
+            "pass JPEG/PNG/BMP/WebP/TIFF files"
+        )
 
 
 def observe(
@@ -690,8 +713,10 @@ def observe(
         channels = channels[channels["name"].isin(set(layers["name"]))].reset_index(drop=True)
 
     root = _on_device(loaded.model, dev)
+    skipped: list[Path] = []
     with recording(root, select=selection or None) as rec:
-        run_images(root, paths, imgsz=size, batch=batch, device=dev, task=loaded.meta.task, progress=progress)
+        run_images(root, paths, imgsz=size, batch=batch, device=dev, task=loaded.meta.task, progress=progress,
+                   skipped=skipped)  # fmt: skip
         records = rec.records()
     modules = dict(root.named_modules())
     layers, channels = add_observed(layers, channels, records, modules, obs_th)
@@ -699,13 +724,14 @@ def observe(
         loaded=loaded,
         layers=layers,
         channels=channels,
-        images=[str(p) for p in paths],
+        images=[str(p) for p in paths if p not in set(skipped)],
         imgsz=size,
         batch=batch,
         device=str(dev),
         thresholds=th,
         observed=obs_th,
         selection=selection,
+        skipped=[str(p) for p in skipped],
     )
 
 
@@ -900,6 +926,7 @@ def recalibrate(
         bn.reset_running_stats()
     root.eval()
     seen = 0
+    skipped: list[Path] = []
     stride = _stride(root)
     if progress:
         progress(0, len(paths))
@@ -907,7 +934,10 @@ def recalibrate(
         for bn in bns:
             bn.train()
         with torch.no_grad():
-            for x, names in iter_batches(order, size, stride=stride, batch=batch, task=loaded.meta.task):
+            batches = iter_batches(
+                order, size, stride=stride, batch=batch, task=loaded.meta.task, skipped=skipped
+            )
+            for x, names in batches:
                 b = len(names)
                 for bn in bns:  # cumulative average weighted by batch size
                     bn.momentum = b / (seen + b)
@@ -922,7 +952,8 @@ def recalibrate(
                     raise
                 seen += b
                 if progress:
-                    progress(seen, len(paths))
+                    progress(seen + len(skipped), len(paths))
+        _check_decoded(seen, skipped)
     finally:
         for bn, m in zip(bns, momenta, strict=True):
             bn.momentum = m
@@ -931,6 +962,7 @@ def recalibrate(
     meta = copy.deepcopy(loaded.meta)
     meta.recalibration = {
         "images": seen,
+        "images_skipped": [str(p) for p in skipped],
         "image_files": [str(p) for p in paths[:20]] + (["..."] if len(paths) > 20 else []),
         "imgsz": size,
         "batch": batch,

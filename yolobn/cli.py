@@ -452,10 +452,13 @@ def _early_images(args: argparse.Namespace):
     from yolobn.validate import collect_images
 
     if getattr(args, "images", None):
-        if args.max_images is not None and args.max_images < 1:
-            from yolobn.errors import YolobnError
+        from yolobn.errors import YolobnError
 
+        if args.max_images is not None and args.max_images < 1:
             raise YolobnError(f"--max-images {args.max_images}: must be at least 1")
+        for p in args.images:
+            if p.lower().endswith((".pt", ".pth", ".yaml", ".yml")):
+                raise YolobnError(f"--images {p}: is a model, not an image; put MODEL before --images")
         return collect_images(args.images, args.max_images)
     return None
 
@@ -481,11 +484,22 @@ def _observe(args: argparse.Namespace, loaded, th, err, images):
         def progress(done: int, total: int) -> None:
             bar.update(job, completed=done, total=total)
 
-        return observe(
+        act = observe(
             loaded, [str(p) for p in images] if images else None, max_images=args.max_images, imgsz=args.imgsz,
             batch=args.batch, device=args.device, thresholds=th, observed=_obs_thresholds(args),
             select=args.layers, progress=progress,
         )  # fmt: skip
+    _warn_skipped(err, act.skipped)
+    return act
+
+
+def _warn_skipped(err, skipped) -> None:
+    if skipped:
+        err.print(
+            f"[yellow]warning:[/] {len(skipped)} image(s) could not be decoded and were skipped "
+            f"(first: {skipped[0]})",
+            soft_wrap=True,
+        )
 
 
 def _attach_observed(result, act) -> None:
@@ -824,6 +838,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
             imgsz=args.imgsz, batch=args.batch, device=args.device, select=args.layers, seed=args.seed,
             progress=progress,
         )  # fmt: skip
+    _warn_skipped(err, rec.meta.recalibration["images_skipped"])
     metrics = None
     if args.data is not None:
         from yolobn.validate import KEY_METRICS, validate
