@@ -484,11 +484,13 @@ def parse_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(text)
     except RuntimeError:
-        raise YolobnError(f"--device {device}: unknown device; use cpu, 0, cuda:0 or mps") from None
+        raise YolobnError(f"--device {device}: unknown device; use cpu, 0 or cuda:0") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise YolobnError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise YolobnError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    if dev.type == "mps":  # no float64 on MPS, and the statistics are accumulated in float64
+        raise YolobnError(f"--device {device}: MPS is not supported (no float64); use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise YolobnError(f"--device {device}: use cpu, 0, cuda:0 ...")
     return dev
 
 

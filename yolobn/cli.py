@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--imgsz", type=int, help="inference size (default: the checkpoint's training imgsz, else 640)"
         )
         g.add_argument("--batch", type=int, default=batch, help=f"images per forward pass (default {batch})")
-        g.add_argument("--device", default="cpu", help="cpu, 0, cuda:0, mps (default cpu)")
+        g.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 (default cpu)")
 
     def observed_thresholds(parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("observed dead-channel thresholds")
