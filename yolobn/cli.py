@@ -387,6 +387,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.top is not None and args.top < 0:
         raise YolobnError(f"--top {args.top}: must be 0 or more")
     model_path = Path(args.model) if args.model else None
+    from yolobn import digest
+
+    # Hash the checkpoint in a thread while torch and pandas import (the loader picks it up).
+    if model_path and model_path.suffix.lower() not in (".yaml", ".yml"):
+        digest.prefetch(model_path)
     from yolobn.report.export import check_output_paths
 
     outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from yolobn.digest import sha256 as sha256_file
+from yolobn.digest import take as take_digest
 from yolobn.errors import CheckpointError
 
 DEMO_FILE = "demo_yolo11n_shapes.pt"
@@ -265,11 +266,17 @@ def sniff(path: Path) -> str:
 def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
     fmt = sniff(path)
     # Hash in a thread while torch unpickles: hashlib releases the GIL, and on a 100 MB checkpoint
-    # the hash alone costs about as much as the safe load.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        digest = pool.submit(_sha256, path)
+    # the hash alone costs about as much as the safe load. The CLI starts it even earlier, before
+    # importing torch (digest.prefetch); that hash is used when the file is unchanged since.
+    digest = take_digest(path)
+    if digest is not None:
         ckpt = _read_checkpoint(path, trust=trust, fmt=fmt)
         sha = digest.result()
+    else:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(_sha256, path)
+            ckpt = _read_checkpoint(path, trust=trust, fmt=fmt)
+            sha = digest.result()
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path}: holds a pickled {type(ckpt).__name__}, not an Ultralytics checkpoint; "
@@ -591,11 +598,7 @@ def _param_dtype(model: nn.Module) -> str | None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _str_or_none(v: Any) -> str | None:
