@@ -79,12 +79,22 @@ def classify(
         dict of tensors: ``out_std``, ``constant``, ``off``, ``eps_dominated``, ``dead`` and
         ``reason`` (int codes: 0 alive, 1 constant, 2 off; constant wins over off).
     """
+    return criteria(gamma, beta, var, eps, act in FLOOR_ACTIVATIONS, th)
+
+
+def criteria(
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    var: torch.Tensor,
+    eps: float | torch.Tensor,
+    floor: bool | torch.Tensor,
+    th: Thresholds,
+) -> dict[str, torch.Tensor]:
+    """``classify`` for tensors of any shape: ``eps`` and ``floor`` (the activation has a floor)
+    broadcast against them, e.g. a (layers, 1) column for a stack of equal-width layers."""
     out_std = gamma.abs() * torch.sqrt(var / (var + eps))
     constant = out_std < th.const_std
-    if act in FLOOR_ACTIVATIONS:
-        off = (beta + th.off_sigma * out_std) < 0
-    else:
-        off = torch.zeros_like(constant)
+    off = ((beta + th.off_sigma * out_std) < 0) & floor
     eps_dom = var < th.eps_factor * eps
     reason = torch.where(constant, 1, torch.where(off, 2, 0))
     return {

@@ -13,13 +13,16 @@ import pandas as pd
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from yolobn.dead import Thresholds, classify
+from yolobn.dead import FLOOR_ACTIVATIONS, Thresholds, criteria
 from yolobn.walk import BNBlock, find_blocks, unwrap
 
 QUANTITIES = ("gamma", "beta", "running_mean", "running_var", "scale")
 STATS = ("min", "max", "mean", "std", "p05", "p25", "p50", "p75", "p95")
 _Q = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
 REASON_NAMES = {0: "", 1: "constant", 2: "off"}
+_REASONS = np.array([REASON_NAMES[i] for i in range(3)], dtype=object)
+_BLOCK_FIELDS = tuple(BNBlock.__dataclass_fields__)
+_GRAIN = 32768  # at::internal::GRAIN_SIZE: torch runs ops on tensors with fewer elements on one thread
 
 CHANNEL_COLUMNS = [
     "name", "layer", "channel", "act",
@@ -51,44 +54,70 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
     modules = dict(root.named_modules())
     trained_hint = getattr(getattr(model, "meta", None), "trained", None)
 
-    per_layer: list[dict[str, Any]] = []
-    per_channel: list[dict[str, Any]] = []
-    defaults: list[bool] = []
-    init_affine: list[bool] = []
-    for blk in blocks:
-        bn = modules[blk.name]
-        t = _tensors(bn)
-        crit = classify(t["gamma"], t["beta"], t["running_var"], t["eps"], blk.act, th)
-        scale = t["gamma"] / torch.sqrt(t["running_var"] + t["eps"])
-        shift = t["beta"] - t["running_mean"] * scale
-        n = blk.channels
-        ch = {
-            "name": [blk.name] * n,
-            "layer": np.full(n, blk.layer, dtype=np.int64),
-            "channel": np.arange(n, dtype=np.int64),
-            "act": [blk.act] * n,
-            "gamma": t["gamma"].numpy(),
-            "beta": t["beta"].numpy(),
-            "running_mean": t["running_mean"].numpy(),
-            "running_var": t["running_var"].numpy(),
-            "scale": scale.numpy(),
-            "shift": shift.numpy(),
-            "out_mean": t["beta"].numpy(),
-            "out_std": crit["out_std"].numpy(),
-            "var_over_eps": (t["running_var"] / t["eps"]).numpy(),
-            "constant": crit["constant"].numpy(),
-            "off": crit["off"].numpy(),
-            "eps_dominated": crit["eps_dominated"].numpy(),
-            "dead": crit["dead"].numpy(),
-            "dead_reason": np.array([REASON_NAMES[i] for i in range(3)], dtype=object)[
-                crit["reason"].numpy()
-            ],
-        }
-        per_channel.append(ch)
-        row = _layer_row(blk, bn, t, scale, crit, th)
-        defaults.append(row.pop("_default_stats"))
-        init_affine.append(row.pop("_init_affine"))
-        per_layer.append(row)
+    # Layers with the same channel count are stacked into (k, n) tensors: every quantity is then
+    # one torch op per batch of layers (YOLO11x: 9 batches for 167 layers) instead of one per layer.
+    # The ops are the same elementwise and row-wise ones, so the values are the same to the last bit.
+    tensors = [_tensors(modules[blk.name]) for blk in blocks]
+    by_width: dict[int, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_width.setdefault(t["gamma"].numel(), []).append(i)
+    # Batches stay under torch's intra-op grain size, so that every op runs on one thread: on a busy
+    # 2-core machine an OpenMP parallel region costs more than the op itself (~50x measured).
+    batches: list[list[int]] = []
+    for n, idx in by_width.items():
+        step = max(1, _GRAIN // (len(QUANTITIES) * n)) if n else len(idx)
+        batches += [idx[c : c + step] for c in range(0, len(idx), step)]
+
+    per_layer: list[dict[str, Any]] = [{} for _ in blocks]
+    defaults: list[bool] = [False] * len(blocks)
+    init_affine: list[bool] = [False] * len(blocks)
+    where: list[tuple[int, int]] = [(0, 0)] * len(blocks)  # layer -> (batch, row)
+    flat: list[dict[str, np.ndarray]] = []  # per batch: channel columns, rows flattened
+    for g, idx in enumerate(batches):
+        ts = [tensors[i] for i in idx]
+        bns = [modules[blocks[i].name] for i in idx]
+        gamma, beta, mean, var = (torch.stack([t[q] for t in ts]) for q in QUANTITIES[:4])
+        eps = torch.tensor([[t["eps"]] for t in ts], dtype=torch.float64)
+        floor = torch.tensor([[blocks[i].act in FLOOR_ACTIVATIONS] for i in idx])
+        crit = criteria(gamma, beta, var, eps, floor, th)
+        scale = gamma / torch.sqrt(var + eps)
+        shift = beta - mean * scale
+        flat.append(
+            {
+                "gamma": gamma.numpy().reshape(-1),
+                "beta": beta.numpy().reshape(-1),
+                "running_mean": mean.numpy().reshape(-1),
+                "running_var": var.numpy().reshape(-1),
+                "scale": scale.numpy().reshape(-1),
+                "shift": shift.numpy().reshape(-1),
+                "out_mean": beta.numpy().reshape(-1),
+                "out_std": crit["out_std"].numpy().reshape(-1),
+                "var_over_eps": (var / eps).numpy().reshape(-1),
+                "constant": crit["constant"].numpy().reshape(-1),
+                "off": crit["off"].numpy().reshape(-1),
+                "eps_dominated": crit["eps_dominated"].numpy().reshape(-1),
+                "dead": crit["dead"].numpy().reshape(-1),
+                "dead_reason": _REASONS[crit["reason"].numpy().reshape(-1)],
+            }
+        )
+        values = {"gamma": gamma, "beta": beta, "running_mean": mean, "running_var": var, "scale": scale}
+        desc = _describe_rows(values)
+        finite = {k: torch.isfinite(x).all(1).tolist() for k, x in values.items()}
+        abs_scale = torch.where(torch.isfinite(scale), scale.abs(), -torch.inf)
+        max_abs = torch.where(torch.isfinite(scale).any(1), abs_scale.amax(1), torch.nan).tolist()
+        sums = {k: crit[k].sum(1).tolist() for k in ("dead", "eps_dominated", "constant", "off")}
+        neg_var = (var < 0).any(1).tolist()
+        at_init = ((gamma == 1).all(1) & (beta == 0).all(1)).tolist()
+        at_default = ((mean == 0).all(1) & (var == 1).all(1)).tolist()
+        for r, (i, bn) in enumerate(zip(idx, bns, strict=True)):
+            where[i] = (g, r)
+            row = _layer_row(
+                blocks[i], bn, desc[r], {k: v[r] for k, v in finite.items()}, neg_var[r],
+                {k: int(v[r]) for k, v in sums.items()}, max_abs[r], th,
+            )  # fmt: skip
+            init_affine[i] = bool(bn.affine and at_init[r])
+            defaults[i] = bool(bn.track_running_stats and at_default[r])
+            per_layer[i] = row
 
     # Untrained running statistics are only a finding in a model that was trained at all.
     trained = trained_hint if trained_hint is not None else not all(defaults)
@@ -104,16 +133,23 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
         row["findings"] = "; ".join(findings)
 
     layers = pd.DataFrame(per_layer, columns=layer_columns())
-    # One DataFrame built from concatenated columns (not one frame per layer): same values, much faster.
-    if per_channel:
-        cat = {
-            c: (
-                [v for ch in per_channel for v in ch[c]]
-                if c in ("name", "act")
-                else np.concatenate([ch[c] for ch in per_channel])
-            )
-            for c in CHANNEL_COLUMNS
+    # One DataFrame from columns concatenated in layer order (not one frame per layer): much faster.
+    if blocks:
+        sizes = [len(idx) * tensors[idx[0]]["gamma"].numel() for idx in batches]
+        start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        counts = np.array([blk_t["gamma"].numel() for blk_t in tensors], dtype=np.int64)
+        first = np.array([start[g] + r * c for (g, r), c in zip(where, counts, strict=True)], dtype=np.int64)
+        layer_start = np.repeat(np.cumsum(counts) - counts, counts)
+        channel = np.arange(int(counts.sum()), dtype=np.int64) - layer_start
+        order = np.repeat(first, counts) + channel  # row of each channel in the batch-ordered columns
+        cat: dict[str, Any] = {
+            "name": [b.name for b, c in zip(blocks, counts.tolist(), strict=True) for _ in range(c)],
+            "layer": np.repeat(np.array([b.layer for b in blocks], dtype=np.int64), counts),
+            "channel": channel,
+            "act": [b.act for b, c in zip(blocks, counts.tolist(), strict=True) for _ in range(c)],
         }
+        for c in CHANNEL_COLUMNS[4:]:
+            cat[c] = np.concatenate([f[c] for f in flat])[order]
         channels = pd.DataFrame(cat, columns=CHANNEL_COLUMNS)
     else:
         channels = pd.DataFrame(columns=CHANNEL_COLUMNS)
@@ -158,28 +194,36 @@ def _describe(x: torch.Tensor) -> list[float]:
     return [float(finite.min()), float(finite.max()), float(finite.mean()), std, *q]
 
 
-def _describe_all(xs: list[torch.Tensor]) -> list[list[float]]:
-    """min, max, mean, population std and quantiles of several equal-length vectors in one pass."""
-    x = torch.stack(xs)
-    if not bool(torch.isfinite(x).all()):  # rare (corrupt or untracked stats): per vector, finite values only
-        return [_describe(v) for v in xs]
-    q = torch.quantile(x, _Q, dim=1).T  # (n_vectors, 5)
-    std = x.std(dim=1, correction=0) if x.shape[1] > 1 else torch.zeros(x.shape[0], dtype=x.dtype)
+def _describe_rows(values: dict[str, torch.Tensor]) -> list[list[list[float]]]:
+    """Per row (layer) and quantity: min, max, mean, population std and quantiles, in one pass.
+
+    ``values`` maps each quantity to a (layers, channels) tensor; rows with a non-finite value
+    (rare: corrupt or untracked statistics) are described per vector, from the finite values only.
+    """
+    xs = list(values.values())
+    k, n = xs[0].shape
+    x = torch.stack(xs, 1).reshape(k * len(xs), n)  # rows: layer 0 gamma, beta, ..., layer 1 gamma, ...
+    finite = torch.isfinite(x).reshape(k, -1).all(1).tolist()
+    q = torch.quantile(x, _Q, dim=1).T  # (rows, 5)
+    std = x.std(dim=1, correction=0) if n > 1 else torch.zeros(x.shape[0], dtype=x.dtype)
     out = torch.cat(
         [x.amin(1, keepdim=True), x.amax(1, keepdim=True), x.mean(1, keepdim=True), std[:, None], q], 1
-    )
-    return out.tolist()
+    ).tolist()
+    m = len(xs)
+    return [out[r * m : (r + 1) * m] if ok else [_describe(v[r]) for v in xs] for r, ok in enumerate(finite)]
 
 
 def _layer_row(
     blk: BNBlock,
     bn: _BatchNorm,
-    t: dict[str, Any],
-    scale: torch.Tensor,
-    crit: dict[str, torch.Tensor],
+    desc: list[list[float]],
+    finite: dict[str, bool],
+    negative_var: bool,
+    counts: dict[str, int],
+    max_abs_scale: float,
     th: Thresholds,
 ) -> dict[str, Any]:
-    row: dict[str, Any] = blk.to_dict()
+    row: dict[str, Any] = {f: getattr(blk, f) for f in _BLOCK_FIELDS}
     nbt = getattr(bn, "num_batches_tracked", None)
     row.update(
         eps=float(bn.eps),
@@ -187,27 +231,18 @@ def _layer_row(
         num_batches_tracked=int(nbt) if nbt is not None else -1,
         affine=bool(bn.affine),
     )
-    values = {
-        "gamma": t["gamma"],
-        "beta": t["beta"],
-        "running_mean": t["running_mean"],
-        "running_var": t["running_var"],
-        "scale": scale,
-    }
-    for q, desc in zip(values, _describe_all(list(values.values())), strict=True):
-        row.update(zip((f"{q}_{s}" for s in STATS), desc, strict=True))
+    for q, d in zip(QUANTITIES, desc, strict=True):
+        row.update(zip((f"{q}_{s}" for s in STATS), d, strict=True))
 
     n = blk.channels
     findings: list[str] = []
-    nonfinite = [k for k, x in values.items() if k != "scale" and not bool(torch.isfinite(x).all())]
+    nonfinite = [k for k in QUANTITIES[:4] if not finite[k]]
     if bn.track_running_stats and nonfinite:
         findings.append(f"non-finite values in {', '.join(nonfinite)}")
-    if bool((t["running_var"] < 0).any()):
+    if negative_var:
         findings.append("negative running_var")
-    dead = int(crit["dead"].sum())
-    eps_dom = int(crit["eps_dominated"].sum())
-    finite_scale = scale[torch.isfinite(scale)]
-    max_abs_scale = float(finite_scale.abs().max()) if finite_scale.numel() else float("nan")
+    dead = counts["dead"]
+    eps_dom = counts["eps_dominated"]
     if eps_dom and eps_dom / n >= th.eps_share:
         findings.append(f"{eps_dom / n:.0%} of channels eps-dominated")
     if max_abs_scale > th.extreme_scale:
@@ -217,8 +252,8 @@ def _layer_row(
     row.update(
         dead=dead,
         dead_share=dead / n if n else 0.0,
-        constant=int(crit["constant"].sum()),
-        off=int(crit["off"].sum()),
+        constant=counts["constant"],
+        off=counts["off"],
         eps_dominated=eps_dom,
         eps_share=eps_dom / n if n else 0.0,
         nonfinite=bool(nonfinite) and bn.track_running_stats,
@@ -226,11 +261,5 @@ def _layer_row(
         init_affine=False,
         max_abs_scale=max_abs_scale,
         findings="; ".join(findings),
-        _init_affine=bool(bn.affine and bool((t["gamma"] == 1).all()) and bool((t["beta"] == 0).all())),
-        _default_stats=bool(
-            bn.track_running_stats
-            and bool((t["running_mean"] == 0).all())
-            and bool((t["running_var"] == 1).all())
-        ),
     )
     return row
