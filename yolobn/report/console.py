@@ -177,9 +177,8 @@ def observed_panel(
             )
         )
     if s["images"] < 32:
-        lines.append(Text(f"note: only {s['images']} images: observed dead and drift are noisy on small samples "
-                          "(the demo: 713 never-positive channels and mean drift 0.61 on 8 images, 185 and 0.04 on 96)",
-                          style="yellow"))  # fmt: skip
+        lines.append(Text(f"note: only {s['images']} images: observed dead and drift are noisy on small samples; "
+                          "use 32 or more (see README)", style="yellow"))  # fmt: skip
     if s["layers_not_reached"]:
         n = len(s["layers_not_reached"])
         lines.append(Text(f"note: {n} BN layer(s) not run by the forward pass: {', '.join(s['layers_not_reached'][:3])}"
