@@ -51,6 +51,10 @@ print(json.dumps(out))
 """
 
 
+def activations_cmd(exe: str, model: str, folder: Path, imgsz: int) -> list[str]:
+    return [exe, "activations", model, "--images", str(folder), "--imgsz", str(imgsz), "--batch", "16", "-q"]
+
+
 def copies(src: list[Path], n: int, dest: Path) -> Path:
     dest.mkdir(parents=True)
     for i in range(n):
@@ -85,18 +89,7 @@ def main() -> int:
                 "from ultralytics import YOLO; "
                 f"list(YOLO({model!r}).predict({str(folder)!r}, imgsz={imgsz}, batch=16, stream=True, verbose=False))"
             )
-            ours_cmd = [
-                exe,
-                "activations",
-                model,
-                "--images",
-                str(folder),
-                "--imgsz",
-                str(imgsz),
-                "--batch",
-                "16",
-                "-q",
-            ]
+            ours_cmd = activations_cmd(exe, model, folder, imgsz)
             measure(ours_cmd, env)  # warm the file cache and bytecode once, outside the timings
             base, ours = [], []
             for _ in range(args.repeats):
@@ -113,18 +106,7 @@ def main() -> int:
         large = copies(default_images(), 320, Path(d) / "x10")
         mem = {}
         for tag, folder in (("x1", small), ("x10", large)):
-            cmd = [
-                exe,
-                "activations",
-                model,
-                "--images",
-                str(folder),
-                "--imgsz",
-                "320",
-                "--batch",
-                "16",
-                "-q",
-            ]
+            cmd = activations_cmd(exe, model, folder, 320)
             mem[tag] = statistics.median(m for _, m in (measure(cmd, env) for _ in range(2)))
         memory = {"images_x1": 32, "images_x10": 320, "peak_mb_x1": mem["x1"], "peak_mb_x10": mem["x10"],
                   "memory_ratio": mem["x10"] / mem["x1"]}  # fmt: skip

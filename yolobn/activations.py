@@ -691,18 +691,11 @@ def observe(
         ``Activations``. The model (and the caller's object) is left as it was.
     """
     from yolobn.dead import Thresholds
-    from yolobn.loader import LoadedModel, load
     from yolobn.stats import bn_stats
 
     th = thresholds or Thresholds()
     obs_th = observed or ObservedThresholds()
-    if batch < 1:
-        raise YolobnError(f"--batch {batch}: must be at least 1")
-    dev = parse_device(device)
-    loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
-    _require_bn(loaded)
-    paths = resolve_images(loaded, images, max_images)
-    size = model_imgsz(loaded, imgsz)
+    loaded, dev, paths, size = _prepare(model, images, max_images, imgsz, batch, device, trust)
     layers, channels = bn_stats(loaded, th)
     selection = list(select or [])
     if selection:
@@ -735,6 +728,20 @@ def observe(
         selection=selection,
         skipped=[str(p) for p in skipped],
     )
+
+
+def _prepare(
+    model: Any, images: Any, max_images: int | None, imgsz: int | None, batch: int, device: Any, trust: bool
+) -> tuple[Any, torch.device, list[Path], int]:
+    """Checked arguments, the loaded model, the image files and the inference size (observe, recalibrate)."""
+    from yolobn.loader import LoadedModel, load
+
+    if batch < 1:
+        raise YolobnError(f"--batch {batch}: must be at least 1")
+    dev = parse_device(device)
+    loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
+    _require_bn(loaded)
+    return loaded, dev, resolve_images(loaded, images, max_images), model_imgsz(loaded, imgsz)
 
 
 def _require_bn(loaded: Any) -> None:
@@ -901,20 +908,14 @@ def recalibrate(
     Raises:
         YolobnError: a BN sees one value per channel in a batch (use a larger ``batch``/``imgsz``).
     """
-    from yolobn.loader import LoadedModel, load
-    from yolobn.walk import find_blocks, matches, unwrap
-
-    if batch < 1:
-        raise YolobnError(f"--batch {batch}: must be at least 1")
-    dev = parse_device(device)
-    loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
-    _require_bn(loaded)
-    paths = resolve_images(loaded, images, max_images)
     import random
 
+    from yolobn.loader import LoadedModel
+    from yolobn.walk import find_blocks, matches, unwrap
+
+    loaded, dev, paths, size = _prepare(model, images, max_images, imgsz, batch, device, trust)
     order = list(paths)
     random.Random(seed).shuffle(order)
-    size = model_imgsz(loaded, imgsz)
     root = copy.deepcopy(unwrap(loaded)).to(dev)
     modules = dict(root.named_modules())
     blocks = [b for b in find_blocks(root) if not select or matches(b, select)]

@@ -161,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, default, meta, text in THRESHOLD_OPTIONS:
         t.add_argument(flag, type=_positive(float), default=default, metavar=meta, help=text)
 
+    def table_options(parser: argparse.ArgumentParser, sort_keys: list[str], layers_what: str) -> None:
+        g = parser.add_argument_group("display")
+        g.add_argument(
+            "--sort", default="index", choices=sort_keys, help="table order (default: model order)"
+        )
+        g.add_argument("--top", type=int, metavar="N", help="show only the first N rows of the table")
+        g.add_argument(
+            "-q", "--quiet", action="store_true", help="print nothing on success (files are still written)"
+        )
+        o = parser.add_argument_group("output files")
+        o.add_argument("--csv", type=Path, metavar="FILE", help=f"{layers_what} as CSV")
+        o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV")
+        o.add_argument(
+            "--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON"
+        )
+
     def image_options(parser: argparse.ArgumentParser, optional: bool, batch: int = 16) -> None:
         g = parser.add_argument_group("images")
         g.add_argument(
@@ -198,32 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=INSPECT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    g = ins.add_argument_group("display")
-    g.add_argument(
-        "--sort",
-        default="index",
-        choices=[
-            "index",
-            "name",
-            "dead",
-            "dead_share",
-            "eps",
-            "eps_share",
-            "channels",
-            "scale",
-            "gamma",
-            "var",
-        ],
-        help="table order (default: model order)",
+    table_options(
+        ins,
+        ["index", "name", "dead", "dead_share", "eps", "eps_share", "channels", "scale", "gamma", "var"],
+        "per-layer statistics",
     )
-    g.add_argument("--top", type=int, metavar="N", help="show only the first N rows of the table")
-    g.add_argument(
-        "-q", "--quiet", action="store_true", help="print nothing on success (files are still written)"
-    )
-    o = ins.add_argument_group("output files")
-    o.add_argument("--csv", type=Path, metavar="FILE", help="per-layer statistics as CSV")
-    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV")
-    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON")
     image_options(ins, optional=True)
     observed_thresholds(ins)
     ins.set_defaults(func=cmd_inspect)
@@ -258,31 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     image_options(act, optional=False)
     observed_thresholds(act)
-    g = act.add_argument_group("display")
-    g.add_argument(
-        "--sort",
-        default="index",
-        choices=[
-            "index",
-            "name",
-            "drift",
-            "drift_max",
-            "mean_shift",
-            "log_var",
-            "obs_dead",
-            "obs_only",
-            "pred_only",
-        ],
-        help="table order (default: model order)",
+    table_options(
+        act,
+        ["index", "name", "drift", "drift_max", "mean_shift", "log_var", "obs_dead", "obs_only", "pred_only"],
+        "per-layer table (data-free + observed)",
     )
-    g.add_argument("--top", type=int, metavar="N", help="show only the first N rows of the table")
-    g.add_argument(
-        "-q", "--quiet", action="store_true", help="print nothing on success (files are still written)"
-    )
-    o = act.add_argument_group("output files")
-    o.add_argument("--csv", type=Path, metavar="FILE", help="per-layer table (data-free + observed) as CSV")
-    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel table as CSV")
-    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON")
     act.set_defaults(func=cmd_activations)
 
     rec = sub.add_parser(
@@ -413,16 +388,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.images is not None:
         _attach_observed(result, _observe(args, result.loaded, th, err, early_images))
 
-    from yolobn.report.export import channels_csv, layers_csv, write_texts
-
-    files = {}
-    if args.csv:
-        files[args.csv] = layers_csv(result.layers)
-    if args.channels_csv:
-        files[args.channels_csv] = channels_csv(result.channels)
-    if args.json:
-        files[args.json] = result.to_json()
-    written = write_texts(files) if files else []
+    written = _write_outputs(args, result)
 
     if args.quiet:
         return EXIT_OK
@@ -450,6 +416,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for p in written:
         out.print(f"wrote {p}")
     return EXIT_OK
+
+
+def _write_outputs(args: argparse.Namespace, result) -> list[Path]:
+    """--csv, --channels-csv and --json of inspect and activations, all or nothing."""
+    from yolobn.report.export import channels_csv, layers_csv, write_texts
+
+    files = {}
+    if args.csv:
+        files[args.csv] = layers_csv(result.layers)
+    if args.channels_csv:
+        files[args.channels_csv] = channels_csv(result.channels)
+    if args.json:
+        files[args.json] = result.to_json()
+    return write_texts(files) if files else []
 
 
 def _early_images(args: argparse.Namespace):
@@ -744,7 +724,7 @@ ACT_SORT = {
 
 def cmd_activations(args: argparse.Namespace) -> int:
     from yolobn.errors import YolobnError
-    from yolobn.report.export import channels_csv, check_output_paths, layers_csv, write_texts
+    from yolobn.report.export import check_output_paths
 
     if args.top is not None and args.top < 0:
         raise YolobnError(f"--top {args.top}: must be 0 or more")
@@ -766,14 +746,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
         with err.status(f"loading {args.model or 'the demo model'} ..."):
             loaded = load(args.model, trust=args.trust)
     act = _observe(args, loaded, th, err, early_images)
-    files = {}
-    if args.csv:
-        files[args.csv] = layers_csv(act.layers)
-    if args.channels_csv:
-        files[args.channels_csv] = channels_csv(act.channels)
-    if args.json:
-        files[args.json] = act.to_json()
-    written = write_texts(files) if files else []
+    written = _write_outputs(args, act)
     if args.quiet:
         return EXIT_OK
     from yolobn.report.console import observed_panel, observed_table
