@@ -250,8 +250,6 @@ class Recorder:
 
     def __init__(self, targets: list[_Target]) -> None:
         self.targets = targets
-        self.batches = 0
-        self.images = 0
 
     def records(self) -> dict[str, _LayerRecord]:
         return {t.name: t.record for t in self.targets}
@@ -1002,9 +1000,13 @@ def save_checkpoint(
         raise YolobnError(f"-o {out}: is a folder; give a file name such as {out / 'recalibrated.pt'}")
     base: dict[str, Any] = {}
     if loaded.meta.path and Path(loaded.meta.path).is_file():
+        from yolobn.errors import CheckpointError
         from yolobn.loader import _read_checkpoint
 
-        raw = _read_checkpoint(Path(loaded.meta.path), trust=False)
+        try:  # always the safe reader: a model loaded with --trust keeps only what yolobn knows of it
+            raw = _read_checkpoint(Path(loaded.meta.path), trust=False)
+        except CheckpointError:
+            raw = None
         if isinstance(raw, dict):
             base = {k: v for k, v in raw.items() if k not in ("model", "ema", "optimizer", "updates")}
     if not base.get("train_args"):
