@@ -222,11 +222,11 @@ class _LayerRecord:
             self.post.add(*stats)
         elif post == "act":
             self.post.add(*batch_moments(act(y), self.scratch))
-        # Positives: sum of clamp(sign(y), 0) in float (exact below 2**24 per row), far faster than
-        # summing a bool tensor.
+        # Positives: y > 0 written as 1.0/0.0 into the float buffer and summed (exact below 2**24 per
+        # row): several times faster than summing a bool tensor.
         if ry.shape[1] < 1 << 24:
-            sign = torch.sign(ry, out=self.scratch.like(ry)).clamp_(min=0)
-            self.pos += sign.sum(1).view(n, c).sum(0).to(torch.int64)
+            flags = torch.gt(ry, 0, out=self.scratch.like(ry))
+            self.pos += flags.sum(1).view(n, c).sum(0).to(torch.int64)
         else:  # pragma: no cover - rows of 16M+ positions
             self.pos += (ry > 0).sum(1).view(n, c).sum(0)
 
