@@ -53,7 +53,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.dead import FLOOR_ACTIVATIONS
-from yolobn.errors import NoBatchNormError, YolobnError
+from yolobn.errors import YolobnError
 
 Progress = Callable[[int, int], None]
 
@@ -616,10 +616,6 @@ OBS_CHANNEL_COLUMNS = [
     "obs_positive_share", "obs_post_mean", "obs_post_std", "obs_dead", "obs_reason",
     "mean_shift", "log_var_ratio", "drift",
 ]  # fmt: skip
-OBS_LAYER_COLUMNS = [
-    "obs_count", "obs_dead", "obs_dead_share", "dead_both", "dead_predicted_only", "dead_observed_only",
-    "mean_shift_abs", "mean_shift_abs_max", "log_var_ratio_abs", "log_var_ratio_abs_max", "drift", "drift_max",
-]  # fmt: skip
 
 
 def run_images(
@@ -675,7 +671,9 @@ def observe(
     """Run images through the model and observe what every BatchNorm channel does.
 
     Args:
-        model: checkpoint path, model yaml, nn.Module, ultralytics.YOLO, LoadedModel, or None (demo).
+        model: checkpoint path, model yaml, nn.Module, ultralytics.YOLO, LoadedModel, None (demo), or
+            a ``yolobn.Inspection``, whose tables, thresholds and layer selection are then used as they
+            are (``thresholds`` and ``select`` are ignored).
         images: image files and/or folders; default: see ``default_images``.
         max_images: use at most this many images (the first ones, sorted).
         imgsz: inference size; default the checkpoint's training imgsz, else 640.
@@ -688,22 +686,16 @@ def observe(
     Returns:
         ``Activations``. The model (and the caller's object) is left as it was.
     """
-    from yolobn.dead import Thresholds
-    from yolobn.stats import bn_stats
+    from yolobn.inspection import Inspection, inspect
 
-    th = thresholds or Thresholds()
     obs_th = observed or ObservedThresholds()
-    loaded, dev, paths, size = _prepare(model, images, max_images, imgsz, batch, device, trust)
-    layers, channels = bn_stats(loaded, th)
-    selection = list(select or [])
-    if selection:
-        from yolobn.inspection import select_layers
-
-        keep = select_layers(layers, selection)
-        if not keep.any():
-            raise YolobnError(f"--layers {' '.join(selection)}: matches none of the {len(layers)} BN layers")
-        layers = layers[keep].reset_index(drop=True)
-        channels = channels[channels["name"].isin(set(layers["name"]))].reset_index(drop=True)
+    base = model if isinstance(model, Inspection) else None
+    loaded, dev, paths, size = _prepare(
+        base.loaded if base else model, images, max_images, imgsz, batch, device, trust
+    )
+    if base is None:  # the data-free tables the observed columns join (same selection rule as inspect)
+        base = inspect(loaded, thresholds=thresholds, select=select)
+    layers, channels, th, selection = base.layers, base.channels, base.thresholds, base.selection
 
     root = _on_device(loaded.model, dev)
     skipped: list[Path] = []
@@ -713,11 +705,12 @@ def observe(
         records = rec.records()
     modules = dict(root.named_modules())
     layers, channels = add_observed(layers, channels, records, modules, obs_th)
+    bad = set(skipped)
     return Activations(
         loaded=loaded,
         layers=layers,
         channels=channels,
-        images=[str(p) for p in paths if p not in set(skipped)],
+        images=[str(p) for p in paths if p not in bad],
         imgsz=size,
         batch=batch,
         device=str(dev),
@@ -737,18 +730,11 @@ def _prepare(
     if batch < 1:
         raise YolobnError(f"--batch {batch}: must be at least 1")
     dev = parse_device(device)
+    from yolobn.inspection import require_batchnorm
+
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
-    _require_bn(loaded)
+    require_batchnorm(loaded)
     return loaded, dev, resolve_images(loaded, images, max_images), model_imgsz(loaded, imgsz)
-
-
-def _require_bn(loaded: Any) -> None:
-    if loaded.meta.n_batchnorm == 0:
-        what = "it is fused (BatchNorm folded into the convolutions)" if loaded.meta.fused else "it has none"
-        raise NoBatchNormError(
-            f"{loaded.meta.path or loaded.meta.source}: no BatchNorm layers: {what}; "
-            "use the unfused checkpoint that training wrote (weights/best.pt or last.pt)"
-        )
 
 
 def add_observed(
@@ -774,7 +760,6 @@ def add_observed(
     ch["obs_dead"] = ch["obs_dead"].astype(bool)
 
     ly = layers.copy()
-    g = ch.groupby("name", sort=False)
     seen = ch["obs_count"] > 0
     pred, obs = ch["dead"].astype(bool) & seen, ch["obs_dead"] & seen
     frame = pd.DataFrame(

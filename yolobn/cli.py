@@ -386,7 +386,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "[yellow]warning:[/] --trust: the checkpoint was fully unpickled; only do this for files you trust"
         )
     if args.images is not None:
-        _attach_observed(result, _observe(args, result.loaded, th, err, early_images))
+        _attach_observed(result, _observe(args, result, err, early_images))
 
     written = _write_outputs(args, result)
 
@@ -458,8 +458,8 @@ def _obs_thresholds(args: argparse.Namespace):
         raise YolobnError(str(e)) from None
 
 
-def _observe(args: argparse.Namespace, loaded, th, err, images):
-    """observe() with a progress bar over the images (stderr, only on a terminal)."""
+def _observe(args: argparse.Namespace, inspection, err, images):
+    """observe() on an Inspection's tables, with a progress bar over the images (stderr, terminal only)."""
     from yolobn.activations import observe
 
     quiet = getattr(args, "quiet", False)
@@ -470,9 +470,9 @@ def _observe(args: argparse.Namespace, loaded, th, err, images):
             bar.update(job, completed=done, total=total)
 
         act = observe(
-            loaded, [str(p) for p in images] if images else None, max_images=args.max_images, imgsz=args.imgsz,
-            batch=args.batch, device=args.device, thresholds=th, observed=_obs_thresholds(args),
-            select=args.layers, progress=progress,
+            inspection, [str(p) for p in images] if images else None, max_images=args.max_images,
+            imgsz=args.imgsz, batch=args.batch, device=args.device, observed=_obs_thresholds(args),
+            progress=progress,
         )  # fmt: skip
     _warn_skipped(err, act.skipped)
     return act
@@ -559,7 +559,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     early_images = _early_images(args)
     result = _inspect_with_status(args, th, err)
     if args.images is not None:
-        _attach_observed(result, _observe(args, result.loaded, th, err, early_images))
+        _attach_observed(result, _observe(args, result, err, early_images))
     from yolobn.report.export import report_files, write_texts
 
     written = write_texts(report_files(result, out_dir))
@@ -737,15 +737,9 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from yolobn.loader import load
-
     err = Console(stderr=True)
-    if args.quiet or not err.is_terminal:
-        loaded = load(args.model, trust=args.trust)
-    else:
-        with err.status(f"loading {args.model or 'the demo model'} ..."):
-            loaded = load(args.model, trust=args.trust)
-    act = _observe(args, loaded, th, err, early_images)
+    act = _observe(args, _inspect_with_status(args, th, err), err, early_images)
+    loaded = act.loaded
     written = _write_outputs(args, act)
     if args.quiet:
         return EXIT_OK

@@ -139,12 +139,7 @@ def inspect(
     """
     th = thresholds or Thresholds()
     loaded = source if isinstance(source, LoadedModel) else load(source, trust=trust)
-    if loaded.meta.n_batchnorm == 0:
-        what = "it is fused (BatchNorm folded into the convolutions)" if loaded.meta.fused else "it has none"
-        raise NoBatchNormError(
-            f"{loaded.meta.path or loaded.meta.source}: no BatchNorm layers to inspect: {what}; "
-            "inspect the unfused checkpoint that training wrote (weights/best.pt or last.pt)"
-        )
+    require_batchnorm(loaded)
     layers, channels = bn_stats(loaded, th)
     selection = list(select or [])
     if selection:
@@ -157,6 +152,16 @@ def inspect(
         layers = layers[keep].reset_index(drop=True)
         channels = channels[channels["name"].isin(set(layers["name"]))].reset_index(drop=True)
     return Inspection(loaded=loaded, thresholds=th, layers=layers, channels=channels, selection=selection)
+
+
+def require_batchnorm(loaded: LoadedModel) -> None:
+    """NoBatchNormError for a model without BatchNorm (a fused checkpoint): nothing to look at."""
+    if loaded.meta.n_batchnorm == 0:
+        what = "it is fused (BatchNorm folded into the convolutions)" if loaded.meta.fused else "it has none"
+        raise NoBatchNormError(
+            f"{loaded.meta.path or loaded.meta.source}: no BatchNorm layers to inspect: {what}; "
+            "inspect the unfused checkpoint that training wrote (weights/best.pt or last.pt)"
+        )
 
 
 def select_layers(layers: pd.DataFrame, patterns: Sequence[str]) -> pd.Series:
