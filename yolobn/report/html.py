@@ -90,14 +90,9 @@ def depth_plot(layers: pd.DataFrame, q: str, *, log: bool, title: str, ylabel: s
     return ax.svg(title, plot_id)
 
 
-def dead_share_plot(layers: pd.DataFrame) -> str:
+def _share_axes(layers: pd.DataFrame, top: float) -> tuple[Axes, float]:
+    """Axes for a per-layer share of channels (0 to ``top``), with role bands; and the bar width."""
     n = len(layers)
-    ch = layers["channels"].to_numpy(dtype=float)
-    cs = layers["constant"].to_numpy(dtype=float) / np.maximum(ch, 1)
-    off = layers["off"].to_numpy(dtype=float) / np.maximum(ch, 1)
-    eps = layers["eps_share"].to_numpy(dtype=float)
-    top = max(0.05, float(np.max(cs + off, initial=0)), float(np.max(eps, initial=0)))
-    top = min(1.0, top * 1.1)
     ax = Axes(WIDTH, 240, (-0.5, n - 0.5), (0, top))
     role_bands(ax, list(layers["role"]))
     ax.frame(
@@ -106,20 +101,35 @@ def dead_share_plot(layers: pd.DataFrame) -> str:
         xticks=_layer_ticks(n, layers),
         yticks=[(v, f"{v:.0%}" if top >= 0.1 else f"{v:.1%}") for v in _share_ticks(top)],
     )
-    bw = max(1.0, ax.pw / max(n, 1) * 0.8)
+    return ax, max(1.0, ax.pw / max(n, 1) * 0.8)
+
+
+def _stacked_bar(ax: Axes, i: int, bw: float, parts: list[tuple[float, str]]) -> list[str]:
+    """The rects of layer ``i``'s bar: (share, colour) stacked from 0, empty shares skipped."""
+    x, base = ax.x(i) - bw / 2, ax.y(0)
+    rects = []
+    for share, color in parts:
+        if share > 0:
+            h = base - ax.y(share)
+            rects.append(
+                f'<rect x="{fmt(x)}" y="{fmt(base - h)}" width="{fmt(bw)}" height="{fmt(max(h, 1))}" fill="{color}"/>'
+            )
+            base -= h
+    return rects
+
+
+def dead_share_plot(layers: pd.DataFrame) -> str:
+    n = len(layers)
+    ch = layers["channels"].to_numpy(dtype=float)
+    cs = layers["constant"].to_numpy(dtype=float) / np.maximum(ch, 1)
+    off = layers["off"].to_numpy(dtype=float) / np.maximum(ch, 1)
+    eps = layers["eps_share"].to_numpy(dtype=float)
+    top = max(0.05, float(np.max(cs + off, initial=0)), float(np.max(eps, initial=0)))
+    ax, bw = _share_axes(layers, min(1.0, top * 1.1))
     names = list(layers["name"])
     for i in range(n):
-        x = ax.x(i) - bw / 2
-        base = ax.y(0)
         tip = f"{names[i]}: constant {int(layers['constant'].iloc[i])}, off {int(layers['off'].iloc[i])}, eps-dominated {int(layers['eps_dominated'].iloc[i])} of {int(ch[i])}"
-        parts = []
-        for share, reason in ((cs[i], "constant"), (off[i], "off")):
-            if share > 0:
-                h = base - ax.y(share)
-                parts.append(
-                    f'<rect x="{fmt(x)}" y="{fmt(base - h)}" width="{fmt(bw)}" height="{fmt(max(h, 1))}" fill="{REASON_COLORS[reason]}"/>'
-                )
-                base -= h
+        parts = _stacked_bar(ax, i, bw, [(cs[i], REASON_COLORS["constant"]), (off[i], REASON_COLORS["off"])])
         if eps[i] > 0:
             parts.append(f'<circle cx="{fmt(ax.x(i))}" cy="{fmt(ax.y(eps[i]))}" r="2.2" fill="{EPS_COLOR}"/>')
         if parts:
@@ -148,28 +158,12 @@ def confusion_plot(layers: pd.DataFrame) -> str:
         "observed only": layers["dead_observed_only"].to_numpy(dtype=float) / ch,
     }
     total = sum(parts_by.values())
-    top = min(1.0, max(0.05, float(np.max(total, initial=0))) * 1.1)
-    ax = Axes(WIDTH, 240, (-0.5, n - 0.5), (0, top))
-    role_bands(ax, list(layers["role"]))
-    ax.frame(
-        "BN layer (model order; tick = Ultralytics layer index)",
-        "share of channels",
-        xticks=_layer_ticks(n, layers),
-        yticks=[(v, f"{v:.0%}" if top >= 0.1 else f"{v:.1%}") for v in _share_ticks(top)],
-    )
-    bw = max(1.0, ax.pw / max(n, 1) * 0.8)
+    ax, bw = _share_axes(layers, min(1.0, max(0.05, float(np.max(total, initial=0))) * 1.1))
     names = list(layers["name"])
     for i in range(n):
-        x, base = ax.x(i) - bw / 2, ax.y(0)
         counts = {k: int(round(v[i] * ch[i])) for k, v in parts_by.items()}
         tip = f"{names[i]}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" of {int(ch[i])}"
-        rects = []
-        for k, v in parts_by.items():
-            if v[i] > 0:
-                h = base - ax.y(v[i])
-                rects.append(f'<rect x="{fmt(x)}" y="{fmt(base - h)}" width="{fmt(bw)}" height="{fmt(max(h, 1))}" '
-                             f'fill="{CONFUSION_COLORS[k]}"/>')  # fmt: skip
-                base -= h
+        rects = _stacked_bar(ax, i, bw, [(v[i], CONFUSION_COLORS[k]) for k, v in parts_by.items()])
         if rects:
             ax.add(f"<g><title>{escape(tip)}</title>{''.join(rects)}</g>")
     legend(ax, list(CONFUSION_COLORS.items()))
