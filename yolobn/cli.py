@@ -356,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
+def _check_table_args(args: argparse.Namespace) -> None:
+    """--top and the output files of inspect and activations, checked before any work; and the
+    checkpoint's hash started in a thread while torch and pandas import (the loader picks it up)."""
     from yolobn.errors import YolobnError
 
     if args.top is not None and args.top < 0:
@@ -364,13 +366,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     model_path = Path(args.model) if args.model else None
     from yolobn import digest
 
-    # Hash the checkpoint in a thread while torch and pandas import (the loader picks it up).
     if model_path and model_path.suffix.lower() not in (".yaml", ".yml"):
         digest.prefetch(model_path)
     from yolobn.report.export import check_output_paths
 
     outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
     check_output_paths(outputs, protect=[model_path] if model_path and model_path.exists() else [])
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    _check_table_args(args)
 
     from rich.console import Console
 
@@ -723,14 +728,7 @@ ACT_SORT = {
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
-    from yolobn.errors import YolobnError
-    from yolobn.report.export import check_output_paths
-
-    if args.top is not None and args.top < 0:
-        raise YolobnError(f"--top {args.top}: must be 0 or more")
-    model_path = Path(args.model) if args.model else None
-    outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
-    check_output_paths(outputs, protect=[model_path] if model_path and model_path.exists() else [])
+    _check_table_args(args)
     th = _thresholds(args)
     _obs_thresholds(args)
     early_images = _early_images(args)
@@ -746,8 +744,9 @@ def cmd_activations(args: argparse.Namespace) -> int:
     from yolobn.report.console import observed_panel, observed_table
 
     out = Console(width=None if sys.stdout.isatty() else 200)
-    col, asc = ACT_SORT[args.sort]
-    layers = act.layers.sort_values([col, "index"], ascending=[asc, True], kind="stable", na_position="last")
+    from yolobn.inspection import sort_layers
+
+    layers = sort_layers(act.layers, args.sort, ACT_SORT)
     shown = layers if args.top is None else layers.head(args.top)
     if len(shown):
         title = f"BatchNorm layers on {len(act.images)} images" + (

@@ -171,8 +171,12 @@ def select_layers(layers: pd.DataFrame, patterns: Sequence[str]) -> pd.Series:
     return pd.Series([matches(r, patterns) for r in layers.itertuples()], index=layers.index, dtype=bool)
 
 
-def sort_layers(layers: pd.DataFrame, key: str) -> pd.DataFrame:
-    col, ascending = SORT_KEYS[key]
+def sort_layers(
+    layers: pd.DataFrame, key: str, keys: dict[str, tuple[str, bool]] | None = None
+) -> pd.DataFrame:
+    """Rows ordered by ``keys[key]`` (column, ascending; ``SORT_KEYS`` by default), then model order;
+    NaN last."""
+    col, ascending = (keys or SORT_KEYS)[key]
     return layers.sort_values([col, "index"], ascending=[ascending, True], kind="stable")
 
 
