@@ -268,15 +268,10 @@ def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
     # Hash in a thread while torch unpickles: hashlib releases the GIL, and on a 100 MB checkpoint
     # the hash alone costs about as much as the safe load. The CLI starts it even earlier, before
     # importing torch (digest.prefetch); that hash is used when the file is unchanged since.
-    digest = take_digest(path)
-    if digest is not None:
+    with ThreadPoolExecutor(max_workers=1) as pool:  # its thread only starts on submit
+        digest = take_digest(path) or pool.submit(_sha256, path)
         ckpt = _read_checkpoint(path, trust=trust, fmt=fmt)
         sha = digest.result()
-    else:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            digest = pool.submit(_sha256, path)
-            ckpt = _read_checkpoint(path, trust=trust, fmt=fmt)
-            sha = digest.result()
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path}: holds a pickled {type(ckpt).__name__}, not an Ultralytics checkpoint; "
