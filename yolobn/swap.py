@@ -326,9 +326,9 @@ def _check_options(name: str, opts: dict[str, str], spec: str) -> None:
     for k in ("eps", "bits", "max", "batch", "imgsz", "seed"):
         if k in opts:
             _float(opts, k, 0.0, spec=spec)
-    for k in ("max", "batch", "imgsz"):
-        if k in opts and (not opts[k].isdigit() or int(opts[k]) < 1):
-            raise YolobnError(f"--impl {spec}: {k}={opts[k]!r} must be a whole number >= 1")
+    for k, least in (("max", 1), ("batch", 1), ("imgsz", 1), ("seed", 0)):
+        if k in opts and (not opts[k].isdigit() or int(opts[k]) < least):
+            raise YolobnError(f"--impl {spec}: {k}={opts[k]!r} must be a whole number >= {least}")
     if "images" in opts and not Path(opts["images"]).expanduser().exists():
         raise YolobnError(f"--impl {spec}: images={opts['images']}: no such file or folder")
     if name == "lowp" and opts.get("dtype", "fp16") not in _LOWP:
