@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--trust",
         action="store_true",
-        help="allow a full unpickle (runs code from the file: trusted files only)",
+        help="trust the input files: full unpickle of a .pt, Python in a model yaml (runs code: trusted files only)",
     )
     common.add_argument(
         "--layers",
@@ -281,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     image_options(rec, optional=False, batch=32)
     rec.add_argument("--seed", type=int, default=0, help="image order shuffle seed (default 0)")
     rec.add_argument("--data", help="also validate before and after on this dataset (yaml, or 'shapes')")
-    rec.add_argument("--trust", action="store_true", help="allow a full unpickle (trusted files only)")
+    rec.add_argument(
+        "--trust",
+        action="store_true",
+        help="trust the input files: full unpickle, the dataset yaml's download script (trusted files only)",
+    )
     rec.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     rec.set_defaults(func=cmd_recalibrate)
 
@@ -330,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/swap/)"
     )
     sw.add_argument("--no-cache", action="store_true", help="re-validate the baseline even if cached")
-    sw.add_argument("--trust", action="store_true", help="allow a full unpickle (trusted files only)")
+    sw.add_argument(
+        "--trust",
+        action="store_true",
+        help="trust the input files: full unpickle, the dataset yaml's download script (trusted files only)",
+    )
     sw.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sw.set_defaults(func=cmd_swap)
 
@@ -350,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="output folder (default: reports/<model-stem>/experiments/<file-stem>/)",
+    )
+    ex.add_argument(
+        "--trust",
+        action="store_true",
+        help="trust the experiment file and what it names: full unpickle of its model, custom impl files, "
+        "dataset download scripts",
     )
     ex.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     ex.set_defaults(func=cmd_experiment)
@@ -582,10 +596,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_swap(args: argparse.Namespace) -> int:
     import json
 
+    from yolobn.datasets import resolve_data
     from yolobn.errors import YolobnError
     from yolobn.report.export import check_output_paths, write_texts
     from yolobn.swap import parse_impl
-    from yolobn.validate import collect_images, resolve_data
+    from yolobn.validate import collect_images
 
     if args.data is None and args.images is None:
         if args.model is not None:
@@ -596,7 +611,7 @@ def cmd_swap(args: argparse.Namespace) -> int:
         args.data = "shapes"
     specs = [parse_impl(s) for s in args.impl]  # every spec checked before any work
     if args.data is not None:
-        resolve_data(args.data)  # a missing local dataset fails here, before loading or validating
+        resolve_data(args.data, trust=args.trust)  # a missing or unsafe dataset fails here, before any work
     images = None
     if args.images is not None:
         if not args.images and args.model is None:  # the demo model sees shapes, not buses
@@ -635,11 +650,15 @@ def cmd_swap(args: argparse.Namespace) -> int:
             base, cached = {}, False
         elif args.no_cache:
             base, cached = (
-                validate(loaded, args.data, imgsz=imgsz, batch=args.batch, device=args.device),
+                validate(
+                    loaded, args.data, imgsz=imgsz, batch=args.batch, device=args.device, trust=args.trust
+                ),
                 False,
             )
         else:
-            base, cached = baseline(loaded, args.data, imgsz=imgsz, batch=args.batch, device=args.device)
+            base, cached = baseline(
+                loaded, args.data, imgsz=imgsz, batch=args.batch, device=args.device, trust=args.trust
+            )
         bar.advance(job)
         rows.append({"variant": "baseline (nn.BatchNorm2d)", "swapped": 0, **metric_columns(base, base, keys),
                      "max_abs_diff": 0.0, "max_rel_diff": 0.0, "ms_per_image": base.get("ms_per_image", nan),
@@ -652,7 +671,9 @@ def cmd_swap(args: argparse.Namespace) -> int:
             else:
                 diff = output_difference(loaded.model, swapped.model, imgsz)
             m = (
-                validate(swapped, args.data, imgsz=imgsz, batch=args.batch, device=args.device)
+                validate(
+                    swapped, args.data, imgsz=imgsz, batch=args.batch, device=args.device, trust=args.trust
+                )
                 if args.data
                 else {}
             )
@@ -786,9 +807,9 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     if args.batch < 2:
         raise YolobnError(f"--batch {args.batch}: recalibration needs batches of at least 2 images")
     if args.data is not None:
-        from yolobn.validate import resolve_data
+        from yolobn.datasets import resolve_data
 
-        resolve_data(args.data)
+        resolve_data(args.data, trust=args.trust)
     early_images = _early_images(args)
 
     from rich.console import Console
@@ -816,8 +837,8 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
 
         keys = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])
         with err.status("validating before and after ..."):
-            before = validate(loaded, args.data, imgsz=args.imgsz, device=args.device)
-            after = validate(rec, args.data, imgsz=args.imgsz, device=args.device)
+            before = validate(loaded, args.data, imgsz=args.imgsz, device=args.device, trust=args.trust)
+            after = validate(rec, args.data, imgsz=args.imgsz, device=args.device, trust=args.trust)
         metrics = [
             (k.replace("metrics/", ""), before.get(k, float("nan")), after.get(k, float("nan"))) for k in keys
         ]
@@ -857,10 +878,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from yolobn.experiment import read_config, render_html, run_experiment
     from yolobn.report.export import check_output_paths, write_texts
 
-    cfg = read_config(args.file)
-    from yolobn.validate import resolve_data
+    cfg = read_config(args.file, trust=args.trust)
+    from yolobn.datasets import resolve_data
 
-    resolve_data(cfg.get("data") or "shapes")
+    resolve_data(cfg.get("data") or "shapes", trust=args.trust)
     stem = Path(cfg["model"]).stem if cfg.get("model") else "demo_yolo11n_shapes"
     out_dir = args.out if args.out is not None else Path("reports") / stem / "experiments" / args.file.stem
     if out_dir.exists() and not out_dir.is_dir():
@@ -879,7 +900,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         def progress(label: str, done: int, total: int) -> None:
             bar.update(job, description=label, completed=done, total=total)
 
-        res = run_experiment(cfg, base_dir=args.file.resolve().parent, progress=progress)
+        res = run_experiment(cfg, base_dir=args.file.resolve().parent, progress=progress, trust=args.trust)
     files = {
         out_dir / "results.csv": res.results.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
         out_dir / "results.json": json.dumps(

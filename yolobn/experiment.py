@@ -30,7 +30,7 @@ import pandas as pd
 
 from yolobn.errors import YolobnError
 
-_KEYS = {"model", "data", "imgsz", "batch", "device", "variants", "sensitivity", "trust"}
+_KEYS = {"model", "data", "imgsz", "batch", "device", "variants", "sensitivity"}
 _VARIANT_KEYS = {"impl", "layers", "name"}
 _SENS_KEYS = {"impl", "layers", "top"}
 
@@ -45,8 +45,12 @@ class ExperimentResult:
     notes: list[str] = field(default_factory=list)
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """Read and check an experiment file; one-line YolobnError on any problem."""
+def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
+    """Read and check an experiment file; one-line YolobnError on any problem.
+
+    The file is untrusted input: a custom ``impl`` (a Python file or module it names) is imported
+    only with ``trust=True``, and the file cannot grant trust itself.
+    """
     import yaml
 
     p = Path(path)
@@ -60,6 +64,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise YolobnError(f"{path}: not valid YAML{where}") from None
     if not isinstance(cfg, dict):
         raise YolobnError(f"{path}: expected a mapping with 'variants' (see yolobn experiment --help)")
+    if "trust" in cfg:
+        raise YolobnError(f"{path}: 'trust' cannot be set by the file; pass --trust on the command line")
     unknown = set(cfg) - _KEYS
     if unknown:
         raise YolobnError(
@@ -68,7 +74,6 @@ def read_config(path: str | Path) -> dict[str, Any]:
     variants = cfg.get("variants")
     if not isinstance(variants, list) or not variants:
         raise YolobnError(f"{path}: 'variants' must be a non-empty list of {{impl: ...}} entries")
-    from yolobn.swap import parse_impl
 
     for i, v in enumerate(variants):
         if isinstance(v, str):
@@ -78,7 +83,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         bad = set(v) - _VARIANT_KEYS
         if bad:
             raise YolobnError(f"{path}: variant {i + 1}: unknown key(s) {', '.join(sorted(bad))}")
-        parse_impl(str(v["impl"]))
+        _check_impl(str(v["impl"]), path, trust)
         if "layers" in v and isinstance(v["layers"], str):
             v["layers"] = [v["layers"]]
     sens = cfg.get("sensitivity")
@@ -88,7 +93,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         bad = set(sens) - _SENS_KEYS
         if bad:
             raise YolobnError(f"{path}: sensitivity: unknown key(s) {', '.join(sorted(bad))}")
-        parse_impl(str(sens["impl"]))
+        _check_impl(str(sens["impl"]), path, trust)
         if isinstance(sens.get("layers"), str):
             sens["layers"] = [sens["layers"]]
     if cfg.get("model") is not None and cfg.get("data") is None:
@@ -96,11 +101,23 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def _check_impl(spec: str, path: str | Path, trust: bool) -> None:
+    from yolobn.swap import REGISTRY, parse_impl
+
+    if spec.strip().partition(":")[0] not in REGISTRY and not trust:
+        raise YolobnError(
+            f"{path}: impl {spec}: a custom implementation is Python code named by the file; yolobn imports "
+            "it only with --trust (or pass it yourself: yolobn swap --impl ...)"
+        )
+    parse_impl(spec)
+
+
 def run_experiment(
     cfg: dict[str, Any],
     *,
     base_dir: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    trust: bool = False,
 ) -> ExperimentResult:
     """Run every variant (and the sensitivity sweep) against one cached baseline.
 
@@ -109,6 +126,7 @@ def run_experiment(
         base_dir: folder relative paths in the config are resolved against (the file's folder
             for ``model``; ``impl`` files are resolved against the working directory as on the CLI).
         progress: ``callback(label, done, total)`` for the CLI's progress bar.
+        trust: full unpickle of the model and the dataset yaml's download script (see ``--trust``).
     """
     from yolobn.loader import load
     from yolobn.swap import parse_impl, swap
@@ -118,7 +136,7 @@ def run_experiment(
     if model_src is not None and base_dir is not None and not Path(model_src).is_absolute():
         cand = base_dir / model_src
         model_src = str(cand) if cand.exists() else model_src
-    loaded = load(model_src, trust=bool(cfg.get("trust", False)))
+    loaded = load(model_src, trust=trust)
     data = cfg.get("data") or "shapes"
     imgsz = int(cfg.get("imgsz") or loaded.meta.train_args.get("imgsz") or 640)
     batch = int(cfg.get("batch") or 16)
@@ -143,7 +161,7 @@ def run_experiment(
         done += 1
 
     tick("baseline")
-    base, cached = baseline(loaded, data, imgsz=imgsz, batch=batch, device=device)
+    base, cached = baseline(loaded, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
     rows = [
         _row("baseline (nn.BatchNorm2d)", "", 0, base, base, keys, {"max_abs_diff": 0.0, "max_rel_diff": 0.0})
     ]
@@ -154,7 +172,7 @@ def run_experiment(
         tick(label)
         sw = swap(loaded, spec, layers=v.get("layers"))
         diff = output_difference(loaded.model, sw.model, imgsz)
-        m = validate(sw, data, imgsz=imgsz, batch=batch, device=device)
+        m = validate(sw, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
         rows.append(_row(label, spec.label, len(sw.swap.replaced), m, base, keys, diff))
     results = pd.DataFrame(rows)
 
@@ -165,7 +183,7 @@ def run_experiment(
         for name in sens_layers:
             tick(f"sensitivity {name}")
             sw = swap(loaded, spec, layers=[name])
-            m = validate(sw, data, imgsz=imgsz, batch=batch, device=device)
+            m = validate(sw, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
             srows.append({"layer": name, "impl": spec.label, metric: m.get(metric, math.nan),
                           "delta": m.get(metric, math.nan) - base.get(metric, math.nan)})  # fmt: skip
         sensitivity = (

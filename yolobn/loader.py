@@ -146,7 +146,7 @@ def load(source: Any = None, *, trust: bool = False, download: bool = True) -> L
         text = os.fspath(source)
         path = Path(text).expanduser()
         if path.suffix.lower() in (".yaml", ".yml"):
-            return _from_yaml(text)
+            return _from_yaml(text, trust=trust)
         if not path.exists():
             path = _fetch_missing(text, download)
         return _load_checkpoint(path, text, trust=trust)
@@ -442,7 +442,7 @@ def _pt_alias(path: Path) -> Iterator[Path]:
 # yaml and in-memory models
 
 
-def _from_yaml(text: str) -> LoadedModel:
+def _from_yaml(text: str, *, trust: bool = False) -> LoadedModel:
     from ultralytics.nn import tasks
 
     try:
@@ -455,13 +455,15 @@ def _from_yaml(text: str) -> LoadedModel:
         raise CheckpointError(f"{text}: cannot read the model yaml ({_first_line(e)})") from e
     if not isinstance(cfg, dict) or "backbone" not in cfg:
         raise CheckpointError(f"{text}: not an Ultralytics model yaml (no 'backbone' section)")
+    if not trust:
+        check_model_yaml(cfg, text)
     notes = ["built from a yaml: untrained weights and running statistics"]
     cfg = copy.deepcopy(cfg)
     if _drop_torchvision_weights(cfg):
         notes.append("TorchVision backbone built without its pretrained weights (yolobn never downloads)")
     cls = _model_class_for(cfg, text)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _restricted_build(not trust):
             warnings.simplefilter("ignore")
             model = cls(cfg, verbose=False)
     except Exception as e:
@@ -476,6 +478,121 @@ def _from_yaml(text: str) -> LoadedModel:
         meta.size_bytes = p.stat().st_size
     meta.notes.extend(notes)
     return LoadedModel(model, meta)
+
+
+def check_model_yaml(cfg: dict, text: str) -> None:
+    """Refuse a model yaml whose fields Ultralytics would run as Python.
+
+    ``parse_model`` calls ``eval()`` on ``activation:`` and looks module names up in its own
+    globals. Allowed: an activation of the form ``[torch.]nn.Class(literal, ...)`` naming an
+    ``nn.Module`` class, and module names that resolve (as Ultralytics resolves them) to an
+    ``nn.Module`` subclass. Anything else is refused; ``trust=True`` skips this check.
+    """
+    act = cfg.get("activation")
+    if act is not None and not _literal_nn_call(act):
+        raise CheckpointError(
+            f"{text}: refused: 'activation: {_short(act)}' is Python code, not a torch.nn activation such as "
+            "nn.SiLU() or nn.LeakyReLU(0.1); re-run with --trust if you trust this yaml"
+        )
+    for section in ("backbone", "head"):
+        layers = cfg.get(section)
+        if layers is None:
+            continue
+        if not isinstance(layers, list):
+            raise CheckpointError(f"{text}: '{section}' must be a list of [from, repeats, module, args] rows")
+        for i, layer in enumerate(layers):
+            if not (isinstance(layer, list) and len(layer) == 4 and isinstance(layer[3], list)):
+                raise CheckpointError(
+                    f"{text}: {section} row {i}: expected [from, repeats, module, args], got {_short(layer)}"
+                )
+            if not _is_layer_class(layer[2]):
+                raise CheckpointError(
+                    f"{text}: refused: {section} row {i} names {_short(layer[2])}, which is not a model layer "
+                    "(an nn.Module class); re-run with --trust if you trust this yaml"
+                )
+
+
+def _short(v: Any, n: int = 60) -> str:
+    s = repr(v) if not isinstance(v, str) else v
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _literal_nn_call(act: Any) -> bool:
+    """``nn.X(...)`` or ``torch.nn.X(...)`` with literal arguments, X an nn.Module subclass."""
+    import ast
+
+    if not isinstance(act, str) or len(act) > 200:
+        return False
+    try:
+        call = ast.parse(act.strip(), mode="eval").body
+    except SyntaxError:
+        return False
+    if not isinstance(call, ast.Call):
+        return False
+    parts = []
+    node: ast.AST = call.func
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return False
+    parts.append(node.id)
+    if parts[1:] not in (["nn"], ["nn", "torch"]):
+        return False
+    klass = getattr(nn, parts[0], None)
+    if not (isinstance(klass, type) and issubclass(klass, nn.Module)):
+        return False
+    try:
+        for a in [*call.args, *(k.value for k in call.keywords)]:
+            ast.literal_eval(a)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return all(k.arg is not None for k in call.keywords)  # no **kwargs
+
+
+def _is_layer_class(m: Any) -> bool:
+    """Whether Ultralytics' ``parse_model`` resolves the module name ``m`` to an nn.Module class."""
+    if not isinstance(m, str):
+        return False
+    if m.startswith("nn."):
+        obj = getattr(nn, m[3:], None)
+    elif m.startswith("torchvision.ops."):
+        import torchvision
+
+        obj = getattr(torchvision.ops, m[16:], None)
+    else:
+        from ultralytics.nn import tasks
+
+        obj = vars(tasks).get(m)
+    return isinstance(obj, type) and issubclass(obj, nn.Module)
+
+
+@contextlib.contextmanager
+def _restricted_build(on: bool) -> Iterator[None]:
+    """Also ask Ultralytics for its own no-eval model construction, where this release has it.
+
+    ``_SafeLoad`` (ultralytics >= 8.4) marks a thread as restricted while a weights-only load runs;
+    ``parse_model`` then resolves ``activation`` without ``eval()``. yolobn's own check
+    (``check_model_yaml``) does not depend on it: this is a second lock on the same door.
+    """
+    local = None
+    if on:
+        try:
+            from ultralytics.nn.tasks import _SafeLoad
+
+            local = _SafeLoad._local if getattr(_SafeLoad, "SUPPORTED", False) else None
+        except (ImportError, AttributeError):
+            local = None
+    if local is None:
+        yield
+        return
+    was = getattr(local, "active", False)
+    local.active = True
+    try:
+        yield
+    finally:
+        local.active = was
 
 
 def _drop_torchvision_weights(cfg: dict) -> bool:

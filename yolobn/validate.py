@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from yolobn.datasets import resolve_data
 from yolobn.errors import YolobnError
 
 _VALIDATORS = {
@@ -29,26 +30,6 @@ _VALIDATORS = {
 }
 
 
-def resolve_data(data: str | os.PathLike) -> str:
-    """``shapes`` (the bundled synthetic dataset, generated on demand), or a dataset yaml on disk,
-    or an Ultralytics dataset name (downloaded by Ultralytics when the network allows)."""
-    text = os.fspath(data)
-    if text == "shapes":
-        from yolobn.data.synth import shapes_dataset
-
-        return str(shapes_dataset())
-    p = Path(text).expanduser()
-    if p.exists():
-        if p.is_dir():
-            raise YolobnError(f"--data {text}: is a folder; pass the dataset yaml (e.g. {p / 'data.yaml'})")
-        return str(p)
-    if os.sep in text or "/" in text:
-        raise YolobnError(
-            f"--data {text}: not on disk; pass a dataset yaml, or 'shapes' for the bundled synthetic dataset"
-        )
-    return text  # a name such as coco8.yaml: Ultralytics resolves (and downloads) it
-
-
 def validate(
     model: Any,
     data: str | os.PathLike = "shapes",
@@ -57,6 +38,7 @@ def validate(
     batch: int = 16,
     device: str = "cpu",
     task: str | None = None,
+    trust: bool = False,
 ) -> dict[str, float]:
     """Validate ``model`` with Ultralytics' validator for its task, without BN fusion.
 
@@ -66,6 +48,8 @@ def validate(
         imgsz: image size; default the checkpoint's training imgsz, else 640.
         batch, device: as in Ultralytics.
         task: override the task (default: the model's).
+        trust: give Ultralytics the dataset yaml as it is, which may run its ``download:`` script
+            when the images are missing (see ``yolobn.datasets``). Only for yamls you trust.
 
     Returns:
         Ultralytics' metrics (``metrics/mAP50-95(B)``, ... or ``metrics/accuracy_top1`` ...), plus
@@ -83,7 +67,7 @@ def validate(
         raise YolobnError(f"task {task!r}: validation supports {', '.join(_VALIDATORS)}")
     if imgsz is None:
         imgsz = int((getattr(meta, "train_args", None) or {}).get("imgsz") or 640)
-    data_arg = resolve_data(data)
+    data_arg = resolve_data(data, trust=trust)
 
     net = copy.deepcopy(root).eval()
     before = [type(m) for m in net.modules()]
@@ -179,7 +163,7 @@ def _cache_dir() -> Path:
 
 
 def baseline(
-    model: Any, data: str, *, imgsz: int | None, batch: int, device: str
+    model: Any, data: str, *, imgsz: int | None, batch: int, device: str, trust: bool = False
 ) -> tuple[dict[str, float], bool]:
     """The unswapped model's metrics, cached by checkpoint sha256 + dataset + settings.
 
@@ -190,7 +174,7 @@ def baseline(
 
     meta = getattr(model, "meta", None)
     sha = getattr(meta, "sha256", None)
-    data_arg = resolve_data(data)
+    data_arg = resolve_data(data, trust=trust)
     key = None
     if sha:
         data_sig = data_arg
@@ -204,7 +188,7 @@ def baseline(
                 return json.loads(key.read_text()), True
             except (OSError, ValueError):
                 pass  # a damaged cache entry is recomputed
-    metrics = validate(model, data, imgsz=imgsz, batch=batch, device=device)
+    metrics = validate(model, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
     if key is not None:
         with contextlib.suppress(OSError):
             key.parent.mkdir(parents=True, exist_ok=True)
