@@ -13,16 +13,13 @@ from torch import nn
 
 import yolobn
 from tests.models import EPS, Block, TinyNet, plant
-from yolobn.activations import (
-    Moments,
-    ObservedThresholds,
-    iter_batches,
-    observe,
-    recalibrate,
-    recording,
-    save_checkpoint,
-)
+from yolobn.checkpoint import save_checkpoint
 from yolobn.errors import YolobnError
+from yolobn.images import iter_batches
+from yolobn.observation import observe
+from yolobn.recalibration import recalibrate
+from yolobn.recording import Moments, recording
+from yolobn.thresholds import ObservedThresholds
 
 
 def _images(tmp_path, n=6, size=32, seed=0):
@@ -203,7 +200,7 @@ def test_planted_dead_channels_are_observed_dead_and_live_ones_are_not(tmp_path)
     assert list(ch["obs_dead"]) == [False, True, True, True, False]
     assert list(ch["obs_reason"]) == ["", "flat", "never positive", "flat", ""]
     assert list(ch["dead"]) == [False, True, True, False, True]  # the data-free prediction
-    assert a.summary()["confusion"] == {"both": 2, "predicted_only": 1, "observed_only": 1, "neither": 1}
+    assert a.observed_summary()["confusion"] == {"both": 2, "predicted_only": 1, "observed_only": 1, "neither": 1}
     row = a.layers.iloc[0]
     assert (row.obs_dead, row.dead_both, row.dead_predicted_only, row.dead_observed_only) == (3, 2, 1, 1)
     assert int(ch.loc[0, "obs_count"]) == 6 * 32 * 32
@@ -251,8 +248,8 @@ def test_observe_leaves_the_model_alone_and_checks_its_input(tmp_path):
     # one damaged file among good ones is skipped and reported, the rest is used
     (d / "zz-damaged.png").write_bytes(b"\x89PNG truncated")
     a = observe(m, [str(d)], imgsz=32)
-    assert a.skipped == [str(d / "zz-damaged.png")] and len(a.images) == 2
-    assert a.summary()["images_skipped"] == 1 and int(a.layers["obs_count"].iloc[0]) == 2 * 16 * 16
+    assert a.observation.skipped == [str(d / "zz-damaged.png")] and len(a.observation.images) == 2
+    assert a.observed_summary()["images_skipped"] == 1 and int(a.layers["obs_count"].iloc[0]) == 2 * 16 * 16
     with pytest.raises(ValueError, match="min_positive"):
         ObservedThresholds(min_positive=1.0)
 
@@ -261,7 +258,7 @@ def test_preprocessing_is_ultralytics_predict(demo_path):
     """The model input equals Ultralytics' own predictor's for the same image and imgsz."""
     from ultralytics import YOLO
 
-    from yolobn.validate import default_images
+    from yolobn.images import sample_images as default_images
 
     bus = [p for p in default_images() if p.name == "bus.jpg"][0]
     y = YOLO(str(demo_path))
@@ -304,7 +301,7 @@ def test_recalibration_restores_stale_statistics_and_keeps_map_on_the_demo(demo_
     own training images brings it back, to the same model as recalibrating the healthy one (the
     estimate starts from scratch). That costs the healthy model at most 0.02 mAP: its statistics
     came from augmented training batches, these are the plain images (see README)."""
-    from yolobn.validate import validate
+    from yolobn.validation import validate
 
     m = demo_model_loaded
     key = "metrics/mAP50-95(B)"
@@ -349,7 +346,8 @@ def test_recalibrated_checkpoint_loads_in_ultralytics_and_yolobn(tmp_path, demo_
 
 
 def test_recalibrated_swap_variant(demo_model_loaded):
-    from yolobn.swap import parse_impl, swap
+    from yolobn.registry import parse_impl
+    from yolobn.swapping import swap
 
     m = demo_model_loaded
     s = swap(m, "recalibrated:max=16,batch=8", layers=["backbone"])

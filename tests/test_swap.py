@@ -10,14 +10,9 @@ from torch import nn
 
 import yolobn
 from yolobn.errors import YolobnError
-from yolobn.swap import (
-    FixedPointBatchNorm2d,
-    FrozenBatchNorm2d,
-    ReferenceBatchNorm2d,
-    fold_into_conv,
-    parse_impl,
-    swap,
-)
+from yolobn.impls import FixedPointBatchNorm2d, FrozenBatchNorm2d, ReferenceBatchNorm2d, fold_into_conv
+from yolobn.registry import parse_impl
+from yolobn.swapping import swap
 
 
 def _trained_bn(c: int = 6, momentum: float | None = 0.1, seed: int = 0) -> nn.BatchNorm2d:
@@ -145,7 +140,7 @@ def test_layer_selection():
         ("reference:eps", "not key=value"),
         ("reference:eps=abc", "not a number"),
         ("reference:bits=3", "unknown option"),
-        ("lowp:dtype=int4", "unknown dtype"),
+        ("lowp:dtype=int4", "use one of fp16"),
         ("fixedpoint:bits=1", "between 2 and 32"),
         ("no_such_module_xyz.sub:Cls", "cannot import"),
         ("torch.nn:NoSuchClass", "has no attribute"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from yolobn._version import __version__
 
 _LAZY = {
     "load": "yolobn.loader",
@@ -26,18 +26,18 @@ _LAZY = {
     "blocks_frame": "yolobn.walk",
     "BNBlock": "yolobn.walk",
     "bn_stats": "yolobn.stats",
-    "Thresholds": "yolobn.dead",
-    "dead_channels": "yolobn.dead",
+    "Thresholds": "yolobn.thresholds",
+    "dead_channels": "yolobn.stats",
     "Inspection": "yolobn.inspection",
     "inspect": "yolobn.inspection",
     "YolobnError": "yolobn.errors",
-    "swap": "yolobn.swap",
-    "validate": "yolobn.validate",
-    "observe": "yolobn.activations",
-    "recalibrate": "yolobn.activations",
-    "save_checkpoint": "yolobn.activations",
-    "Activations": "yolobn.activations",
-    "ObservedThresholds": "yolobn.activations",
+    "swap": "yolobn.swapping",
+    "validate": "yolobn.validation",
+    "observe": "yolobn.observation",
+    "recalibrate": "yolobn.recalibration",
+    "save_checkpoint": "yolobn.checkpoint",
+    "Observation": "yolobn.observation",
+    "ObservedThresholds": "yolobn.thresholds",
     "make_shapes": "yolobn.data.synth",
     "shapes_dataset": "yolobn.data.synth",
 }
@@ -45,15 +45,17 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from yolobn.activations import Activations, ObservedThresholds, observe, recalibrate, save_checkpoint
+    from yolobn.checkpoint import save_checkpoint
     from yolobn.data.synth import make_shapes, shapes_dataset
-    from yolobn.dead import Thresholds, dead_channels
     from yolobn.errors import YolobnError
     from yolobn.inspection import Inspection, inspect
     from yolobn.loader import LoadedModel, ModelMeta, demo_model_path, load
-    from yolobn.stats import bn_stats
-    from yolobn.swap import swap
-    from yolobn.validate import validate
+    from yolobn.observation import Observation, observe
+    from yolobn.recalibration import recalibrate
+    from yolobn.stats import bn_stats, dead_channels
+    from yolobn.swapping import swap
+    from yolobn.thresholds import ObservedThresholds, Thresholds
+    from yolobn.validation import validate
     from yolobn.walk import BNBlock, blocks_frame, find_blocks
 
 

@@ -144,10 +144,10 @@ def _sanitised(p: Path, text: str) -> Path:
     _check_fields(doc, what)
     from ultralytics.data.utils import check_det_dataset
 
-    from yolobn.loader import _quiet_ultralytics
+    from yolobn.loader import quiet_ultralytics
 
     try:
-        with _quiet_ultralytics():
+        with quiet_ultralytics():
             checked = check_det_dataset(str(p), autodownload=False)  # never downloads, never executes
     except FileNotFoundError as e:
         missing = re.search(r"missing path '([^']+)'", str(e))

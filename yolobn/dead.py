@@ -24,42 +24,12 @@ Every threshold is a field of ``Thresholds`` and a CLI option.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
+
+from yolobn.thresholds import Thresholds
 
 # Activations whose output is (close to) constant for very negative input.
 FLOOR_ACTIVATIONS = frozenset({"SiLU", "ReLU", "ReLU6", "GELU", "Hardswish", "Mish", "ELU", "CELU", "SELU"})
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Tunable thresholds of the data-free criteria (see the module docstring).
-
-    Attributes:
-        const_std: a channel is ``constant`` when its estimated BN output std is below this.
-        off_sigma: a channel is ``off`` when ``beta + off_sigma * std < 0`` before a floored activation.
-        eps_factor: a channel is ``eps_dominated`` when ``running_var < eps_factor * eps``.
-        eps_share: a layer gets a finding when at least this share of its channels is eps-dominated.
-        extreme_scale: a layer gets a finding when some ``|gamma / sqrt(var + eps)|`` exceeds this.
-    """
-
-    const_std: float = 1e-3
-    off_sigma: float = 3.0
-    eps_factor: float = 0.1
-    eps_share: float = 0.5
-    extreme_scale: float = 100.0
-
-    def __post_init__(self) -> None:
-        for k, v in asdict(self).items():
-            if not (isinstance(v, (int, float)) and v >= 0 and v == v):
-                raise ValueError(f"threshold {k} must be a non-negative number, got {v!r}")
-        if self.eps_share > 1:
-            raise ValueError(f"threshold eps_share is a share between 0 and 1, got {self.eps_share}")
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 REASONS = ("constant", "off")
@@ -105,22 +75,3 @@ def criteria(
         "dead": constant | off,
         "reason": reason,
     }
-
-
-def dead_channels(model: Any, thresholds: Thresholds | None = None):
-    """The dead channels of every BatchNorm, found without data.
-
-    Args:
-        model: a ``yolobn.LoadedModel``, an ``nn.Module`` or an ``ultralytics.YOLO``.
-        thresholds: criteria thresholds; defaults to ``Thresholds()``.
-
-    Returns:
-        pandas DataFrame, one row per dead channel: ``name``, ``layer``, ``channel``, ``reason``
-        (``constant`` or ``off``) and the values the decision was made on.
-    """
-    from yolobn.stats import bn_stats
-
-    _, channels = bn_stats(model, thresholds)
-    cols = ["name", "layer", "channel", "dead_reason", "gamma", "beta", "running_var", "out_std", "act"]
-    dead = channels.loc[channels["dead"], cols].rename(columns={"dead_reason": "reason"})
-    return dead.reset_index(drop=True)

@@ -102,9 +102,9 @@ def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
 
 
 def _check_impl(spec: str, path: str | Path, trust: bool) -> None:
-    from yolobn.swap import REGISTRY, parse_impl
+    from yolobn.registry import is_custom, parse_impl
 
-    if spec.strip().partition(":")[0] not in REGISTRY and not trust:
+    if is_custom(spec) and not trust:
         raise YolobnError(
             f"{path}: impl {spec}: a custom implementation is Python code named by the file; yolobn imports "
             "it only with --trust (or pass it yourself: yolobn swap --impl ...)"
@@ -128,142 +128,49 @@ def run_experiment(
         progress: ``callback(label, done, total)`` for the CLI's progress bar.
         trust: full unpickle of the model and the dataset yaml's download script (see ``--trust``).
     """
+    from yolobn.images import model_imgsz
     from yolobn.loader import load
-    from yolobn.swap import parse_impl, swap
-    from yolobn.validate import KEY_METRICS, baseline, output_difference, validate
+    from yolobn.variants import Settings, Variant, evaluate, run_variants
 
     model_src = cfg.get("model")
     if model_src is not None and base_dir is not None and not Path(model_src).is_absolute():
         cand = base_dir / model_src
         model_src = str(cand) if cand.exists() else model_src
     loaded = load(model_src, trust=trust)
-    data = cfg.get("data") or "shapes"
-    imgsz = int(cfg.get("imgsz") or loaded.meta.train_args.get("imgsz") or 640)
-    batch = int(cfg.get("batch") or 16)
-    device = str(cfg.get("device") or "cpu")
-    task = loaded.meta.task or "detect"
-    keys = KEY_METRICS.get(task, KEY_METRICS["detect"])
-    metric = keys[0]
-
+    settings = Settings(
+        data=cfg.get("data") or "shapes",
+        imgsz=model_imgsz(loaded, cfg.get("imgsz")),
+        batch=int(cfg.get("batch") or 16),
+        device=str(cfg.get("device") or "cpu"),
+        trust=trust,
+    )
+    variants = [Variant.of(str(v["impl"]), v.get("layers"), v.get("name")) for v in cfg["variants"]]
     sens = cfg.get("sensitivity")
     sens_layers: list[str] = []
     if sens:
         from yolobn.walk import find_blocks, matches
 
         sens_layers = [b.name for b in find_blocks(loaded) if matches(b, sens.get("layers") or ["*"])]
-    total = 1 + len(cfg["variants"]) + len(sens_layers)
-    done = 0
-
-    def tick(label: str) -> None:
-        nonlocal done
-        if progress:
-            progress(label, done, total)
-        done += 1
-
-    tick("baseline")
-    base, cached = baseline(loaded, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
-    rows = [
-        _row("baseline (nn.BatchNorm2d)", "", 0, base, base, keys, {"max_abs_diff": 0.0, "max_rel_diff": 0.0})
-    ]
-    rows[0]["cached"] = cached
-    for v in cfg["variants"]:
-        spec = parse_impl(str(v["impl"]))
-        label = str(v.get("name") or spec.label + (f" @ {','.join(v['layers'])}" if v.get("layers") else ""))
-        tick(label)
-        sw = swap(loaded, spec, layers=v.get("layers"))
-        diff = output_difference(loaded.model, sw.model, imgsz)
-        m = validate(sw, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
-        rows.append(_row(label, spec.label, len(sw.swap.replaced), m, base, keys, diff))
-    results = pd.DataFrame(rows)
-
+    total = 1 + len(variants) + len(sens_layers)
+    res = run_variants(loaded, variants, settings, progress=progress, total=total)
+    metric = res.metric or ""
     sensitivity = None
     if sens:
-        spec = parse_impl(str(sens["impl"]))
+        spec = Variant.of(str(sens["impl"])).impl
         srows = []
-        for name in sens_layers:
-            tick(f"sensitivity {name}")
-            sw = swap(loaded, spec, layers=[name])
-            m = validate(sw, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
-            srows.append({"layer": name, "impl": spec.label, metric: m.get(metric, math.nan),
-                          "delta": m.get(metric, math.nan) - base.get(metric, math.nan)})  # fmt: skip
+        for i, name in enumerate(sens_layers):
+            if progress:
+                progress(f"sensitivity {name}", 1 + len(variants) + i, total)
+            row = evaluate(loaded, Variant(spec, (name,)), settings, res.baseline, res.metrics[:1])
+            value = row[metric.replace("metrics/", "")]
+            srows.append({"layer": name, "impl": spec.label, metric: value,
+                          "delta": value - res.baseline.get(metric, math.nan)})  # fmt: skip
         sensitivity = (
             pd.DataFrame(srows).sort_values(["delta", "layer"], kind="stable").reset_index(drop=True)
         )
         sensitivity.insert(0, "rank", range(1, len(sensitivity) + 1))
     if progress:
         progress("done", total, total)
-    resolved = {**cfg, "data": data, "imgsz": imgsz, "batch": batch, "device": device}
-    return ExperimentResult(resolved, loaded.meta.to_dict(), metric, results, sensitivity)
-
-
-def _row(
-    label: str, impl: str, n: int, m: dict, base: dict, keys: tuple[str, ...], diff: dict
-) -> dict[str, Any]:
-    from yolobn.validate import metric_columns
-
-    row: dict[str, Any] = {"variant": label, "impl": impl, "swapped": n, **metric_columns(m, base, keys)}
-    row.update(max_abs_diff=diff["max_abs_diff"], max_rel_diff=diff["max_rel_diff"])
-    row["ms_per_image"] = float(m.get("ms_per_image", math.nan))
-    row["cached"] = False
-    return row
-
-
-def render_html(res: ExperimentResult) -> str:
-    """A self-contained page: the results table and, if run, the sensitivity ranking as bars."""
-    from html import escape
-
-    from yolobn.report.svg import REASON_COLORS, Axes
-
-    def table(df: pd.DataFrame) -> str:
-        head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{escape(_fmt(v))}</td>" for v in r) + "</tr>"
-            for r in df.itertuples(index=False)
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    parts = [
-        f"<h1>yolobn experiment — {escape(str(res.meta.get('path') or res.meta.get('source')))}</h1>",
-        f"<p>data {escape(str(res.config['data']))} · imgsz {res.config['imgsz']} · validated with Ultralytics' "
-        "validator on unfused copies (the swapped modules are what ran)</p>",
-        "<h2>Variants</h2>",
-        table(res.results),
-    ]
-    if res.sensitivity is not None and len(res.sensitivity):
-        s = res.sensitivity
-        n = len(s)
-        lo = min(float(s["delta"].min()), 0.0)
-        ax = Axes(1000, 60 + 14 * n, (lo * 1.05 if lo < 0 else -0.01, 0.0), (0, n), margin=(28, 20, 40, 260))
-        for i, r in enumerate(s.itertuples()):
-            y = ax.y(n - i)
-            x0, x1 = ax.x(min(r.delta, 0)), ax.x(0)
-            ax.add(
-                f'<rect x="{x0:.1f}" y="{y + 2:.1f}" width="{max(x1 - x0, 0.5):.1f}" height="10" fill="{REASON_COLORS["constant"]}"/>'
-            )
-            ax.add(
-                f'<text x="{ax.ml - 6}" y="{y + 11:.1f}" class="tick" text-anchor="end">{escape(r.layer)}</text>'
-            )
-        ax.frame(f"change in {res.metric} when only this layer is swapped", "", yticks=[], grid=False)
-        parts += [
-            "<h2>Per-layer sensitivity</h2>",
-            ax.svg(f"Sensitivity to {s['impl'].iloc[0]}, one BN layer at a time", "plot-sensitivity"),
-            table(s),
-        ]
-    css = (
-        "body{font:14px system-ui,sans-serif;max-width:1100px;margin:auto;padding:16px}table{border-collapse:collapse;"
-        "font-size:12.5px;margin:8px 0}td,th{border-bottom:1px solid #e3e7ec;padding:3px 8px;text-align:right}"
-        "th{background:#f3f5f8}td:first-child,th:first-child{text-align:left}svg .tick{font-size:11px;fill:#444}"
-        "svg .label{font-size:12px}svg .title{font-size:13px;font-weight:600}svg .frame{fill:none;stroke:#8893a2}"
-        "svg .axis{stroke:#555}svg .grid{stroke:#e3e7ec}"
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        f"<title>yolobn experiment</title><style>{css}</style></head><body>{''.join(parts)}</body></html>\n"
-    )
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "-" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
+    resolved = {**cfg, "data": settings.data, "imgsz": settings.imgsz, "batch": settings.batch,
+                "device": settings.device}  # fmt: skip
+    return ExperimentResult(resolved, loaded.meta.to_dict(), metric, res.table, sensitivity)

@@ -10,11 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from yolobn import __version__
-from yolobn.dead import Thresholds
+from yolobn._version import __version__
 from yolobn.errors import NoBatchNormError, YolobnError
 from yolobn.loader import LoadedModel, load
 from yolobn.stats import bn_stats
+from yolobn.thresholds import Thresholds
 
 SORT_KEYS = {
     "index": ("index", True),
@@ -39,7 +39,7 @@ class Inspection:
     layers: pd.DataFrame
     channels: pd.DataFrame
     selection: list[str] = field(default_factory=list)
-    observed: Any = None  # yolobn.activations.Activations, when run with images
+    observation: Any = None  # yolobn.observation.Observation, when observed on images (observe())
 
     @property
     def meta(self):
@@ -100,6 +100,12 @@ class Inspection:
             "roles": {k: int(v) for k, v in ly["role"].value_counts().sort_index().items()},
         }
 
+    def observed_summary(self, worst: int = 5) -> dict[str, Any] | None:
+        """Headline numbers of the observation on images (None when not observed)."""
+        if self.observation is None:
+            return None
+        return self.observation.summary(self.layers, self.channels, worst)
+
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON document written by ``--json``: metadata, thresholds, summary and per-layer rows."""
         return _clean(
@@ -109,7 +115,11 @@ class Inspection:
                 "thresholds": self.thresholds.to_dict(),
                 "selection": self.selection,
                 "summary": self.summary(),
-                **({"observed": self.observed.json_header()} if self.observed is not None else {}),
+                **(
+                    {"observed": self.observation.to_json_dict(self.layers, self.channels)}
+                    if self.observation is not None
+                    else {}
+                ),
                 "layers": self.layers.to_dict(orient="records"),
             }
         )

@@ -126,7 +126,7 @@ def load(source: Any = None, *, trust: bool = False, download: bool = True) -> L
     Raises:
         CheckpointError: with a one-line message, for anything that is not a loadable model.
     """
-    with _quiet_ultralytics():
+    with quiet_ultralytics():
         if source is None:
             lm = _load_checkpoint(demo_model_path(), str(demo_model_path()), trust=False)
             lm.meta.kind = "demo"
@@ -270,7 +270,7 @@ def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
     # importing torch (digest.prefetch); that hash is used when the file is unchanged since.
     with ThreadPoolExecutor(max_workers=1) as pool:  # its thread only starts on submit
         digest = take_digest(path) or pool.submit(_sha256, path)
-        ckpt = _read_checkpoint(path, trust=trust, fmt=fmt)
+        ckpt = read_checkpoint(path, trust=trust, fmt=fmt)
         sha = digest.result()
     if not isinstance(ckpt, dict):
         raise CheckpointError(
@@ -324,7 +324,7 @@ def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
     return LoadedModel(model, meta)
 
 
-def _read_checkpoint(path: Path, *, trust: bool, fmt: str = "zip") -> Any:
+def read_checkpoint(path: Path, *, trust: bool, fmt: str = "zip") -> Any:
     from ultralytics.nn.tasks import torch_safe_load
 
     # torch_safe_load insists on a .pt suffix; give other names (best.pth, model.ckpt) a .pt alias.
@@ -730,7 +730,7 @@ def _first_line(e: BaseException | None) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_ultralytics() -> Iterator[None]:
+def quiet_ultralytics() -> Iterator[None]:
     """The library never prints: hush Ultralytics' logger while it loads or builds a model."""
     # Import first: Ultralytics configures (and resets the level of) its logger at import time.
     import ultralytics.utils  # noqa: F401

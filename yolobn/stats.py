@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from yolobn.dead import FLOOR_ACTIVATIONS, Thresholds, criteria
+from yolobn.dead import FLOOR_ACTIVATIONS, criteria
+from yolobn.thresholds import Thresholds
 from yolobn.walk import BNBlock, find_blocks, unwrap
 
 QUANTITIES = ("gamma", "beta", "running_mean", "running_var", "scale")
@@ -263,3 +264,20 @@ def _layer_row(
         findings="; ".join(findings),
     )
     return row
+
+
+def dead_channels(model: Any, thresholds: Thresholds | None = None):
+    """The dead channels of every BatchNorm, found without data.
+
+    Args:
+        model: a ``yolobn.LoadedModel``, an ``nn.Module`` or an ``ultralytics.YOLO``.
+        thresholds: criteria thresholds; defaults to ``Thresholds()``.
+
+    Returns:
+        pandas DataFrame, one row per dead channel: ``name``, ``layer``, ``channel``, ``reason``
+        (``constant`` or ``off``) and the values the decision was made on.
+    """
+    _, channels = bn_stats(model, thresholds)
+    cols = ["name", "layer", "channel", "dead_reason", "gamma", "beta", "running_var", "out_std", "act"]
+    dead = channels.loc[channels["dead"], cols].rename(columns={"dead_reason": "reason"})
+    return dead.reset_index(drop=True)

@@ -264,3 +264,70 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
     th = ", ".join(f"{k}={v:g}" for k, v in thresholds.items())
     lines.append(Text(f"thresholds: {th}", style="dim"))
     return Panel(Group(*lines), title="yolobn inspect", title_align="left", expand=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# swap, experiment, recalibrate
+
+
+def _delta(d: float) -> str:
+    style = "red" if d < -0.001 else ("green" if d > 0.001 else "")
+    return f"[{style}]{d:+.4f}[/]" if style else f"{d:+.4f}"
+
+
+def _ms(x: Any) -> str:
+    return f"{x:.1f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def variants_table(table: pd.DataFrame, metrics: tuple[str, ...], title: str, *, images: bool) -> Table:
+    """``yolobn swap``/``experiment``: one row per variant (the table of ``run_variants``)."""
+    t = Table(title=title)
+    short = [k.replace("metrics/", "") for k in metrics]
+    rows = table.to_dict(orient="records")
+    agree = "top1_agreement" if any("top1_agreement" in r for r in rows) else "box_agreement"
+    t.add_column("variant")
+    t.add_column("BN swapped", justify="right")
+    for k in short:
+        t.add_column(k, justify="right")
+        t.add_column("Δ", justify="right")
+    t.add_column("max |Δout| (rel)", justify="right")
+    if images:
+        t.add_column(agree.replace("_", " "), justify="right")
+    t.add_column("ms/img", justify="right")
+    for r in rows:
+        cells = []
+        for k in short:
+            cells += [f"{r[k]:.4f}", _delta(r[f"{k} delta"])]
+        if images:
+            a = r.get(agree)
+            cells.append("-" if a is None else (f"{a:.1%}" if a == a else "no boxes"))
+        t.add_row(
+            r["variant"] + (" (cached)" if r["cached"] else ""),
+            str(r["swapped"]),
+            *cells[: 2 * len(short)],
+            f"{r['max_abs_diff']:.3g} ({r['max_rel_diff']:.2g})",
+            *cells[2 * len(short) :],
+            _ms(r["ms_per_image"]),
+        )
+    return t
+
+
+def sensitivity_table(sensitivity: pd.DataFrame, metric: str, top: int) -> Table:
+    """The layers most sensitive to the swapped implementation, one at a time."""
+    short = metric.replace("metrics/", "")
+    st = Table(title=f"most sensitive BN layers to {sensitivity['impl'].iloc[0]} (one at a time)")
+    for c in ("rank", "layer", short, "Δ"):
+        st.add_column(c, justify="left" if c == "layer" else "right")
+    for r in sensitivity.head(top).to_dict(orient="records"):
+        st.add_row(str(r["rank"]), r["layer"], f"{r[metric]:.4f}", f"{r['delta']:+.4f}")
+    return st
+
+
+def before_after_table(rows: list[tuple[str, float, float]], title: str) -> Table:
+    """Metrics before and after (``yolobn recalibrate --data``)."""
+    t = Table(title=title)
+    for c in ("metric", "before", "after", "Δ"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for k, b, a in rows:
+        t.add_row(k, f"{b:.4f}", f"{a:.4f}", _delta(a - b))
+    return t

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from yolobn import __version__
+from yolobn._version import __version__
 from yolobn.report.svg import (
     BOX_COLOR,
     EPS_COLOR,
@@ -623,9 +623,9 @@ def render_html(ins: Any) -> str:
         ),
     ]
     observed_html = ""
-    obs = getattr(ins, "observed", None)
+    obs = ins.observation
     if obs is not None:
-        os_ = obs.summary()
+        os_ = ins.observed_summary()
         c = os_["confusion"]
         cards += [
             (f"observed dead ({os_['images']} images)", f"{os_['observed_dead']:,} ({os_['observed_dead_share']:.1%})",
@@ -634,7 +634,7 @@ def render_html(ins: Any) -> str:
              "bad" if c["observed_only"] or c["predicted_only"] else "ok"),
             ("mean drift (KL)", f"{os_['drift_mean']:.3g}", "bad" if os_["drift_mean"] >= 0.1 else "ok"),
         ]  # fmt: skip
-        ot = obs.observed.to_dict()
+        ot = obs.thresholds.to_dict()
         drifted = "".join(
             f"<li>{escape(d['name'])} ({escape(d['block'])}): drift {d['drift']:.3g}, |mean shift| "
             f"{d['mean_shift_abs']:.3g} running std, |ln var ratio| {d['log_var_ratio_abs']:.3g}</li>"

@@ -65,8 +65,9 @@ def validate(
     task = task or getattr(meta, "task", None) or getattr(root, "task", None) or "detect"
     if task not in _VALIDATORS:
         raise YolobnError(f"task {task!r}: validation supports {', '.join(_VALIDATORS)}")
-    if imgsz is None:
-        imgsz = int((getattr(meta, "train_args", None) or {}).get("imgsz") or 640)
+    from yolobn.images import model_imgsz
+
+    imgsz = model_imgsz(model, imgsz)
     data_arg = resolve_data(data, trust=trust)
 
     net = copy.deepcopy(root).eval()
@@ -92,9 +93,9 @@ def validate(
         rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
     )
     t0 = time.perf_counter()
-    from yolobn.loader import _quiet_ultralytics
+    from yolobn.loader import quiet_ultralytics
 
-    with _quiet_ultralytics():
+    with quiet_ultralytics():
         try:
             validator = Validator(args=args)
             stats = validator(model=net)
@@ -125,7 +126,7 @@ def _no_fuse(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------------
-# swap-and-validate runs
+# metrics and the cached baseline
 
 KEY_METRICS = {
     "detect": ("metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"),
@@ -146,18 +147,6 @@ def metric_columns(m: dict[str, float], base: dict[str, float], keys: tuple[str,
     return cols
 
 
-def output_difference(a: nn.Module, b: nn.Module, imgsz: int, seed: int = 0) -> dict[str, float]:
-    """Largest absolute and relative difference of the raw head outputs on a fixed random batch."""
-    import torch
-
-    x = torch.rand(2, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(seed))
-
-    with torch.no_grad():
-        ya, yb = _first(a.eval()(x)), _first(b.eval()(x))
-    d = (ya - yb).abs().max().item()
-    return {"max_abs_diff": d, "max_rel_diff": d / max(ya.abs().max().item(), 1e-12)}
-
-
 def _cache_dir() -> Path:
     return Path(os.environ.get("YOLOBN_CACHE") or Path.home() / ".cache" / "yolobn") / "val"
 
@@ -174,6 +163,9 @@ def baseline(
 
     meta = getattr(model, "meta", None)
     sha = getattr(meta, "sha256", None)
+    from yolobn.images import model_imgsz
+
+    imgsz = model_imgsz(model, imgsz)
     data_arg = resolve_data(data, trust=trust)
     key = None
     if sha:
@@ -202,118 +194,3 @@ def _ultra_version() -> str:
     import ultralytics
 
     return ultralytics.__version__
-
-
-# --------------------------------------------------------------------------------------------------
-# label-free agreement
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def default_images() -> list[Path]:
-    """Ultralytics' bundled sample images (bus.jpg, zidane.jpg)."""
-    import ultralytics
-
-    assets = Path(ultralytics.__file__).parent / "assets"
-    return sorted(p for p in assets.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def collect_images(paths: list[str] | None, limit: int | None = None) -> list[Path]:
-    """Image files from files and folders (sorted, deterministic); Ultralytics' samples when empty."""
-    if not paths:
-        return default_images()
-    out: list[Path] = []
-    for text in paths:
-        p = Path(text).expanduser()
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise YolobnError(f"--images {text}: not an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            out.append(p)
-        else:
-            raise YolobnError(f"--images {text}: no such file or folder")
-    if not out:
-        raise YolobnError(f"--images {' '.join(paths)}: no images found")
-    return out[:limit] if limit else out
-
-
-def load_images(paths: list[Path], imgsz: int) -> Any:
-    """Letterboxed, RGB, 0-1 float batch, as Ultralytics' predict preprocesses images."""
-    import cv2
-    import numpy as np
-    import torch
-    from ultralytics.data.augment import LetterBox
-
-    lb = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)
-    ims = []
-    for p in paths:
-        im = cv2.imread(str(p))
-        if im is None:
-            raise YolobnError(f"--images {p}: cannot be decoded as an image")
-        ims.append(lb(image=im)[..., ::-1].transpose(2, 0, 1))
-    return torch.from_numpy(np.ascontiguousarray(np.stack(ims))).float() / 255
-
-
-def agreement(
-    a: Any, b: Any, images: list[Path], imgsz: int, *, conf: float = 0.25, iou: float = 0.5
-) -> dict[str, float]:
-    """Compare two models on real images without labels.
-
-    Returns max absolute / relative difference of the raw head outputs and, for detection-style
-    heads, the share of boxes matched by class at IoU >= ``iou`` after NMS (matched pairs divided by
-    the larger of the two box counts, over all images); for classifiers, top-1 agreement.
-    """
-    import torch
-
-    from yolobn.walk import unwrap
-
-    ma, mb = unwrap(a).eval(), unwrap(b).eval()
-    x = load_images(images, imgsz)
-    with torch.no_grad():
-        ya, yb = ma(x), mb(x)
-    ta, tb = _first(ya), _first(yb)
-    d = (ta - tb).abs().max().item()
-    out = {
-        "max_abs_diff": d,
-        "max_rel_diff": d / max(ta.abs().max().item(), 1e-12),
-        "images": float(len(images)),
-    }
-    task = getattr(ma, "task", None) or getattr(getattr(a, "meta", None), "task", None)
-    if task == "classify" or ta.dim() == 2:
-        out["top1_agreement"] = float((ta.argmax(1) == tb.argmax(1)).float().mean())
-        return out
-    from ultralytics.utils.metrics import box_iou
-
-    try:
-        from ultralytics.utils.nms import non_max_suppression
-    except ImportError:  # older ultralytics
-        from ultralytics.utils.ops import non_max_suppression
-    nc = len(getattr(ma, "names", {}) or {}) or None
-    pa = non_max_suppression(ta, conf, 0.7, nc=nc or 0)
-    pb = non_max_suppression(tb, conf, 0.7, nc=nc or 0)
-    matched = total = 0
-    for da, db in zip(pa, pb, strict=True):
-        total += max(len(da), len(db))
-        if len(da) and len(db):
-            ious = box_iou(da[:, :4], db[:, :4])
-            ious[da[:, 5][:, None] != db[:, 5][None, :]] = 0
-            used = set()
-            for i in torch.argsort(da[:, 4], descending=True).tolist():
-                j = int(ious[i].argmax())
-                if ious[i, j] >= iou and j not in used:
-                    used.add(j)
-                    matched += 1
-    out["boxes_a"] = float(sum(len(p) for p in pa))
-    out["boxes_b"] = float(sum(len(p) for p in pb))
-    # No box on either side says nothing about agreement: NaN, not a perfect score.
-    out["box_agreement"] = matched / total if total else float("nan")
-    return out
-
-
-def _first(t: Any) -> Any:
-    while isinstance(t, (list, tuple)):
-        t = t[0]
-    if isinstance(t, dict):
-        t = next(iter(t.values()))
-    return t

@@ -1,0 +1,3 @@
+"""The version of yolobn (no imports: every module may read it without importing the package root)."""
+
+__version__ = "0.1.0"

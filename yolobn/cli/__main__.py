@@ -1,0 +1,7 @@
+"""``python -m yolobn.cli``."""
+
+import sys
+
+from yolobn.cli import main
+
+sys.exit(main())

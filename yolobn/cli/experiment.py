@@ -1,0 +1,100 @@
+"""``yolobn experiment``: many swap variants (and a per-layer sensitivity sweep) from a YAML file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from yolobn.cli import options as o
+
+EXAMPLES = """\
+examples:
+  yolobn experiment examples/eps.yaml --trust   # the demo model: reference, folded, eps, fixed point, ...
+                                                # (--trust: the file names a custom impl, examples/custom_bn.py)
+
+file format:
+  model: best.pt | null        data: shapes | data.yaml      imgsz: 160 (optional)
+  variants: [{impl: reference}, {impl: reference:eps=1e-5, layers: [backbone], name: eps-bb}]
+  sensitivity: {impl: reference:eps=1e-5, layers: ['model.2*'], top: 10}   (optional)
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = o.command(
+        sub,
+        "experiment",
+        help="run many swap variants (and a per-layer sensitivity sweep) from a YAML file",
+        description="Run the variants of an experiment file against one (cached) baseline and write one "
+        "results table: results.csv, results.json, sensitivity.csv (if any) and experiment.html.",
+        epilog=EXAMPLES,
+    )
+    p.add_argument("file", type=Path, help="experiment YAML (see examples/eps.yaml)")
+    p.add_argument(
+        "-o", "--out", type=Path, metavar="DIR",
+        help="output folder (default: reports/<model-stem>/experiments/<file-stem>/)",
+    )  # fmt: skip
+    o.trust_argument(
+        p, "full unpickle of its model, the custom impl files and dataset download scripts it names"
+    )
+    o.quiet_argument(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from yolobn.datasets import resolve_data
+    from yolobn.errors import YolobnError
+    from yolobn.experiment import read_config, run_experiment
+    from yolobn.report.export import check_output_paths, write_texts
+
+    cfg = read_config(args.file, trust=args.trust)
+    resolve_data(cfg.get("data") or "shapes", trust=args.trust)
+    stem = o.model_stem(cfg.get("model"))
+    out_dir = args.out if args.out is not None else Path("reports") / stem / "experiments" / args.file.stem
+    if out_dir.exists() and not out_dir.is_dir():
+        raise YolobnError(f"--out {out_dir}: is a file, not a folder")
+    names = ["results.csv", "results.json", "experiment.html"] + (
+        ["sensitivity.csv"] if cfg.get("sensitivity") else []
+    )
+    check_output_paths({str(out_dir / n): out_dir / n for n in names})
+
+    out, err = o.consoles(args.quiet)
+    with o.progress_bar(err, args.quiet) as bar:
+        job = bar.add_task("experiment", total=None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(job, description=label, completed=done, total=total)
+
+        res = run_experiment(cfg, base_dir=args.file.resolve().parent, progress=progress, trust=args.trust)
+    from yolobn.report.experiment import render_html
+
+    def records(df: Any) -> Any:
+        return json.loads(df.to_json(orient="records")) if df is not None else None
+
+    doc = {"config": res.config, "model": res.meta, "metric": res.metric, "results": records(res.results),
+           "sensitivity": records(res.sensitivity)}  # fmt: skip
+    files = {
+        out_dir / "results.csv": res.results.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
+        out_dir / "results.json": json.dumps(doc, indent=2) + "\n",
+        out_dir / "experiment.html": render_html(res),
+    }
+    if res.sensitivity is not None:
+        files[out_dir / "sensitivity.csv"] = res.sensitivity.to_csv(
+            index=False, float_format="%.6g", lineterminator="\n"
+        )
+    written = write_texts(files)
+    if args.quiet:
+        return o.EXIT_OK
+    from yolobn.report.console import sensitivity_table, variants_table
+
+    title = (
+        f"experiment {args.file} · {res.meta.get('path') or res.meta.get('source')} on {res.config['data']}"
+    )
+    out.print(variants_table(res.results, (res.metric,), title, images=False))
+    if res.sensitivity is not None:
+        out.print(sensitivity_table(res.sensitivity, res.metric, int(cfg["sensitivity"].get("top") or 10)))
+    for p in written:
+        out.print(f"wrote {p}")
+    return o.EXIT_OK

@@ -1,0 +1,271 @@
+"""Option groups shared by the commands, and their conversion into the library's objects.
+
+Declaring an option here (once) keeps its flag, default and help the same in every command; the
+threshold options come from the dataclass fields in ``yolobn.thresholds``. Nothing here imports
+torch at parser-building time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from yolobn.thresholds import ObservedThresholds, Thresholds, options
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
+DEMO_STEM = "demo_yolo11n_shapes"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, exit 2, like every other bad input: ``yolobn: error: --top -1: must be at least 0``."""
+        m = re.fullmatch(r"argument ([^:/\s]+)(?:/\S+)?: (.*)", message, flags=re.S)
+        if m and not m.group(2).startswith(("expected", "invalid choice", "ignored")):
+            message = f"{m.group(1)} {m.group(2)}"
+        self.exit(EXIT_USAGE, f"yolobn: error: {message} (see {self.prog} --help)\n")
+
+
+def debug_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    return p
+
+
+def command(sub: Any, name: str, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand parser with ``--debug`` and the examples epilog kept as written."""
+    return sub.add_parser(
+        name,
+        parents=[debug_parent()],
+        help=help,
+        description=description,
+        epilog=epilog + ("\n" if not epilog.endswith("\n") else "") + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def number(kind: type, least: float = 0, most: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a ``kind`` number from ``least`` to ``most`` (one-line error otherwise)."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not v >= least:  # also NaN
+            raise argparse.ArgumentTypeError(f"{text}: must be at least {least:g}")
+        if most is not None and v > most:
+            raise argparse.ArgumentTypeError(f"{text}: must be at most {most:g}")
+        if kind is float and v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text}: must be finite")
+        return v
+
+    return parse
+
+
+# --------------------------------------------------------------------------------------------------
+# arguments and groups
+
+
+def model_argument(p: argparse.ArgumentParser, what: str = "checkpoint (.pt) or model yaml") -> None:
+    p.add_argument("model", nargs="?", default=None, help=f"{what}; default: the bundled demo model")
+
+
+def trust_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--trust", action="store_true", help=f"trust the input files: {what} (runs code: trusted files only)"
+    )
+
+
+TRUST_MODEL = "full unpickle of a .pt, Python in a model yaml"
+TRUST_DATA = "full unpickle of a .pt, the dataset yaml's download script"
+
+
+def layers_argument(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--layers", action="append", metavar="PATTERN", help=help)
+
+
+LAYERS_HELP = (
+    "keep BN layers whose name matches this glob ('model.2*'), or whose block type or role is this "
+    "(C3k2, backbone); repeatable"
+)
+
+
+def quiet_argument(p: Any) -> None:
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing on success (files are still written)"
+    )
+
+
+def threshold_group(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dead-channel thresholds")
+    for _, flag, default, metavar, text in options(Thresholds):
+        g.add_argument(flag, type=number(float), default=default, metavar=metavar, help=text)
+
+
+def observed_threshold_group(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("observed dead-channel thresholds")
+    for _, flag, default, metavar, text in options(ObservedThresholds):
+        g.add_argument(flag, type=number(float), default=default, metavar=metavar, help=text)
+
+
+def table_group(p: argparse.ArgumentParser, sort_keys: list[str], layers_what: str) -> None:
+    g = p.add_argument_group("display")
+    g.add_argument("--sort", default="index", choices=sort_keys, help="table order (default: model order)")
+    g.add_argument("--top", type=number(int), metavar="N", help="show only the first N rows of the table")
+    quiet_argument(g)
+    o = p.add_argument_group("output files")
+    o.add_argument("--csv", type=Path, metavar="FILE", help=f"{layers_what} as CSV")
+    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV")
+    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON")
+
+
+def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) -> None:
+    g = p.add_argument_group("images")
+    g.add_argument(
+        "--images",
+        nargs="*",
+        metavar="PATH",
+        help=("also observe activations on these images (files or folders); " if optional else "images (files or "
+              "folders); ") + "with no PATH: the synthetic training images for the demo model, Ultralytics' bus.jpg "
+        "and zidane.jpg otherwise. Put MODEL before --images",
+    )  # fmt: skip
+    g.add_argument(
+        "--max-images", type=number(int, 1), metavar="N", help="use at most N images (the first, sorted)"
+    )
+    g.add_argument(
+        "--imgsz",
+        type=number(int, 32, 4096),
+        help="inference size (default: the checkpoint's training imgsz, else 640)",
+    )
+    g.add_argument(
+        "--batch", type=number(int, 1), default=batch, help=f"images per forward pass (default {batch})"
+    )
+    g.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 (default cpu)")
+
+
+# --------------------------------------------------------------------------------------------------
+# conversions
+
+
+def thresholds(args: argparse.Namespace) -> Thresholds:
+    return _build(Thresholds, args)
+
+
+def observed_thresholds(args: argparse.Namespace) -> ObservedThresholds:
+    return _build(ObservedThresholds, args)
+
+
+def _build(cls: Any, args: argparse.Namespace) -> Any:
+    from yolobn.errors import YolobnError
+
+    try:
+        return cls(**{name: getattr(args, name) for name, *_ in options(cls)})
+    except ValueError as e:
+        raise YolobnError(str(e)) from None
+
+
+def model_stem(model: str | None) -> str:
+    return Path(model).stem if model else DEMO_STEM
+
+
+def check_table_args(args: argparse.Namespace) -> None:
+    """The output files of inspect and activations, checked before any work; and the checkpoint's
+    hash started in a thread while torch and pandas import (the loader picks it up)."""
+    from yolobn import digest
+    from yolobn.report.export import check_output_paths
+
+    model_path = Path(args.model) if args.model else None
+    if model_path and model_path.suffix.lower() not in (".yaml", ".yml"):
+        digest.prefetch(model_path)
+    outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
+    check_output_paths(outputs, protect=[model_path] if model_path and model_path.exists() else [])
+
+
+def early_images(args: argparse.Namespace) -> list[Path] | None:
+    """Explicit --images checked before any loading (a typo fails at once); None means the defaults."""
+    if not getattr(args, "images", None):
+        return None
+    from yolobn.errors import YolobnError
+    from yolobn.images import collect_images
+
+    for p in args.images:
+        if p.lower().endswith((".pt", ".pth", ".yaml", ".yml")):
+            raise YolobnError(f"--images {p}: is a model, not an image; put MODEL before --images")
+    return collect_images(args.images, args.max_images)
+
+
+def write_outputs(args: argparse.Namespace, result: Any) -> list[Path]:
+    """--csv, --channels-csv and --json of inspect and activations, all or nothing."""
+    from yolobn.report.export import channels_csv, layers_csv, write_texts
+
+    files = {}
+    if args.csv:
+        files[args.csv] = layers_csv(result.layers)
+    if args.channels_csv:
+        files[args.channels_csv] = channels_csv(result.channels)
+    if args.json:
+        files[args.json] = result.to_json()
+    return write_texts(files) if files else []
+
+
+def inspect_with_status(args: argparse.Namespace, th: Thresholds, err: Any) -> Any:
+    """Run the inspection, with a spinner on stderr when it is a terminal (inspect and report)."""
+    from yolobn.inspection import inspect
+
+    def run() -> Any:
+        return inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
+
+    if args.quiet or not err.is_terminal:
+        return run()
+    with err.status(f"loading and inspecting {args.model or 'the demo model'} ..."):
+        return run()
+
+
+def observe_images(args: argparse.Namespace, inspection: Any, err: Any, images: list[Path] | None) -> Any:
+    """observe() on an Inspection's tables, with a progress bar over the images (stderr, terminal only)."""
+    from yolobn.observation import observe
+
+    with progress_bar(err, getattr(args, "quiet", False)) as bar:
+        job = bar.add_task("observing activations", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(job, completed=done, total=total)
+
+        result = observe(
+            inspection, [str(p) for p in images] if images else None, max_images=args.max_images,
+            imgsz=args.imgsz, batch=args.batch, device=args.device, observed=observed_thresholds(args),
+            progress=progress,
+        )  # fmt: skip
+    warn_skipped(err, result.observation.skipped)
+    return result
+
+
+def warn_skipped(err: Any, skipped: list[str]) -> None:
+    if skipped:
+        err.print(
+            f"[yellow]warning:[/] {len(skipped)} image(s) could not be decoded and were skipped (first: {skipped[0]})",
+            soft_wrap=True,
+        )
+
+
+def progress_bar(err: Any, quiet: bool) -> Any:
+    """The progress bar of long work (stderr, only on a terminal, gone when done)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=True, disable=quiet or not err.is_terminal,
+    )  # fmt: skip
+
+
+def consoles(quiet: bool = False) -> tuple[Any, Any]:
+    """(stdout, stderr) rich consoles; stdout is 200 columns wide when it is not a terminal."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200), Console(stderr=True, quiet=quiet)

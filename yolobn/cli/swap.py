@@ -1,0 +1,154 @@
+"""``yolobn swap``: swap BatchNorm implementations and re-validate (never re-fused)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from yolobn.cli import options as o
+
+EXAMPLES = """\
+examples:
+  yolobn swap --impl reference --impl folded --impl identity     # demo model on the bundled shapes dataset
+  yolobn swap best.pt --impl reference --data my_data.yaml
+  yolobn swap best.pt --impl mypkg.norms:MyBatchNorm --data coco8.yaml --layers 'model.2*'
+  yolobn swap best.pt --impl reference:eps=1e-5 --impl fixedpoint:bits=8 --impl lowp:dtype=bf16 --data data.yaml
+"""
+
+
+def add_parser(sub: Any) -> None:
+    from yolobn.registry import impl_help
+
+    p = o.command(
+        sub,
+        "swap",
+        help="swap BatchNorm implementations and re-validate with Ultralytics' validator (never re-fused)",
+        description="Replace BatchNorm layers by another implementation and measure accuracy with "
+        "Ultralytics' own validator on the swapped model (fusion is prevented, so the swapped code is what runs).",
+        epilog=EXAMPLES,
+    )
+    o.model_argument(p, "checkpoint (.pt)")
+    p.add_argument(
+        "--impl", action="append", required=True, metavar="SPEC", help="implementation: " + impl_help()
+    )
+    p.add_argument(
+        "--data", help="dataset yaml, an Ultralytics dataset name, or 'shapes' (default for the demo model)"
+    )
+    o.layers_argument(p, "BN layers to swap (glob, block type or role)")
+    p.add_argument(
+        "--images",
+        nargs="*",
+        metavar="PATH",
+        help="label-free check on images (files or folders): raw output difference and box agreement; "
+        "with no PATH: Ultralytics' bus.jpg and zidane.jpg (the shapes val images for the demo model)",
+    )
+    p.add_argument(
+        "--max-images",
+        type=o.number(int, 1),
+        default=64,
+        metavar="N",
+        help="use at most N images (default 64)",
+    )
+    p.add_argument(
+        "--imgsz",
+        type=o.number(int, 32, 4096),
+        help="validation image size (default: the checkpoint's training imgsz)",
+    )
+    p.add_argument("--batch", type=o.number(int, 1), default=16, help="validation batch size (default 16)")
+    p.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 ... (default cpu)")
+    p.add_argument(
+        "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/swap/)"
+    )
+    p.add_argument("--no-cache", action="store_true", help="re-validate the baseline even if cached")
+    o.trust_argument(p, o.TRUST_DATA)
+    o.quiet_argument(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from yolobn.errors import YolobnError
+    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.variants import Variant
+
+    if args.data is None and args.images is None:
+        if args.model is not None:
+            raise YolobnError(
+                "--data or --images is required for a model other than the demo (a dataset yaml, 'shapes', "
+                "or --images for a label-free check)"
+            )
+        args.data = "shapes"
+    variants = [Variant.of(s, args.layers) for s in args.impl]  # every spec checked before any work
+    labels = [v.label for v in variants]
+    if len(set(labels)) < len(labels):
+        dup = next(x for x in labels if labels.count(x) > 1)
+        raise YolobnError(f"--impl {dup}: given twice; each variant once")
+    if args.data is not None:
+        from yolobn.datasets import resolve_data
+
+        resolve_data(args.data, trust=args.trust)  # a missing or unsafe dataset fails here, before any work
+    images = None
+    if args.images is not None:
+        from yolobn.images import collect_images
+
+        if not args.images and args.model is None:  # the demo model sees shapes, not buses
+            from yolobn.data.synth import shapes_dataset
+
+            images = collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)
+        else:
+            images = collect_images(args.images, args.max_images)
+    out_dir = args.out if args.out is not None else Path("reports") / o.model_stem(args.model) / "swap"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise YolobnError(f"--out {out_dir}: is a file, not a folder")
+    check_output_paths({str(out_dir / n): out_dir / n for n in ("swap.csv", "swap.json")})
+
+    from yolobn.device import parse_device
+    from yolobn.images import model_imgsz
+    from yolobn.loader import load
+    from yolobn.variants import Settings, run_variants
+
+    parse_device(args.device)
+    out, err = o.consoles(args.quiet)
+    loaded = load(args.model, trust=args.trust)
+    settings = Settings(
+        data=args.data, images=images, imgsz=model_imgsz(loaded, args.imgsz), batch=args.batch,
+        device=args.device, trust=args.trust, cache=not args.no_cache,
+    )  # fmt: skip
+    with o.progress_bar(err, args.quiet) as bar:
+        job = bar.add_task("baseline", total=len(variants) + 1)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(job, description=label, completed=done, total=total)
+
+        res = run_variants(loaded, variants, settings, progress=progress)
+    table = res.table
+    note = (
+        "validated with Ultralytics' validator, model.fuse() disabled on the validated copy"
+        if args.data
+        else "label-free: nothing was validated; the outputs of the swapped and the original model were compared"
+    )
+    doc = {
+        "model": loaded.meta.to_dict(),
+        "data": args.data,
+        "images": [str(p) for p in images] if images is not None else None,
+        "imgsz": settings.imgsz,
+        "layers": args.layers or [],
+        "note": note,
+        "results": json.loads(table.to_json(orient="records")),
+    }
+    written = write_texts({
+        out_dir / "swap.csv": table.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
+        out_dir / "swap.json": json.dumps(doc, indent=2) + "\n",
+    })  # fmt: skip
+    if args.quiet:
+        return o.EXIT_OK
+    from yolobn.report.console import variants_table
+
+    where = args.data if args.data else f"{len(images or [])} images (label-free)"
+    title = f"swap-and-validate · {loaded.meta.path or loaded.meta.source} on {where} @ {settings.imgsz}"
+    out.print(variants_table(table, res.metrics, title, images=images is not None))
+    for p in written:
+        out.print(f"wrote {p}")
+    return o.EXIT_OK
