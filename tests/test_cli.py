@@ -67,7 +67,7 @@ def test_csv_is_byte_identical_across_runs(demo_outputs, tmp_path):
 def test_table_and_summary_printed(capsys):
     assert main(["inspect", "--sort", "channels", "--top", "3"]) == 0
     out = capsys.readouterr().out
-    assert "BatchNorm layers (3 of 81)" in out
+    assert "3 of 81 layers shown, sorted by channels" in out
     assert "model.22.cv2.bn" in out or "256" in out  # the widest layers come first
     assert "dead" in out and "eps-dominated" in out and "rectangle, ellipse, triangle" in out
 

@@ -181,13 +181,30 @@ def select_layers(layers: pd.DataFrame, patterns: Sequence[str]) -> pd.Series:
     return pd.Series([matches(r, patterns) for r in layers.itertuples()], index=layers.index, dtype=bool)
 
 
+RANK_RULE = "findings, then dead share, observed dead share, eps-dominated share and drift (on images), then model order"
+
+
 def sort_layers(
     layers: pd.DataFrame, key: str, keys: dict[str, tuple[str, bool]] | None = None
 ) -> pd.DataFrame:
     """Rows ordered by ``keys[key]`` (column, ascending; ``SORT_KEYS`` by default), then model order;
-    NaN last."""
+    NaN last. ``rank``: the layers most worth a look first (``RANK_RULE``)."""
+    if key == "rank":
+        return rank_layers(layers)
     col, ascending = (keys or SORT_KEYS)[key]
     return layers.sort_values([col, "index"], ascending=[ascending, True], kind="stable")
+
+
+def rank_layers(layers: pd.DataFrame) -> pd.DataFrame:
+    """The layers most worth a look first: see ``RANK_RULE``."""
+    score = pd.DataFrame(index=layers.index)
+    score["findings"] = layers["findings"].fillna("").map(lambda t: len(t.split("; ")) if t else 0)
+    cols = ["findings", "dead_share", "obs_dead_share", "eps_share", "drift"]
+    for c in cols[1:]:
+        score[c] = layers[c].fillna(0) if c in layers.columns else 0.0
+    score["index"] = layers["index"]
+    order = score.sort_values([*cols, "index"], ascending=[False] * len(cols) + [True], kind="stable").index
+    return layers.loc[order]
 
 
 def _finding_kind(text: str) -> str:

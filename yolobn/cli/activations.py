@@ -24,6 +24,7 @@ what it reports (README, "Activations"):
 """
 
 SORT = {
+    "rank": ("rank", False),
     "index": ("index", True),
     "name": ("name", True),
     "drift": ("drift", False),
@@ -66,17 +67,8 @@ def run(args: argparse.Namespace) -> int:
     written = o.write_outputs(args, result)
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.inspection import sort_layers
     from yolobn.report.console import observed_panel, observed_table
 
-    layers = sort_layers(result.layers, args.sort, SORT)
-    shown = layers if args.top is None else layers.head(args.top)
-    if len(shown):
-        n = len(result.observation.images)
-        title = f"BatchNorm layers on {n} images" + (
-            f" ({len(shown)} of {len(layers)})" if len(shown) < len(layers) else ""
-        )
-        out.print(observed_table(shown, title=title))
     out.print(
         observed_panel(
             result.observed_summary(),
@@ -84,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
             f"yolobn activations · {result.meta.path or result.meta.source}",
         )
     )
+    shown, line = o.layer_rows(args, result.layers, SORT)
+    if len(shown):
+        n = len(result.observation.images)
+        out.print(observed_table(shown, title=f"BatchNorm layers on {n} images", width=out.width))
+    out.print(line, style="dim")
     for p in written:
         out.print(f"wrote {p}")
     return o.EXIT_OK

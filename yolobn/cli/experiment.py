@@ -37,6 +37,9 @@ def add_parser(sub: Any) -> None:
     o.trust_argument(
         p, "full unpickle of its model, the custom impl files and dataset download scripts it names"
     )
+    p.add_argument(
+        "--wide", action="store_true", help="every metric, the output difference and ms/img in the table"
+    )
     o.quiet_argument(p)
     p.set_defaults(run=run)
 
@@ -92,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     title = (
         f"experiment {args.file} · {res.meta.get('path') or res.meta.get('source')} on {res.config['data']}"
     )
-    out.print(variants_table(res.results, (res.metric,), title, images=False))
+    out.print(
+        variants_table(res.results, (res.metric,), title, images=False, width=out.width, wide=args.wide)
+    )
     if res.sensitivity is not None:
         out.print(sensitivity_table(res.sensitivity, res.metric, int(cfg["sensitivity"].get("top") or 10)))
     for p in written:

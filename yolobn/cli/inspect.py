@@ -22,7 +22,19 @@ dead-channel criteria (data-free; see README):
   eps-dominated  running_var < --eps-factor * eps (a finding, not dead)
 """
 
-SORT_KEYS = ["index", "name", "dead", "dead_share", "eps", "eps_share", "channels", "scale", "gamma", "var"]
+SORT_KEYS = [
+    "rank",
+    "index",
+    "name",
+    "dead",
+    "dead_share",
+    "eps",
+    "eps_share",
+    "channels",
+    "scale",
+    "gamma",
+    "var",
+]
 
 
 def add_parser(sub: Any) -> None:
@@ -61,18 +73,8 @@ def run(args: argparse.Namespace) -> int:
     written = o.write_outputs(args, result)
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.inspection import sort_layers
     from yolobn.report.console import layer_table, observed_panel, summary_panel
 
-    layers = sort_layers(result.layers, args.sort)
-    shown = layers if args.top is None else layers.head(args.top)
-    if len(shown):
-        title = (
-            f"BatchNorm layers ({len(shown)} of {len(layers)})"
-            if len(shown) < len(layers)
-            else "BatchNorm layers"
-        )
-        out.print(layer_table(shown, title=title))
     out.print(summary_panel(result.meta.to_dict(), result.summary(), th.to_dict()))
     if result.observation is not None:
         out.print(
@@ -80,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
                 result.observed_summary(), result.observation.thresholds.to_dict(), "observed on the images"
             )
         )
+    shown, line = o.layer_rows(args, result.layers)
+    if len(shown):
+        out.print(layer_table(shown, title="BatchNorm layers", width=out.width))
+    out.print(line, style="dim")
     for p in written:
         out.print(f"wrote {p}")
     return o.EXIT_OK

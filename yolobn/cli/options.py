@@ -19,6 +19,7 @@ from yolobn.thresholds import ObservedThresholds, Thresholds, options
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
 DEMO_STEM = "demo_yolo11n_shapes"
+TOP = 15  # rows of a layer table by default: the rest is in the files, or --all
 
 
 class Parser(argparse.ArgumentParser):
@@ -116,8 +117,18 @@ def observed_threshold_group(p: argparse.ArgumentParser) -> None:
 
 def table_group(p: argparse.ArgumentParser, sort_keys: list[str], layers_what: str) -> None:
     g = p.add_argument_group("display")
-    g.add_argument("--sort", default="index", choices=sort_keys, help="table order (default: model order)")
-    g.add_argument("--top", type=number(int), metavar="N", help="show only the first N rows of the table")
+    g.add_argument(
+        "--sort", default="rank", choices=sort_keys,
+        help="table order (default rank: the layers most worth a look first; index: model order)",
+    )  # fmt: skip
+    g.add_argument(
+        "--top",
+        type=number(int),
+        default=TOP,
+        metavar="N",
+        help=f"show the first N rows of the table (default {TOP})",
+    )
+    g.add_argument("--all", action="store_true", help="show every layer in the table")
     quiet_argument(g)
     o = p.add_argument_group("output files")
     o.add_argument("--csv", type=Path, metavar="FILE", help=f"{layers_what} as CSV")
@@ -269,3 +280,22 @@ def consoles(quiet: bool = False) -> tuple[Any, Any]:
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else 200), Console(stderr=True, quiet=quiet)
+
+
+def layer_rows(
+    args: argparse.Namespace, layers: Any, keys: dict[str, tuple[str, bool]] | None = None
+) -> tuple[Any, str]:
+    """The rows a layer table shows (``--sort``, ``--top``, ``--all``) and the line that says what
+    is left out."""
+    from yolobn.inspection import RANK_RULE, sort_layers
+
+    ordered = sort_layers(layers, args.sort, keys)
+    shown = ordered if args.all else ordered.head(args.top)
+    rule = f"ranked by {RANK_RULE}" if args.sort == "rank" else f"sorted by {args.sort}"
+    more = len(ordered) - len(shown)
+    if more <= 0:
+        return shown, f"{len(shown)} layers, {rule}"
+    return (
+        shown,
+        f"{len(shown)} of {len(ordered)} layers shown, {rule}; {more} more: --all shows every layer, --top N",
+    )

@@ -62,6 +62,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--no-cache", action="store_true", help="re-validate the baseline even if cached")
     o.trust_argument(p, o.TRUST_DATA)
+    p.add_argument(
+        "--wide", action="store_true", help="every metric, the output difference and ms/img in the table"
+    )
     o.quiet_argument(p)
     p.set_defaults(run=run)
 
@@ -148,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
 
     where = args.data if args.data else f"{len(images or [])} images (label-free)"
     title = f"swap-and-validate · {loaded.meta.path or loaded.meta.source} on {where} @ {settings.imgsz}"
-    out.print(variants_table(table, res.metrics, title, images=images is not None))
+    out.print(
+        variants_table(table, res.metrics, title, images=images is not None, width=out.width, wide=args.wide)
+    )
     for p in written:
         out.print(f"wrote {p}")
     return o.EXIT_OK

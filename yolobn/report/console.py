@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -14,9 +15,10 @@ from rich.text import Text
 
 
 def _g(x: Any, digits: int = 3) -> str:
+    """``digits`` significant digits, trailing zeros kept (1.00, 0.0349, 28.1, 1.00e-05)."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    return f"{x:.{digits}g}"
+    return f"{x:#.{digits}g}"
 
 
 def _pct(x: float) -> str:
@@ -36,57 +38,119 @@ def _conv(r: Any) -> str:
     return f"{k}/{s} {r.in_channels}→{r.out_channels}{dw}"
 
 
-def layer_table(layers: pd.DataFrame, title: str = "BatchNorm layers") -> Table:
-    """One row per BN layer, in the order of ``layers``."""
-    t = Table(title=title, box=box.SIMPLE_HEAVY, header_style="bold", pad_edge=False, expand=False)
-    t.add_column("#", justify="right", style="dim")
-    t.add_column("name", overflow="fold")
-    t.add_column("block")
-    t.add_column("role")
-    t.add_column("conv k/s in→out")
-    t.add_column("act")
-    t.add_column("ch", justify="right")
-    t.add_column("γ mean±std", justify="right")
-    t.add_column("β mean", justify="right")
-    t.add_column("var p50", justify="right")
-    t.add_column("|scale| max", justify="right")
-    t.add_column("dead", justify="right")
-    t.add_column("eps-dom", justify="right")
-    observed = "obs_dead" in layers.columns  # inspect --images: the observed columns too
-    if observed:
-        t.add_column("obs dead", justify="right")
-        t.add_column("drift", justify="right")
-    t.add_column("findings", overflow="fold", style="yellow")
-    for r in layers.itertuples():
-        dead = f"{r.dead}" if r.dead else "·"
-        if r.dead:
-            dead = f"[red]{r.dead}[/] ({_pct(r.dead_share)})"
-        eps = f"{r.eps_dominated}" if r.eps_dominated else "·"
-        act = r.act or "-"
-        if r.act_shared:
-            act += "*"
-        t.add_row(
-            str(r.index),
-            r.name,
-            r.block if r.block == r.owner or not r.owner else f"{r.block}/{r.owner}",
-            r.role,
-            _conv(r),
-            act,
-            str(r.channels),
-            f"{_g(r.gamma_mean)}±{_g(r.gamma_std, 2)}",
-            _g(r.beta_mean),
-            _g(r.running_var_p50),
-            _g(r.max_abs_scale),
-            dead,
-            eps,
-            *((_obs_dead(r), _drift(r.drift)) if observed else ()),
-            r.findings or "",
+@dataclass(frozen=True)
+class Col:
+    """A table column: its header, alignment, and when it is dropped to fit the width.
+
+    ``drop``: 0 never (names and the numbers the table is for); otherwise columns with a higher
+    value are dropped first when the table would be wider than the terminal.
+    """
+
+    header: str
+    justify: str = "right"
+    drop: int = 0
+    style: str = ""
+
+
+def fit_table(
+    cols: list[Col], rows: list[list[str]], *, width: int, title: str = "", caption: str = ""
+) -> Table:
+    """A table no wider than ``width``: minor columns are dropped (highest ``drop`` first) until it
+    fits; no cell is ever wrapped or cut, so a layer name always appears whole."""
+    from rich.console import Console
+
+    keep = list(range(len(cols)))
+    measure = Console(width=100_000, file=_NullFile())  # the natural width, uncapped
+    while True:
+        t = Table(
+            title=title or None, box=box.SIMPLE_HEAVY, header_style="bold", pad_edge=False, expand=False
         )
-    t.caption = (
+        for k in keep:
+            c = cols[k]
+            t.add_column(c.header, justify=c.justify, style=c.style or None, no_wrap=True, overflow="fold")
+        for r in rows:
+            t.add_row(*(r[k] for k in keep))
+        droppable = [k for k in keep if cols[k].drop]
+        if measure.measure(t).maximum <= width or not droppable:
+            break
+        keep.remove(max(droppable, key=lambda k: (cols[k].drop, k)))
+    dropped = [cols[k].header for k in range(len(cols)) if k not in keep]
+    t.caption = caption + (f" · hidden to fit {width} columns: {', '.join(dropped)}" if dropped else "")
+    return t
+
+
+class _NullFile:
+    def write(self, s: str) -> int:
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def _tags(r: Any) -> str:
+    """The layer's findings as short tags (the full sentences are in the summary, CSV and JSON)."""
+    text = getattr(r, "findings", "") or ""
+    tags = []
+    for f in filter(None, text.split("; ")):
+        for key, tag in _TAGS:
+            if key in f:
+                tags.append(tag)
+                break
+        else:
+            tags.append(f)
+    return ", ".join(tags)
+
+
+_TAGS = (
+    ("non-finite", "non-finite"), ("negative running_var", "negative var"), ("untrained", "untrained stats"),
+    ("still at init", "at init"), ("near init", "near init"), ("eps-dominated", "eps-dominated"),
+    ("extreme scale", "extreme scale"), ("all channels dead", "all dead"),
+)  # fmt: skip
+
+
+LAYER_COLS = [  # dropped to fit, first to last: conv, act, role, #, block, β, var, |scale|, ch, γ
+    Col("#", drop=8, style="dim"),
+    Col("name", "left"),
+    Col("block", "left", drop=7),
+    Col("role", "left", drop=9),
+    Col("conv k/s in→out", "left", drop=11),
+    Col("act", "left", drop=10),
+    Col("ch", drop=3),
+    Col("γ mean±std", drop=2),
+    Col("β mean", drop=6),
+    Col("var p50", drop=5),
+    Col("|scale| max", drop=4),
+    Col("dead"),
+    Col("eps-dom"),
+]
+
+
+def layer_table(layers: pd.DataFrame, title: str = "BatchNorm layers", *, width: int = 200) -> Table:
+    """One row per BN layer, in the order of ``layers``, fitted to ``width`` columns."""
+    observed = "obs_dead" in layers.columns  # inspect --images: the observed columns too
+    cols = [
+        *LAYER_COLS,
+        *((Col("obs dead"), Col("drift")) if observed else ()),
+        Col("findings", "left", style="yellow"),
+    ]
+    rows = []
+    for r in layers.itertuples():
+        dead = f"[red]{r.dead}[/] ({_pct(r.dead_share)})" if r.dead else "·"
+        act = (r.act or "-") + ("*" if r.act_shared else "")
+        rows.append(
+            [
+                str(r.index), r.name, r.block if r.block == r.owner or not r.owner else f"{r.block}/{r.owner}",
+                r.role, _conv(r), act, str(r.channels), f"{_g(r.gamma_mean)}±{_g(r.gamma_std, 2)}",
+                _g(r.beta_mean), _g(r.running_var_p50), _g(r.max_abs_scale), dead,
+                f"{r.eps_dominated}" if r.eps_dominated else "·",
+                *((_obs_dead(r), _drift(r.drift)) if observed else ()), _tags(r),
+            ]
+        )  # fmt: skip
+    caption = (
         "act* = the SiLU instance shared by every Ultralytics Conv · dead = constant + off (data-free)"
         + (" · obs dead / drift: on the images (see yolobn activations)" if observed else "")
     )
-    return t
+    return fit_table(cols, rows, width=width, title=title, caption=caption)
 
 
 def _obs_dead(r: Any) -> str:
@@ -102,44 +166,60 @@ def _drift(x: float) -> str:
     return f"[{style}]{x:.3g}[/]" if style else f"{x:.3g}"
 
 
-def observed_table(layers: pd.DataFrame, title: str = "BatchNorm layers on the images") -> Table:
+OBSERVED_COLS = [
+    Col("#", drop=6, style="dim"),
+    Col("name", "left"),
+    Col("block", "left", drop=7),
+    Col("act", "left", drop=8),
+    Col("ch", drop=5),
+    Col("pred dead"),
+    Col("obs dead"),
+    Col("both", drop=4),
+    Col("pred only", drop=3),
+    Col("obs only", drop=2),
+    Col("|Δμ|/σ", drop=9),
+    Col("|ln var ratio|", drop=10),
+    Col("drift"),
+    Col("drift max", drop=1),
+]
+
+
+def observed_table(
+    layers: pd.DataFrame, title: str = "BatchNorm layers on the images", *, width: int = 200
+) -> Table:
     """``yolobn activations``: predicted vs observed dead and drift, one row per BN layer."""
-    t = Table(title=title, box=box.SIMPLE_HEAVY, header_style="bold", pad_edge=False, expand=False)
-    for name, justify in (
-        ("#", "right"), ("name", "left"), ("block", "left"), ("act", "left"), ("ch", "right"),
-        ("pred dead", "right"), ("obs dead", "right"), ("both", "right"), ("pred only", "right"),
-        ("obs only", "right"), ("|Δμ|/σ", "right"), ("|ln var ratio|", "right"), ("drift", "right"),
-        ("drift max", "right"),
-    ):  # fmt: skip
-        t.add_column(name, justify=justify, overflow="fold" if name == "name" else "ellipsis")
+    rows = []
     for r in layers.itertuples():
         act = (r.act or "-") + ("*" if r.act_shared else "")
         if not r.obs_count:
-            t.add_row(str(r.index), r.name, r.block, act, str(r.channels), str(r.dead), "[dim]not run[/]",
-                      *("-" * 7))  # fmt: skip
+            rows.append(
+                [
+                    str(r.index),
+                    r.name,
+                    r.block,
+                    act,
+                    str(r.channels),
+                    str(r.dead),
+                    "[dim]not run[/]",
+                    *("-" * 7),
+                ]
+            )
             continue
-        t.add_row(
-            str(r.index),
-            r.name,
-            r.block,
-            act,
-            str(r.channels),
-            f"{r.dead}" if r.dead else "·",
-            _obs_dead(r),
-            f"{r.dead_both}" if r.dead_both else "·",
-            f"[yellow]{r.dead_predicted_only}[/]" if r.dead_predicted_only else "·",
-            f"[yellow]{r.dead_observed_only}[/]" if r.dead_observed_only else "·",
-            _g(r.mean_shift_abs),
-            _g(r.log_var_ratio_abs),
-            _drift(r.drift),
-            _drift(r.drift_max),
-        )
-    t.caption = (
+        rows.append(
+            [
+                str(r.index), r.name, r.block, act, str(r.channels), f"{r.dead}" if r.dead else "·", _obs_dead(r),
+                f"{r.dead_both}" if r.dead_both else "·",
+                f"[yellow]{r.dead_predicted_only}[/]" if r.dead_predicted_only else "·",
+                f"[yellow]{r.dead_observed_only}[/]" if r.dead_observed_only else "·",
+                _g(r.mean_shift_abs), _g(r.log_var_ratio_abs), _drift(r.drift), _drift(r.drift_max),
+            ]
+        )  # fmt: skip
+    caption = (
         "pred = data-free (constant/off) · obs = on the images (flat or never positive) · "
         "|Δμ|/σ, |ln var ratio|: channel means of the BN input vs its running stats · "
         "drift = mean Gaussian KL(observed || running), 0 = the stored statistics fit"
     )
-    return t
+    return fit_table(OBSERVED_COLS, rows, width=width, title=title, caption=caption)
 
 
 def observed_panel(
@@ -271,45 +351,68 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
 
 
 def _delta(d: float) -> str:
+    if not (isinstance(d, (int, float)) and math.isfinite(d)):
+        return "-"
+    if abs(d) < 5e-5:  # what +/-0.0000 would show: no change at this precision
+        return "0.0000"
     style = "red" if d < -0.001 else ("green" if d > 0.001 else "")
     return f"[{style}]{d:+.4f}[/]" if style else f"{d:+.4f}"
+
+
+def _metric(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
 def _ms(x: Any) -> str:
     return f"{x:.1f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
 
 
-def variants_table(table: pd.DataFrame, metrics: tuple[str, ...], title: str, *, images: bool) -> Table:
-    """``yolobn swap``/``experiment``: one row per variant (the table of ``run_variants``)."""
-    t = Table(title=title)
+def _sci(x: Any) -> str:
+    return f"{x:.1e}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def variants_table(
+    table: pd.DataFrame,
+    metrics: tuple[str, ...],
+    title: str,
+    *,
+    images: bool,
+    width: int = 200,
+    wide: bool = False,
+) -> Table:
+    """``yolobn swap``/``experiment``: one row per variant (the table of ``run_variants``).
+
+    The variant in full, the main metric and its change (with images: the label-free agreement);
+    ``wide`` adds the other metrics, the output difference and the time per image (all are in the CSV).
+    """
     short = [k.replace("metrics/", "") for k in metrics]
-    rows = table.to_dict(orient="records")
-    agree = "top1_agreement" if any("top1_agreement" in r for r in rows) else "box_agreement"
-    t.add_column("variant")
-    t.add_column("BN swapped", justify="right")
-    for k in short:
-        t.add_column(k, justify="right")
-        t.add_column("Δ", justify="right")
-    t.add_column("max |Δout| (rel)", justify="right")
+    rows_in = table.to_dict(orient="records")
+    agree = "top1_agreement" if any("top1_agreement" in r for r in rows_in) else "box_agreement"
+    shown = short if wide else short[:1]
+    cols = [Col("variant", "left"), Col("BN swapped", drop=2)]
+    for i, k in enumerate(shown):  # the other metrics go before the main one when space is short
+        cols += [Col(k, drop=4 + i if i else 0), Col("Δ", drop=4 + i if i else 0)]
+    if wide or not metrics:
+        cols.append(Col("max |Δout| (rel)", drop=3))
     if images:
-        t.add_column(agree.replace("_", " "), justify="right")
-    t.add_column("ms/img", justify="right")
-    for r in rows:
-        cells = []
-        for k in short:
-            cells += [f"{r[k]:.4f}", _delta(r[f"{k} delta"])]
+        cols.append(Col(agree.replace("_", " ")))
+    if wide:
+        cols.append(Col("ms/img", drop=1))
+    rows = []
+    for r in rows_in:
+        cells = [r["variant"] + (" (cached)" if r["cached"] else ""), str(r["swapped"])]
+        for k in shown:
+            cells += [_metric(r[k]), _delta(r[f"{k} delta"])]
+        if wide or not metrics:
+            cells.append(f"{_sci(r['max_abs_diff'])} ({_sci(r['max_rel_diff'])})")
         if images:
             a = r.get(agree)
             cells.append("-" if a is None else (f"{a:.1%}" if a == a else "no boxes"))
-        t.add_row(
-            r["variant"] + (" (cached)" if r["cached"] else ""),
-            str(r["swapped"]),
-            *cells[: 2 * len(short)],
-            f"{r['max_abs_diff']:.3g} ({r['max_rel_diff']:.2g})",
-            *cells[2 * len(short) :],
-            _ms(r["ms_per_image"]),
-        )
-    return t
+        if wide:
+            cells.append(_ms(r["ms_per_image"]))
+        rows.append(cells)
+    caption = "" if wide else "--wide: every metric, the output difference and ms/img (all in the CSV)"
+    return fit_table(cols, rows, width=width, title=title, caption=caption)
 
 
 def sensitivity_table(sensitivity: pd.DataFrame, metric: str, top: int) -> Table:
@@ -319,7 +422,7 @@ def sensitivity_table(sensitivity: pd.DataFrame, metric: str, top: int) -> Table
     for c in ("rank", "layer", short, "Δ"):
         st.add_column(c, justify="left" if c == "layer" else "right")
     for r in sensitivity.head(top).to_dict(orient="records"):
-        st.add_row(str(r["rank"]), r["layer"], f"{r[metric]:.4f}", f"{r['delta']:+.4f}")
+        st.add_row(str(r["rank"]), r["layer"], _metric(r[metric]), _delta(r["delta"]))
     return st
 
 
@@ -329,5 +432,5 @@ def before_after_table(rows: list[tuple[str, float, float]], title: str) -> Tabl
     for c in ("metric", "before", "after", "Δ"):
         t.add_column(c, justify="left" if c == "metric" else "right")
     for k, b, a in rows:
-        t.add_row(k, f"{b:.4f}", f"{a:.4f}", _delta(a - b))
+        t.add_row(k, _metric(b), _metric(a), _delta(a - b))
     return t
