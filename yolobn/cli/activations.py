@@ -81,6 +81,5 @@ def run(args: argparse.Namespace) -> int:
         n = len(result.observation.images)
         out.print(observed_table(shown, title=f"BatchNorm layers on {n} images", width=out.width))
     out.print(line, style="dim")
-    for p in written:
-        out.print(f"wrote {p}")
+    o.print_written(out, written)
     return o.EXIT_OK

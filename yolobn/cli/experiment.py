@@ -34,6 +34,7 @@ def add_parser(sub: Any) -> None:
         "-o", "--out", type=Path, metavar="DIR",
         help="output folder (default: reports/<model-stem>/experiments/<file-stem>/)",
     )  # fmt: skip
+    o.exist_ok_argument(p)
     o.trust_argument(
         p, "full unpickle of its model, the custom impl files and dataset download scripts it names"
     )
@@ -48,16 +49,13 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from yolobn.datasets import resolve_data
-    from yolobn.errors import YolobnError
     from yolobn.experiment import read_config, run_experiment
     from yolobn.report.export import check_output_paths, write_texts
 
     cfg = read_config(args.file, trust=args.trust)
     resolve_data(cfg.get("data") or "shapes", trust=args.trust)
     stem = o.model_stem(cfg.get("model"))
-    out_dir = args.out if args.out is not None else Path("reports") / stem / "experiments" / args.file.stem
-    if out_dir.exists() and not out_dir.is_dir():
-        raise YolobnError(f"--out {out_dir}: is a file, not a folder")
+    out_dir = o.output_dir(args.out, Path("reports") / stem / "experiments" / args.file.stem, args.exist_ok)
     names = ["results.csv", "results.json", "experiment.html"] + (
         ["sensitivity.csv"] if cfg.get("sensitivity") else []
     )
@@ -100,6 +98,5 @@ def run(args: argparse.Namespace) -> int:
     )
     if res.sensitivity is not None:
         out.print(sensitivity_table(res.sensitivity, res.metric, int(cfg["sensitivity"].get("top") or 10)))
-    for p in written:
-        out.print(f"wrote {p}")
+    o.print_written(out, written)
     return o.EXIT_OK

@@ -86,6 +86,5 @@ def run(args: argparse.Namespace) -> int:
     if len(shown):
         out.print(layer_table(shown, title="BatchNorm layers", width=out.width))
     out.print(line, style="dim")
-    for p in written:
-        out.print(f"wrote {p}")
+    o.print_written(out, written)
     return o.EXIT_OK

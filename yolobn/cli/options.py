@@ -131,9 +131,9 @@ def table_group(p: argparse.ArgumentParser, sort_keys: list[str], layers_what: s
     g.add_argument("--all", action="store_true", help="show every layer in the table")
     quiet_argument(g)
     o = p.add_argument_group("output files")
-    o.add_argument("--csv", type=Path, metavar="FILE", help=f"{layers_what} as CSV")
-    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV")
-    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON")
+    o.add_argument("--csv", type=Path, metavar="FILE", help=f"{layers_what} as CSV ('-': stdout)")
+    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV ('-': stdout)")
+    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON ('-': stdout)")
 
 
 def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) -> None:
@@ -195,7 +195,15 @@ def check_table_args(args: argparse.Namespace) -> None:
     if model_path and model_path.suffix.lower() not in (".yaml", ".yml"):
         digest.prefetch(model_path)
     outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
-    check_output_paths(outputs, protect=[model_path] if model_path and model_path.exists() else [])
+    to_stdout = [k for k, v in outputs.items() if v is not None and str(v) == "-"]
+    if len(to_stdout) > 1:
+        from yolobn.errors import YolobnError
+
+        raise YolobnError(f"{' and '.join(to_stdout)}: only one output can go to stdout ('-')")
+    if to_stdout:
+        args.quiet = True  # stdout carries the data alone
+    files = {k: v for k, v in outputs.items() if v is not None and str(v) != "-"}
+    check_output_paths(files, protect=[model_path] if model_path and model_path.exists() else [])
 
 
 def early_images(args: argparse.Namespace) -> list[Path] | None:
@@ -215,14 +223,20 @@ def write_outputs(args: argparse.Namespace, result: Any) -> list[Path]:
     """--csv, --channels-csv and --json of inspect and activations, all or nothing."""
     from yolobn.report.export import channels_csv, layers_csv, write_texts
 
-    files = {}
+    texts = {}
     if args.csv:
-        files[args.csv] = layers_csv(result.layers)
+        texts[args.csv] = layers_csv(result.layers)
     if args.channels_csv:
-        files[args.channels_csv] = channels_csv(result.channels)
+        texts[args.channels_csv] = channels_csv(result.channels)
     if args.json:
-        files[args.json] = result.to_json()
-    return write_texts(files) if files else []
+        texts[args.json] = result.to_json()
+    files = {p: t for p, t in texts.items() if str(p) != "-"}
+    written = write_texts(files) if files else []
+    for p, t in texts.items():
+        if str(p) == "-":  # after the files: nothing reaches stdout unless every file was written
+            sys.stdout.write(t)
+            sys.stdout.flush()
+    return written
 
 
 def inspect_with_status(args: argparse.Namespace, th: Thresholds, err: Any) -> Any:
@@ -267,11 +281,12 @@ def warn_skipped(err: Any, skipped: list[str]) -> None:
 
 def progress_bar(err: Any, quiet: bool) -> Any:
     """The progress bar of long work (stderr, only on a terminal, gone when done)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err, transient=True, disable=quiet or not err.is_terminal,
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+        disable=quiet or not err.is_terminal,
     )  # fmt: skip
 
 
@@ -299,3 +314,43 @@ def layer_rows(
         shown,
         f"{len(shown)} of {len(ordered)} layers shown, {rule}; {more} more: --all shows every layer, --top N",
     )
+
+
+def exist_ok_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="write into the default output folder even if it exists (default: a new folder, <name>2, <name>3, ...)",
+    )
+
+
+def output_dir(out: Path | None, default: Path, exist_ok: bool) -> Path:
+    """``-o DIR`` as given; otherwise ``default``, incremented like Ultralytics' runs/ folders
+    (``reports/best``, ``reports/best2``, ...) so that a previous report is never overwritten
+    silently, unless ``--exist-ok``."""
+    from yolobn.errors import YolobnError
+
+    if out is not None:
+        d = out.expanduser()
+    elif exist_ok or not default.exists():
+        d = default
+    else:
+        n = 2
+        while (default.parent / f"{default.name}{n}").exists():
+            n += 1
+        d = default.parent / f"{default.name}{n}"
+    if d.exists() and not d.is_dir():
+        raise YolobnError(f"--out {d}: is a file, not a folder; give a folder name")
+    return d
+
+
+def file_link(path: Path) -> str:
+    """``path`` as rich markup: a clickable file:// link (OSC 8) where the terminal supports it."""
+    from rich.markup import escape
+
+    return f"[link={path.resolve().as_uri()}]{escape(str(path))}[/link]"
+
+
+def print_written(out: Any, paths: list[Path]) -> None:
+    for p in paths:
+        out.print(f"wrote {file_link(p)}", soft_wrap=True)

@@ -112,5 +112,5 @@ def run(args: argparse.Namespace) -> int:
         from yolobn.report.console import before_after_table
 
         out.print(before_after_table(metrics, f"validation on {args.data}"))
-    out.print(f"wrote {written}")
+    o.print_written(out, [written])
     return o.EXIT_OK

@@ -10,7 +10,7 @@ from yolobn.cli import options as o
 
 EXAMPLES = """\
 examples:
-  yolobn report                          # the bundled demo model -> reports/demo_yolo11n_shapes/
+  yolobn report                          # the bundled demo model -> reports/demo_yolo11n_shapes/ (or ...2, 3)
   yolobn report best.pt -o out/          # out/report.html, layers.csv, channels.csv, summary.json
   yolobn report best.pt --open           # and open it in the default browser
   yolobn report best.pt --layers backbone --off-sigma 2
@@ -36,6 +36,7 @@ def add_parser(sub: Any) -> None:
         "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/)"
     )
     p.add_argument("--open", action="store_true", help="open the report in the default browser")
+    o.exist_ok_argument(p)
     o.quiet_argument(p)
     o.image_group(p, optional=True)
     o.observed_threshold_group(p)
@@ -43,12 +44,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolobn.errors import YolobnError
     from yolobn.report.export import check_output_paths
 
-    out_dir = args.out if args.out is not None else Path("reports") / o.model_stem(args.model)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise YolobnError(f"--out {out_dir}: is a file, not a folder; give a folder name")
+    out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model), args.exist_ok)
     model_path = Path(args.model) if args.model else None
     check_output_paths(
         {str(out_dir / n): out_dir / n for n in FILES},
@@ -66,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     written = write_texts(report_files(result, out_dir))
     if not args.quiet:
-        for p in written:
-            print(f"wrote {p}")
+        out, _ = o.consoles()
+        o.print_written(out, written)
     if args.open:
         import webbrowser
 

@@ -61,6 +61,7 @@ def add_parser(sub: Any) -> None:
         "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/swap/)"
     )
     p.add_argument("--no-cache", action="store_true", help="re-validate the baseline even if cached")
+    o.exist_ok_argument(p)
     o.trust_argument(p, o.TRUST_DATA)
     p.add_argument(
         "--wide", action="store_true", help="every metric, the output difference and ms/img in the table"
@@ -102,9 +103,7 @@ def run(args: argparse.Namespace) -> int:
             images = collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)
         else:
             images = collect_images(args.images, args.max_images)
-    out_dir = args.out if args.out is not None else Path("reports") / o.model_stem(args.model) / "swap"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise YolobnError(f"--out {out_dir}: is a file, not a folder")
+    out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "swap", args.exist_ok)
     check_output_paths({str(out_dir / n): out_dir / n for n in ("swap.csv", "swap.json")})
 
     from yolobn.device import parse_device
@@ -154,6 +153,5 @@ def run(args: argparse.Namespace) -> int:
     out.print(
         variants_table(table, res.metrics, title, images=images is not None, width=out.width, wide=args.wide)
     )
-    for p in written:
-        out.print(f"wrote {p}")
+    o.print_written(out, written)
     return o.EXIT_OK

@@ -1,0 +1,81 @@
+"""Ultralytics-native habits of the CLI: key=value arguments, '-' for stdout, output folders that
+increment instead of overwriting, and the same one-line errors either way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from yolobn.cli import build_parser, key_values, main
+
+
+def run(argv, capsys):
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    return code, *capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["swap", "model=best.pt", "data=coco8.yaml", "impl=reference"],
+            ["swap", "best.pt", "--data", "coco8.yaml", "--impl", "reference"],
+        ),
+        (
+            ["swap", "impl=reference", "impl=reference:eps=1e-5"],
+            ["swap", "--impl", "reference", "--impl", "reference:eps=1e-5"],
+        ),
+        (["report", "exist_ok=True", "quiet=false"], ["report", "--exist-ok"]),
+        (["activations", "--images", "a.jpg", "model=b.pt"], ["activations", "b.pt", "--images", "a.jpg"]),
+        (["inspect", "max_images=5", "colour=red"], ["inspect", "--max-images", "5", "colour=red"]),
+        (["swap", "--impl", "reference:eps=1e-5"], ["swap", "--impl", "reference:eps=1e-5"]),
+        (["experiment", "file=e.yaml", "trust=1"], ["experiment", "e.yaml", "--trust"]),
+    ],
+)
+def test_key_value_arguments_become_flags(argv, expected):
+    assert key_values(argv, build_parser()) == expected
+
+
+def test_key_value_runs_like_flags(tmp_path, capsys):
+    a = run(["inspect", "top=2", "sort=channels", "json=" + str(tmp_path / "a.json")], capsys)
+    b = run(["inspect", "--top", "2", "--sort", "channels", "--json", str(tmp_path / "b.json")], capsys)
+    assert a[0] == b[0] == 0
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    code, _, err = run(["inspect", "top=-1"], capsys)
+    assert code == 2 and err.startswith("yolobn: error: --top -1") and len(err.splitlines()) == 1
+
+
+def test_dash_writes_the_data_alone_to_stdout(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["inspect", "--json", "-"], capsys)
+    assert code == 0
+    doc = json.loads(out)  # nothing else on stdout: it parses as one JSON document
+    assert doc["summary"]["bn_layers"] == 81
+    code, out, _ = run(["inspect", "--csv", "-", "--json", "j.json"], capsys)
+    assert code == 0 and list(tmp_path.iterdir()) == [tmp_path / "j.json"]
+    from io import StringIO
+
+    assert len(pd.read_csv(StringIO(out))) == 81
+    code, out, err = run(["inspect", "--csv", "-", "--json", "-"], capsys)
+    assert code == 2 and out == "" and "only one output can go to stdout" in err
+
+
+def test_default_report_folder_increments(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for expected in ("demo_yolo11n_shapes", "demo_yolo11n_shapes2", "demo_yolo11n_shapes3"):
+        code, out, _ = run(["report"], capsys)
+        assert code == 0 and f"reports/{expected}/report.html" in out
+    first = Path("reports/demo_yolo11n_shapes/report.html")
+    first.write_text("a previous report")
+    code, out, _ = run(["report", "--exist-ok", "-q"], capsys)
+    assert code == 0 and first.read_text() != "a previous report"  # --exist-ok: written in place
+    assert sorted(p.name for p in Path("reports").iterdir()) == [
+        "demo_yolo11n_shapes", "demo_yolo11n_shapes2", "demo_yolo11n_shapes3",
+    ]  # fmt: skip
