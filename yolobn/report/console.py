@@ -434,3 +434,116 @@ def before_after_table(rows: list[tuple[str, float, float]], title: str) -> Tabl
     for k, b, a in rows:
         t.add_row(k, _metric(b), _metric(a), _delta(a - b))
     return t
+
+
+# --------------------------------------------------------------------------------------------------
+# compare
+
+
+def compare_panel(s: dict[str, Any]) -> Panel:
+    """Headline numbers of a two-checkpoint comparison."""
+    lines = [
+        Text.assemble(("A (before)    ", "bold cyan"), s["a"]),
+        Text.assemble(("B (after)     ", "bold cyan"), s["b"]),
+        Text.assemble(
+            ("matched       ", "bold cyan"),
+            f"{s['matched_layers']} BN layers, {s['matched_channels']:,} channels",
+        ),
+    ]
+    if s["identical"]:
+        lines.append(
+            Text.assemble(("change        ", "bold cyan"), ("none: every BN tensor is identical", "green"))
+        )
+    else:
+        lines.append(
+            Text.assemble(
+                ("change        ", "bold cyan"),
+                f"{s['changed_layers']} layers changed, mean {_g(s['change_mean'])} nats "
+                "(Gaussian KL of running stats + BN output)",
+            )
+        )
+    t, e = s["transitions"], s["eps_transitions"]
+    lines.append(
+        Text.assemble(
+            ("dead channels ", "bold cyan"),
+            (f"newly dead {t['newly_dead']:,}", "bold red" if t["newly_dead"] else ""),
+            f" · revived {t['revived']:,} · dead in both {t['dead_both']:,}",
+        )
+    )
+    lines.append(
+        Text.assemble(
+            ("eps-dominated ", "bold cyan"),
+            f"newly {e['newly_eps_dominated']:,} · no longer {e['no_longer_eps_dominated']:,}",
+        )
+    )
+    if s["most_changed"]:
+        top = ", ".join(f"{d['name']} {_g(d['change'])}" for d in s["most_changed"][:3])
+        lines.append(Text.assemble(("most changed  ", "bold cyan"), top))
+    for key, what in (("only_a", "only in A"), ("only_b", "only in B"), ("mismatched", "other width")):
+        if s[key]:
+            names = ", ".join(s[key][:3]) + (" ..." if len(s[key]) > 3 else "")
+            lines.append(Text(f"note: {len(s[key])} layer(s) {what}: {names}", style="yellow"))
+    return Panel(Group(*lines), title="yolobn compare", title_align="left", expand=False)
+
+
+COMPARE_COLS = [
+    Col("name", "left"),
+    Col("block", "left", drop=6),
+    Col("ch", drop=5),
+    Col("γ p50 A→B", drop=3),
+    Col("var p50 A→B", drop=4),
+    Col("kl in"),
+    Col("kl out"),
+    Col("newly dead"),
+    Col("revived", drop=2),
+    Col("eps-dom +/-", drop=1),
+]
+
+
+def compare_table(layers: pd.DataFrame, *, width: int = 200) -> Table:
+    """The matched layers of a comparison, in the order given (most changed first)."""
+    rows = []
+    for r in layers.itertuples():
+        rows.append(
+            [
+                r.name, r.block, str(r.channels), f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
+                f"{_g(r.running_var_p50_a)}→{_g(r.running_var_p50_b)}", _g(r.kl_in), _g(r.kl_out),
+                f"[red]{r.newly_dead}[/]" if r.newly_dead else "·", str(r.revived) if r.revived else "·",
+                f"+{r.newly_eps_dominated}/-{r.no_longer_eps_dominated}"
+                if r.newly_eps_dominated or r.no_longer_eps_dominated else "·",
+            ]
+        )  # fmt: skip
+    caption = (
+        "kl in / kl out: mean channel Gaussian KL (nats) of the running statistics / the BN output, B vs A"
+    )
+    return fit_table(COMPARE_COLS, rows, width=width, title="most changed BN layers", caption=caption)
+
+
+AUDIT_COLS = [
+    Col("model", "left"),
+    Col("task", "left", drop=4),
+    Col("family", "left", drop=5),
+    Col("classes", drop=6),
+    Col("BN", drop=7),
+    Col("channels", drop=8),
+    Col("dead"),
+    Col("eps-dom"),
+    Col("findings"),
+    Col("γ p50", drop=3),
+    Col("near init", drop=2),
+    Col("eps", drop=1),
+]
+
+
+def audit_table(table: pd.DataFrame, *, width: int = 200) -> Table:
+    """One row per checkpoint (``yolobn.compare.audit``)."""
+    rows = [
+        [
+            str(r.source), str(r.task or "-"), str(r.family or "-"), str(r.classes or "-"), str(r.bn_layers),
+            f"{r.channels:,}", f"{r.dead:,} ({_pct(r.dead_share)})" if r.dead else "·",
+            f"{r.eps_dominated:,}" if r.eps_dominated else "·", str(r.findings) if r.findings else "·",
+            _g(r.gamma_p50), _pct(r.near_initial_share), str(r.eps),
+        ]
+        for r in table.itertuples()
+    ]  # fmt: skip
+    return fit_table(AUDIT_COLS, rows, width=width, title="BatchNorm audit", caption="")

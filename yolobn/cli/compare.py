@@ -1,0 +1,142 @@
+"""``yolobn compare``: what changed in the BatchNorm layers between checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from yolobn.cli import options as o
+
+EXAMPLES = """\
+examples:
+  yolobn compare runs/train/weights/last.pt runs/train/weights/best.pt
+  yolobn compare pretrained.pt finetuned.pt --csv layers.csv --channels-csv channels.csv --json compare.json
+  yolobn compare a.pt b.pt c.pt d.pt          # more than two (or different architectures): an audit table
+
+two checkpoints: layers matched by name; per channel the Gaussian KL (nats) of the running statistics
+(kl_in) and of the estimated BN output (kl_out), exactly 0 when nothing changed; dead-channel
+transitions (newly dead, revived, dead in both) with the same thresholds for both.
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = o.command(
+        sub,
+        "compare",
+        help="compare the BatchNorm layers of two checkpoints (or audit several)",
+        description="Match two checkpoints' BatchNorm layers by name and report what changed: distribution "
+        "shifts, dead-channel transitions, eps-dominated changes. With more than two checkpoints, or different "
+        "architectures, one row of headline numbers per checkpoint.",
+        epilog=EXAMPLES,
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="checkpoints (.pt) or model yamls; A first")
+    o.trust_argument(p, o.TRUST_MODEL)
+    o.threshold_group(p)
+    g = p.add_argument_group("display")
+    g.add_argument(
+        "--top",
+        type=o.number(int),
+        default=o.TOP,
+        metavar="N",
+        help=f"rows of the layer table (default {o.TOP})",
+    )
+    g.add_argument("--all", action="store_true", help="show every matched layer")
+    o.quiet_argument(g)
+    f = p.add_argument_group("output files")
+    f.add_argument(
+        "--csv", type=Path, metavar="FILE", help="per-layer changes (or the audit table) as CSV ('-': stdout)"
+    )
+    f.add_argument(
+        "--channels-csv", type=Path, metavar="FILE", help="per-channel deltas as CSV ('-': stdout)"
+    )
+    f.add_argument(
+        "--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON ('-': stdout)"
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from yolobn.errors import YolobnError
+
+    if len(args.models) < 2:
+        raise YolobnError("compare needs at least two checkpoints: yolobn compare A.pt B.pt")
+    args.model = None
+    o.check_table_args(args)
+    th = o.thresholds(args)
+    from yolobn.compare import audit, compare
+    from yolobn.inspection import inspect
+
+    out, err = o.consoles(args.quiet)
+    with err.status("loading and inspecting ...") if err.is_terminal and not args.quiet else _nothing():
+        results = [inspect(m, thresholds=th, trust=args.trust) for m in args.models]
+    pair = len(results) == 2 and _same_architecture(results[0], results[1])
+    if pair:
+        cmp = compare(results[0], results[1], thresholds=th)
+        written = o.write_outputs(args, cmp)
+        if not args.quiet:
+            from yolobn.report.console import compare_panel, compare_table
+
+            out.print(compare_panel(cmp.summary()))
+            shown = cmp.layers.sort_values(["change", "index"], ascending=[False, True], kind="stable")
+            shown = shown if args.all else shown.head(args.top)
+            if len(shown):
+                out.print(compare_table(shown, width=out.width))
+            more = len(cmp.layers) - len(shown)
+            out.print(
+                f"{len(shown)} of {len(cmp.layers)} matched layers, most changed first"
+                + (f"; {more} more: --all, --top N, or --csv" if more > 0 else ""),
+                style="dim",
+            )
+    else:
+        table = audit(results, thresholds=th)
+        if args.channels_csv is not None:
+            raise YolobnError(
+                "--channels-csv: per-channel deltas need two checkpoints of the same architecture"
+            )
+        written = _write_audit(args, table, results)
+        if not args.quiet:
+            from yolobn.report.console import audit_table
+
+            if len(results) == 2:
+                out.print("[yellow]the two checkpoints have different architectures: one row each[/]")
+            out.print(audit_table(table, width=out.width))
+    if not args.quiet:
+        o.print_written(out, written)
+    return o.EXIT_OK
+
+
+def _same_architecture(a: Any, b: Any) -> bool:
+    """Matched by name: the same BN layers with the same widths (at least nine in ten of them)."""
+    wa = dict(zip(a.layers["name"], a.layers["channels"], strict=True))
+    wb = dict(zip(b.layers["name"], b.layers["channels"], strict=True))
+    same = sum(1 for n, c in wa.items() if wb.get(n) == c)
+    return same >= 0.9 * max(len(wa), len(wb), 1)
+
+
+def _write_audit(args: argparse.Namespace, table: Any, results: list[Any]) -> list[Path]:
+    import json
+    import sys
+
+    from yolobn.inspection import _clean
+    from yolobn.report.export import write_texts
+
+    texts = {}
+    if args.csv:
+        texts[args.csv] = table.to_csv(index=False, float_format="%.7g", lineterminator="\n")
+    if args.json:
+        doc = {"models": [r.meta.to_dict() for r in results], "audit": table.to_dict(orient="records")}
+        texts[args.json] = json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n"
+    written = write_texts({p: t for p, t in texts.items() if str(p) != "-"})
+    for p, t in texts.items():
+        if str(p) == "-":
+            sys.stdout.write(t)
+    return written
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
