@@ -65,11 +65,8 @@ def test_planted_changes_have_closed_form_answers():
     untouched = ch.drop(index=[("b1.bn", k) for k in (0, 3, 6, 7)])
     assert (untouched[["kl_in", "kl_out"]] == 0).all().all()
     s = c.summary()
-    assert s["transitions"] == {
-        "newly_dead": 1,
-        "revived": 1,
-        "dead_both": 2,
-    }  # channels 1 (var 0) and 2 (off)
+    # dead in both: b1.bn channels 1 (var 0) and 2 (off), seq.1 channel 3 (off before ReLU)
+    assert s["transitions"] == {"newly_dead": 1, "revived": 1, "dead_both": 3}
     assert s["most_changed"][0]["name"] == "b1.bn" and s["changed_layers"] == 1
 
 
