@@ -14,7 +14,7 @@ from torch import nn
 import yolobn
 from tests.models import TinyNet, plant
 from yolobn.cli import main
-from yolobn.compare import audit, compare
+from yolobn.comparison import audit, compare
 
 
 def run(argv, capsys):

@@ -38,6 +38,8 @@ _LAZY = {
     "save_checkpoint": "yolobn.checkpoint",
     "Observation": "yolobn.observation",
     "ObservedThresholds": "yolobn.thresholds",
+    "track": "yolobn.tracking",
+    "compare": "yolobn.comparison",
     "make_shapes": "yolobn.data.synth",
     "shapes_dataset": "yolobn.data.synth",
 }
@@ -46,6 +48,7 @@ __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
     from yolobn.checkpoint import save_checkpoint
+    from yolobn.comparison import compare
     from yolobn.data.synth import make_shapes, shapes_dataset
     from yolobn.errors import YolobnError
     from yolobn.inspection import Inspection, inspect
@@ -55,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from yolobn.stats import bn_stats, dead_channels
     from yolobn.swapping import swap
     from yolobn.thresholds import ObservedThresholds, Thresholds
+    from yolobn.tracking import track
     from yolobn.validation import validate
     from yolobn.walk import BNBlock, blocks_frame, find_blocks
 

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     args.model = None
     o.check_table_args(args)
     th = o.thresholds(args)
-    from yolobn.compare import audit, compare
+    from yolobn.comparison import audit, compare
     from yolobn.inspection import inspect
 
     out, err = o.consoles(args.quiet)

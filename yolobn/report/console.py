@@ -536,7 +536,7 @@ AUDIT_COLS = [
 
 
 def audit_table(table: pd.DataFrame, *, width: int = 200) -> Table:
-    """One row per checkpoint (``yolobn.compare.audit``)."""
+    """One row per checkpoint (``yolobn.comparison.audit``)."""
     rows = [
         [
             str(r.source), str(r.task or "-"), str(r.family or "-"), str(r.classes or "-"), str(r.bn_layers),

@@ -1,0 +1,77 @@
+"""yolobn.track: a real 2-epoch Ultralytics training on the bundled shapes dataset, with and without
+the callback (same seed): epochs.csv has a row per epoch and layer, its last epoch equals
+`yolobn inspect` of the saved last.pt, and the final weights are the same bit for bit."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+import torch
+
+import yolobn
+from yolobn.errors import YolobnError
+from yolobn.report.export import layers_csv
+from yolobn.tracking import EPOCH_COLUMNS, read_run
+
+EPOCHS = 2
+
+
+def _train(tmp_path, name: str, tracked: bool):
+    from ultralytics import YOLO
+
+    m = YOLO("yolo11n.yaml")
+    tracker = yolobn.track(m, snapshots=[1, EPOCHS]) if tracked else None
+    m.train(
+        data=str(yolobn.shapes_dataset()), epochs=EPOCHS, imgsz=64, batch=16, workers=0, plots=False, seed=0,
+        deterministic=True, project=str(tmp_path), name=name, exist_ok=True, verbose=False, amp=False, device="cpu",
+    )  # fmt: skip
+    return tmp_path / name, tracker
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs")
+    return _train(d, "tracked", True), _train(d, "plain", False)
+
+
+def test_epochs_csv_has_a_row_per_epoch_and_layer(runs):
+    (run, tracker), _ = runs
+    ep = read_run(run)
+    n_bn = yolobn.load(str(run / "weights" / "last.pt")).meta.n_batchnorm
+    assert list(ep.columns) == EPOCH_COLUMNS
+    assert len(ep) == EPOCHS * n_bn and sorted(set(ep["epoch"])) == list(range(1, EPOCHS + 1))
+    assert tracker.out_dir == run / "yolobn"
+    for e in (1, EPOCHS):
+        assert len(pd.read_csv(run / "yolobn" / f"channels_epoch{e}.csv")) == int(
+            ep.loc[ep["epoch"] == e, "channels"].sum()
+        )
+
+
+def test_last_epoch_equals_inspect_of_last_pt(runs):
+    (run, _), _ = runs
+    ep = read_run(run)
+    last = ep[ep["epoch"] == EPOCHS].drop(columns="epoch").reset_index(drop=True)
+    ins = yolobn.inspect(str(run / "weights" / "last.pt"))
+    mine = pd.read_csv(
+        io.StringIO(layers_csv(ins.layers[EPOCH_COLUMNS[1:]])), keep_default_na=False, na_values=[""]
+    )
+    pd.testing.assert_frame_equal(last, mine, check_exact=True)
+    first = ep[ep["epoch"] == 1].reset_index(drop=True)
+    assert not first["gamma_p50"].equals(last["gamma_p50"])  # the epochs are really different snapshots
+
+
+def test_training_is_not_disturbed(runs):
+    (tracked, _), (plain, _) = runs
+    a = torch.load(tracked / "weights" / "last.pt", weights_only=False)["model"].state_dict()
+    b = torch.load(plain / "weights" / "last.pt", weights_only=False)["model"].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (plain / "yolobn").exists()
+
+
+def test_track_needs_a_yolo_model_and_read_run_a_tracked_folder(tmp_path):
+    with pytest.raises(YolobnError, match="ultralytics YOLO"):
+        yolobn.track(torch.nn.Linear(1, 1))
+    with pytest.raises(YolobnError, match="no yolobn/epochs.csv"):
+        read_run(tmp_path)
