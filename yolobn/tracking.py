@@ -18,6 +18,7 @@ into the model, so the same seed gives the same weights with or without it.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,14 @@ class BNTracker:
         self.tensorboard = tensorboard
         self.frames: list[Any] = []
         self.out_dir: Path | None = None
+        self.seconds: list[float] = []  # the callback's own time per epoch (bench/bench_track.py)
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if getattr(trainer, "epoch", 0) >= getattr(trainer, "epochs", 1 << 30):
             return  # Ultralytics' final validation of best.pt calls this once more, with epoch + 1
         if int(getattr(trainer.args, "rank", -1) if hasattr(trainer, "args") else -1) not in (-1, 0):
             return  # pragma: no cover - DDP workers: the main process writes
+        t0 = time.perf_counter()
         ema = getattr(getattr(trainer, "ema", None), "ema", None)
         if ema is None:  # pragma: no cover - no EMA (custom trainers): the model being trained
             ema = trainer.model
@@ -75,6 +78,7 @@ class BNTracker:
         write_texts(files)
         if self.tensorboard:
             _log_tensorboard(layers, channels, epoch)
+        self.seconds.append(time.perf_counter() - t0)
 
     def _table(self) -> Any:
         import pandas as pd

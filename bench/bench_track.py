@@ -1,0 +1,61 @@
+"""Benchmark: the cost of yolobn.track per training epoch, against the same training without it.
+
+Trains YOLO11n from yolo11n.yaml on the bundled shapes dataset (96 images) with and without the
+callback, same seed, alternating, and prints:
+
+    callback time per epoch (measured inside the callback)
+    epoch time ratio = tracked training / plain training (same run, same settings)
+
+Usage: python bench/bench_track.py [--epochs 5] [--imgsz 160] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def train(data: str, project: str, name: str, tracked: bool, epochs: int, imgsz: int):
+    from ultralytics import YOLO
+
+    import yolobn
+
+    m = YOLO("yolo11n.yaml")
+    tracker = yolobn.track(m) if tracked else None
+    t0 = time.perf_counter()
+    m.train(data=data, epochs=epochs, imgsz=imgsz, batch=16, workers=0, plots=False, seed=0, deterministic=True,
+            project=project, name=name, exist_ok=True, verbose=False, amp=False, device="cpu")  # fmt: skip
+    return time.perf_counter() - t0, (tracker.seconds if tracker else [])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--imgsz", type=int, default=160)
+    ap.add_argument("--repeats", type=int, default=2)
+    a = ap.parse_args()
+    import yolobn
+
+    data = str(yolobn.shapes_dataset())
+    plain, tracked, cb = [], [], []
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(a.repeats):
+            for is_tracked in (False, True) if r % 2 == 0 else (True, False):
+                t, secs = train(data, d, f"r{r}{int(is_tracked)}", is_tracked, a.epochs, a.imgsz)
+                (tracked if is_tracked else plain).append(t)
+                cb += secs
+    p, t = statistics.median(plain), statistics.median(tracked)
+    print(f"YOLO11n, {a.epochs} epochs at imgsz {a.imgsz}, 96 images, {a.repeats} runs each (medians)")
+    print(f"plain training      {p:8.2f} s   ({p / a.epochs:.2f} s/epoch)")
+    print(f"tracked training    {t:8.2f} s   ({t / a.epochs:.2f} s/epoch)")
+    print(f"callback per epoch  {statistics.median(cb) * 1000:8.1f} ms  (median of {len(cb)} epochs)")
+    print(f"ratio tracked/plain {t / p:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
