@@ -165,6 +165,24 @@ REGISTRY: dict[str, ImplRecord] = {
             ),
             kind="model",
         ),
+        ImplRecord(
+            "ablate",
+            "dead channels set to a constant after their activation (their observed mean, or act(beta))",
+            (
+                Option(
+                    "dead",
+                    "choice",
+                    "which dead channels: on the images, data-free, dead by both, or by either",
+                    "observed",
+                    choices=("observed", "datafree", "both", "any"),
+                ),
+                Option("images", "path", "images to observe (the demo model: its training images)"),
+                Option("max", "int", "use at most N images", least=1),
+                Option("batch", "int", "images per forward pass", 16, least=1),
+                Option("imgsz", "int", "inference size", least=32),
+            ),
+            kind="model",
+        ),
     )
 }
 

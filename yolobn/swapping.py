@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -17,12 +17,16 @@ from yolobn.registry import Impl, parse_impl
 
 @dataclass
 class SwapResult:
-    """The swapped model (a new object) and what was replaced."""
+    """The swapped model (a new object) and what was replaced.
+
+    ``detail``: extra columns for the results table (e.g. ``channels_ablated`` for ``ablate``).
+    """
 
     model: nn.Module
     impl: str
     replaced: list[str]
     folded: list[str]
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 def swap(model: Any, impl: str | Impl, *, layers: Sequence[str] | None = None) -> Any:
@@ -44,6 +48,8 @@ def swap(model: Any, impl: str | Impl, *, layers: Sequence[str] | None = None) -
     spec = impl if isinstance(impl, Impl) else parse_impl(impl)
     if spec.name == "recalibrated":
         return _swap_recalibrated(model, spec, layers)
+    if spec.name == "ablate":
+        return _swap_ablated(model, spec, layers)
     root = copy.deepcopy(unwrap(model))
     blocks = find_blocks(root)
     chosen = [b for b in blocks if not layers or matches(b, layers)]
@@ -131,3 +137,39 @@ def _record_of(spec: Impl):
 
 
 __all__ = ["SwapResult", "swap"]
+
+
+def _swap_ablated(model: Any, spec: Impl, layers: Sequence[str] | None) -> Any:
+    """``ablate``: observe the model on images when there are any, then set the chosen dead channels
+    to their constants after the activation (``yolobn.ablation``)."""
+    from yolobn.ablation import ablate, plan_dead
+    from yolobn.inspection import inspect
+    from yolobn.loader import LoadedModel, load
+
+    o = spec.options
+    dead = o.get("dead", "observed")
+    loaded = model if isinstance(model, LoadedModel) else load(model)
+    ins = inspect(loaded, select=layers)
+    if "images" in o or loaded.meta.kind == "demo":
+        from yolobn.observation import observe
+
+        ins = observe(
+            ins, [o["images"]] if "images" in o else None, max_images=int(o["max"]) if "max" in o else None,
+            batch=int(o.get("batch", 16)), imgsz=int(o["imgsz"]) if "imgsz" in o else None,
+        )  # fmt: skip
+    elif dead != "datafree":
+        raise YolobnError(
+            f"--impl {spec.label}: observed dead channels need images: ablate:dead={dead},images=path/to/images "
+            "(or ablate:dead=datafree)"
+        )
+    plan = plan_dead(ins, dead)
+    root = ablate(loaded, plan)
+    total = len(ins.channels)
+    detail = {"channels_ablated": plan.count, "ablated_share": plan.count / total if total else 0.0}
+    if not isinstance(model, LoadedModel):
+        return root
+    meta = copy.deepcopy(loaded.meta)
+    meta.notes.append(f"{plan.count} {dead} dead channels ablated ({plan.source} constants)")
+    out = LoadedModel(root, meta)
+    out.swap = SwapResult(root, spec.label, list(plan.channels), [], detail)  # type: ignore[attr-defined]
+    return out

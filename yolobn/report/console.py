@@ -394,6 +394,9 @@ def variants_table(
         cols += [Col(k, drop=4 + i if i else 0), Col("Δ", drop=4 + i if i else 0)]
     if wide or not metrics:
         cols.append(Col("max |Δout| (rel)", drop=3))
+    ablated = "channels_ablated" in table.columns
+    if ablated:
+        cols.append(Col("ablated"))
     if images:
         cols.append(Col(agree.replace("_", " ")))
     if wide:
@@ -405,9 +408,13 @@ def variants_table(
             cells += [_metric(r[k]), _delta(r[f"{k} delta"])]
         if wide or not metrics:
             cells.append(f"{_sci(r['max_abs_diff'])} ({_sci(r['max_rel_diff'])})")
+        if ablated:
+            n = r.get("channels_ablated")
+            cells.append(f"{int(n):,} ({_pct(r['ablated_share'])})" if n == n and n is not None else "-")
         if images:
             a = r.get(agree)
-            cells.append("-" if a is None else (f"{a:.1%}" if a == a else "no boxes"))
+            base = not r["swapped"] and r["variant"].startswith("baseline")
+            cells.append("-" if a is None or base else (f"{a:.1%}" if a == a else "no boxes"))
         if wide:
             cells.append(_ms(r["ms_per_image"]))
         rows.append(cells)
