@@ -208,7 +208,11 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
         "task",
         f"{meta.get('task') or 'unknown'} · {meta.get('model_class')} · {meta.get('nc') or 0} classes ({classes})",
     )
-    kv("family", meta.get("family"))
+    how = meta.get("family_source")
+    if meta.get("family"):
+        kv("family", meta["family"] + (f" (inferred from {how})" if how and how != "yaml_file" else ""))
+    else:
+        kv("family", f"unknown ({how})" if how else "unknown")
     saved = " ".join(x for x in (meta.get("ultralytics_version"), meta.get("date")) if x)
     kv("saved by", f"ultralytics {saved}" if saved else None)
     ta = meta.get("train_args") or {}
