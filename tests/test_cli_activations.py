@@ -36,6 +36,16 @@ def test_activations_on_the_demo_writes_consistent_files(tmp_path, capsys):
     worst = s["most_drifted"][0]
     assert worst["drift"] == pytest.approx(float(layers["drift"].max()))
     assert worst["name"] in text
+    # the data-free rules predict none of the demo's dead channels: recall 0, precision undefined (null),
+    # not a 90%+ "agreement" carried by the live channels
+    observed = c["both"] + c["observed_only"]
+    assert observed > 100 and c["both"] + c["predicted_only"] == 0
+    assert "agreement" not in s
+    assert s["prediction"] == {"precision": None, "recall": 0.0}
+    assert (
+        f"data-free prediction: recall 0.0% of {observed:,} observed-dead channels, precision - (none predicted dead)"
+        in text
+    )
 
 
 def test_inspect_with_images_adds_the_observed_columns(tmp_path, capsys):
