@@ -53,7 +53,7 @@ def infer_family(model: Any, train_args: Any = None) -> tuple[str | None, str]:
     ta = train_args.get("model") if isinstance(train_args, dict) else getattr(train_args, "model", None)
     return None, (
         "no yaml_file in the checkpoint"
-        + (f", train_args.model is {Path(str(ta)).name}" if ta else ", no train_args.model")
+        + (f", train_args.model is {_basename(str(ta))}" if ta else ", no train_args.model")
         + ", and the structure matches no yaml Ultralytics ships"
     )
 
@@ -71,7 +71,7 @@ def _from_train_args(train_args: Any) -> str | None:
     raw = train_args.get("model") if isinstance(train_args, dict) else getattr(train_args, "model", None)
     if not isinstance(raw, str) or not raw.strip():
         return None
-    name = re.split(r"[\\/]", raw.strip())[-1]  # a path saved on Windows too
+    name = _basename(raw.strip())
     stem, _, suffix = name.rpartition(".")
     if suffix not in ("pt", "yaml", "yml") or not stem:
         return None
@@ -80,6 +80,10 @@ def _from_train_args(train_args: Any) -> str | None:
         return f"{stem}.yaml"
     # A custom yaml is still the yaml the model was built from; a custom .pt (best.pt) says nothing.
     return name if suffix in ("yaml", "yml") else None
+
+
+def _basename(path: str) -> str:
+    return re.split(r"[\\/]", path)[-1]  # a path saved on Windows too
 
 
 def _from_structure(cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
