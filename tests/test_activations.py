@@ -201,6 +201,7 @@ def test_planted_dead_channels_are_observed_dead_and_live_ones_are_not(tmp_path)
     assert list(ch["obs_reason"]) == ["", "flat", "never positive", "flat", ""]
     assert list(ch["dead"]) == [False, True, True, False, True]  # the data-free prediction
     assert a.observed_summary()["confusion"] == {"both": 2, "predicted_only": 1, "observed_only": 1, "neither": 1}
+    assert a.observed_summary()["prediction"] == {"precision": 2 / 3, "recall": 2 / 3}
     row = a.layers.iloc[0]
     assert (row.obs_dead, row.dead_both, row.dead_predicted_only, row.dead_observed_only) == (3, 2, 1, 1)
     assert int(ch.loc[0, "obs_count"]) == 6 * 32 * 32
@@ -340,9 +341,21 @@ def test_recalibrated_checkpoint_loads_in_ultralytics_and_yolobn(tmp_path, demo_
     torch.testing.assert_close(
         a.running_var, b.running_var, rtol=2e-3, atol=1e-6
     )  # fp16 on disk, as Ultralytics
+    # Ultralytics loads the recalibrated statistics, not the source's: its raw output is the recalibrated
+    # model's up to the fp16 storage, and far from the source model's.
     y = YOLO(str(out))
-    res = y.predict(np.zeros((160, 160, 3), dtype=np.uint8), verbose=False)
-    assert len(res) == 1
+    val = sorted((yolobn.shapes_dataset().parent / "images" / "val").glob("*.png"))[0]
+    x, _ = next(iter_batches([val], 160))
+    with torch.no_grad():
+        got, want, source = (m.eval()(x)[0] for m in (copy.deepcopy(y.model), rec.model, loaded.model))
+    off = (got - want).abs().max()
+    assert off < 0.2 * (source - want).abs().max(), off
+    # and its predict finds what the recalibrated model in memory finds on a shapes image
+    mem = YOLO(str(src))
+    mem.model = copy.deepcopy(rec.model)
+    a, b = (r.predict(str(val), verbose=False, conf=0.5)[0].boxes for r in (y, mem))
+    assert len(a) >= 2 and a.cls.tolist() == b.cls.tolist()
+    torch.testing.assert_close(a.xyxy, b.xyxy, atol=0.25, rtol=0)  # pixels
 
 
 def test_recalibrated_swap_variant(demo_model_loaded):

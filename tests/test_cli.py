@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from torch import nn
 
 import yolobn
 from yolobn.cli import main
@@ -64,11 +66,22 @@ def test_csv_is_byte_identical_across_runs(demo_outputs, tmp_path):
         assert (demo_outputs / a).read_bytes() == (tmp_path / b).read_bytes(), a
 
 
-def test_table_and_summary_printed(capsys):
+def test_table_and_summary_printed(capsys, demo_model_loaded):
     assert main(["inspect", "--sort", "channels", "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "3 of 81 layers shown, sorted by channels" in out
-    assert "model.22.cv2.bn" in out or "256" in out  # the widest layers come first
+    # the rows: the three widest BNs, ties in model order (counted here from the modules themselves)
+    bns = [
+        (n, m.num_features)
+        for n, m in demo_model_loaded.model.named_modules()
+        if isinstance(m, nn.BatchNorm2d)
+    ]
+    widest = max(c for _, c in bns)
+    want = [n for n, c in bns if c == widest][:3]
+    rows = [
+        m.groups() for m in re.finditer(r"^\s*\d+\s+(model\.\S+)\s.*?\s(\d+)\s+[-\d.]+±", out, flags=re.M)
+    ]
+    assert rows == [(n, str(widest)) for n in want]
     assert "dead" in out and "eps-dominated" in out and "rectangle, ellipse, triangle" in out
 
 
@@ -92,7 +105,7 @@ def test_console_script_runs(demo_path):
         [
             sys.executable,
             "-c",
-            "import sys; from yolobn.cli import main; sys.exit(main(['inspect', '--top', '2']))",
+            "import sys; from yolobn.cli import main; sys.exit(main(['inspect', '--top', '2', '--sort', 'index']))",
         ],
         capture_output=True,
         text=True,

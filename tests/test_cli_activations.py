@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -36,6 +37,16 @@ def test_activations_on_the_demo_writes_consistent_files(tmp_path, capsys):
     worst = s["most_drifted"][0]
     assert worst["drift"] == pytest.approx(float(layers["drift"].max()))
     assert worst["name"] in text
+    # the data-free rules predict none of the demo's dead channels: recall 0, precision undefined (null),
+    # not a 90%+ "agreement" carried by the live channels
+    observed = c["both"] + c["observed_only"]
+    assert observed > 100 and c["both"] + c["predicted_only"] == 0
+    assert "agreement" not in s
+    assert s["prediction"] == {"precision": None, "recall": 0.0}
+    assert (
+        f"data-free prediction: recall 0.0% of {observed:,} observed-dead channels, precision - (none predicted dead)"
+        in text
+    )
 
 
 def test_inspect_with_images_adds_the_observed_columns(tmp_path, capsys):
@@ -44,14 +55,36 @@ def test_inspect_with_images_adds_the_observed_columns(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "obs dead" in text and "observed on the images" in text
-    layers = pd.read_csv(tmp_path / "l.csv")
-    ch = pd.read_csv(tmp_path / "c.csv")
-    for col in ("gamma_mean", "dead", "obs_dead", "dead_observed_only", "drift", "mean_shift_abs"):
-        assert col in layers.columns
-    for col in ("gamma", "dead", "obs_pre_mean", "obs_post_std", "obs_positive_share", "mean_shift", "drift"):
-        assert col in ch.columns
+    layers = pd.read_csv(tmp_path / "l.csv", keep_default_na=False)
+    ch = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    # the same numbers as the library's own observation of the same 4 images
+    want = yolobn.observe(None, max_images=4)
+    assert list(layers["name"]) == list(want.layers["name"]) and len(ch) == len(want.channels)
+    for col in ("obs_count", "obs_dead", "dead_both", "dead_observed_only", "dead_predicted_only"):
+        assert layers[col].tolist() == want.layers[col].tolist(), col
+    for col in ("gamma_mean", "drift", "drift_max", "mean_shift_abs", "log_var_ratio_abs"):
+        np.testing.assert_allclose(layers[col].astype(float), want.layers[col], rtol=1e-7, err_msg=col)
+    assert ch["obs_dead"].astype(str).eq("True").tolist() == want.channels["obs_dead"].tolist()
+    assert ch["obs_reason"].tolist() == want.channels["obs_reason"].tolist()
+    for col in ("gamma", "obs_pre_mean", "obs_post_std", "obs_positive_share", "mean_shift", "drift"):
+        np.testing.assert_allclose(
+            ch[col].astype(float), want.channels[col], rtol=1e-7, atol=1e-30, err_msg=col
+        )
     doc = json.loads((tmp_path / "s.json").read_text())
-    assert doc["observed"]["images"]["count"] == 4 and "summary" in doc  # data-free summary still there
+    assert doc["observed"]["images"]["count"] == 4
+    assert doc["observed"]["images"]["files"] == want.observation.images
+    obs = want.observed_summary()
+    got = doc["observed"]["summary"]
+    for key in (
+        "observed_dead",
+        "predicted_dead",
+        "confusion",
+        "observed_dead_by_reason",
+        "layers_not_reached",
+    ):
+        assert got[key] == obs[key], key
+    assert got["drift_mean"] == pytest.approx(obs["drift_mean"], rel=1e-9)
+    assert doc["summary"]["dead"] == want.summary()["dead"]  # the data-free summary is still there
 
 
 def test_recalibrate_writes_a_loadable_checkpoint_and_never_the_input(tmp_path, capsys, demo_path):

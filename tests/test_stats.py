@@ -128,4 +128,60 @@ def test_affine_still_at_init_is_a_finding_in_a_trained_model(tiny):
     assert not r.loc["b1.bn", "init_affine"] and not r.loc["seq.1", "init_affine"]
     # an untrained model (yaml) has every layer at init: not a per-layer finding
     layers, _ = yolobn.bn_stats(yolobn.load("yolov8n.yaml"))
-    assert not layers["init_affine"].any()
+    assert not layers["init_affine"].any() and not layers["near_init"].any()
+
+
+@pytest.mark.parametrize(
+    "gamma, beta, code",
+    [
+        (1.0, 1.9e-9, "init_affine"),  # the demo's stride-32 box branch: moved by float noise only
+        (1.0, 0.0, "init_affine"),
+        (1.0 - 4e-6, -8e-6, "init_affine"),
+        (1.0, 0.013, "near_init"),  # a third-party YOLOv8n's class branch after 50 epochs
+        (1.013, -0.013, "near_init"),
+        (1.0, 0.05, None),
+        (0.95, 0.0, None),
+    ],
+)
+def test_affine_at_or_near_init_within_tolerances(tiny, gamma, beta, code):
+    from yolobn.findings import Finding
+    from yolobn.stats import stats_and_findings
+
+    with torch.no_grad():
+        tiny.b2.bn.weight.fill_(1.0)
+        tiny.b2.bn.bias.fill_(0.0)
+        tiny.b2.bn.weight[1] = gamma  # one channel carries the largest deviation
+        tiny.b2.bn.bias[3] = beta
+    layers, _, findings = stats_and_findings(tiny)
+    r = layers.set_index("name").loc["b2.bn"]
+    assert bool(r["init_affine"]) == (code == "init_affine")
+    assert bool(r["near_init"]) == (code == "near_init")
+    dev = max(abs(np.float32(gamma) - 1.0), abs(np.float32(beta)))
+    want = [Finding(code, "b2.bn", pytest.approx(dev, rel=1e-6))] if code else []
+    assert [f for f in findings if f.name == "b2.bn"] == want
+    assert {f.name for f in findings} <= {"b2.bn"}  # b1, seq.1 are far from init
+
+
+def test_init_tolerances_are_thresholds(tiny):
+    from yolobn.stats import stats_and_findings
+
+    with torch.no_grad():
+        tiny.b2.bn.weight.fill_(1.0)
+        tiny.b2.bn.bias.fill_(0.013)
+
+    def codes(**kw):
+        return [f.code for f in stats_and_findings(tiny, yolobn.Thresholds(**kw))[2]]
+
+    assert codes() == ["near_init"]
+    assert codes(near_init_tol=0.01) == []
+    assert codes(init_tol=0.02) == ["init_affine"]
+
+
+def test_demo_stride32_box_branch_is_at_init(demo_model_loaded):
+    # README: gamma 1, beta ~1e-9..1e-6 in the stride-32 box branch (no gradient on 160 px images);
+    # the stride-16 one moved by a few 1e-3 only.
+    layers, _ = yolobn.bn_stats(demo_model_loaded)
+    r = layers.set_index("name")
+    assert list(r.index[r["init_affine"]]) == ["model.23.cv2.2.0.bn", "model.23.cv2.2.1.bn"]
+    assert list(r.index[r["near_init"]]) == ["model.23.cv2.1.0.bn", "model.23.cv2.1.1.bn"]
+    assert "(almost) no gradient reached this layer" in r.loc["model.23.cv2.2.0.bn", "findings"]

@@ -12,8 +12,9 @@ import pandas as pd
 
 from yolobn._version import __version__
 from yolobn.errors import NoBatchNormError, YolobnError
+from yolobn.findings import Finding, by_kind, describe
 from yolobn.loader import LoadedModel, load
-from yolobn.stats import bn_stats
+from yolobn.stats import stats_and_findings
 from yolobn.thresholds import Thresholds
 
 SORT_KEYS = {
@@ -40,13 +41,23 @@ class Inspection:
     channels: pd.DataFrame
     selection: list[str] = field(default_factory=list)
     observation: Any = None  # yolobn.observation.Observation, when observed on images (observe())
+    layer_findings: list[Finding] = field(default_factory=list)  # of the selected layers, in layer order
 
     @property
     def meta(self):
         return self.loaded.meta
 
+    def findings(self) -> list[Finding]:
+        """The health findings of the (selected) BN layers, as records, in layer order."""
+        return list(self.layer_findings)
+
     def summary(self, worst: int = 5) -> dict[str, Any]:
-        """Headline numbers: counts, dead share by reason, worst layers, health findings."""
+        """Headline numbers: counts, dead share by reason, worst layers, eps, health findings.
+
+        ``eps`` maps each BN eps in the model (its ``repr``, e.g. ``"0.001"``, ``"1e-05"``) to the
+        number of layers using it, smallest eps first: ``{"0.001": 81}`` for a YOLO detector.
+        ``findings`` lists ``{name, finding}`` (the words) and ``findings_by_kind`` counts them by code.
+        """
         ly, ch = self.layers, self.channels
         n_ch = len(ch)
         dead_by = {r: int((ch["dead_reason"] == r).sum()) for r in ("constant", "off")}
@@ -55,16 +66,7 @@ class Inspection:
             ["dead_share", "eps_share", "index"], ascending=[False, False, True], kind="stable"
         )
         ranked = ranked[(ranked["dead"] > 0) | (ranked["eps_dominated"] > 0)]
-        findings = [
-            {"name": r.name, "finding": f}
-            for r in ly.itertuples()
-            if r.findings
-            for f in r.findings.split("; ")
-        ]
-        kinds: dict[str, int] = {}
-        for f in findings:
-            key = _finding_kind(f["finding"])
-            kinds[key] = kinds.get(key, 0) + 1
+        records = self.findings()
         model_findings = []
         if not self.meta.trained:
             model_findings.append(
@@ -93,8 +95,9 @@ class Inspection:
                 }
                 for r in ranked.head(worst).itertuples()
             ],
-            "findings_by_kind": dict(sorted(kinds.items())),
-            "findings": findings,
+            "eps": eps_counts(ly),
+            "findings_by_kind": by_kind(records),
+            "findings": [{"name": f.name, "finding": describe(f)} for f in records],
             "model_findings": model_findings,
             "bn_types": {k: int(v) for k, v in ly["bn_type"].value_counts().sort_index().items()},
             "roles": {k: int(v) for k, v in ly["role"].value_counts().sort_index().items()},
@@ -150,7 +153,7 @@ def inspect(
     th = thresholds or Thresholds()
     loaded = source if isinstance(source, LoadedModel) else load(source, trust=trust)
     require_batchnorm(loaded)
-    layers, channels = bn_stats(loaded, th)
+    layers, channels, findings = stats_and_findings(loaded, th)
     selection = list(select or [])
     if selection:
         keep = select_layers(layers, selection)
@@ -160,8 +163,13 @@ def inspect(
                 "use a glob on names such as 'model.2*', a block type such as C3k2, or a role (backbone/neck/head)"
             )
         layers = layers[keep].reset_index(drop=True)
-        channels = channels[channels["name"].isin(set(layers["name"]))].reset_index(drop=True)
-    return Inspection(loaded=loaded, thresholds=th, layers=layers, channels=channels, selection=selection)
+        kept = set(layers["name"])
+        channels = channels[channels["name"].isin(kept)].reset_index(drop=True)
+        findings = [f for f in findings if f.name in kept]
+    return Inspection(
+        loaded=loaded, thresholds=th, layers=layers, channels=channels, selection=selection,
+        layer_findings=findings,
+    )  # fmt: skip
 
 
 def require_batchnorm(loaded: LoadedModel) -> None:
@@ -207,19 +215,14 @@ def rank_layers(layers: pd.DataFrame) -> pd.DataFrame:
     return layers.loc[order]
 
 
-def _finding_kind(text: str) -> str:
-    for key, kind in (
-        ("non-finite", "non_finite"),
-        ("negative running_var", "negative_var"),
-        ("untrained", "untrained_stats"),
-        ("still at init", "init_affine"),
-        ("eps-dominated", "eps_dominated"),
-        ("extreme scale", "extreme_scale"),
-        ("all channels dead", "all_dead"),
-    ):
-        if key in text:
-            return kind
-    return "other"
+def eps_counts(layers: pd.DataFrame) -> dict[str, int]:
+    """BN layers per eps value, keyed by the eps's ``repr`` (``{"0.001": 81}``), smallest eps first.
+
+    YOLO detectors use 1e-3 and the -cls classifiers 1e-5 (PyTorch's default); a model mixing them
+    shows every value with its count.
+    """
+    counts = layers["eps"].value_counts().sort_index()
+    return {repr(float(e)): int(n) for e, n in counts.items()}
 
 
 def _ratio(a: int, b: int) -> float:

@@ -33,6 +33,7 @@ from torch import nn
 from yolobn.digest import sha256 as sha256_file
 from yolobn.digest import take as take_digest
 from yolobn.errors import CheckpointError
+from yolobn.family import infer_family
 
 DEMO_FILE = "demo_yolo11n_shapes.pt"
 
@@ -50,6 +51,8 @@ class ModelMeta:
         path, sha256, size_bytes: the file read, when there is one.
         task, nc, names: Ultralytics task and class names.
         family: the model yaml it was built from (e.g. ``yolo11n.yaml``), when known.
+        family_source: how ``family`` was found for a checkpoint (``yaml_file``, ``train_args.model``,
+            ``structure``), or why it is unknown (see ``yolobn.family.infer_family``).
         model_class: the Python class of the model (``DetectionModel``...).
         ultralytics_version, date: the Ultralytics release and date that saved the checkpoint.
         train_args: a subset of the training arguments (imgsz, epochs, ...).
@@ -72,6 +75,7 @@ class ModelMeta:
     nc: int | None = None
     names: list[str] = field(default_factory=list)
     family: str | None = None
+    family_source: str | None = None
     model_class: str = ""
     ultralytics_version: str | None = None
     date: str | None = None
@@ -310,6 +314,7 @@ def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
     train_args = ckpt.get("train_args") or {}
     if isinstance(train_args, dict):
         meta.train_args = {k: _plain(train_args[k]) for k in _TRAIN_ARG_KEYS if k in train_args}
+    meta.family, meta.family_source = infer_family(model, train_args)
     metrics = ckpt.get("train_metrics") or {}
     if isinstance(metrics, dict):
         meta.train_metrics = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -51,7 +51,11 @@ class Observation:
     skipped: list[str] = field(default_factory=list)
 
     def summary(self, layers: Any, channels: Any, worst: int = 5) -> dict[str, Any]:
-        """Headline numbers of the observed columns of ``layers``/``channels``."""
+        """Headline numbers of the observed columns of ``layers``/``channels``.
+
+        ``confusion`` counts the run channels by (data-free predicted dead, observed dead);
+        ``prediction`` scores the data-free rules against the observation (see ``prediction_scores``).
+        """
         ly, ch = layers, channels
         seen = ch["obs_count"] > 0
         pred, obs = ch["dead"] & seen, ch["obs_dead"] & seen
@@ -80,7 +84,7 @@ class Observation:
                 r: int(((ch["obs_reason"] == r) & seen).sum()) for r in ("flat", "never positive")
             },
             "confusion": conf,
-            "agreement": (conf["both"] + conf["neither"]) / n_seen if n_seen else float("nan"),
+            "prediction": prediction_scores(conf),
             "drift_mean": float(ly.loc[ly["obs_count"] > 0, "drift"].mean())
             if len(drifted)
             else float("nan"),
@@ -106,6 +110,23 @@ class Observation:
             "thresholds": self.thresholds.to_dict(),
             "summary": self.summary(layers, channels),
         }
+
+
+def prediction_scores(confusion: dict[str, int]) -> dict[str, float]:
+    """How well the data-free dead channels predict the observed ones: ``precision`` (the share of
+    predicted-dead channels that are dead on the images) and ``recall`` (the share of observed-dead
+    channels that were predicted); NaN when nothing was predicted / observed dead.
+
+    Not an accuracy over all channels: live channels dominate, so "both alive" would make rules that
+    find none of the dead channels look right 96% of the time.
+    """
+    both = confusion["both"]
+    predicted = both + confusion["predicted_only"]
+    observed = both + confusion["observed_only"]
+    return {
+        "precision": both / predicted if predicted else float("nan"),
+        "recall": both / observed if observed else float("nan"),
+    }
 
 
 OBS_CHANNEL_COLUMNS = [

@@ -14,6 +14,7 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.dead import FLOOR_ACTIVATIONS, criteria
+from yolobn.findings import Finding, join
 from yolobn.thresholds import Thresholds
 from yolobn.walk import BNBlock, find_blocks, unwrap
 
@@ -34,7 +35,7 @@ CHANNEL_COLUMNS = [
 
 
 def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Statistics of every BatchNorm of ``model``.
+    """Statistics of every BatchNorm of ``model`` (``stats_and_findings`` without the findings).
 
     Args:
         model: a ``yolobn.LoadedModel``, an ``nn.Module`` or an ``ultralytics.YOLO``; only read.
@@ -48,6 +49,17 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
         BN output mean and std, the criteria flags and the dead reason). Both are keyed by the
         dotted module name (``name`` column), in module order. A model without BatchNorm gives
         two empty frames with the same columns.
+    """
+    layers, channels, _ = stats_and_findings(model, thresholds)
+    return layers, channels
+
+
+def stats_and_findings(
+    model: Any, thresholds: Thresholds | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, list[Finding]]:
+    """``bn_stats`` and the health findings as records (``yolobn.findings.Finding``), in layer order.
+
+    The ``findings`` column of ``layers`` is these records in words (``yolobn.findings.join``).
     """
     th = thresholds or Thresholds()
     root = unwrap(model)
@@ -71,7 +83,7 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
 
     per_layer: list[dict[str, Any]] = [{} for _ in blocks]
     defaults: list[bool] = [False] * len(blocks)
-    init_affine: list[bool] = [False] * len(blocks)
+    init_dev: list[float] = [float("nan")] * len(blocks)  # max |gamma - 1|, |beta| (NaN: no affine)
     where: list[tuple[int, int]] = [(0, 0)] * len(blocks)  # layer -> (batch, row)
     flat: list[dict[str, np.ndarray]] = []  # per batch: channel columns, rows flattened
     for g, idx in enumerate(batches):
@@ -108,7 +120,11 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
         max_abs = torch.where(torch.isfinite(scale).any(1), abs_scale.amax(1), torch.nan).tolist()
         sums = {k: crit[k].sum(1).tolist() for k in ("dead", "eps_dominated", "constant", "off")}
         neg_var = (var < 0).any(1).tolist()
-        at_init = ((gamma == 1).all(1) & (beta == 0).all(1)).tolist()
+        dev = (
+            torch.maximum((gamma - 1).abs().amax(1), beta.abs().amax(1)).tolist()
+            if gamma.shape[1]
+            else [float("nan")] * len(idx)  # a layer without channels is at no value at all
+        )
         at_default = ((mean == 0).all(1) & (var == 1).all(1)).tolist()
         for r, (i, bn) in enumerate(zip(idx, bns, strict=True)):
             where[i] = (g, r)
@@ -116,22 +132,26 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
                 blocks[i], bn, desc[r], {k: v[r] for k, v in finite.items()}, neg_var[r],
                 {k: int(v[r]) for k, v in sums.items()}, max_abs[r], th,
             )  # fmt: skip
-            init_affine[i] = bool(bn.affine and at_init[r])
+            init_dev[i] = dev[r] if bn.affine else float("nan")
             defaults[i] = bool(bn.track_running_stats and at_default[r])
             per_layer[i] = row
 
-    # Untrained running statistics are only a finding in a model that was trained at all.
+    # Untrained running statistics, and an affine at init, are only findings in a trained model.
     trained = trained_hint if trained_hint is not None else not all(defaults)
-    for row, is_default, at_init in zip(per_layer, defaults, init_affine, strict=True):
+    findings: list[Finding] = []
+    for row, is_default, d in zip(per_layer, defaults, init_dev, strict=True):
         row["untrained_stats"] = bool(trained and is_default)
-        row["init_affine"] = bool(trained and at_init)
-        findings = row["findings"].split("; ") if row["findings"] else []
-        if row["untrained_stats"]:
-            findings.insert(0, "untrained running statistics (mean 0, var 1)")
-        if row["init_affine"]:
-            # Ultralytics applies no weight decay to BN: an exact 1/0 means no gradient ever reached it.
-            findings.insert(0, "gamma and beta still at init (1, 0): no gradient reached this layer")
-        row["findings"] = "; ".join(findings)
+        # Ultralytics applies no weight decay to BN: gamma/beta that stayed at (1, 0) got no gradient.
+        row["init_affine"] = bool(trained and d <= th.init_tol)
+        row["near_init"] = bool(trained and not row["init_affine"] and d <= th.near_init_tol)
+        first = [
+            Finding(code, row["name"], value)
+            for code, value in (("init_affine", d), ("near_init", d), ("untrained_stats", None))
+            if row[code]
+        ]
+        mine = first + row["findings"]
+        findings += mine
+        row["findings"] = join(mine)
 
     layers = pd.DataFrame(per_layer, columns=layer_columns())
     # One DataFrame from columns concatenated in layer order (not one frame per layer): much faster.
@@ -154,7 +174,7 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
         channels = pd.DataFrame(cat, columns=CHANNEL_COLUMNS)
     else:
         channels = pd.DataFrame(columns=CHANNEL_COLUMNS)
-    return layers.reset_index(drop=True), channels
+    return layers.reset_index(drop=True), channels, findings
 
 
 def layer_columns() -> list[str]:
@@ -163,7 +183,7 @@ def layer_columns() -> list[str]:
     dist = [f"{q}_{s}" for q in QUANTITIES for s in STATS]
     dead = [
         "dead", "dead_share", "constant", "off", "eps_dominated", "eps_share",
-        "nonfinite", "untrained_stats", "init_affine", "max_abs_scale", "findings",
+        "nonfinite", "untrained_stats", "init_affine", "near_init", "max_abs_scale", "findings",
     ]  # fmt: skip
     return context + bn + dist + dead
 
@@ -236,20 +256,20 @@ def _layer_row(
         row.update(zip((f"{q}_{s}" for s in STATS), d, strict=True))
 
     n = blk.channels
-    findings: list[str] = []
+    findings: list[Finding] = []  # as records; bn_stats adds the init ones and writes them as words
     nonfinite = [k for k in QUANTITIES[:4] if not finite[k]]
     if bn.track_running_stats and nonfinite:
-        findings.append(f"non-finite values in {', '.join(nonfinite)}")
+        findings.append(Finding("non_finite", blk.name, tuple(nonfinite)))
     if negative_var:
-        findings.append("negative running_var")
+        findings.append(Finding("negative_var", blk.name))
     dead = counts["dead"]
     eps_dom = counts["eps_dominated"]
     if eps_dom and eps_dom / n >= th.eps_share:
-        findings.append(f"{eps_dom / n:.0%} of channels eps-dominated")
+        findings.append(Finding("eps_dominated", blk.name, eps_dom / n))
     if max_abs_scale > th.extreme_scale:
-        findings.append(f"extreme scale |gamma/sqrt(var+eps)| = {max_abs_scale:.3g}")
+        findings.append(Finding("extreme_scale", blk.name, max_abs_scale))
     if n and dead == n:
-        findings.append("all channels dead")
+        findings.append(Finding("all_dead", blk.name))
     row.update(
         dead=dead,
         dead_share=dead / n if n else 0.0,
@@ -260,8 +280,9 @@ def _layer_row(
         nonfinite=bool(nonfinite) and bn.track_running_stats,
         untrained_stats=False,
         init_affine=False,
+        near_init=False,
         max_abs_scale=max_abs_scale,
-        findings="; ".join(findings),
+        findings=findings,
     )
     return row
 

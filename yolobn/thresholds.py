@@ -36,6 +36,14 @@ class Thresholds:
         eps_factor: a channel is ``eps_dominated`` when ``running_var < eps_factor * eps``.
         eps_share: a layer gets a finding when at least this share of its channels is eps-dominated.
         extreme_scale: a layer gets a finding when some ``|gamma / sqrt(var + eps)|`` exceeds this.
+        init_tol: gamma and beta are "still at init" when every channel is within this of (1, 0).
+            In units of the normalised output (whose std is ~|gamma| ~ 1): 1e-5 changes the BN output
+            by at most 1e-5 of its std, below float16 resolution (~5e-4 at 1, where a stripped
+            checkpoint stores gamma) and ~100 float32 steps at 1, while any optimizer step with a real
+            gradient moves a parameter further (an Adam step is ~lr, 1e-3..1e-2). So "at init" reads
+            "no gradient, or a negligible one".
+        near_init_tol: gamma and beta are "near init" when every channel is within this of (1, 0)
+            (and not at init): the layer barely trained.
     """
 
     const_std: float = _opt(1e-3, "--const-std", "X", "constant below this output std (default 1e-3)")
@@ -46,6 +54,12 @@ class Thresholds:
     )
     extreme_scale: float = _opt(
         100.0, "--extreme-scale", "X", "layer finding when |scale| exceeds this (default 100)"
+    )
+    init_tol: float = _opt(
+        1e-5, "--init-tol", "T", "gamma/beta still at init when all within T of (1, 0) (default 1e-5)"
+    )
+    near_init_tol: float = _opt(
+        0.02, "--near-init-tol", "T", "gamma/beta near init when all within T of (1, 0) (default 0.02)"
     )
 
     def __post_init__(self) -> None:

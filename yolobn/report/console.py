@@ -243,8 +243,8 @@ def observed_panel(
             ("vs data-free  ", "bold cyan"),
             f"both dead {c['both']:,} · predicted only {c['predicted_only']:,} · observed only "
             f"{c['observed_only']:,} · both alive {c['neither']:,}",
-            (f"  (agreement {_pct(s['agreement'])})" if s["agreement"] == s["agreement"] else "", "dim"),
         ),
+        Text.assemble(("              ", "bold cyan"), (_prediction(s["prediction"], c), "dim")),
         Text.assemble(
             ("drift         ", "bold cyan"), f"mean over layers {_g(s['drift_mean'])} (Gaussian KL, nats)"
         ),
@@ -268,6 +268,28 @@ def observed_panel(
     return Panel(Group(*lines), title=title, title_align="left", expand=False)
 
 
+def _prediction(p: dict[str, float], c: dict[str, int]) -> str:
+    """``data-free prediction: recall 0.0% of 130 observed-dead channels, precision - (none predicted dead)``."""
+    observed, predicted = c["both"] + c["observed_only"], c["both"] + c["predicted_only"]
+    recall = (
+        f"{_pct(p['recall'])} of {observed:,} observed-dead channels"
+        if observed
+        else "- (none observed dead)"
+    )
+    precision = (
+        f"{_pct(p['precision'])} of {predicted:,} predicted-dead" if predicted else "- (none predicted dead)"
+    )
+    return f"data-free prediction: recall {recall}, precision {precision}"
+
+
+def _eps(counts: dict[str, int]) -> str:
+    """``0.001 (all 81 layers)``, or ``1e-05 ×60 · 0.001 ×21`` for a model mixing eps values."""
+    if len(counts) == 1:
+        ((e, n),) = counts.items()
+        return f"{float(e):g} (all {n} layers)"
+    return " · ".join(f"{float(e):g} ×{n}" for e, n in counts.items())
+
+
 def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dict[str, float]) -> Panel:
     """Model metadata and the headline numbers."""
     lines: list[Text] = []
@@ -288,7 +310,11 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
         "task",
         f"{meta.get('task') or 'unknown'} · {meta.get('model_class')} · {meta.get('nc') or 0} classes ({classes})",
     )
-    kv("family", meta.get("family"))
+    how = meta.get("family_source")
+    if meta.get("family"):
+        kv("family", meta["family"] + (f" (inferred from {how})" if how and how != "yaml_file" else ""))
+    else:
+        kv("family", f"unknown ({how})" if how else "unknown")
     saved = " ".join(x for x in (meta.get("ultralytics_version"), meta.get("date")) if x)
     kv("saved by", f"ultralytics {saved}" if saved else None)
     ta = meta.get("train_args") or {}
@@ -308,6 +334,8 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
             (f"  ({', '.join(f'{v} {k}' for k, v in s['bn_types'].items())})", "dim"),
         )
     )
+    if s.get("eps"):
+        lines.append(Text.assemble(("eps           ", "bold cyan"), _eps(s["eps"])))
     dead_style = "bold red" if s["dead"] else "bold green"
     lines.append(
         Text.assemble(
