@@ -189,7 +189,10 @@ def select_layers(layers: pd.DataFrame, patterns: Sequence[str]) -> pd.Series:
     return pd.Series([matches(r, patterns) for r in layers.itertuples()], index=layers.index, dtype=bool)
 
 
-RANK_RULE = "findings, then dead share, observed dead share, eps-dominated share and drift (on images), then model order"
+RANK_RULE = (
+    "the most severe finding (non-finite, negative var, all dead, untrained stats, at init, near init), the number "
+    "of findings, dead share, observed dead share, eps-dominated share, drift (on images), then model order"
+)
 
 
 def sort_layers(
@@ -206,13 +209,35 @@ def sort_layers(
 def rank_layers(layers: pd.DataFrame) -> pd.DataFrame:
     """The layers most worth a look first: see ``RANK_RULE``."""
     score = pd.DataFrame(index=layers.index)
-    score["findings"] = layers["findings"].fillna("").map(lambda t: len(t.split("; ")) if t else 0)
-    cols = ["findings", "dead_share", "obs_dead_share", "eps_share", "drift"]
-    for c in cols[1:]:
+    severity = pd.Series(0, index=layers.index)
+    for level, flag in enumerate(
+        _SEVERITY[::-1], start=1
+    ):  # the last condition that holds is the most severe
+        cond = flag(layers)
+        if cond is not None:
+            severity = severity.where(~cond.fillna(False).astype(bool), level)
+    score["severity"] = severity
+    score["findings"] = layers["findings"].fillna("").map(lambda t: t.count("; ") + 1 if t else 0)
+    cols = ["severity", "findings", "dead_share", "obs_dead_share", "eps_share", "drift"]
+    for c in cols[2:]:
         score[c] = layers[c].fillna(0) if c in layers.columns else 0.0
     score["index"] = layers["index"]
     order = score.sort_values([*cols, "index"], ascending=[False] * len(cols) + [True], kind="stable").index
     return layers.loc[order]
+
+
+def _col(name: str):
+    return lambda ly: ly[name] if name in ly.columns else None
+
+
+_SEVERITY = (  # most severe first
+    _col("nonfinite"),
+    lambda ly: ly["running_var_min"] < 0 if "running_var_min" in ly.columns else None,
+    lambda ly: (ly["dead"] == ly["channels"]) & (ly["channels"] > 0),
+    _col("untrained_stats"),
+    _col("init_affine"),
+    _col("near_init"),
+)
 
 
 def eps_counts(layers: pd.DataFrame) -> dict[str, int]:
