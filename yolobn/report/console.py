@@ -582,3 +582,60 @@ def audit_table(table: pd.DataFrame, *, width: int = 200) -> Table:
         for r in table.itertuples()
     ]  # fmt: skip
     return fit_table(AUDIT_COLS, rows, width=width, title="BatchNorm audit", caption="")
+
+
+# --------------------------------------------------------------------------------------------------
+# frontier
+
+
+def frontier_table(fr: Any, *, width: int = 200) -> Group:
+    """The metric change at each share ablated, one column per criterion, and the removable shares."""
+    c = fr.curve[fr.curve["scope"] == "all"]
+    from yolobn.frontier import CRITERIA
+
+    crits = sorted(dict.fromkeys(c["criterion"]), key=lambda k: CRITERIA.index(k) if k in CRITERIA else 9)
+    cols = [Col("ablated", "right")] + [Col(k) for k in crits]
+    rows = []
+    for share in sorted(set(c["share"])):
+        row = [f"{share:g}%"]
+        for k in crits:
+            r = c[(c["criterion"] == k) & (c["share"] == share)]
+            if not len(r):
+                row.append("-")
+                continue
+            d = float(r["delta"].iloc[0])
+            spread = (
+                f" ({_delta(float(r['delta_min'].iloc[0]))}..{_delta(float(r['delta_max'].iloc[0]))})"
+                if int(r["seeds"].iloc[0]) > 1
+                else ""
+            )
+            row.append(_delta(d) + spread)
+        rows.append(row)
+    short = fr.metric.replace("metrics/", "")
+    t = fit_table(
+        cols,
+        rows,
+        width=width,
+        title=f"change in {short} (baseline {fr.baseline:.4f}) when the lowest k% are ablated",
+        caption="random: mean over seeds (min..max)",
+    )
+    s = fr.summary()
+    lines = [
+        Text.assemble(
+            ("removable     ", "bold cyan"),
+            " · ".join(f"{k} {v:g}%" for k, v in s["removable"].items()),
+            (f"  (within {fr.tolerance:g} {short}, every smaller share too)", "dim"),
+        )
+    ]
+    if s["removable_by_role"]:
+        lines.append(
+            Text.assemble(
+                ("by role       ", "bold cyan"),
+                " · ".join(f"{k} {v:g}%" for k, v in s["removable_by_role"].items()),
+                ("  (observed criterion, within each role)", "dim"),
+            )
+        )
+    if s["most_prunable_layers"]:
+        top = ", ".join(f"{d['name']} {d['ablated']}/{d['channels']}" for d in s["most_prunable_layers"][:3])
+        lines.append(Text.assemble(("most prunable ", "bold cyan"), top))
+    return Group(t, Panel(Group(*lines), title="yolobn frontier", title_align="left", expand=False))

@@ -1,0 +1,127 @@
+"""``yolobn frontier``: how much of a model can be ablated before accuracy drops, by criterion."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from yolobn.cli import options as o
+
+EXAMPLES = """\
+examples:
+  yolobn frontier                                   # the demo model on the bundled shapes dataset
+  yolobn frontier best.pt --data data.yaml --images val/images/ --max-images 500
+  yolobn frontier best.pt --data data.yaml --images imgs/ --shares 0,5,10,20 --criteria observed,gamma
+
+criteria: observed = post-activation std on the images (the error ablation adds), gamma = |gamma|
+(network slimming, Torch-Pruning), random = a control averaged over --seeds rankings. Every
+criterion replaces the chosen channels by their observed mean after the activation.
+"""
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def add_parser(sub: Any) -> None:
+    p = o.command(
+        sub,
+        "frontier",
+        help="ablate the lowest k%% of channels by each criterion and validate: the prune frontier",
+        description="Rank every channel by a criterion, replace the lowest k%% by their observed mean after the "
+        "activation, validate each point with Ultralytics' validator (never fused), and report the largest "
+        "share removable within a tolerance, per criterion and per role.",
+        epilog=EXAMPLES,
+    )
+    o.model_argument(p, "checkpoint (.pt)")
+    p.add_argument("--data", help="dataset yaml, or 'shapes' (default for the demo model)")
+    p.add_argument(
+        "--shares",
+        type=_floats,
+        default=None,
+        metavar="K,K,...",
+        help="percentages (default 0,1,2,5,10,20,30,50)",
+    )
+    p.add_argument(
+        "--criteria", default="observed,gamma,random", help="observed, gamma, random (default all three)"
+    )
+    p.add_argument("--seeds", type=o.number(int, 1), default=3, help="random rankings averaged (default 3)")
+    p.add_argument(
+        "--tolerance", type=o.number(float), default=0.005, help="metric drop still removable (default 0.005)"
+    )
+    p.add_argument(
+        "--no-roles", action="store_true", help="skip the per-role frontiers of the observed criterion"
+    )
+    o.image_group(p, optional=False)
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="output folder (default: reports/<model-stem>/frontier/)",
+    )
+    o.exist_ok_argument(p)
+    o.trust_argument(p, o.TRUST_DATA)
+    o.quiet_argument(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from yolobn.errors import YolobnError
+    from yolobn.frontier import CRITERIA, SHARES, frontier
+    from yolobn.report.export import check_output_paths, write_texts
+
+    if args.data is None:
+        if args.model is not None:
+            raise YolobnError(
+                "--data is required for a model other than the demo (a dataset yaml, or 'shapes')"
+            )
+        args.data = "shapes"
+    criteria = [c.strip() for c in args.criteria.split(",") if c.strip()]
+    bad = [c for c in criteria if c not in CRITERIA]
+    if bad or not criteria:
+        raise YolobnError(f"--criteria {args.criteria}: use some of {', '.join(CRITERIA)}")
+    shares = args.shares if args.shares is not None else list(SHARES)
+    if not shares or any(not 0 <= s < 100 for s in shares):
+        raise YolobnError(f"--shares {args.shares}: percentages from 0 to below 100")
+    from yolobn.datasets import resolve_data
+
+    resolve_data(args.data, trust=args.trust)
+    images = o.early_images(args)
+    out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "frontier", args.exist_ok)
+    names = ("frontier.csv", "points.csv", "frontier.json")
+    check_output_paths({str(out_dir / n): out_dir / n for n in names})
+    out, err = o.consoles(args.quiet)
+    with o.progress_bar(err, args.quiet) as bar:
+        job = bar.add_task("observing", total=None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(job, description=label, completed=done, total=total)
+
+        fr = frontier(
+            args.model, args.data, [str(p) for p in images] if images else None, shares=shares, criteria=criteria,
+            seeds=args.seeds, roles=not args.no_roles, tolerance=args.tolerance, max_images=args.max_images,
+            imgsz=args.imgsz, batch=args.batch, device=args.device, trust=args.trust, progress=progress,
+        )  # fmt: skip
+    from yolobn.inspection import _clean
+
+    doc = {"model": fr.meta, "settings": fr.settings, "summary": fr.summary(),
+           "curve": fr.curve.to_dict(orient="records"), "layers": fr.layers.to_dict(orient="records")}  # fmt: skip
+    written = write_texts({
+        out_dir / "frontier.csv": fr.curve.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
+        out_dir / "points.csv": fr.points.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
+        out_dir / "frontier.json": json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n",
+    })  # fmt: skip
+    if args.quiet:
+        return o.EXIT_OK
+    from yolobn.report.console import frontier_table
+
+    out.print(frontier_table(fr, width=out.width))
+    o.print_written(out, written)
+    return o.EXIT_OK

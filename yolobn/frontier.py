@@ -1,0 +1,228 @@
+"""The prune frontier: how much of a model can be ablated before accuracy drops, by criterion.
+
+Channels are ranked by a criterion and the lowest k% (over the whole model) are ablated for each
+k in ``shares``: replaced, after their activation, by their observed mean (``yolobn.ablation``),
+the same way for every criterion, so that the comparison isolates the ranking. Each point is
+validated with Ultralytics' validator on an unfused copy (``yolobn.validation``).
+
+Criteria
+    ``observed``: the channel's post-activation standard deviation on the images. Replacing a
+    channel by its mean adds an error whose mean square is exactly that variance, so this ranks by
+    the error the ablation itself introduces.
+    ``gamma``: ``|gamma|``, the network-slimming / Torch-Pruning BN-scale importance (data-free).
+    ``random``: a control, one ranking per seed; its points are averaged over the seeds.
+
+The summary gives, per criterion, the largest share removable within ``tolerance`` of the
+baseline metric (every smaller share within it too); the same for the observed criterion within each role (backbone, neck, head:
+ranked and ablated inside that role only); and the layers most ablated at the largest tolerated
+observed share.
+
+Physically removing channels (a smaller checkpoint) is not done here: it needs a dependency graph
+through concat/split blocks, and with zero padding, folding a constant into the next layer's bias
+is inexact at the borders. Ablation measures what removal would cost without those caveats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from yolobn.errors import YolobnError
+
+SHARES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0)
+CRITERIA = ("observed", "gamma", "random")
+ROLES = ("backbone", "neck", "head")
+
+
+@dataclass
+class Frontier:
+    """The frontier table and its summary.
+
+    Attributes:
+        points: one row per (criterion, seed, share) and per role for the observed criterion:
+            ``criterion, scope, seed, share, channels_ablated, share_actual, <metric>, delta``.
+        curve: ``points`` averaged over the random seeds (one row per criterion/scope/share).
+        metric: the Ultralytics metric key; baseline: its value without ablation.
+        tolerance: the drop that still counts as "removable".
+        layers: per layer, the share ablated at the largest tolerated observed share.
+    """
+
+    points: pd.DataFrame
+    curve: pd.DataFrame
+    metric: str
+    baseline: float
+    tolerance: float
+    layers: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def removable(self, criterion: str, scope: str = "all") -> float:
+        """The largest share (%) such that it and every smaller share stay within the tolerance
+        (mean drop over seeds): a later point back within the tolerance does not count, since
+        the validation set is small and the curve noisy."""
+        c = self.curve[(self.curve["criterion"] == criterion) & (self.curve["scope"] == scope)]
+        best = 0.0
+        for share, delta in sorted(zip(c["share"], c["delta"], strict=True)):
+            if not delta >= -self.tolerance:
+                break
+            best = float(share)
+        return best
+
+    def summary(self) -> dict[str, Any]:
+        crit = sorted(set(self.curve["criterion"]), key=lambda c: CRITERIA.index(c) if c in CRITERIA else 9)
+        roles = sorted(set(self.curve["scope"]) - {"all"}, key=lambda r: ROLES.index(r) if r in ROLES else 9)
+        return {
+            "metric": self.metric,
+            "baseline": self.baseline,
+            "tolerance": self.tolerance,
+            "removable": {c: self.removable(c) for c in crit},
+            "removable_by_role": {r: self.removable("observed", r) for r in roles},
+            "most_prunable_layers": [
+                {
+                    "name": r.name,
+                    "role": r.role,
+                    "channels": int(r.channels),
+                    "ablated": int(r.ablated),
+                    "share": float(r.share),
+                }
+                for r in self.layers.head(5).itertuples()
+            ],  # fmt: skip
+        }
+
+
+def importance(ins: Any, criterion: str, seed: int = 0) -> np.ndarray:
+    """Per channel of ``ins.channels`` (in order): lower means ablated first."""
+    ch = ins.channels
+    if criterion == "observed":
+        if "obs_post_std" not in ch.columns:
+            raise YolobnError("frontier: the observed criterion needs the model observed on images")
+        return ch["obs_post_std"].to_numpy(np.float64)
+    if criterion == "gamma":
+        return np.abs(ch["gamma"].to_numpy(np.float64))
+    if criterion == "random":
+        return np.random.default_rng(seed).random(len(ch))
+    raise YolobnError(f"frontier: unknown criterion {criterion!r}; use {', '.join(CRITERIA)}")
+
+
+def lowest(ins: Any, score: np.ndarray, share: float, mask: np.ndarray | None = None) -> dict[str, list[int]]:
+    """The ``share`` % lowest-scoring channels (among ``mask``), per layer; ties in model order."""
+    ch = ins.channels
+    idx = np.flatnonzero(mask if mask is not None else np.ones(len(ch), bool))
+    k = int(math.floor(len(idx) * share / 100 + 1e-9))
+    if k <= 0:
+        return {}
+    s = np.nan_to_num(score[idx], nan=np.inf)  # channels never run rank last
+    chosen = idx[np.argsort(s, kind="stable")[:k]]
+    out: dict[str, list[int]] = {}
+    for name, c in zip(ch["name"].to_numpy()[chosen], ch["channel"].to_numpy()[chosen], strict=True):
+        out.setdefault(str(name), []).append(int(c))
+    return {n: sorted(v) for n, v in out.items()}
+
+
+def frontier(
+    model: Any = None,
+    data: str = "shapes",
+    images: Sequence[str] | None = None,
+    *,
+    shares: Sequence[float] = SHARES,
+    criteria: Sequence[str] = CRITERIA,
+    seeds: int = 3,
+    roles: bool = True,
+    tolerance: float = 0.005,
+    max_images: int | None = None,
+    imgsz: int | None = None,
+    batch: int = 16,
+    device: str = "cpu",
+    trust: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Frontier:
+    """Ablate the lowest k% of channels by each criterion and validate each point (module docstring).
+
+    Args:
+        model: anything ``yolobn.load`` takes. data: the validation dataset (``yolobn.datasets``).
+        images: where the channels are observed (the constants and the observed criterion);
+            default: the demo's training images, else Ultralytics' samples.
+        shares: the percentages to ablate. criteria: any of ``observed``, ``gamma``, ``random``.
+        seeds: random rankings averaged. roles: also the observed frontier within each role.
+        tolerance: the metric drop that still counts as removable.
+    """
+    from yolobn.ablation import ablate, plan_from
+    from yolobn.images import model_imgsz
+    from yolobn.inspection import inspect
+    from yolobn.loader import LoadedModel, load
+    from yolobn.observation import observe
+    from yolobn.validation import KEY_METRICS, baseline, validate
+
+    loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
+    size = model_imgsz(loaded, imgsz)
+    bad = [c for c in criteria if c not in CRITERIA]
+    if bad:
+        raise YolobnError(f"frontier: unknown criterion {bad[0]!r}; use {', '.join(CRITERIA)}")
+    if any(not 0 <= s < 100 for s in shares):
+        raise YolobnError("frontier: shares are percentages from 0 to below 100")
+    ins = observe(inspect(loaded), images, max_images=max_images, imgsz=size, batch=batch, device=device)
+    metric = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])[0]
+    base, _ = baseline(loaded, data, imgsz=size, batch=batch, device=device, trust=trust)
+    b = float(base.get(metric, math.nan))
+    runs = [(c, "all", s) for c in criteria for s in (range(seeds) if c == "random" else [0])]
+    if roles and "observed" in criteria:
+        runs += [("observed", r, 0) for r in ROLES if (ins.channels["name"].map(_role_of(ins)) == r).any()]
+    todo = [(c, scope, seed, k) for c, scope, seed in runs for k in shares if k > 0]
+    rows, cache = [], {}
+    for i, (c, scope, seed, k) in enumerate(todo):
+        if progress:
+            progress(f"{c} {scope} {k:g}%", i, len(todo))
+        mask = None if scope == "all" else (ins.channels["name"].map(_role_of(ins)) == scope).to_numpy()
+        chosen = lowest(ins, importance(ins, c, seed), k, mask)
+        key = tuple(sorted((n, tuple(v)) for n, v in chosen.items()))
+        if key not in cache:  # the same set of channels is validated once (e.g. ties, small shares)
+            net = ablate(loaded, plan_from(chosen, ins))
+            cache[key] = validate(LoadedModel(net, loaded.meta), data, imgsz=size, batch=batch, device=device,
+                                  trust=trust).get(metric, math.nan)  # fmt: skip
+        n = sum(len(v) for v in chosen.values())
+        total = len(ins.channels) if mask is None else int(mask.sum())
+        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": float(k), "channels_ablated": n,
+                     "share_actual": 100 * n / total, metric: cache[key], "delta": cache[key] - b})  # fmt: skip
+    for c, scope, seed in runs:  # the 0% point of every series is the baseline
+        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": 0.0, "channels_ablated": 0,
+                     "share_actual": 0.0, metric: b, "delta": 0.0})  # fmt: skip
+    if progress:
+        progress("done", len(todo), len(todo))
+    points = pd.DataFrame(rows).sort_values(["criterion", "scope", "seed", "share"], kind="stable")
+    points = points.reset_index(drop=True)
+    curve = (
+        points.groupby(["criterion", "scope", "share"], sort=False)
+        .agg(
+            **{
+                metric: (metric, "mean"),
+                "delta": ("delta", "mean"),
+                "delta_min": ("delta", "min"),
+                "delta_max": ("delta", "max"),
+                "channels_ablated": ("channels_ablated", "mean"),
+                "seeds": ("seed", "nunique"),
+            }
+        )  # fmt: skip
+        .reset_index()
+    )
+    fr = Frontier(points, curve, metric, b, tolerance, pd.DataFrame(), meta=loaded.meta.to_dict())
+    fr.layers = _most_prunable(ins, fr.removable("observed") if "observed" in criteria else 0.0)
+    fr.settings = {"data": data, "imgsz": size, "batch": batch, "images": len(ins.observation.images),
+                   "shares": list(shares), "criteria": list(criteria), "seeds": seeds}  # fmt: skip
+    return fr
+
+
+def _role_of(ins: Any) -> dict[str, str]:
+    return dict(zip(ins.layers["name"], ins.layers["role"], strict=True))
+
+
+def _most_prunable(ins: Any, share: float) -> pd.DataFrame:
+    chosen = lowest(ins, importance(ins, "observed"), share) if "obs_post_std" in ins.channels.columns else {}
+    ly = ins.layers[["name", "role", "channels"]].copy()
+    ly["ablated"] = ly["name"].map(lambda n: len(chosen.get(n, []))).astype(int)
+    ly["share"] = ly["ablated"] / ly["channels"].clip(lower=1)
+    return ly.sort_values(["share", "ablated"], ascending=False, kind="stable").reset_index(drop=True)
