@@ -40,6 +40,10 @@ _LAZY = {
     "ObservedThresholds": "yolobn.thresholds",
     "track": "yolobn.tracking",
     "compare": "yolobn.comparison",
+    "write_report": "yolobn.api",
+    "swap_validate": "yolobn.api",
+    "run_experiment": "yolobn.api",
+    "prune_frontier": "yolobn.api",
     "make_shapes": "yolobn.data.synth",
     "shapes_dataset": "yolobn.data.synth",
 }
@@ -47,6 +51,7 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
+    from yolobn.api import prune_frontier, run_experiment, swap_validate, write_report
     from yolobn.checkpoint import save_checkpoint
     from yolobn.comparison import compare
     from yolobn.data.synth import make_shapes, shapes_dataset

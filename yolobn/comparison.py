@@ -119,6 +119,11 @@ class Comparison:
         )
         return f"Comparison({s['a']} -> {s['b']}: {what})"
 
+    def _repr_html_(self) -> str:
+        from yolobn.report.notebook import comparison_html
+
+        return comparison_html(self)
+
 
 TRANSITIONS = ("newly_dead", "revived", "dead_both")
 EPS_TRANSITIONS = ("newly_eps_dominated", "no_longer_eps_dominated")

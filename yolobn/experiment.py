@@ -44,6 +44,15 @@ class ExperimentResult:
     sensitivity: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        sens = f", sensitivity over {len(self.sensitivity)} layers" if self.sensitivity is not None else ""
+        return f"ExperimentResult({len(self.results) - 1} variants on {self.config.get('data')}{sens})"
+
+    def _repr_html_(self) -> str:
+        from yolobn.report.notebook import experiment_html
+
+        return experiment_html(self)
+
 
 def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     """Read and check an experiment file; one-line YolobnError on any problem.

@@ -61,6 +61,15 @@ class Frontier:
     settings: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        rem = ", ".join(f"{k} {v:g}%" for k, v in self.summary()["removable"].items())
+        return f"Frontier({self.metric.replace('metrics/', '')} {self.baseline:.4f}; removable within {self.tolerance:g}: {rem})"
+
+    def _repr_html_(self) -> str:
+        from yolobn.report.notebook import frontier_html
+
+        return frontier_html(self)
+
     def removable(self, criterion: str, scope: str = "all") -> float:
         """The largest share (%) such that it and every smaller share stay within the tolerance
         (mean drop over seeds): a later point back within the tolerance does not count, since

@@ -47,6 +47,19 @@ class Inspection:
     def meta(self):
         return self.loaded.meta
 
+    def __repr__(self) -> str:
+        s, m = self.summary(), self.meta
+        obs = f", observed on {len(self.observation.images)} images" if self.observation is not None else ""
+        return (
+            f"Inspection({m.path or m.source}: {s['bn_layers']} BN layers, {s['dead']} dead channels, "
+            f"{len(s['findings'])} findings{obs})"
+        )
+
+    def _repr_html_(self) -> str:
+        from yolobn.report.notebook import inspection_html
+
+        return inspection_html(self)
+
     def findings(self) -> list[Finding]:
         """The health findings of the (selected) BN layers, as records, in layer order."""
         return list(self.layer_findings)

@@ -39,7 +39,7 @@ def validate(
     device: str = "cpu",
     task: str | None = None,
     trust: bool = False,
-) -> dict[str, float]:
+) -> Metrics:
     """Validate ``model`` with Ultralytics' validator for its task, without BN fusion.
 
     Args:
@@ -52,8 +52,9 @@ def validate(
             when the images are missing (see ``yolobn.datasets``). Only for yamls you trust.
 
     Returns:
-        Ultralytics' metrics (``metrics/mAP50-95(B)``, ... or ``metrics/accuracy_top1`` ...), plus
-        ``ms_per_image`` (inference time per image as Ultralytics measures it).
+        ``Metrics``: named attributes like Ultralytics' (``.box.map``, ``.box.map50``, ``.seg.map``,
+        ``.top1``, ``.ms_per_image``) and ``to_dict()``; also a dict of Ultralytics' raw keys
+        (``metrics/mAP50-95(B)``, ...).
 
     Raises:
         YolobnError: unknown task, or a dataset that is not on disk and cannot be downloaded.
@@ -118,7 +119,73 @@ def validate(
     speed = getattr(validator, "speed", {}) or {}
     out["ms_per_image"] = float(speed.get("inference", float("nan")))
     out["wall_s"] = time.perf_counter() - t0
-    return out
+    return Metrics(out)
+
+
+class _Group:
+    """One kind of result (boxes, masks, keypoints), named as Ultralytics names them."""
+
+    def __init__(self, m: dict[str, float], tag: str) -> None:
+        nan = float("nan")
+        self.map = m.get(f"metrics/mAP50-95({tag})", nan)
+        self.map50 = m.get(f"metrics/mAP50({tag})", nan)
+        self.mp = m.get(f"metrics/precision({tag})", nan)  # mean precision
+        self.mr = m.get(f"metrics/recall({tag})", nan)  # mean recall
+
+    def __repr__(self) -> str:
+        return f"(map={self.map:.4f}, map50={self.map50:.4f}, mp={self.mp:.4f}, mr={self.mr:.4f})"
+
+
+class Metrics(dict):  # type: ignore[type-arg]
+    """Validation results: ``.box.map`` (mAP50-95), ``.box.map50``, ``.box.mp``, ``.box.mr``; ``.seg``
+    and ``.pose`` for masks and keypoints; ``.top1``/``.top5`` for classifiers; ``.ms_per_image``.
+
+    It is also the dict of Ultralytics' raw keys (``metrics/mAP50-95(B)``), which the tables and the
+    baseline cache store; ``to_dict()`` gives readable names.
+    """
+
+    @property
+    def box(self) -> _Group:
+        return _Group(self, "B")
+
+    @property
+    def seg(self) -> _Group:
+        return _Group(self, "M")
+
+    @property
+    def pose(self) -> _Group:
+        return _Group(self, "P")
+
+    @property
+    def top1(self) -> float:
+        return self.get("metrics/accuracy_top1", float("nan"))
+
+    @property
+    def top5(self) -> float:
+        return self.get("metrics/accuracy_top5", float("nan"))
+
+    @property
+    def ms_per_image(self) -> float:
+        return self.get("ms_per_image", float("nan"))
+
+    def to_dict(self) -> dict[str, float]:
+        """Readable names: ``box_map``, ``box_map50``, ``seg_map``, ``top1``, ``ms_per_image``, ..."""
+        names = {"B": "box", "M": "seg", "P": "pose"}
+        out: dict[str, float] = {}
+        for k, v in self.items():
+            if k.startswith("metrics/") and k.endswith(")"):
+                stat, tag = k[len("metrics/") : -1].split("(")
+                key = {"mAP50-95": "map", "mAP50": "map50", "precision": "mp", "recall": "mr"}.get(stat, stat)
+                out[f"{names.get(tag, tag)}_{key}"] = v
+            elif k.startswith("metrics/accuracy_"):
+                out[k[len("metrics/accuracy_") :]] = v
+            else:
+                out[k.replace("metrics/", "")] = v
+        return out
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={v:.4f}" for k, v in self.to_dict().items() if not k.endswith(("_s", "ms_per_image"))]
+        return f"Metrics({', '.join(parts)})"
 
 
 def _no_fuse(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:

@@ -70,6 +70,15 @@ class VariantsResult:
         """The main metric (the first key), or None when nothing was validated."""
         return self.metrics[0] if self.metrics else None
 
+    def __repr__(self) -> str:
+        what = self.settings.data or f"{len(self.settings.images or [])} images (label-free)"
+        return f"VariantsResult({len(self.table) - 1} variants on {what})"
+
+    def _repr_html_(self) -> str:
+        from yolobn.report.notebook import variants_html
+
+        return variants_html(self)
+
 
 def metric_keys(task: str | None, data: str | None) -> tuple[str, ...]:
     from yolobn.validation import KEY_METRICS

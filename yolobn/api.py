@@ -1,0 +1,153 @@
+"""Everything the CLI does, as one call each (for notebooks and scripts). Nothing here prints.
+
+>>> import yolobn
+>>> ins = yolobn.inspect("best.pt")                                  # yolobn inspect
+>>> obs = yolobn.observe(ins, ["val/images"])                        # yolobn activations
+>>> html = yolobn.write_report(obs, "reports/best")                  # yolobn report --images
+>>> res = yolobn.swap_validate("best.pt", ["reference", "reference:eps=1e-5"], data="data.yaml")
+>>> exp = yolobn.run_experiment("examples/eps.yaml", trust=True)   # yolobn experiment
+>>> cmp = yolobn.compare("last.pt", "best.pt")                       # yolobn compare
+>>> fr = yolobn.prune_frontier("best.pt", "data.yaml", ["val/images"])  # yolobn frontier
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def write_report(
+    source: Any = None,
+    out: str | os.PathLike | None = None,
+    *,
+    images: Sequence[str | os.PathLike] | None = None,
+    thresholds: Any = None,
+    select: Sequence[str] | None = None,
+    exist_ok: bool = False,
+    trust: bool = False,
+) -> Path:
+    """Write the report folder (report.html, layers.csv, channels.csv, summary.json).
+
+    Args:
+        source: an ``Inspection`` (observed or not) or anything ``yolobn.inspect`` takes.
+        out: the folder; default ``reports/<model-stem>``, incremented (``...2``, ``...3``) when it
+            exists unless ``exist_ok``.
+        images: also observe on these images (files/folders) when ``source`` is not yet observed.
+        thresholds, select, trust: as ``yolobn.inspect``.
+
+    Returns:
+        The path of report.html.
+    """
+    from yolobn.inspection import Inspection, inspect
+    from yolobn.report.export import report_files, write_texts
+
+    ins = (
+        source
+        if isinstance(source, Inspection)
+        else inspect(source, thresholds=thresholds, select=select, trust=trust)
+    )
+    if images is not None and ins.observation is None:
+        from yolobn.observation import observe
+
+        ins = observe(ins, list(images) or None)
+    stem = Path(ins.meta.path).stem if ins.meta.path else "demo_yolo11n_shapes"
+    folder = _folder(Path(out) if out is not None else None, Path("reports") / stem, exist_ok)
+    write_texts(report_files(ins, folder))
+    return folder / "report.html"
+
+
+def _folder(out: Path | None, default: Path, exist_ok: bool) -> Path:
+    from yolobn.errors import YolobnError
+
+    if out is not None:
+        d = out.expanduser()
+    elif exist_ok or not default.exists():
+        d = default
+    else:
+        n = 2
+        while (default.parent / f"{default.name}{n}").exists():
+            n += 1
+        d = default.parent / f"{default.name}{n}"
+    if d.exists() and not d.is_dir():
+        raise YolobnError(f"{d}: is a file, not a folder; give a folder name")
+    return d
+
+
+def swap_validate(
+    model: Any = None,
+    impls: Sequence[str] | str = ("reference",),
+    *,
+    data: str | None = None,
+    images: Sequence[str | os.PathLike] | None = None,
+    layers: Sequence[str] | None = None,
+    imgsz: int | None = None,
+    batch: int = 16,
+    device: str = "cpu",
+    cache: bool = True,
+    trust: bool = False,
+) -> Any:
+    """``yolobn swap``: each implementation against the (cached) baseline.
+
+    Args:
+        model: anything ``yolobn.load`` takes (default: the demo model).
+        impls: implementation specs (``reference``, ``reference:eps=1e-5``, ``mypkg:MyBN``, ...).
+        data: a dataset to validate on (default ``shapes`` for the demo model when no images).
+        images: a label-free comparison on these images (files or folders) instead of, or beside,
+            the validation.
+        layers: the BN layers to swap (globs, block types, roles).
+
+    Returns:
+        ``yolobn.variants.VariantsResult``: ``.table`` (one row per variant), ``.metrics``.
+    """
+    from yolobn.errors import YolobnError
+    from yolobn.images import collect_images, model_imgsz
+    from yolobn.loader import LoadedModel, load
+    from yolobn.variants import Settings, Variant, run_variants
+
+    loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
+    if data is None and images is None:
+        if loaded.meta.kind != "demo":
+            raise YolobnError("swap_validate: give data= (a dataset yaml) or images= (a label-free check)")
+        data = "shapes"
+    specs = [impls] if isinstance(impls, str) else list(impls)
+    variants = [Variant.of(s, layers) for s in specs]
+    paths = collect_images([os.fspath(p) for p in images]) if images is not None else None
+    settings = Settings(
+        data=data, images=paths, imgsz=model_imgsz(loaded, imgsz), batch=batch, device=device, trust=trust,
+        cache=cache,
+    )  # fmt: skip
+    return run_variants(loaded, variants, settings)
+
+
+def run_experiment(config: str | os.PathLike | dict[str, Any], *, trust: bool = False) -> Any:
+    """``yolobn experiment``: an experiment file (path) or its content (a dict, as the file would hold).
+
+    Returns:
+        ``yolobn.experiment.ExperimentResult`` (``.results``, ``.sensitivity``, ``.metric``).
+    """
+    import tempfile
+
+    from yolobn import experiment as ex
+
+    if isinstance(config, dict):
+        import yaml
+
+        with tempfile.TemporaryDirectory() as d:  # the same checks as a file
+            p = Path(d) / "experiment.yaml"
+            p.write_text(yaml.safe_dump(config))
+            cfg = ex.read_config(p, trust=trust)
+        return ex.run_experiment(cfg, base_dir=Path.cwd(), trust=trust)
+    p = Path(config)
+    cfg = ex.read_config(p, trust=trust)
+    return ex.run_experiment(cfg, base_dir=p.resolve().parent, trust=trust)
+
+
+def prune_frontier(
+    model: Any = None, data: str = "shapes", images: Sequence[str] | None = None, **kwargs: Any
+) -> Any:
+    """``yolobn frontier`` (see ``yolobn.frontier.frontier`` for the options)."""
+    from yolobn.frontier import frontier
+
+    return frontier(model, data, images, **kwargs)
