@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.golden import EXACT_DATA, Tolerance, check_or_update, mismatch
 from yolobn.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -21,18 +22,14 @@ PLOTS = [
     "hist-gamma", "hist-beta", "hist-var", "hist-scale",
 ]  # fmt: skip
 REPO = Path(__file__).resolve().parents[1]
+REPORT_FILES = ("report.html", "layers.csv", "channels.csv", "summary.json")
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
     assert main(["report", "-o", str(d), "-q"]) == 0
-    assert sorted(p.name for p in d.iterdir()) == [
-        "channels.csv",
-        "layers.csv",
-        "report.html",
-        "summary.json",
-    ]
+    assert sorted(p.name for p in d.iterdir()) == sorted(REPORT_FILES)
     return d
 
 
@@ -101,7 +98,7 @@ def assert_table_is_csv(report: Path) -> None:
                 if isinstance(want, float) and math.isnan(want):
                     assert got == "", key
                 else:
-                    assert float(got) == pytest.approx(float(want), rel=1e-8, abs=1e-12), key
+                    assert float(got) == float(want), key  # both written at 7 significant digits
 
 
 def test_channel_details_are_the_channels_csv(report):
@@ -127,12 +124,36 @@ def test_summary_json_matches_html_header(report):
     assert f"{s['dead']:,} ({s['dead_share']:.1%})" in html
 
 
-def test_reports_folder_is_up_to_date(report):
-    committed = REPO / "reports" / "demo_yolo11n_shapes"
-    for name in ("report.html", "layers.csv", "channels.csv", "summary.json"):
-        assert (committed / name).read_bytes() == (report / name).read_bytes(), (
-            f"reports/demo_yolo11n_shapes/{name} is stale: regenerate with `yolobn report` (see README)"
-        )
+def test_reports_folder_is_up_to_date(report, update_golden):
+    # text exactly, numbers to the precision written (tests/golden.py); `pytest --update-golden` rewrites
+    check_or_update(
+        REPO / "reports" / "demo_yolo11n_shapes", report, list(REPORT_FILES), EXACT_DATA, update_golden
+    )
+
+
+def test_golden_comparison_allows_rounding_and_nothing_else():
+    tol = EXACT_DATA
+    assert mismatch("name,x\nmodel.2.bn,1.329947\n", "name,x\nmodel.2.bn,1.329948\n", tol) is None
+    assert "1.329947 in the golden file, 1.32995 now" in mismatch("a,1.329947\n", "a,1.32995\n", tol)
+    assert "text differs" in mismatch("model.2.bn,1\n", "model.3.bn,1\n", tol)  # names are text
+    assert mismatch("a,185\n", "a,186\n", tol) is not None  # counts exactly
+    assert mismatch("a,1,2\n", "a,1,2,3\n", tol) is not None
+    # in HTML, a number rounded for display may flip its last digit, and a coordinate by 0.1 px
+    assert mismatch('<b x="10.3">0.181</b>', '<b x="10.4">0.182</b>', Tolerance(1e-6, display=True)) is None
+    assert mismatch('<b x="10.3">0.181</b>', '<b x="10.5">0.181</b>', Tolerance(1e-6, display=True))
+    # PNG images: compared by their pixels, not by the bytes zlib wrote
+    import base64
+    import io
+
+    from PIL import Image
+
+    def png(value: int, level: int) -> str:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((4, 4), value, np.uint8), "L").save(buf, format="PNG", compress_level=level)
+        return 'href="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '"'
+
+    assert png(7, 1) != png(7, 9) and mismatch(png(7, 1), png(7, 9), tol) is None
+    assert "PNG image 0 differs" in mismatch(png(7, 1), png(8, 1), tol)
 
 
 def test_report_bad_output_folder_writes_nothing(tmp_path, capsys):

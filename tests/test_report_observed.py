@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_report_html import assert_table_is_csv, open_page
+from tests.golden import OBSERVED_DATA, check_or_update
+from tests.test_report_html import REPO, REPORT_FILES, assert_table_is_csv, open_page
 from yolobn.cli import main
 
 OBS_PLOTS = ["plot-confusion", "plot-drift"]
@@ -20,6 +21,15 @@ def report(tmp_path_factory):
     d = tmp_path_factory.mktemp("report-observed")
     assert main(["report", "--images", "--max-images", "8", "-o", str(d), "-q"]) == 0
     return d
+
+
+def test_observed_reports_folder_is_up_to_date(tmp_path, update_golden, monkeypatch):
+    # what the README's `yolobn report --images -o reports/demo_yolo11n_shapes/observed` writes (96 images)
+    if update_golden:  # the image paths in summary.json: the default cache, not this test run's
+        monkeypatch.delenv("YOLOBN_CACHE", raising=False)
+    assert main(["report", "--images", "-o", str(tmp_path), "-q"]) == 0
+    golden = REPO / "reports" / "demo_yolo11n_shapes" / "observed"
+    check_or_update(golden, tmp_path, list(REPORT_FILES), OBSERVED_DATA, update_golden)
 
 
 def test_observed_columns_and_plots_are_in_the_page_and_match_the_csv(report):

@@ -445,7 +445,7 @@ def _cell(key: str, kind: str, v: Any) -> str:
         shown = str(int(x))
     else:
         shown = f"{x:.4g}"
-    return f'<td data-v="{x!r}" class="n">{shown}</td>'
+    return f'<td data-v="{x:.7g}" class="n">{shown}</td>'
 
 
 def layer_table(layers: pd.DataFrame) -> str:
@@ -460,7 +460,7 @@ def layer_table(layers: pd.DataFrame) -> str:
         cells = "".join(_cell(k, t, rec[k]) for k, _, t in columns)
         rows.append(
             f'<tr{cls} data-name="{escape(rec["name"])}" data-role="{escape(rec["role"])}" '
-            f'data-block="{escape(rec["block"])}" data-eps="{float(rec["eps"])!r}">{cells}</tr>'
+            f'data-block="{escape(rec["block"])}" data-eps="{float(rec["eps"]):.7g}">{cells}</tr>'
         )
     return f'<table id="layers"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
