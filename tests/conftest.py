@@ -14,6 +14,21 @@ os.environ.setdefault("YOLO_VERBOSE", "False")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the golden files (reports/demo_yolo11n_shapes/ and its observed/) from the current "
+        "code instead of comparing them",
+    )
+
+
+@pytest.fixture(scope="session")
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    """True under ``pytest --update-golden``: golden tests write their files instead of comparing."""
+    return bool(request.config.getoption("--update-golden"))
+
+
 @pytest.fixture
 def tiny() -> TinyNet:
     torch.manual_seed(0)

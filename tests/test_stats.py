@@ -185,3 +185,102 @@ def test_demo_stride32_box_branch_is_at_init(demo_model_loaded):
     assert list(r.index[r["init_affine"]]) == ["model.23.cv2.2.0.bn", "model.23.cv2.2.1.bn"]
     assert list(r.index[r["near_init"]]) == ["model.23.cv2.1.0.bn", "model.23.cv2.1.1.bn"]
     assert "(almost) no gradient reached this layer" in r.loc["model.23.cv2.2.0.bn", "findings"]
+
+
+# ------------------------------------------------------------------- the same bits on every machine
+
+
+def _bits(df) -> dict[str, bytes]:
+    """Every column as bytes: float columns bit for bit (NaN included), others as their text."""
+    return {
+        c: df[c].to_numpy(dtype=np.float64).tobytes()
+        if df[c].dtype.kind == "f"
+        else "\n".join(map(str, df[c])).encode()
+        for c in df.columns
+    }
+
+
+def _wide_model() -> nn.Module:
+    # A BN wide enough (2**17 channels) for torch to split a reduction across threads, with one NaN
+    # running_var so that its rows are described vector by vector: the case where torch's sums
+    # differed with the thread count.
+    n = 1 << 17
+    torch.manual_seed(1)
+    bn = nn.BatchNorm2d(n)
+    with torch.no_grad():
+        bn.weight.copy_(torch.randn(n) * 0.3 + 1)
+        bn.bias.copy_(torch.randn(n))
+        bn.running_mean.copy_(torch.randn(n))
+        bn.running_var.copy_(torch.rand(n) * 3)
+        bn.running_var[5] = float("nan")
+    return nn.Sequential(nn.Conv2d(3, n, 1), bn).eval()
+
+
+def test_statistics_and_written_bytes_do_not_depend_on_the_thread_count(demo_model_loaded, tmp_path):
+    from yolobn.report.export import report_files
+
+    threads = torch.get_num_threads()
+    out: dict[int, tuple] = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            wide = yolobn.bn_stats(_wide_model())
+            ins = yolobn.inspect(demo_model_loaded)
+            files = {p.name: text.encode() for p, text in report_files(ins, tmp_path).items()}
+            out[n] = (_bits(wide[0]), _bits(wide[1]), _bits(ins.layers), _bits(ins.channels), files)
+    finally:
+        torch.set_num_threads(threads)
+    for k, what in enumerate(("wide layers", "wide channels", "demo layers", "demo channels", "files")):
+        diff = [c for c in out[1][k] if out[1][k][c] != out[2][k][c]]
+        assert diff == [], (what, diff)
+
+
+def _permuted(model: nn.Module, seed: int) -> nn.Module:
+    """A copy whose every BN has its channels in another order (all four tensors alike)."""
+    import copy
+
+    m = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in (x for x in m.modules() if isinstance(x, nn.BatchNorm2d)):
+            p = torch.randperm(bn.num_features, generator=g)
+            for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+                t.copy_(t[p].clone())
+    return m
+
+
+def test_per_layer_statistics_do_not_depend_on_the_channel_order(demo_model_loaded):
+    layers, channels = yolobn.bn_stats(demo_model_loaded.model)
+    for seed in (0, 1):
+        ly, ch = yolobn.bn_stats(_permuted(demo_model_loaded.model, seed))
+        got, want = _bits(ly), _bits(layers)
+        assert [c for c in want if got[c] != want[c]] == []
+        # the channel rows are the same rows, in the new order
+        key = ["name", "gamma", "beta", "running_mean", "running_var"]
+        a = channels.sort_values(key, kind="stable").drop(columns="channel").reset_index(drop=True)
+        b = ch.sort_values(key, kind="stable").drop(columns="channel").reset_index(drop=True)
+        assert _bits(a) == _bits(b)
+
+
+CAPABILITY = """
+import pickle, sys, torch, yolobn
+ins = yolobn.inspect()
+pickle.dump((torch.backends.cpu.get_cpu_capability(), ins.layers, ins.channels), open(sys.argv[1], "wb"))
+"""
+
+
+def test_statistics_are_the_same_bits_on_a_cpu_without_avx(demo_model_loaded, tmp_path):
+    # Another CPU, emulated: torch's DEFAULT kernels (no AVX2/AVX512, no fused multiply-add) in a fresh
+    # process. Before the fix, quantiles and means differed in the last bits (issue 9).
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "YOLO_VERBOSE": "False"}
+    subprocess.run([sys.executable, "-c", CAPABILITY, str(tmp_path / "out.pkl")], env=env, check=True)
+    capability, layers, channels = pickle.loads((tmp_path / "out.pkl").read_bytes())
+    assert capability == "DEFAULT"
+    ins = yolobn.inspect(demo_model_loaded)
+    assert [c for c, v in _bits(ins.layers).items() if _bits(layers)[c] != v] == []
+    assert _bits(ins.channels) == _bits(channels)

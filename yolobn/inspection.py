@@ -267,14 +267,18 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else 0.0
 
 
+SIGNIFICANT = 7  # digits written for a float: the precision of float32 data (as report.export.FLOAT_FORMAT)
+
+
 def _clean(obj: Any) -> Any:
-    """JSON-safe values: numpy scalars to Python, NaN/inf to None (strict JSON has no NaN)."""
+    """JSON-safe values: numpy scalars to Python, NaN/inf to None (strict JSON has no NaN), floats
+    rounded to ``SIGNIFICANT`` digits (the last float64 bits differ between machines)."""
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
         obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+    if isinstance(obj, float):
+        return float(f"{obj:.{SIGNIFICANT}g}") if math.isfinite(obj) else None
     return obj

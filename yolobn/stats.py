@@ -1,11 +1,14 @@
 """Per-layer and per-channel BatchNorm statistics as tidy pandas DataFrames.
 
-All math is vectorised over channels (one torch op per quantity per layer) in float64, so that
-the same checkpoint always gives the same numbers, and the same bytes once written as CSV.
+All math is vectorised over channels in float64. Every number is the same to the last bit on any
+CPU, with any thread count and in any channel order: elementwise IEEE operations (correctly
+rounded everywhere), exact sums (``math.fsum``) and sorted-value quantiles; no torch reduction,
+whose rounding depends on the CPU's vector width and the threads.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,7 +23,7 @@ from yolobn.walk import BNBlock, find_blocks, unwrap
 
 QUANTITIES = ("gamma", "beta", "running_mean", "running_var", "scale")
 STATS = ("min", "max", "mean", "std", "p05", "p25", "p50", "p75", "p95")
-_Q = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
+_Q = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 REASON_NAMES = {0: "", 1: "constant", 2: "off"}
 _REASONS = np.array([REASON_NAMES[i] for i in range(3)], dtype=object)
 _BLOCK_FIELDS = tuple(BNBlock.__dataclass_fields__)
@@ -210,28 +213,49 @@ def _describe(x: torch.Tensor) -> list[float]:
     finite = x[torch.isfinite(x)]
     if finite.numel() == 0:
         return [float("nan")] * len(STATS)
-    q = torch.quantile(finite, _Q).tolist()
-    std = float(finite.std(correction=0)) if finite.numel() > 1 else 0.0
-    return [float(finite.min()), float(finite.max()), float(finite.mean()), std, *q]
+    return _describe_exact(finite.numpy()[None, :])[0]
 
 
 def _describe_rows(values: dict[str, torch.Tensor]) -> list[list[list[float]]]:
-    """Per row (layer) and quantity: min, max, mean, population std and quantiles, in one pass.
+    """Per row (layer) and quantity: min, max, mean, population std and quantiles.
 
     ``values`` maps each quantity to a (layers, channels) tensor; rows with a non-finite value
     (rare: corrupt or untracked statistics) are described per vector, from the finite values only.
     """
     xs = list(values.values())
     k, n = xs[0].shape
-    x = torch.stack(xs, 1).reshape(k * len(xs), n)  # rows: layer 0 gamma, beta, ..., layer 1 gamma, ...
-    finite = torch.isfinite(x).reshape(k, -1).all(1).tolist()
-    q = torch.quantile(x, _Q, dim=1).T  # (rows, 5)
-    std = x.std(dim=1, correction=0) if n > 1 else torch.zeros(x.shape[0], dtype=x.dtype)
-    out = torch.cat(
-        [x.amin(1, keepdim=True), x.amax(1, keepdim=True), x.mean(1, keepdim=True), std[:, None], q], 1
-    ).tolist()
     m = len(xs)
+    if n == 0:
+        return [[[float("nan")] * len(STATS) for _ in xs] for _ in range(k)]
+    x = torch.stack(xs, 1).reshape(k * m, n).numpy()  # rows: layer 0 gamma, beta, ..., layer 1 gamma, ...
+    finite = np.isfinite(x).reshape(k, -1).all(1).tolist()
+    out = _describe_exact(x)
     return [out[r * m : (r + 1) * m] if ok else [_describe(v[r]) for v in xs] for r, ok in enumerate(finite)]
+
+
+def _describe_exact(x: np.ndarray) -> list[list[float]]:
+    """min, max, mean, population std and quantiles of each row of a finite float64 (rows, n) array.
+
+    The same bits on every CPU, for any thread count and any channel order: sums are exact
+    (``math.fsum``, correctly rounded), and quantiles interpolate the sorted values with separate
+    IEEE operations. Torch's reductions instead depend on the vector width and threads, and its
+    quantile interpolation uses a fused multiply-add on AVX2 but not on other CPUs (ulp
+    differences that then show up in every written file).
+    """
+    n = x.shape[1]
+    s = np.sort(x + 0.0, axis=1)  # + 0.0 turns -0.0 into 0.0: the sort does not order the two
+    mean = np.array([math.fsum(r) for r in x.tolist()]) / n
+    dev = x - mean[:, None]
+    std = np.sqrt(np.array([math.fsum(r) for r in (dev * dev).tolist()]) / n)
+    # linear interpolation between closest ranks, as numpy/torch's default, one formula everywhere
+    pos = _Q * (n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = pos - lo
+    a, b = s[:, lo], s[:, hi]
+    d = b - a
+    q = np.where(w < 0.5, a + w * d, b - d * (1 - w))
+    return np.column_stack([s[:, 0], s[:, -1], mean, std, q]).tolist()
 
 
 def _layer_row(

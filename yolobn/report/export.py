@@ -12,7 +12,10 @@ import pandas as pd
 
 from yolobn.errors import YolobnError
 
-FLOAT_FORMAT = "%.9g"  # enough digits to round-trip float32 values; stable bytes for the same model
+# The precision the data carries (float32/float16 tensors: about 7 significant digits), not more:
+# the float64 digits beyond it differ between CPUs and thread counts (observed statistics, sums),
+# so the written bytes are the same on every machine. inspection.SIGNIFICANT matches it.
+FLOAT_FORMAT = "%.7g"
 
 
 def layers_csv(layers: pd.DataFrame) -> str:
