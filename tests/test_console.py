@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 import yolobn
-from yolobn.report.console import LAYER_COLS, layer_table, observed_table, variants_table
+from yolobn.report.console import LAYER_COLS, layer_table, observed_table
+from yolobn.report.tables import variants_table
 
 
 def render(renderable, width: int) -> str:

@@ -92,9 +92,9 @@ class Comparison:
 
     def to_json_dict(self) -> dict[str, Any]:
         from yolobn._version import __version__
-        from yolobn.inspection import _clean
+        from yolobn.report.export import json_safe
 
-        return _clean(
+        return json_safe(
             {
                 "yolobn_version": __version__,
                 "a": self.a.meta.to_dict(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ from yolobn._version import __version__
 from yolobn.errors import NoBatchNormError, YolobnError
 from yolobn.findings import Finding, by_kind, describe
 from yolobn.loader import LoadedModel, load
+from yolobn.report.export import json_safe
 from yolobn.stats import stats_and_findings
 from yolobn.thresholds import Thresholds
 
@@ -58,7 +58,7 @@ class Inspection:
     def _repr_html_(self) -> str:
         from yolobn.report.notebook import inspection_html
 
-        return inspection_html(self)
+        return inspection_html(self, rank_layers(self.layers))
 
     def findings(self) -> list[Finding]:
         """The health findings of the (selected) BN layers, as records, in layer order."""
@@ -124,7 +124,7 @@ class Inspection:
 
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON document written by ``--json``: metadata, thresholds, summary and per-layer rows."""
-        return _clean(
+        return json_safe(
             {
                 "yolobn_version": __version__,
                 "model": self.meta.to_dict(),
@@ -265,20 +265,3 @@ def eps_counts(layers: pd.DataFrame) -> dict[str, int]:
 
 def _ratio(a: int, b: int) -> float:
     return a / b if b else 0.0
-
-
-SIGNIFICANT = 7  # digits written for a float: the precision of float32 data (as report.export.FLOAT_FORMAT)
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe values: numpy scalars to Python, NaN/inf to None (strict JSON has no NaN), floats
-    rounded to ``SIGNIFICANT`` digits (the last float64 bits differ between machines)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return float(f"{obj:.{SIGNIFICANT}g}") if math.isfinite(obj) else None
-    return obj

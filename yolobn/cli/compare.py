@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         cmp = compare(results[0], results[1], thresholds=th)
         written = o.write_outputs(args, cmp)
         if not args.quiet:
-            from yolobn.report.console import compare_panel, compare_table
+            from yolobn.report.tables import compare_panel, compare_table
 
             out.print(compare_panel(cmp.summary()))
             shown = cmp.layers.sort_values(["change", "index"], ascending=[False, True], kind="stable")
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             )
         written = _write_audit(args, table, results)
         if not args.quiet:
-            from yolobn.report.console import audit_table
+            from yolobn.report.tables import audit_table
 
             if len(results) == 2:
                 out.print("[yellow]the two checkpoints have different architectures: one row each[/]")
@@ -118,15 +118,14 @@ def _write_audit(args: argparse.Namespace, table: Any, results: list[Any]) -> li
     import json
     import sys
 
-    from yolobn.inspection import _clean
-    from yolobn.report.export import write_texts
+    from yolobn.report.export import json_safe, write_texts
 
     texts = {}
     if args.csv:
         texts[args.csv] = table.to_csv(index=False, float_format="%.7g", lineterminator="\n")
     if args.json:
         doc = {"models": [r.meta.to_dict() for r in results], "audit": table.to_dict(orient="records")}
-        texts[args.json] = json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n"
+        texts[args.json] = json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
     written = write_texts({p: t for p, t in texts.items() if str(p) != "-"})
     for p, t in texts.items():
         if str(p) == "-":

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     written = write_texts(files)
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.report.console import sensitivity_table, variants_table
+    from yolobn.report.tables import sensitivity_table, variants_table
 
     title = (
         f"experiment {args.file} · {res.meta.get('path') or res.meta.get('source')} on {res.config['data']}"

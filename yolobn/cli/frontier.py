@@ -109,18 +109,18 @@ def run(args: argparse.Namespace) -> int:
             seeds=args.seeds, roles=not args.no_roles, tolerance=args.tolerance, max_images=args.max_images,
             imgsz=args.imgsz, batch=args.batch, device=args.device, trust=args.trust, progress=progress,
         )  # fmt: skip
-    from yolobn.inspection import _clean
+    from yolobn.report.export import json_safe
 
     doc = {"model": fr.meta, "settings": fr.settings, "summary": fr.summary(),
            "curve": fr.curve.to_dict(orient="records"), "layers": fr.layers.to_dict(orient="records")}  # fmt: skip
     written = write_texts({
         out_dir / "frontier.csv": fr.curve.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
         out_dir / "points.csv": fr.points.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
-        out_dir / "frontier.json": json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n",
+        out_dir / "frontier.json": json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n",
     })  # fmt: skip
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.report.console import frontier_table
+    from yolobn.report.tables import frontier_table
 
     out.print(frontier_table(fr, width=out.width))
     o.print_written(out, written)

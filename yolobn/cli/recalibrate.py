@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         f"(imgsz {r['imgsz']}, batch {r['batch']}); weights unchanged"
     )
     if metrics:
-        from yolobn.report.console import before_after_table
+        from yolobn.report.tables import before_after_table
 
         out.print(before_after_table(metrics, f"validation on {args.data}"))
     o.print_written(out, [written])

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     })  # fmt: skip
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.report.console import variants_table
+    from yolobn.report.tables import variants_table
 
     where = args.data if args.data else f"{len(images or [])} images (label-free)"
     title = f"swap-and-validate · {loaded.meta.path or loaded.meta.source} on {where} @ {settings.imgsz}"

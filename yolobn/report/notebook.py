@@ -34,9 +34,8 @@ def _kv(title: str, items: list[tuple[str, Any]]) -> str:
     return f"<h4 style='margin:4px 0'>{escape(title)}</h4><ul style='margin:0'>{lis}</ul>"
 
 
-def inspection_html(ins: Any) -> str:
-    from yolobn.inspection import rank_layers
-
+def inspection_html(ins: Any, ranked: Any) -> str:
+    """``ranked``: the layers in the order worth a look (``inspection.rank_layers``)."""
     s, m = ins.summary(), ins.meta
     items = [
         ("model", m.path or m.source),
@@ -52,7 +51,7 @@ def inspection_html(ins: Any) -> str:
     cols = ["name", "block", "channels", "gamma_mean", "running_var_p50", "dead", "eps_dominated", "findings"]
     if obs is not None:
         cols[-1:-1] = ["obs_dead", "drift"]
-    return _kv("yolobn inspection", items) + _table(rank_layers(ins.layers), cols)
+    return _kv("yolobn inspection", items) + _table(ranked, cols)
 
 
 def variants_html(res: Any) -> str:

@@ -1,0 +1,74 @@
+"""The code's shape (issue 10): no import cycle inside yolobn/, no module importing another module's
+_private names, modules under ~500 lines and functions under ~80."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "yolobn"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        parts = p.relative_to(PKG.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(p: Path) -> tuple[set[str], list[str]]:
+    """The yolobn modules ``p`` imports (anywhere in it) and the private names it imports from them."""
+    deps, private = set(), []
+    for n in ast.walk(ast.parse(p.read_text())):
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "yolobn":
+            for a in n.names:
+                sub = f"{n.module}.{a.name}"
+                deps.add(sub if sub in MODULES else n.module)  # `from pkg import module`: the module only
+                if a.name.startswith("_") and sub not in MODULES and a.name != "__version__":
+                    private.append(f"{n.module}.{a.name}")
+        elif isinstance(n, ast.Import):
+            deps |= {a.name for a in n.names if a.name.split(".")[0] == "yolobn"}
+    return deps, private
+
+
+def test_no_import_cycle():
+    graph = {m: {d for d in _imports(p)[0] if d in MODULES and d != m} for m, p in MODULES.items()}
+    graph = {
+        m: {d for d in ds if not m.startswith(d + ".")} for m, ds in graph.items()
+    }  # a package's own init
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(u: str, path: list[str]) -> None:
+        state[u] = 1
+        for v in sorted(graph[u]):
+            if state.get(v) == 1:
+                cycles.append(" -> ".join(path[path.index(v) :] + [u, v]) if v in path else f"{u} -> {v}")
+            elif v not in state:
+                visit(v, [*path, u])
+        state[u] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    assert cycles == []
+
+
+def test_no_private_imports():
+    bad = {m: priv for m, p in MODULES.items() if (priv := _imports(p)[1])}
+    assert bad == {}
+
+
+def test_sizes():
+    long_modules = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 520}
+    long_functions = {}
+    for m, p in MODULES.items():
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 85:
+                long_functions[f"{m}.{n.name}"] = n.end_lineno - n.lineno + 1
+    assert long_modules == {} and long_functions == {}

@@ -1,0 +1,261 @@
+"""Rich renderables of swap, experiment, recalibrate, compare and frontier (built here, printed by the CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from yolobn.report.fit import Col, fit_table
+from yolobn.report.fit import delta as _delta
+from yolobn.report.fit import metric as _metric
+from yolobn.report.fit import ms as _ms
+from yolobn.report.fit import pct as _pct
+from yolobn.report.fit import sci as _sci
+from yolobn.report.fit import sig as _g
+
+
+def variants_table(
+    table: pd.DataFrame,
+    metrics: tuple[str, ...],
+    title: str,
+    *,
+    images: bool,
+    width: int = 200,
+    wide: bool = False,
+) -> Table:
+    """``yolobn swap``/``experiment``: one row per variant (the table of ``run_variants``).
+
+    The variant in full, the main metric and its change (with images: the label-free agreement);
+    ``wide`` adds the other metrics, the output difference and the time per image (all are in the CSV).
+    """
+    short = [k.replace("metrics/", "") for k in metrics]
+    rows_in = table.to_dict(orient="records")
+    agree = "top1_agreement" if any("top1_agreement" in r for r in rows_in) else "box_agreement"
+    shown = short if wide else short[:1]
+    cols = [Col("variant", "left"), Col("BN swapped", drop=2)]
+    for i, k in enumerate(shown):  # the other metrics go before the main one when space is short
+        cols += [Col(k, drop=4 + i if i else 0), Col("Δ", drop=4 + i if i else 0)]
+    if wide or not metrics:
+        cols.append(Col("max |Δout| (rel)", drop=3))
+    ablated = "channels_ablated" in table.columns
+    if ablated:
+        cols.append(Col("ablated"))
+    if images:
+        cols.append(Col(agree.replace("_", " ")))
+    if wide:
+        cols.append(Col("ms/img", drop=1))
+    rows = []
+    for r in rows_in:
+        cells = [r["variant"] + (" (cached)" if r["cached"] else ""), str(r["swapped"])]
+        for k in shown:
+            cells += [_metric(r[k]), _delta(r[f"{k} delta"])]
+        if wide or not metrics:
+            cells.append(f"{_sci(r['max_abs_diff'])} ({_sci(r['max_rel_diff'])})")
+        if ablated:
+            n = r.get("channels_ablated")
+            cells.append(f"{int(n):,} ({_pct(r['ablated_share'])})" if n == n and n is not None else "-")
+        if images:
+            a = r.get(agree)
+            base = not r["swapped"] and r["variant"].startswith("baseline")
+            cells.append("-" if a is None or base else (f"{a:.1%}" if a == a else "no boxes"))
+        if wide:
+            cells.append(_ms(r["ms_per_image"]))
+        rows.append(cells)
+    caption = "" if wide else "--wide: every metric, the output difference and ms/img (all in the CSV)"
+    return fit_table(cols, rows, width=width, title=title, caption=caption)
+
+
+def sensitivity_table(sensitivity: pd.DataFrame, metric: str, top: int) -> Table:
+    """The layers most sensitive to the swapped implementation, one at a time."""
+    short = metric.replace("metrics/", "")
+    st = Table(title=f"most sensitive BN layers to {sensitivity['impl'].iloc[0]} (one at a time)")
+    for c in ("rank", "layer", short, "Δ"):
+        st.add_column(c, justify="left" if c == "layer" else "right")
+    for r in sensitivity.head(top).to_dict(orient="records"):
+        st.add_row(str(r["rank"]), r["layer"], _metric(r[metric]), _delta(r["delta"]))
+    return st
+
+
+def before_after_table(rows: list[tuple[str, float, float]], title: str) -> Table:
+    """Metrics before and after (``yolobn recalibrate --data``)."""
+    t = Table(title=title)
+    for c in ("metric", "before", "after", "Δ"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for k, b, a in rows:
+        t.add_row(k, _metric(b), _metric(a), _delta(a - b))
+    return t
+
+
+# --------------------------------------------------------------------------------------------------
+# compare
+
+
+def compare_panel(s: dict[str, Any]) -> Panel:
+    """Headline numbers of a two-checkpoint comparison."""
+    lines = [
+        Text.assemble(("A (before)    ", "bold cyan"), s["a"]),
+        Text.assemble(("B (after)     ", "bold cyan"), s["b"]),
+        Text.assemble(
+            ("matched       ", "bold cyan"),
+            f"{s['matched_layers']} BN layers, {s['matched_channels']:,} channels",
+        ),
+    ]
+    if s["identical"]:
+        lines.append(
+            Text.assemble(("change        ", "bold cyan"), ("none: every BN tensor is identical", "green"))
+        )
+    else:
+        lines.append(
+            Text.assemble(
+                ("change        ", "bold cyan"),
+                f"{s['changed_layers']} layers changed, mean {_g(s['change_mean'])} nats "
+                "(Gaussian KL of running stats + BN output)",
+            )
+        )
+    t, e = s["transitions"], s["eps_transitions"]
+    lines.append(
+        Text.assemble(
+            ("dead channels ", "bold cyan"),
+            (f"newly dead {t['newly_dead']:,}", "bold red" if t["newly_dead"] else ""),
+            f" · revived {t['revived']:,} · dead in both {t['dead_both']:,}",
+        )
+    )
+    lines.append(
+        Text.assemble(
+            ("eps-dominated ", "bold cyan"),
+            f"newly {e['newly_eps_dominated']:,} · no longer {e['no_longer_eps_dominated']:,}",
+        )
+    )
+    if s["most_changed"]:
+        top = ", ".join(f"{d['name']} {_g(d['change'])}" for d in s["most_changed"][:3])
+        lines.append(Text.assemble(("most changed  ", "bold cyan"), top))
+    for key, what in (("only_a", "only in A"), ("only_b", "only in B"), ("mismatched", "other width")):
+        if s[key]:
+            names = ", ".join(s[key][:3]) + (" ..." if len(s[key]) > 3 else "")
+            lines.append(Text(f"note: {len(s[key])} layer(s) {what}: {names}", style="yellow"))
+    return Panel(Group(*lines), title="yolobn compare", title_align="left", expand=False)
+
+
+COMPARE_COLS = [
+    Col("name", "left"),
+    Col("block", "left", drop=6),
+    Col("ch", drop=5),
+    Col("γ p50 A→B", drop=3),
+    Col("var p50 A→B", drop=4),
+    Col("kl in"),
+    Col("kl out"),
+    Col("newly dead"),
+    Col("revived", drop=2),
+    Col("eps-dom +/-", drop=1),
+]
+
+
+def compare_table(layers: pd.DataFrame, *, width: int = 200) -> Table:
+    """The matched layers of a comparison, in the order given (most changed first)."""
+    rows = []
+    for r in layers.itertuples():
+        rows.append(
+            [
+                r.name, r.block, str(r.channels), f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
+                f"{_g(r.running_var_p50_a)}→{_g(r.running_var_p50_b)}", _g(r.kl_in), _g(r.kl_out),
+                f"[red]{r.newly_dead}[/]" if r.newly_dead else "·", str(r.revived) if r.revived else "·",
+                f"+{r.newly_eps_dominated}/-{r.no_longer_eps_dominated}"
+                if r.newly_eps_dominated or r.no_longer_eps_dominated else "·",
+            ]
+        )  # fmt: skip
+    caption = (
+        "kl in / kl out: mean channel Gaussian KL (nats) of the running statistics / the BN output, B vs A"
+    )
+    return fit_table(COMPARE_COLS, rows, width=width, title="most changed BN layers", caption=caption)
+
+
+AUDIT_COLS = [
+    Col("model", "left"),
+    Col("task", "left", drop=4),
+    Col("family", "left", drop=5),
+    Col("classes", drop=6),
+    Col("BN", drop=7),
+    Col("channels", drop=8),
+    Col("dead"),
+    Col("eps-dom"),
+    Col("findings"),
+    Col("γ p50", drop=3),
+    Col("near init", drop=2),
+    Col("eps", drop=1),
+]
+
+
+def audit_table(table: pd.DataFrame, *, width: int = 200) -> Table:
+    """One row per checkpoint (``yolobn.comparison.audit``)."""
+    rows = [
+        [
+            str(r.source), str(r.task or "-"), str(r.family or "-"), str(r.classes or "-"), str(r.bn_layers),
+            f"{r.channels:,}", f"{r.dead:,} ({_pct(r.dead_share)})" if r.dead else "·",
+            f"{r.eps_dominated:,}" if r.eps_dominated else "·", str(r.findings) if r.findings else "·",
+            _g(r.gamma_p50), _pct(r.near_initial_share), str(r.eps),
+        ]
+        for r in table.itertuples()
+    ]  # fmt: skip
+    return fit_table(AUDIT_COLS, rows, width=width, title="BatchNorm audit", caption="")
+
+
+# --------------------------------------------------------------------------------------------------
+# frontier
+
+
+def frontier_table(fr: Any, *, width: int = 200) -> Group:
+    """The metric change at each share ablated, one column per criterion, and the removable shares."""
+    c = fr.curve[fr.curve["scope"] == "all"]
+    from yolobn.frontier import CRITERIA
+
+    crits = sorted(dict.fromkeys(c["criterion"]), key=lambda k: CRITERIA.index(k) if k in CRITERIA else 9)
+    cols = [Col("ablated", "right")] + [Col(k) for k in crits]
+    rows = []
+    for share in sorted(set(c["share"])):
+        row = [f"{share:g}%"]
+        for k in crits:
+            r = c[(c["criterion"] == k) & (c["share"] == share)]
+            if not len(r):
+                row.append("-")
+                continue
+            d = float(r["delta"].iloc[0])
+            spread = (
+                f" ({_delta(float(r['delta_min'].iloc[0]))}..{_delta(float(r['delta_max'].iloc[0]))})"
+                if int(r["seeds"].iloc[0]) > 1
+                else ""
+            )
+            row.append(_delta(d) + spread)
+        rows.append(row)
+    short = fr.metric.replace("metrics/", "")
+    t = fit_table(
+        cols,
+        rows,
+        width=width,
+        title=f"change in {short} (baseline {fr.baseline:.4f}) when the lowest k% are ablated",
+        caption="random: mean over seeds (min..max)",
+    )
+    s = fr.summary()
+    lines = [
+        Text.assemble(
+            ("removable     ", "bold cyan"),
+            " · ".join(f"{k} {v:g}%" for k, v in s["removable"].items()),
+            (f"  (within {fr.tolerance:g} {short}, every smaller share too)", "dim"),
+        )
+    ]
+    if s["removable_by_role"]:
+        lines.append(
+            Text.assemble(
+                ("by role       ", "bold cyan"),
+                " · ".join(f"{k} {v:g}%" for k, v in s["removable_by_role"].items()),
+                ("  (observed criterion, within each role)", "dim"),
+            )
+        )
+    if s["most_prunable_layers"]:
+        top = ", ".join(f"{d['name']} {d['ablated']}/{d['channels']}" for d in s["most_prunable_layers"][:3])
+        lines.append(Text.assemble(("most prunable ", "bold cyan"), top))
+    return Group(t, Panel(Group(*lines), title="yolobn frontier", title_align="left", expand=False))
