@@ -99,7 +99,7 @@ def hbar_chart(bars: Sequence[Bar], *, title: str, plot_id: str, xlabel: str,
         ax.text(ax.ml - 6, y + 14, label, class_="tick", text_anchor="end")
     if ref is not None and math.isfinite(ref[0]):
         x = ax.x(ref[0])
-        with ax.mark(ref[1], name="reference", value=ref[0]):
+        with ax.mark(ref[1], name="ref-line", value=ref[0]):
             ax.line(x, ax.mt, x, ax.mt + ax.ph, stroke="#111", stroke_dasharray="5 3", stroke_width=1.3)
             ax.text(x + 4, ax.mt - 4, ref[1], class_="tick")
     if not bars:
@@ -195,6 +195,9 @@ def depth_stacked(names: Sequence[str], layer_ids: Sequence[int], parts: dict[st
         row = counts[i].tolist()
         tip = f"{name}: " + ", ".join(f"{k} {c}" for k, c in zip(parts, row, strict=True))
         with ax.mark(tip, name=name, value=row):
+            ax.rect(
+                ax.x(i - 0.5), ax.mt, ax.x(i + 0.5) - ax.x(i - 0.5), ax.ph, fill="#000", fill_opacity=0
+            )  # hover
             base = ax.y(0)
             for c, color in zip(row, colors, strict=True):
                 if c > 0:

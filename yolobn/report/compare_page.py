@@ -140,17 +140,22 @@ def _unmatched_section(cmp: Any) -> str:
     wa = dict(zip(cmp.a.layers["name"], cmp.a.layers["channels"], strict=True))
     wb = dict(zip(cmp.b.layers["name"], cmp.b.layers["channels"], strict=True))
     groups = [
-        ("only in A", cmp.only_a, lambda n: f"{n} ({wa.get(n)} ch)"),
-        ("only in B", cmp.only_b, lambda n: f"{n} ({wb.get(n)} ch)"),
-        ("same name, another width", cmp.mismatched, lambda n: f"{n} (A {wa.get(n)} ch, B {wb.get(n)} ch)"),
+        ("a", "only in A", cmp.only_a, lambda n: f"{n} ({wa.get(n)} ch)"),
+        ("b", "only in B", cmp.only_b, lambda n: f"{n} ({wb.get(n)} ch)"),
+        (
+            "width",
+            "same name, another width",
+            cmp.mismatched,
+            lambda n: f"{n} (A {wa.get(n)} ch, B {wb.get(n)} ch)",
+        ),
     ]
     out = ["<h2>Unmatched layers</h2>", '<p class="sub">Left out of every plot and of the table above.</p>']
-    for title, names, show in groups:
+    for key, title, names, show in groups:
         if not names:
             continue
         items = "".join(f"<li>{escape(show(n))}</li>" for n in names[:LIST_MAX])
         more = f"<p>... and {len(names) - LIST_MAX} more.</p>" if len(names) > LIST_MAX else ""
-        out.append(f'<h3>{escape(title)} ({len(names)})</h3><ul class="findings" id="unmatched-{title.split()[0]}">'
+        out.append(f'<h3>{escape(title)} ({len(names)})</h3><ul class="findings" id="unmatched-{key}">'
                    f"{items}</ul>{more}")  # fmt: skip
     return "\n".join(out)
 
