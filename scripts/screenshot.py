@@ -25,7 +25,7 @@ FLAGS = [
 ]  # fmt: skip
 
 
-def screenshot(page: Path, out: Path, *, width: int = 1200, height: int = 1500, full: bool = False) -> int:
+def screenshot(page: Path, out: Path, *, width: int = 1200, height: int = 1370, full: bool = False) -> int:
     """Write ``out`` (PNG) from ``page``; returns its size in bytes."""
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -60,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("out", nargs="?", type=Path, default=REPO / "docs" / "report.png")
     p.add_argument("--width", type=int, default=1200, help="viewport width in px (default 1200)")
-    p.add_argument("--height", type=int, default=1500, help="height of the view in px (default 1500)")
+    p.add_argument(
+        "--height",
+        type=int,
+        default=1370,
+        help="height of the view in px (default 1370: the header, cards and the first two plots)",
+    )
     p.add_argument("--full", action="store_true", help="the whole page, not only its top")
     a = p.parse_args(argv)
     size = screenshot(a.page, a.out, width=a.width, height=a.height, full=a.full)
