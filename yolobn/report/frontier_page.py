@@ -29,11 +29,18 @@ def _share_ticks(shares: pd.Series) -> list[tuple[float, str]]:
     return [(v, f"{v:g}%") for v in nice_ticks(0.0, hi if hi > 0 else 1.0)]
 
 
+def ordered(curve: pd.DataFrame) -> pd.DataFrame:
+    """The curve by criterion (observed, gamma, random), scope (all, backbone, neck, head), share."""
+    rank = {k: i for i, k in enumerate([*CRITERION_COLORS, "all", *ROLE_LINE_COLORS])}
+    key = curve["criterion"].map(rank).fillna(99) * 100 + curve["scope"].map(rank).fillna(99)
+    return curve.assign(_k=key).sort_values(["_k", "share"], kind="stable").drop(columns="_k")
+
+
 def _series(
     curve: pd.DataFrame, metric: str, key: str, colors: dict[str, str], band: bool
 ) -> list[charts.Series]:
     out = []
-    for name, g in curve.groupby(key, sort=False):
+    for name, g in ordered(curve).groupby(key, sort=False):
         g = g.sort_values("share")
         y = g[metric].to_numpy(float)
         base = y - g["delta"].to_numpy(float)  # the baseline, row by row
@@ -161,7 +168,7 @@ def render_html(fr: Any) -> str:
         "<h2>The curve</h2>",
         '<p class="sub">frontier.csv: one row per criterion, scope and share (random: averaged over the seeds; '
         "points.csv has each seed).</p>",
-        spec_table(fr.curve.to_dict(orient="records"), spec, table_id="curve"),
+        spec_table(ordered(fr.curve).to_dict(orient="records"), spec, table_id="curve"),
         footer(source, meta.get("sha256")),
     ]
     return page(f"yolobn frontier — {stem}", "\n".join(body))
