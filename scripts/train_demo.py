@@ -3,9 +3,16 @@
 Usage (from the repository root)::
 
     python scripts/train_demo.py [--epochs 60] [--imgsz 160] [--out yolobn/data/demo_yolo11n_shapes.pt]
+                                 [--run-dir DIR]
 
 Everything runs offline on the CPU. Ultralytics logs go to stderr; the final
 validation metrics and timing are printed to stdout as one JSON object.
+
+``yolobn.track`` watches the BatchNorm layers during the run (it does not change the
+weights: tests/test_track.py), and Ultralytics saves a snapshot every ``--save-period``
+epochs. With ``--run-dir`` the run folder (weights/epoch*.pt, yolobn/epochs.csv) is kept
+there: ``scripts/make_reports.py`` turns it into the committed training timeline and the
+comparison of the demo with an earlier epoch of its own training.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--imgsz", type=int, default=160)
     parser.add_argument("--out", type=Path, default=ROOT / "yolobn" / "data" / "demo_yolo11n_shapes.pt")
+    parser.add_argument("--run-dir", type=Path, help="keep the run folder (snapshots, yolobn/epochs.csv) here")
+    parser.add_argument("--save-period", type=int, default=10, help="a snapshot every N epochs (default 10)")
     args = parser.parse_args(argv)
 
     import torch
@@ -63,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="yolobn-demo-") as tmp, contextlib.redirect_stdout(sys.stderr):
         data_yaml = make_shapes(Path(tmp) / "shapes")
         model = YOLO("yolo11n.yaml")  # architecture only: trained from scratch
+        import yolobn
+
+        yolobn.track(model, snapshots=[args.save_period, args.epochs])  # reads only: the weights are the same
         model.train(
             data=str(data_yaml),
             epochs=args.epochs,
@@ -83,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             scale=0.2,
             translate=0.05,
             val=True,
+            save_period=args.save_period,
             project=str(Path(tmp) / "runs"),
             name="demo",
             exist_ok=True,
@@ -93,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(best, args.out)
         metrics = {k: round(float(trainer.metrics[v]), 4) for k, v in METRIC_KEYS.items()}
+        if args.run_dir is not None:
+            if args.run_dir.exists():
+                shutil.rmtree(args.run_dir)
+            shutil.copytree(trainer.save_dir, args.run_dir)
     wall = time.perf_counter() - t0
 
     result = {

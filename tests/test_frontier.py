@@ -76,6 +76,7 @@ def test_frontier_cli(tmp_path, capsys):
     assert code == 0
     curve = pd.read_csv(tmp_path / "frontier.csv")
     assert list(curve["share"]) == [0, 2] and set(curve["criterion"]) == {"observed"}
+    assert 'id="plot-frontier"' in (tmp_path / "frontier.html").read_text()  # the page beside the CSV
     capsys.readouterr()
     assert main(["frontier", "--criteria", "size"]) == 2
     assert "use some of observed, gamma, random" in capsys.readouterr().err

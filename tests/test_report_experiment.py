@@ -73,10 +73,12 @@ def test_experiment_page_fits_the_window_and_sorts(page):
 
 
 def test_sensitivity_bars_are_the_csv(page):
-    sens = pd.read_csv(EPS / "sensitivity.csv")
-    marks = plot_marks(page, "plot-sensitivity")
-    assert [m["name"] for m in marks] == list(sens["layer"])
-    assert [m["value"][0] for m in marks] == pytest.approx(sens["delta"].tolist(), rel=1e-5, abs=1e-9)
+    sens = pd.read_csv(EPS / "sensitivity.csv")  # ranked: the largest drop first
+    marks = plot_marks(page, "plot-sensitivity")  # the experiment's sensitivity.top (10) layers
+    assert [m["name"] for m in marks] == list(sens["layer"][:10])
+    assert [m["value"][0] for m in marks] == pytest.approx(sens["delta"][:10].tolist(), rel=1e-5, abs=1e-9)
+    depth = {m["name"]: m["value"][0] for m in plot_marks(page, "plot-sensitivity-depth")}  # every layer
+    assert depth == pytest.approx(dict(zip(sens["layer"], sens["delta"], strict=True)), rel=1e-5, abs=1e-9)
 
 
 def test_committed_experiment_page_is_up_to_date(tmp_path, update_golden):

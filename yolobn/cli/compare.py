@@ -12,6 +12,7 @@ EXAMPLES = """\
 examples:
   yolobn compare runs/train/weights/last.pt runs/train/weights/best.pt
   yolobn compare pretrained.pt finetuned.pt --csv layers.csv --channels-csv channels.csv --json compare.json
+  yolobn compare a.pt b.pt --html compare.html # a page with plots (works offline, from file://)
   yolobn compare a.pt b.pt c.pt d.pt          # more than two (or different architectures): an audit table
 
 two checkpoints: layers matched by name; per channel the Gaussian KL (nats) of the running statistics
@@ -53,6 +54,10 @@ def add_parser(sub: Any) -> None:
     f.add_argument(
         "--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON ('-': stdout)"
     )
+    f.add_argument(
+        "--html", type=Path, metavar="FILE",
+        help="a self-contained HTML page: change along the depth, transitions, A-vs-B scatter (or the audit table)",
+    )  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise YolobnError("compare needs at least two checkpoints: yolobn compare A.pt B.pt")
     args.model = None
     o.check_table_args(args)
+    _check_html(args)
     th = o.thresholds(args)
     from yolobn.comparison import audit, compare
     from yolobn.inspection import inspect
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     pair = len(results) == 2 and _same_architecture(results[0], results[1])
     if pair:
         cmp = compare(results[0], results[1], thresholds=th)
-        written = o.write_outputs(args, cmp)
+        written = o.write_outputs(args, cmp, extra=_html(args, cmp))
         if not args.quiet:
             from yolobn.report.tables import compare_panel, compare_table
 
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             raise YolobnError(
                 "--channels-csv: per-channel deltas need two checkpoints of the same architecture"
             )
-        written = _write_audit(args, table, results)
+        written = _write_audit(args, table, results, th)
         if not args.quiet:
             from yolobn.report.tables import audit_table
 
@@ -114,13 +120,40 @@ def _same_architecture(a: Any, b: Any) -> bool:
     return same >= 0.9 * max(len(wa), len(wb), 1)
 
 
-def _write_audit(args: argparse.Namespace, table: Any, results: list[Any]) -> list[Path]:
+def _check_html(args: argparse.Namespace) -> None:
+    """--html is a file (not stdout), distinct from the other outputs; checked before any work."""
+    from yolobn.errors import YolobnError
+    from yolobn.report.export import check_output_paths
+
+    if args.html is None:
+        return
+    if str(args.html) == "-":
+        raise YolobnError("--html -: the page is a file; give a file name such as compare.html")
+    others = {k: v for k, v in (("--csv", args.csv), ("--channels-csv", args.channels_csv), ("--json", args.json))
+              if v is not None and str(v) != "-"}  # fmt: skip
+    protect = [Path(m) for m in args.models if Path(m).exists()]
+    check_output_paths({**others, "--html": args.html}, protect=protect)
+
+
+def _html(args: argparse.Namespace, cmp: Any) -> dict[Path, str]:
+    if args.html is None:
+        return {}
+    from yolobn.report.compare_page import render_html
+
+    return {args.html: render_html(cmp)}
+
+
+def _write_audit(args: argparse.Namespace, table: Any, results: list[Any], th: Any) -> list[Path]:
     import json
     import sys
 
     from yolobn.report.export import json_safe, write_texts
 
     texts = {}
+    if args.html:
+        from yolobn.report.compare_page import render_audit_html
+
+        texts[args.html] = render_audit_html(table, results, th.to_dict())
     if args.csv:
         texts[args.csv] = table.to_csv(index=False, float_format="%.7g", lineterminator="\n")
     if args.json:

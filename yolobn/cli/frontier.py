@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_data(args.data, trust=args.trust)
     images = o.early_images(args)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "frontier", args.exist_ok)
-    names = ("frontier.csv", "points.csv", "frontier.json")
+    names = ("frontier.csv", "points.csv", "frontier.json", "frontier.html")
     check_output_paths({str(out_dir / n): out_dir / n for n in names})
     out, err = o.consoles(args.quiet)
     with o.progress_bar(err, args.quiet) as bar:
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             imgsz=args.imgsz, batch=args.batch, device=args.device, trust=args.trust, progress=progress,
         )  # fmt: skip
     from yolobn.report.export import json_safe
+    from yolobn.report.frontier_page import render_html
 
     doc = {"model": fr.meta, "settings": fr.settings, "summary": fr.summary(),
            "curve": fr.curve.to_dict(orient="records"), "layers": fr.layers.to_dict(orient="records")}  # fmt: skip
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir / "frontier.csv": fr.curve.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
         out_dir / "points.csv": fr.points.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
         out_dir / "frontier.json": json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n",
+        out_dir / "frontier.html": render_html(fr),
     })  # fmt: skip
     if args.quiet:
         return o.EXIT_OK

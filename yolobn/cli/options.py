@@ -219,11 +219,11 @@ def early_images(args: argparse.Namespace) -> list[Path] | None:
     return collect_images(args.images, args.max_images)
 
 
-def write_outputs(args: argparse.Namespace, result: Any) -> list[Path]:
-    """--csv, --channels-csv and --json of inspect and activations, all or nothing."""
+def write_outputs(args: argparse.Namespace, result: Any, extra: dict[Path, str] | None = None) -> list[Path]:
+    """--csv, --channels-csv and --json of inspect and activations (and ``extra`` files), all or nothing."""
     from yolobn.report.export import channels_csv, layers_csv, write_texts
 
-    texts = {}
+    texts: dict[Path, str] = dict(extra or {})
     if args.csv:
         texts[args.csv] = layers_csv(result.layers)
     if args.channels_csv:

@@ -14,6 +14,7 @@ examples:
   yolobn report best.pt -o out/          # out/report.html, layers.csv, channels.csv, summary.json
   yolobn report best.pt --open           # and open it in the default browser
   yolobn report best.pt --layers backbone --off-sigma 2
+  yolobn report --run runs/detect/train  # a training tracked with yolobn.track -> reports/train/training.html
 """
 
 FILES = ("report.html", "layers.csv", "channels.csv", "summary.json")
@@ -36,6 +37,11 @@ def add_parser(sub: Any) -> None:
         "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/)"
     )
     p.add_argument("--open", action="store_true", help="open the report in the default browser")
+    p.add_argument(
+        "--run", type=Path, metavar="DIR", dest="run_dir",
+        help="instead of a checkpoint: the save_dir of a training tracked with yolobn.track(model); writes "
+        "training.html (dead channels and gamma per epoch) into reports/<run-folder-name>/ (or -o)",
+    )  # fmt: skip
     o.exist_ok_argument(p)
     o.quiet_argument(p)
     o.image_group(p, optional=True)
@@ -46,6 +52,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from yolobn.report.export import check_output_paths
 
+    if args.run_dir is not None:
+        return _training(args)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model), args.exist_ok)
     model_path = Path(args.model) if args.model else None
     check_output_paths(
@@ -70,4 +78,31 @@ def run(args: argparse.Namespace) -> int:
         import webbrowser
 
         webbrowser.open((out_dir / "report.html").resolve().as_uri())
+    return o.EXIT_OK
+
+
+def _training(args: argparse.Namespace) -> int:
+    """``--run DIR``: training.html from DIR/yolobn/epochs.csv."""
+    from yolobn.errors import YolobnError
+    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.report.run_page import render_html
+    from yolobn.tracking import read_run
+
+    if args.model is not None:
+        raise YolobnError("--run: give the run folder or a MODEL, not both")
+    if args.images is not None:
+        raise YolobnError("--run: --images observes a checkpoint; it does not apply to a training run")
+    run_dir = args.run_dir.expanduser()
+    name = run_dir.resolve().name or "run"
+    out_dir = o.output_dir(args.out, Path("reports") / name, args.exist_ok)
+    page_path = out_dir / "training.html"
+    check_output_paths({str(page_path): page_path})
+    written = write_texts({page_path: render_html(read_run(run_dir), str(args.run_dir))})
+    if not args.quiet:
+        out, _ = o.consoles()
+        o.print_written(out, written)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(page_path.resolve().as_uri())
     return o.EXIT_OK

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             images = collect_images(args.images, args.max_images)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "swap", args.exist_ok)
-    check_output_paths({str(out_dir / n): out_dir / n for n in ("swap.csv", "swap.json")})
+    check_output_paths({str(out_dir / n): out_dir / n for n in ("swap.csv", "swap.json", "swap.html")})
 
     from yolobn.device import parse_device
     from yolobn.images import model_imgsz
@@ -140,9 +140,12 @@ def run(args: argparse.Namespace) -> int:
         "note": note,
         "results": json.loads(table.to_json(orient="records")),
     }
+    from yolobn.report.variants_page import render_html
+
     written = write_texts({
         out_dir / "swap.csv": table.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
         out_dir / "swap.json": json.dumps(doc, indent=2) + "\n",
+        out_dir / "swap.html": render_html(res, doc["model"], layers=args.layers, note=note),
     })  # fmt: skip
     if args.quiet:
         return o.EXIT_OK

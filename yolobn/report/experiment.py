@@ -1,109 +1,90 @@
-"""The experiment page: the variants table and the per-layer sensitivity ranking, in the same
-shell and look as the report (``report.page``), with readable metric names."""
+"""The experiment page: the variants (charts and table, shared with swap.html) and the per-layer
+sensitivity sweep: the ``top`` most sensitive layers as bars, the change of every layer along the
+depth, and the full ranking as a table; in the same shell and look as the report."""
 
 from __future__ import annotations
 
 import math
 import re
+from html import escape
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from yolobn.report import plots
-from yolobn.report.page import cell, data_table, figure, footer, header_cell, heading, meta_table, page
-from yolobn.report.svg import num
+from yolobn.report import charts
+from yolobn.report.page import cards, figure, footer, heading, meta_table, page, signed
+from yolobn.report.variants_page import metric_label, metric_set, table, variant_cards, variant_sections
 
-# Ultralytics' metric suffixes: which output the metric scores
-_KINDS = {"B": "box", "M": "mask", "P": "pose"}
-_COLUMNS = {  # results column -> header, tooltip
-    "variant": ("variant", "the variant's name"),
-    "impl": ("implementation", "the BatchNorm implementation swapped in"),
-    "swapped": ("BN swapped", "BatchNorm layers replaced"),
-    "max_abs_diff": (
-        "max |Δ output|",
-        "largest absolute difference of the raw head outputs vs the original model",
-    ),
-    "max_rel_diff": ("relative", "that difference relative to the largest output"),
-    "box_agreement": ("box agreement", "share of boxes matched by class at IoU >= 0.5 after NMS"),
-    "top1_agreement": ("top-1 agreement", "share of images with the same top-1 class"),
-    "ms_per_image": ("ms / image", "validation time per image"),
-    "cached": ("cached", "result read from the cache"),
-    "rank": ("rank", "rank by the drop"),
-    "layer": ("BN layer", "the one layer swapped"),
-    "delta": ("Δ", "change vs the baseline"),
-}
+__all__ = ["metric_label", "render_html", "sensitivity_sections"]
+
+TOP = 10  # the experiment file's sensitivity.top default
 
 
-def metric_label(key: str) -> str:
-    """``metrics/mAP50-95(B)`` -> ``mAP50-95 (box)``; ``metrics/accuracy_top1`` -> ``top-1 accuracy``."""
-    k = key.removeprefix("metrics/")
-    m = re.fullmatch(r"accuracy_top(\d+)", k)
-    if m:
-        return f"top-{m.group(1)} accuracy"
-    m = re.fullmatch(r"(.+)\(([A-Z])\)", k)
-    return f"{m.group(1)} ({_KINDS.get(m.group(2), m.group(2))})" if m else k.replace("_", " ")
+def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
+    """A dotted name as a sort key with numbers compared as numbers (model.2 before model.10)."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in name.split("."))
 
 
-def _is_metric(col: str, metrics: set[str]) -> bool:
-    return col in metrics or col.removeprefix("metrics/") in metrics
+def model_order(sens: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's rows in model order: by ``index`` when the sweep has it, else by the dotted names
+    compared part by part (exact across Ultralytics layers; within one block it is name order)."""
+    if "index" in sens.columns:
+        return sens.sort_values("index", kind="stable").reset_index(drop=True)
+    keys = sens["layer"].astype(str).map(_natural)
+    return sens.iloc[sorted(range(len(sens)), key=lambda i: keys.iloc[i])].reset_index(drop=True)
 
 
-def _header(col: str, metrics: set[str]) -> tuple[str, str]:
-    if col.endswith(" delta") and _is_metric(col[: -len(" delta")], metrics):
-        base = metric_label(col[: -len(" delta")])
-        return "Δ", f"change of {base} vs the baseline"
-    if _is_metric(col, metrics):
-        return metric_label(col), f"Ultralytics' {col}"
-    return _COLUMNS.get(col, (col.replace("_", " "), col))
+def _layer_id(name: str, pos: int) -> int:
+    m = re.match(r"model\.(\d+)(\.|$)", name)
+    return int(m.group(1)) if m else pos
 
 
-def _value(col: str, v: Any, metrics: set[str]) -> tuple[str, str, str]:
-    """(shown text, sort value, CSS class): metrics with 4 decimals, deltas signed with 4 decimals
-    (a change below 0.00005 is 0), output differences and times with 3 significant digits."""
-    if isinstance(v, bool) or col == "cached":
-        return ("yes" if v else "no"), str(v), ""
-    if not isinstance(v, (int, float)):
-        return ("" if v is None else str(v)), ("" if v is None else str(v)), ""
-    x = float(v)
-    if not math.isfinite(x):
-        return "–", "", "n"
-    if isinstance(v, int) or col in ("swapped", "rank"):
-        return f"{int(x)}", num(x), "n"
-    if col == "delta" or col.endswith(" delta"):
-        if abs(x) < 5e-5:
-            return "0.0000", num(x), "n"
-        return f"{x:+.4f}".replace("-", "−"), num(x), "n " + ("better" if x > 0 else "worse")
-    if _is_metric(col, metrics):
-        return f"{x:.4f}", num(x), "n"
-    if col.endswith("agreement"):
-        return f"{x:.1%}", num(x), "n"
-    return f"{x:.3g}", num(x), "n"
-
-
-def table(df: pd.DataFrame, metrics: set[str], table_id: str) -> str:
-    """A sortable table of ``df`` with readable headers and consistent digits."""
-    head = []
-    for c in df.columns:
-        label, tip = _header(str(c), metrics)
-        kind = "num" if pd.api.types.is_numeric_dtype(df[c]) and df[c].dtype != bool else "text"
-        head.append(header_cell(str(c), label, kind, tip))
-    rows = []
-    for rec in df.to_dict(orient="records"):
-        cells = (cell(*_value(str(c), v, metrics)) for c, v in rec.items())
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return data_table(head, rows, table_id=table_id)
+def sensitivity_sections(s: pd.DataFrame, metric: str, top: int) -> str:
+    """The sweep: the ``top`` layers with the largest drop as bars, every layer's change along the
+    depth, and the whole ranking as a table."""
+    label = metric_label(metric)
+    impl = str(s["impl"].iloc[0])
+    ranked = s.sort_values(["delta", "layer"], kind="stable").reset_index(drop=True)
+    head = ranked.head(top)
+    bars = [
+        charts.Bar(str(r.layer), float(r.delta), signed(float(r.delta)), f"{r.layer}: {label} {signed(float(r.delta))}",
+                   charts.WORSE if r.delta <= -5e-5 else (charts.BETTER if r.delta >= 5e-5 else charts.NEUTRAL))
+        for r in head.itertuples()
+    ]  # fmt: skip
+    top_svg = charts.hbar_chart(bars, title=f"The {len(head)} layers most sensitive to {impl}",
+                                plot_id="plot-sensitivity", xlabel=f"change in {label} when only this layer is swapped")  # fmt: skip
+    ordered = model_order(s)
+    names = [str(n) for n in ordered["layer"]]
+    deltas = ordered["delta"].to_numpy(dtype=float)
+    depth_svg = charts.depth_bars(
+        names, [_layer_id(n, i) for i, n in enumerate(names)], deltas,
+        title=f"Change in {label} along the depth, one BN layer swapped at a time", plot_id="plot-sensitivity-depth",
+        ylabel=f"Δ {label}", tips=[f"{n}: {signed(d)}" for n, d in zip(names, deltas, strict=True)],
+        roles=list(ordered["role"]) if "role" in ordered.columns else None,
+    )  # fmt: skip
+    moved = int((np.abs(deltas[np.isfinite(deltas)]) >= 5e-5).sum())
+    return "\n".join([
+        "<h2>Per-layer sensitivity</h2>",
+        f'<p class="sub">{len(s)} BN layers swapped to {escape(impl)} one at a time; {moved} of them change '
+        f"{escape(label)} by 0.0001 or more.</p>",
+        figure(top_svg, f"The {len(head)} largest drops (the experiment's <code>sensitivity.top</code>), most "
+               f"sensitive first: {escape(label)} with only that BN layer swapped, minus the baseline."),
+        figure(depth_svg, "Every layer of the sweep in model order (tick: Ultralytics layer index): where along "
+               "the depth the drop sits. Hover a bar for its layer."),
+        table(ranked, {metric}, "sensitivity"),
+    ])  # fmt: skip
 
 
 def render_html(res: Any) -> str:
-    """A self-contained page: the results table and, if run, the sensitivity ranking as bars."""
+    """A self-contained page: the variants as charts and a table and, if run, the sensitivity sweep."""
     source = str(res.meta.get("path") or res.meta.get("source"))
-    cols = [str(c) for c in res.results.columns]
-    metrics = {res.metric, *(c for c in cols if f"{c} delta" in cols)}  # a metric has a delta column
+    stem = source.rsplit("/", 1)[-1]
+    metrics = metric_set(res.results, res.metric)
+    sens_cfg = res.config.get("sensitivity") or {}
+    images = "box_agreement" in res.results.columns or "top1_agreement" in res.results.columns
     parts = [
-        heading(
-            f"yolobn experiment — {source.rsplit('/', 1)[-1]}",
-            "BatchNorm implementations swapped and validated",
-        ),
+        heading(f"yolobn experiment — {stem}", "BatchNorm implementations swapped and validated"),
         meta_table(
             [
                 ("model", source),
@@ -112,23 +93,27 @@ def render_html(res: Any) -> str:
                 ("main metric", metric_label(res.metric) if res.metric else None),
             ]
         ),  # fmt: skip
+        cards(_cards(res)),
         '<p class="sub">Validated with Ultralytics\' validator on unfused copies: the swapped modules are what ran. '
         "Δ: change vs the baseline (green better, red worse).</p>",
+        variant_sections(res.results, res.metric, "the images" if images else "a fixed random batch"),
         "<h2>Variants</h2>",
         table(res.results, metrics, "results"),
     ]
     s = res.sensitivity
     if s is not None and len(s):
-        label = metric_label(res.metric)
-        svg = plots.sensitivity_plot(s, f"change in {label} when only this layer is swapped",
-                                     f"Sensitivity to {s['impl'].iloc[0]}, one BN layer at a time")  # fmt: skip
-        parts += [
-            "<h2>Per-layer sensitivity</h2>",
-            figure(
-                svg,
-                f"Each bar: {label} with only that BN layer swapped, minus the baseline; most sensitive first.",
-            ),
-            table(s, metrics, "sensitivity"),
-        ]
+        top = int(sens_cfg.get("top") or TOP)
+        parts.append(sensitivity_sections(s, res.metric, top))
     parts.append(footer(source, res.meta.get("sha256")))
-    return page(f"yolobn experiment — {source.rsplit('/', 1)[-1]}", "\n".join(parts))
+    return page(f"yolobn experiment — {stem}", "\n".join(parts))
+
+
+def _cards(res: Any) -> list[tuple[str, str, str]]:
+    out = variant_cards(res.results, res.metric)
+    s = res.sensitivity
+    if s is not None and len(s):
+        worst = s.sort_values(["delta", "layer"], kind="stable").iloc[0]
+        d = float(worst["delta"])
+        out.append((f"most sensitive layer ({s['impl'].iloc[0]})", f"{worst['layer']} {signed(d)}",
+                    "bad" if math.isfinite(d) and d <= -5e-5 else "ok"))  # fmt: skip
+    return out

@@ -101,3 +101,50 @@ def data_table(head: list[str], rows: list[str], *, table_id: str | None = None,
         f'<div class="tablewrap"><table{tid} class="data sortable"{attrs}><thead><tr>{"".join(head)}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
+
+
+def signed(x: float, digits: int = 4) -> str:
+    """A change with its sign (a true minus), ``digits`` decimals; below half a unit of the last
+    digit it is shown as zero, never as ``-0.0000`` or ``1e-08``."""
+    if abs(x) < 0.5 * 10**-digits:
+        return f"{0:.{digits}f}"
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def formatted(kind: str, v: Any) -> tuple[str, str, str]:
+    """(shown text, sort value, CSS class) of a table value by ``kind``: ``text``, ``int``, ``f4``
+    (4 decimals), ``d4`` (a signed change, 4 decimals, green/red), ``g3`` (3 significant digits),
+    ``share`` (0-1 as a percentage), ``pct`` (already a percentage), ``bool``."""
+    from yolobn.report.svg import num
+
+    if kind == "text":
+        t = "" if v is None or (isinstance(v, float) and v != v) else str(v)
+        return t, t, ""
+    if kind == "bool":
+        return ("yes" if v else "no"), str(bool(v)), ""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return "–", "", "n"
+    if x != x or x in (float("inf"), float("-inf")):
+        return "–", "", "n"
+    shown = {
+        "int": lambda: f"{int(x)}",
+        "f4": lambda: f"{x:.4f}",
+        "d4": lambda: signed(x),
+        "g3": lambda: f"{x:.3g}",
+        "share": lambda: f"{x:.1%}",
+        "pct": lambda: f"{x:.1f}%",
+    }[kind]()
+    cls = "n" + ((" better" if x > 0 else " worse") if kind == "d4" and shown != "0.0000" else "")
+    return shown, num(x), cls
+
+
+def spec_table(rows: list[dict[str, Any]], spec: list[tuple[str, str, str, str]], *, table_id: str) -> str:
+    """A sortable table of ``rows`` (records) with columns ``spec``: (key, header, kind of
+    ``formatted``, header tooltip)."""
+    head = [header_cell(k, label, "text" if kind == "text" else "num", tip) for k, label, kind, tip in spec]
+    body = [
+        "<tr>" + "".join(cell(*formatted(kind, r.get(k))) for k, _, kind, _ in spec) + "</tr>" for r in rows
+    ]
+    return data_table(head, body, table_id=table_id)

@@ -378,16 +378,3 @@ def histogram_plot(values: np.ndarray, dead: np.ndarray, *, title: str, xlabel: 
     legend(ax, [("alive", BOX_COLOR), ("dead", REASON_COLORS["constant"])])
     return ax.svg(title, plot_id)
 
-
-def sensitivity_plot(sensitivity: pd.DataFrame, xlabel: str, title: str) -> str:
-    """One bar per layer: the change of the metric when only that layer is swapped."""
-    n = len(sensitivity)
-    lo = min(float(sensitivity["delta"].min()), 0.0)
-    ax = Axes(1000, 60 + 14 * n, (lo * 1.05 if lo < 0 else -0.01, 0.0), (0, n), margin=(28, 20, 40, 260))
-    for i, r in enumerate(sensitivity.itertuples()):
-        y, x0, x1 = ax.y(n - i), ax.x(min(r.delta, 0)), ax.x(0)
-        with ax.mark(f"{r.layer}: {r.delta:+.4f}", name=r.layer, value=r.delta):
-            ax.rect(x0, y + 2, max(x1 - x0, 0.5), 10, fill=REASON_COLORS["constant"])
-        ax.text(ax.ml - 6, y + 11, r.layer, class_="tick", text_anchor="end")
-    ax.frame(xlabel, "", yticks=[], grid=False)
-    return ax.svg(title, "plot-sensitivity")

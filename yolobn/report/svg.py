@@ -173,6 +173,10 @@ class Axes:
         pts = " ".join(f"{fmt(px)},{fmt(py)}" for px, py in points)
         self.add(element("polygon", {"points": pts, **attrs}, _title(title)))
 
+    def polyline(self, points: Iterable[tuple[float, float]], **attrs: Any) -> None:
+        pts = " ".join(f"{fmt(px)},{fmt(py)}" for px, py in points)
+        self.add(element("polyline", {"points": pts, "fill": "none", **attrs}))
+
     def image(self, x: float, y: float, w: float, h: float, href: str, **attrs: Any) -> None:
         self.add(element("image", {"x": x, "y": y, "width": w, "height": h, "preserveAspectRatio": "none",
                                    "style": "image-rendering:pixelated", "href": href, **attrs}))  # fmt: skip

@@ -1,4 +1,4 @@
-// yolobn report pages: sortable tables; on report.html also the layer filters and per-channel details.
+// yolobn report pages: sortable tables, heat-map tooltips; on report.html also the layer filters and per-channel details.
 (function(){
 'use strict';
 function dataRows(tbody){return Array.from(tbody.rows).filter(r=>!r.classList.contains('detail'));}
@@ -19,6 +19,20 @@ document.querySelectorAll('table.sortable').forEach(table=>{
   }
   Array.from(table.tHead.rows[0].cells).forEach(th=>{th.addEventListener('click',()=>sortBy(th));
     th.addEventListener('keydown',e=>{if(e.key==='Enter')sortBy(th);});});
+});
+// heat maps with a tooltip per cell: <svg data-grid="ID"> over an <image class="grid-image">; the JSON
+// script#ID holds {rows, cols, col_label, fields: [[label, rows x cols values]]}
+document.querySelectorAll('svg[data-grid]').forEach(svg=>{
+  const G=JSON.parse(document.getElementById(svg.dataset.grid).textContent),img=svg.querySelector('image.grid-image');
+  const tip=document.getElementById('gridtip');if(!img||!tip)return;
+  const num=x=>x===null?'–':(Math.abs(x)>=1e4||(Math.abs(x)<1e-3&&x!==0))?x.toExponential(2):String(x);
+  svg.addEventListener('mousemove',e=>{const b=img.getBoundingClientRect();
+    const c=Math.floor((e.clientX-b.left)/b.width*G.cols.length),r=Math.floor((e.clientY-b.top)/b.height*G.rows.length);
+    if(c<0||r<0||c>=G.cols.length||r>=G.rows.length){tip.classList.add('hidden');return;}
+    tip.textContent=G.rows[r]+' · '+G.col_label+' '+G.cols[c]+': '+G.fields.map(f=>f[0]+' '+num(f[1][r][c])).join(' · ');
+    tip.dataset.row=r;tip.dataset.col=c;
+    tip.style.left=(e.clientX+14)+'px';tip.style.top=(e.clientY+14)+'px';tip.classList.remove('hidden');});
+  svg.addEventListener('mouseleave',()=>tip.classList.add('hidden'));
 });
 const table=document.getElementById('layers');
 if(!table)return;
