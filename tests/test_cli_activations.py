@@ -57,18 +57,18 @@ def test_inspect_with_images_adds_the_observed_columns(tmp_path, capsys):
     assert "obs dead" in text and "observed on the images" in text
     layers = pd.read_csv(tmp_path / "l.csv", keep_default_na=False)
     ch = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
-    # the same numbers as the library's own observation of the same 4 images
+    # the same numbers as the library's own observation of the same 4 images, to the 7 digits written
     want = yolobn.observe(None, max_images=4)
     assert list(layers["name"]) == list(want.layers["name"]) and len(ch) == len(want.channels)
     for col in ("obs_count", "obs_dead", "dead_both", "dead_observed_only", "dead_predicted_only"):
         assert layers[col].tolist() == want.layers[col].tolist(), col
     for col in ("gamma_mean", "drift", "drift_max", "mean_shift_abs", "log_var_ratio_abs"):
-        np.testing.assert_allclose(layers[col].astype(float), want.layers[col], rtol=1e-7, err_msg=col)
+        np.testing.assert_allclose(layers[col].astype(float), want.layers[col], rtol=1e-6, err_msg=col)
     assert ch["obs_dead"].astype(str).eq("True").tolist() == want.channels["obs_dead"].tolist()
     assert ch["obs_reason"].tolist() == want.channels["obs_reason"].tolist()
     for col in ("gamma", "obs_pre_mean", "obs_post_std", "obs_positive_share", "mean_shift", "drift"):
         np.testing.assert_allclose(
-            ch[col].astype(float), want.channels[col], rtol=1e-7, atol=1e-30, err_msg=col
+            ch[col].astype(float), want.channels[col], rtol=1e-6, atol=1e-30, err_msg=col
         )
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["observed"]["images"]["count"] == 4
@@ -83,7 +83,7 @@ def test_inspect_with_images_adds_the_observed_columns(tmp_path, capsys):
         "layers_not_reached",
     ):
         assert got[key] == obs[key], key
-    assert got["drift_mean"] == pytest.approx(obs["drift_mean"], rel=1e-9)
+    assert got["drift_mean"] == pytest.approx(obs["drift_mean"], rel=1e-6)
     assert doc["summary"]["dead"] == want.summary()["dead"]  # the data-free summary is still there
 
 
