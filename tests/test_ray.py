@@ -86,6 +86,7 @@ CFG = {
     "sensitivity": {"impl": "reference:eps=1e-5", "layers": ["model.0.bn", "model.2.cv1.bn"]},
 }
 RAY = Execution(ray="auto", resume=False, keep_rows=False)
+THREADS = torch.get_num_threads()
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
@@ -104,24 +105,52 @@ def test_ray_gives_the_local_numbers_bit_for_bit(cluster, custom):
     # the failing task: recorded with its reason in both, the others complete
     assert [f[0] for f in remote.failed] == [f"{custom}:Broken"] and remote.failed == local.failed
     assert "no kernel for this layer" in remote.results["error"].iloc[-1]
-    # Ray's CPU tasks run torch on 1 thread; with the same thread count every column but the timing matches
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        local1 = run_experiment(cfg).results.drop(columns=["ms_per_image", "cached"])
-    finally:
-        torch.set_num_threads(threads)
-    got = remote.results.drop(columns=["ms_per_image", "cached"])  # cached: the baseline's, from the first run
-    pd.testing.assert_frame_equal(got, local1, check_exact=True)
+    # the raw output differences are float rounding for exact implementations: they move in the last
+    # bits with torch's thread count (Ray's CPU tasks: 1; a local run: what Ultralytics' validator sets)
+    # (reference: 6.1e-05 vs 9.2e-05 on outputs up to ~500; float32 eps 1.2e-07): compared at that scale
+    rest = [
+        c
+        for c in local.results.columns
+        if c not in cols and "diff" not in c and c not in ("ms_per_image", "cached")
+    ]
+    pd.testing.assert_frame_equal(remote.results[rest], local.results[rest], check_exact=True)
+    for c, atol in (("max_abs_diff", 1e-3), ("max_rel_diff", 1e-6)):
+        pd.testing.assert_series_equal(
+            remote.results[c], local.results[c], check_exact=False, rtol=1e-4, atol=atol
+        )
 
 
-def test_each_worker_loads_the_model_once(cluster, demo_model_loaded):
+def test_each_worker_loads_the_checkpoint_once(cluster, demo_path, tmp_path):
+    import shutil
+
+    from yolobn.loader import load
+
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(demo_path, ckpt)  # a checkpoint like any other (not the bundled demo): its bytes travel
+    loaded = load(str(ckpt))
     tasks = [variant_task(Variant.of("reference:eps=1e-5", [f"model.{i}.bn"])) for i in (0, 1, 3, 5, 7, 17)]
-    outs = run_tasks(demo_model_loaded, Settings(data=None, imgsz=160), tasks, RAY)
+    s = Settings(data=None, imgsz=160)
+    outs = run_tasks(loaded, s, tasks, RAY)
     assert all(o.ok for o in outs) and [o.task for o in outs] == tasks
     workers = {o.worker for o in outs}
     assert 1 <= len(workers) <= 2 < len(outs)  # 2 CPUs: at most 2 worker processes, each reused
     assert all(o.loads == 1 for o in outs)  # each process loaded the checkpoint exactly once
+    torch.set_num_threads(1)  # as Ray's 1-CPU tasks
+    try:
+        here = run_tasks(loaded, s, tasks)
+    finally:
+        torch.set_num_threads(THREADS)
+    assert [o.value for o in outs] == [o.value for o in here]  # the same model, loaded from the same bytes
+
+
+def test_frontier_on_ray_is_the_local_frontier(cluster):
+    from yolobn.frontier import frontier
+
+    kw = {"shares": (0, 5), "criteria": ("observed", "gamma"), "roles": False, "max_images": 8}
+    remote = frontier(None, "shapes", execution=RAY, **kw)
+    local = frontier(None, "shapes", **kw)
+    pd.testing.assert_frame_equal(remote.points, local.points, check_exact=True)
+    assert remote.failed == [] and len(remote.points) == 4
 
 
 def test_a_killed_worker_loses_nothing(cluster, custom, tmp_path, demo_model_loaded):

@@ -146,7 +146,8 @@ def run_experiment(
     if model_src is not None and base_dir is not None and not Path(model_src).is_absolute():
         cand = base_dir / model_src
         model_src = str(cand) if cand.exists() else model_src
-    parse_device(str(cfg.get("device") or "cpu"))  # a device this machine lacks: one line, before loading
+    if execution is None or execution.ray is None:  # with Ray the validations run on the cluster's machines
+        parse_device(str(cfg.get("device") or "cpu"))  # a device this machine lacks: one line, before loading
     loaded = load(model_src, trust=trust)
     settings = Settings(
         data=cfg.get("data") or "shapes",

@@ -322,6 +322,7 @@ def ray_call(box: list[Any], settings: Any, task: Task) -> Outcome:
 
     token, ref = box
     ctx = CONTEXT
+    pin_threads()
     if token not in ctx.models:
         ctx.models.clear()  # one model per worker process: a new sweep replaces the last one
         ctx.loaders.clear()
@@ -329,6 +330,22 @@ def ray_call(box: list[Any], settings: Any, task: Task) -> Outcome:
         ctx.loads[token] = ctx.loads.get(token, 0) + 1
     ctx.token = token
     return execute(ctx.models[token], worker_settings(settings), task, ctx)
+
+
+def pin_threads() -> None:
+    """Keep a Ray worker to the CPUs its task was given (Ray sets ``OMP_NUM_THREADS`` to them).
+
+    Ultralytics' validator sets torch's CPU threads to ``min(8, cores - 1)`` of the whole machine on
+    every CPU validation (``select_device``); N workers on one node would then run N times that
+    many threads on its cores. Its module-level count is set here, in the worker process only.
+    """
+    import torch
+
+    n = max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+    torch.set_num_threads(n)
+    tu = importlib.import_module("ultralytics.utils.torch_utils")
+    if hasattr(tu, "NUM_THREADS"):
+        tu.NUM_THREADS = n
 
 
 def worker_settings(settings: Any) -> Any:
@@ -383,6 +400,12 @@ class RayExecutor:
         started = self.connect()
         refs: dict[Any, Task] = {}
         try:
+            if uses_gpu(settings.device) and ray.cluster_resources().get("GPU", 0) < 1:
+                # a task asking for a GPU on a cluster without one would wait forever
+                raise YolobnError(
+                    f"--device {settings.device} with --ray: the Ray cluster has no GPU; start its nodes with "
+                    "GPUs (ray start --num-gpus N) or use --device cpu"
+                )
             p = payload(loaded, settings.trust)
             box = [p.token, ray.put(p)]  # the checkpoint enters the object store once
             remote = ray.remote(ray_call).options(

@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from yolobn.loader import load
     from yolobn.variants import Settings, run_variants
 
-    parse_device(args.device)
+    if args.ray is None:  # with --ray the validations run on the cluster's machines, not this one
+        parse_device(args.device)
     loaded = load(args.model, trust=args.trust)
     settings = Settings(
         data=args.data, images=images, imgsz=model_imgsz(loaded, args.imgsz), batch=args.batch,
