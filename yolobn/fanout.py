@@ -439,6 +439,5 @@ class RayExecutor:
         except RayError as e:  # its worker died more often than the retries allow, or its node
             if task.fatal:
                 raise YolobnError(f"{task.label}: lost its Ray worker ({type(e).__name__})") from None
-            return Outcome(
-                task, False, {}, f"lost its Ray worker {self.max_retries + 1} times ({type(e).__name__})"
-            )
+            tries = f"; {self.max_retries} retries died too" if self.max_retries else ""
+            return Outcome(task, False, {}, f"its Ray worker died ({type(e).__name__}{tries})")
