@@ -178,7 +178,6 @@ def run_experiment(
     sensitivity = None
     failed = list(res.failed)
     if sens:
-        short = metric.replace("metrics/", "")
         srows = []
         for v, o in zip(layer_variants, outs[1 + n :], strict=True):
             value = float(o.value["metrics"].get(metric, math.nan)) if o.ok else math.nan
@@ -186,7 +185,7 @@ def run_experiment(
                           "delta": value - res.baseline.get(metric, math.nan)})  # fmt: skip
             if not o.ok:
                 srows[-1]["error"] = o.error
-                failed.append((f"{v.layers[0]} ({short})", o.error))
+                failed.append((f"sensitivity {v.layers[0]}", o.error))
         sensitivity = pd.DataFrame(srows)
         if "error" in sensitivity.columns:
             sensitivity["error"] = sensitivity["error"].fillna("")

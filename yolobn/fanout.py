@@ -356,6 +356,15 @@ def worker_settings(settings: Any) -> Any:
     return settings
 
 
+def portable(settings: Any) -> Any:
+    """The settings with a dataset yaml and image paths absolute: a worker's working folder may differ."""
+    data = settings.data
+    if data is not None and data != "shapes" and Path(str(data)).expanduser().exists():
+        data = str(Path(str(data)).expanduser().resolve())
+    images = None if settings.images is None else [Path(p).expanduser().resolve() for p in settings.images]
+    return dataclasses.replace(settings, data=data, images=images)
+
+
 def uses_gpu(device: str) -> bool:
     dev = str(device).strip().lower()
     return dev.isdigit() or dev.startswith("cuda")
@@ -406,6 +415,7 @@ class RayExecutor:
                     f"--device {settings.device} with --ray: the Ray cluster has no GPU; start its nodes with "
                     "GPUs (ray start --num-gpus N) or use --device cpu"
                 )
+            settings = portable(settings)
             p = payload(loaded, settings.trust)
             box = [p.token, ray.put(p)]  # the checkpoint enters the object store once
             remote = ray.remote(ray_call).options(
