@@ -144,25 +144,30 @@ def bench_images(args: argparse.Namespace) -> None:
     from yolobn.walk import find_blocks
 
     dev = parse_device(args.device)
-    torch.set_num_threads(os.cpu_count() or 1)  # Ultralytics' validations above left it at min(8, cores - 1)
     x11 = yolobn.load("yolo11x.yaml")
     net = x11.model.to(dev).eval()
     x = torch.rand(1, 3, 640, 640, device=dev)
-    with torch.inference_mode():
-        net(x)
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
+    print(f"   YOLO11x (yolo11x.yaml, {len(find_blocks(x11))} BN layers), forward @640, batch 1, {dev}:")
+    fwd = {}
+    for threads in sorted({1, os.cpu_count() or 1}) if dev.type == "cpu" else [torch.get_num_threads()]:
+        torch.set_num_threads(threads)  # Ultralytics' validations above left it at min(8, cores - 1)
+        with torch.inference_mode():
             net(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-    fwd = statistics.median(times)
-    print(f"   YOLO11x (yolo11x.yaml, {len(find_blocks(x11))} BN layers) forward @640, batch 1, {dev}, "
-          f"{torch.get_num_threads()} threads: {fwd * 1e3:.0f} ms (median of {args.repeats})")  # fmt: skip
-    print(
-        f"   -> one COCO val2017 validation (5,000 images) here: {5000 * fwd / 3600:.1f} h of forward passes alone"
-    )
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                net(x)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+        fwd[threads] = statistics.median(times)
+        print(f"     {threads} thread(s): {fwd[threads] * 1e3:.0f} ms (median of {args.repeats}); one COCO val2017 "
+              f"validation (5,000 images) = {5000 * fwd[threads] / 3600:.1f} h of forward passes")  # fmt: skip
+    if len(fwd) == 2:
+        lo, hi = sorted(fwd)
+        print(
+            f"     {hi} threads / 1 thread: {fwd[lo] / fwd[hi]:.2f}x faster (1.0 = no gain from threads here)"
+        )
 
 
 def main() -> int:
