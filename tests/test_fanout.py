@@ -206,3 +206,19 @@ def test_cli_resumes_with_a_message_and_warns_of_failures(tmp_path, custom, caps
     assert "resuming: 1 of 2 rows finished in an earlier run" in capsys.readouterr().err
     assert main([*argv[:-1], "--no-resume", "-o", str(tmp_path / "c")]) == 0
     assert "resuming" not in capsys.readouterr().err
+
+
+def test_gpu_tasks_see_their_one_gpu_as_cuda_0():
+    from yolobn.fanout import uses_gpu, worker_settings
+
+    for dev in ("cuda", "cuda:1", "0", "3"):
+        assert uses_gpu(dev) and worker_settings(Settings(device=dev)).device == "cuda:0"
+    assert not uses_gpu("cpu") and worker_settings(Settings(device="cpu")).device == "cpu"
+
+
+def test_an_edited_custom_class_is_the_one_measured(demo_model_loaded, custom):
+    first = run_variants(demo_model_loaded, [Variant.of(f"{custom}:Copy")], LABEL_FREE).table
+    text = custom.read_text().replace("return m.eval()", "m.weight.data *= 2\n        return m.eval()", 1)
+    custom.write_text(text)  # Copy now doubles gamma
+    second = run_variants(demo_model_loaded, [Variant.of(f"{custom}:Copy")], LABEL_FREE).table
+    assert first["max_abs_diff"][1] == 0.0 and second["max_abs_diff"][1] > 1.0

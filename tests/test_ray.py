@@ -191,6 +191,19 @@ def test_a_killed_worker_loses_nothing(cluster, custom, tmp_path, demo_model_loa
     assert len(rows) == 3  # every row written once, the retried one too
 
 
+def test_cuda_on_a_cluster_without_gpus_is_an_error_not_a_hang(cluster, demo_model_loaded):
+    from yolobn.errors import YolobnError
+    from yolobn.variants import run_variants
+
+    with pytest.raises(YolobnError, match="the Ray cluster has no GPU"):
+        run_variants(
+            demo_model_loaded,
+            [Variant.of("reference")],
+            Settings(data=None, imgsz=160, device="cuda"),
+            execution=RAY,
+        )
+
+
 def test_cli_experiment_on_ray(cluster, tmp_path, capsys):
     f = tmp_path / "e.yaml"
     f.write_text(

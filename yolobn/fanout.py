@@ -210,13 +210,15 @@ class Context:
     impls: dict[str, Any] = field(default_factory=dict)
     token: str = ""
 
-    def impl(self, spec: str) -> Any:
-        """The parsed implementation of ``spec`` (a custom class is imported once per process)."""
-        if spec not in self.impls:
+    def impl(self, spec: str, code: str | None = None) -> Any:
+        """The parsed implementation of ``spec`` (a custom class is imported once per process and
+        version of its file: ``code`` is the file's sha256, so an edited class is imported again)."""
+        key = f"{spec}@{code}"
+        if key not in self.impls:
             from yolobn.registry import parse_impl
 
-            self.impls[spec] = parse_impl(spec)
-        return self.impls[spec]
+            self.impls[key] = parse_impl(spec)
+        return self.impls[key]
 
 
 CONTEXT = Context()  # this process's: the local executor's, or a Ray worker's

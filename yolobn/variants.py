@@ -133,10 +133,12 @@ def variant_task(v: Variant) -> Task:
     worker finds them) and what decides its result (for the row key: a custom class's source too)."""
     from yolobn.fanout import CONTEXT, Task
 
-    spec = portable_spec(v.impl)
-    CONTEXT.impls.setdefault(spec, v.impl)  # run here: the class already imported, not imported again
-    ident = {"kind": "variant", "impl": spec, "code": custom_code(v.impl), "layers": list(v.layers)}
-    return Task("yolobn.variants:measure", {"impl": spec, "layers": list(v.layers)}, v.label, ident)
+    spec, code = portable_spec(v.impl), custom_code(v.impl)
+    CONTEXT.impls[f"{spec}@{code}"] = v.impl  # run here: the class as the caller imported it, not again
+    ident = {"kind": "variant", "impl": spec, "code": code, "layers": list(v.layers)}
+    return Task(
+        "yolobn.variants:measure", {"impl": spec, "code": code, "layers": list(v.layers)}, v.label, ident
+    )
 
 
 def portable_spec(impl: Impl) -> str:
@@ -202,7 +204,7 @@ def measure(loaded: Any, s: Settings, spec: dict[str, Any], ctx: Any) -> dict[st
     from yolobn.swapping import swap
     from yolobn.validation import validate
 
-    swapped = swap(loaded, ctx.impl(spec["impl"]), layers=list(spec["layers"]) or None)
+    swapped = swap(loaded, ctx.impl(spec["impl"], spec.get("code")), layers=list(spec["layers"]) or None)
     if s.images is not None:
         diff = agreement(loaded, swapped, s.images, s.imgsz, batch=s.batch)
     else:
