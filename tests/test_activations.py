@@ -200,12 +200,7 @@ def test_planted_dead_channels_are_observed_dead_and_live_ones_are_not(tmp_path)
     assert list(ch["obs_dead"]) == [False, True, True, True, False]
     assert list(ch["obs_reason"]) == ["", "flat", "never positive", "flat", ""]
     assert list(ch["dead"]) == [False, True, True, False, True]  # the data-free prediction
-    assert a.observed_summary()["confusion"] == {
-        "both": 2,
-        "predicted_only": 1,
-        "observed_only": 1,
-        "neither": 1,
-    }
+    assert a.observed_summary()["confusion"] == {"both": 2, "predicted_only": 1, "observed_only": 1, "neither": 1}
     assert a.observed_summary()["prediction"] == {"precision": 2 / 3, "recall": 2 / 3}
     row = a.layers.iloc[0]
     assert (row.obs_dead, row.dead_both, row.dead_predicted_only, row.dead_observed_only) == (3, 2, 1, 1)

@@ -272,9 +272,7 @@ def test_experiment_file_cannot_grant_trust(tmp_path, capsys):
 
 def test_experiment_custom_impl_needs_trust(tmp_path, marker, capsys):
     impl = tmp_path / "bn.py"
-    impl.write_text(
-        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nimport torch\nMyBN = torch.nn.Identity\n"
-    )
+    impl.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nimport torch\nMyBN = torch.nn.Identity\n")
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"variants: ['{impl}:MyBN']\n")
     code, err = run_cli(["experiment", str(exp), "-o", str(tmp_path / "out")], capsys)
