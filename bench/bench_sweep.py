@@ -6,7 +6,8 @@ docs/scale.md projects from. Every ratio is between numbers measured in this run
    a. locally, one validation after the other (the default: this process, all cores to torch);
    b. on a local Ray instance with N workers (``ray.init(num_cpus=N)``; each task 1 CPU), cold
       (fresh workers: imports and model load included) and warm (the same instance again);
-   the speedup is local / Ray; the sensitivity tables must be equal.
+   then locally again; the speedup is the mean of the two local runs / Ray; the sensitivity tables
+   must be equal.
 2. Ray's overhead per task: a no-op task submitted and gathered (N at once, and one at a time),
    against a plain call of the same function; and against the median task of the sweep.
 3. Per image: the demo's validation (wall time / images, and Ultralytics' preprocess / inference /
@@ -62,20 +63,22 @@ def bench_sweep(args: argparse.Namespace) -> dict:
     ex = Execution(ray="auto", resume=False, keep_rows=False)
     cold, t_cold = timed(run_experiment, cfg, execution=ex)
     warm, t_warm = timed(run_experiment, cfg, execution=ex)
-    same = local.sensitivity.equals(cold.sensitivity) and local.sensitivity.equals(warm.sensitivity)
+    ray.shutdown()  # Ray's idle processes off the cores while the local run is measured again
+    again, t_again = timed(run_experiment, cfg)  # before and after Ray: the machine's drift shows
+    t_before, t_local = t_local, (t_local + t_again) / 2
+    same = all(local.sensitivity.equals(x.sensitivity) for x in (cold, warm, again))
     n = len(local.sensitivity) + 2
     print(f"\n1. sensitivity sweep of the demo: {n - 2} layers + baseline + 1 variant = {n} validations")
     print(f"   (load average before / after: {load0:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           "others' work on the machine slows the parallel runs most)")  # fmt: skip
-    print(
-        f"   local, sequential (torch threads: {threads})          {t_local:8.1f} s  ({t_local / n:.2f} s per task)"
-    )
+    print(f"   local, sequential (torch threads: {threads})          {t_local:8.1f} s  ({t_local / n:.2f} s per task; "
+          f"mean of {t_before:.1f} s before Ray and {t_again:.1f} s after)")  # fmt: skip
     print(f"   ray.init(num_cpus={args.workers})                        {t_init:8.1f} s")
     print(f"   Ray, {args.workers} workers, cold (imports, model load)  {t_cold:8.1f} s")
     print(f"   Ray, {args.workers} workers, warm                        {t_warm:8.1f} s")
     print(f"   speedup local / Ray cold {t_local / t_cold:.2f}x, warm {t_local / t_warm:.2f}x, "
           f"with ray.init {t_local / (t_init + t_cold):.2f}x")  # fmt: skip
-    print(f"   sensitivity tables equal (local, cold, warm): {same}")
+    print(f"   sensitivity tables equal (local twice, Ray cold, Ray warm): {same}")
     return {"t_local": t_local, "n": n, "same": same}
 
 
