@@ -24,11 +24,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from yolobn.errors import YolobnError
+
+if TYPE_CHECKING:
+    from yolobn.fanout import Execution
 
 _KEYS = {"model", "data", "imgsz", "batch", "device", "variants", "sensitivity"}
 _VARIANT_KEYS = {"impl", "layers", "name"}
@@ -43,6 +46,8 @@ class ExperimentResult:
     results: pd.DataFrame
     sensitivity: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (variant or layer, one-line reason)
+    resumed: int = 0  # rows read from an earlier run of the same sweep
 
     def __repr__(self) -> str:
         sens = f", sensitivity over {len(self.sensitivity)} layers" if self.sensitivity is not None else ""
@@ -127,6 +132,7 @@ def run_experiment(
     base_dir: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     trust: bool = False,
+    execution: Execution | None = None,
 ) -> ExperimentResult:
     """Run every variant (and the sensitivity sweep) against one cached baseline.
 
@@ -136,15 +142,21 @@ def run_experiment(
             for ``model``; ``impl`` files are resolved against the working directory as on the CLI).
         progress: ``callback(label, done, total)`` for the CLI's progress bar.
         trust: full unpickle of the model and the dataset yaml's download script (see ``--trust``).
+        execution: where the variants and layers run (here, or one Ray task each) and whether
+            finished rows are kept and resumed (``yolobn.fanout.Execution``; default: here, nothing kept).
     """
+    from yolobn.device import parse_device
+    from yolobn.fanout import run_tasks
     from yolobn.images import model_imgsz
     from yolobn.loader import load
-    from yolobn.variants import Settings, Variant, evaluate, run_variants
+    from yolobn.variants import Settings, Variant, baseline_task, check_layers, variant_task, variants_result
 
     model_src = cfg.get("model")
     if model_src is not None and base_dir is not None and not Path(model_src).is_absolute():
         cand = base_dir / model_src
         model_src = str(cand) if cand.exists() else model_src
+    if execution is None or execution.ray is None:  # with Ray the validations run on the cluster's machines
+        parse_device(str(cfg.get("device") or "cpu"))  # a device this machine lacks: one line, before loading
     loaded = load(model_src, trust=trust)
     settings = Settings(
         data=cfg.get("data") or "shapes",
@@ -154,32 +166,45 @@ def run_experiment(
         trust=trust,
     )
     variants = [Variant.of(str(v["impl"]), v.get("layers"), v.get("name")) for v in cfg["variants"]]
+    check_layers(loaded, variants)
     sens = cfg.get("sensitivity")
     sens_layers: list[str] = []
     if sens:
         from yolobn.walk import find_blocks, matches
 
         sens_layers = [b.name for b in find_blocks(loaded) if matches(b, sens.get("layers") or ["*"])]
-    total = 1 + len(variants) + len(sens_layers)
-    res = run_variants(loaded, variants, settings, progress=progress, total=total)
+    layer_variants = [Variant(Variant.of(str(sens["impl"])).impl, (n,)) for n in sens_layers] if sens else []
+    tasks = [baseline_task(), *(variant_task(v) for v in variants + layer_variants)]
+
+    def step(label: str, done: int, total: int) -> None:
+        if progress:
+            progress(label if done < total else "done", done, total)
+
+    outs = run_tasks(loaded, settings, tasks, execution, progress=step if progress else None)
+    n = len(variants)
+    res = variants_result(loaded, list(zip(variants, outs[1 : 1 + n], strict=True)), outs[0], settings)
     metric = res.metric or ""
     sensitivity = None
+    failed = list(res.failed)
     if sens:
-        spec = Variant.of(str(sens["impl"])).impl
         srows = []
-        for i, name in enumerate(sens_layers):
-            if progress:
-                progress(f"sensitivity {name}", 1 + len(variants) + i, total)
-            row = evaluate(loaded, Variant(spec, (name,)), settings, res.baseline, res.metrics[:1])
-            value = row[metric.replace("metrics/", "")]
-            srows.append({"layer": name, "impl": spec.label, metric: value,
+        for v, o in zip(layer_variants, outs[1 + n :], strict=True):
+            value = float(o.value["metrics"].get(metric, math.nan)) if o.ok else math.nan
+            srows.append({"layer": v.layers[0], "impl": v.impl.label, metric: value,
                           "delta": value - res.baseline.get(metric, math.nan)})  # fmt: skip
-        sensitivity = (
-            pd.DataFrame(srows).sort_values(["delta", "layer"], kind="stable").reset_index(drop=True)
-        )
+            if not o.ok:
+                srows[-1]["error"] = o.error
+                failed.append((f"sensitivity {v.layers[0]}", o.error))
+        sensitivity = pd.DataFrame(srows)
+        if "error" in sensitivity.columns:
+            sensitivity["error"] = sensitivity["error"].fillna("")
+        # worst first; a failed layer (NaN) last
+        sensitivity = sensitivity.sort_values(["delta", "layer"], kind="stable").reset_index(drop=True)
         sensitivity.insert(0, "rank", range(1, len(sensitivity) + 1))
-    if progress:
-        progress("done", total, total)
     resolved = {**cfg, "data": settings.data, "imgsz": settings.imgsz, "batch": settings.batch,
                 "device": settings.device}  # fmt: skip
-    return ExperimentResult(resolved, loaded.meta.to_dict(), metric, res.table, sensitivity)
+    notes = [f"{label}: failed: {why}" for label, why in failed]
+    resumed = sum(o.resumed for o in outs)
+    return ExperimentResult(
+        resolved, loaded.meta.to_dict(), metric, res.table, sensitivity, notes, failed, resumed
+    )

@@ -27,12 +27,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from yolobn.errors import YolobnError
+
+if TYPE_CHECKING:
+    from yolobn.fanout import Execution
 
 SHARES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0)
 CRITERIA = ("observed", "gamma", "random")
@@ -60,6 +63,8 @@ class Frontier:
     layers: pd.DataFrame
     settings: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (point, one-line reason)
+    resumed: int = 0  # points read from an earlier run of the same sweep
 
     def __repr__(self) -> str:
         rem = ", ".join(f"{k} {v:g}%" for k, v in self.summary()["removable"].items())
@@ -149,6 +154,7 @@ def frontier(
     device: str = "cpu",
     trust: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    execution: Execution | None = None,
 ) -> Frontier:
     """Ablate the lowest k% of channels by each criterion and validate each point (module docstring).
 
@@ -159,13 +165,15 @@ def frontier(
         shares: the percentages to ablate. criteria: any of ``observed``, ``gamma``, ``random``.
         seeds: random rankings averaged. roles: also the observed frontier within each role.
         tolerance: the metric drop that still counts as removable.
+        execution: where the points are validated (here, or one Ray task each) and whether
+            finished rows are kept and resumed (``yolobn.fanout.Execution``; default: here, nothing kept).
     """
-    from yolobn.ablation import ablate, plan_from
     from yolobn.images import model_imgsz
     from yolobn.inspection import inspect
     from yolobn.loader import LoadedModel, load
     from yolobn.observation import observe
-    from yolobn.validation import KEY_METRICS, baseline, validate
+    from yolobn.validation import KEY_METRICS
+    from yolobn.variants import Settings
 
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
     size = model_imgsz(loaded, imgsz)
@@ -176,34 +184,15 @@ def frontier(
         raise YolobnError("frontier: shares are percentages from 0 to below 100")
     ins = observe(inspect(loaded), images, max_images=max_images, imgsz=size, batch=batch, device=device)
     metric = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])[0]
-    base, _ = baseline(loaded, data, imgsz=size, batch=batch, device=device, trust=trust)
-    b = float(base.get(metric, math.nan))
     runs = [(c, "all", s) for c in criteria for s in (range(seeds) if c == "random" else [0])]
     if roles and "observed" in criteria:
         runs += [("observed", r, 0) for r in ROLES if (ins.channels["name"].map(_role_of(ins)) == r).any()]
-    todo = [(c, scope, seed, k) for c, scope, seed in runs for k in shares if k > 0]
-    rows, cache = [], {}
-    for i, (c, scope, seed, k) in enumerate(todo):
-        if progress:
-            progress(f"{c} {scope} {k:g}%", i, len(todo))
-        mask = None if scope == "all" else (ins.channels["name"].map(_role_of(ins)) == scope).to_numpy()
-        chosen = lowest(ins, importance(ins, c, seed), k, mask)
-        key = tuple(sorted((n, tuple(v)) for n, v in chosen.items()))
-        if key not in cache:  # the same set of channels is validated once (e.g. ties, small shares)
-            net = ablate(loaded, plan_from(chosen, ins))
-            cache[key] = validate(LoadedModel(net, loaded.meta), data, imgsz=size, batch=batch, device=device,
-                                  trust=trust).get(metric, math.nan)  # fmt: skip
-        n = sum(len(v) for v in chosen.values())
-        total = len(ins.channels) if mask is None else int(mask.sum())
-        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": float(k), "channels_ablated": n,
-                     "share_actual": 100 * n / total, metric: cache[key], "delta": cache[key] - b})  # fmt: skip
-    for c, scope, seed in runs:  # the 0% point of every series is the baseline
-        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": 0.0, "channels_ablated": 0,
-                     "share_actual": 0.0, metric: b, "delta": 0.0})  # fmt: skip
-    if progress:
-        progress("done", len(todo), len(todo))
+    settings = Settings(data=data, imgsz=size, batch=batch, device=device, trust=trust)
+    rows, b, failed, resumed = _points(loaded, ins, runs, shares, metric, settings, execution, progress)
     points = pd.DataFrame(rows).sort_values(["criterion", "scope", "seed", "share"], kind="stable")
     points = points.reset_index(drop=True)
+    if "error" in points.columns:
+        points["error"] = points["error"].fillna("")
     curve = (
         points.groupby(["criterion", "scope", "share"], sort=False)
         .agg(
@@ -219,10 +208,74 @@ def frontier(
         .reset_index()
     )
     fr = Frontier(points, curve, metric, b, tolerance, pd.DataFrame(), meta=loaded.meta.to_dict())
+    fr.failed, fr.resumed = failed, resumed
     fr.layers = _most_prunable(ins, fr.removable("observed") if "observed" in criteria else 0.0)
     fr.settings = {"data": data, "imgsz": size, "batch": batch, "images": len(ins.observation.images),
                    "shares": list(shares), "criteria": list(criteria), "seeds": seeds}  # fmt: skip
     return fr
+
+
+def _points(
+    loaded: Any,
+    ins: Any,
+    runs: list[tuple[str, str, int]],
+    shares: Sequence[float],
+    metric: str,
+    settings: Any,
+    execution: Execution | None,
+    progress: Callable[[str, int, int], None] | None,
+) -> tuple[list[dict[str, Any]], float, list[tuple[str, str]], int]:
+    """Validate every point: each distinct set of channels is one task (ties and small shares often
+    choose the same set); returns the rows, the baseline, the failures and the resumed count."""
+    from yolobn.ablation import plan_from
+    from yolobn.fanout import Task, run_tasks
+    from yolobn.variants import baseline_task
+
+    todo = [(c, scope, seed, k) for c, scope, seed in runs for k in shares if k > 0]
+    tasks, index, chosen_at = [baseline_task()], {}, []
+    for c, scope, seed, k in todo:
+        mask = None if scope == "all" else (ins.channels["name"].map(_role_of(ins)) == scope).to_numpy()
+        chosen = lowest(ins, importance(ins, c, seed), k, mask)
+        key = tuple(sorted((n, tuple(v)) for n, v in chosen.items()))
+        if key not in index:
+            plan = plan_from(chosen, ins)
+            ident = {"kind": "ablate", "channels": plan.channels, "values": plan.values}
+            index[key] = len(tasks)
+            tasks.append(Task("yolobn.frontier:measure_plan", {"plan": plan}, f"{c} {scope} {k:g}%", ident))
+        total = len(ins.channels) if mask is None else int(mask.sum())
+        chosen_at.append((index[key], sum(len(v) for v in chosen.values()), total))
+
+    def step(label: str, done: int, n: int) -> None:
+        if progress:
+            progress(label if done < n else "done", done, n)
+
+    outs = run_tasks(loaded, settings, tasks, execution, progress=step if progress else None)
+    b = float(outs[0].value["metrics"].get(metric, math.nan))
+    rows = []
+    for (c, scope, seed, k), (i, n, total) in zip(todo, chosen_at, strict=True):
+        o = outs[i]
+        v = float(o.value["metrics"].get(metric, math.nan)) if o.ok else math.nan
+        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": float(k), "channels_ablated": n,
+                     "share_actual": 100 * n / total, metric: v, "delta": v - b})  # fmt: skip
+        if not o.ok:
+            rows[-1]["error"] = o.error
+    for c, scope, seed in runs:  # the 0% point of every series is the baseline
+        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": 0.0, "channels_ablated": 0,
+                     "share_actual": 0.0, metric: b, "delta": 0.0})  # fmt: skip
+    failed = [(o.task.label, o.error) for o in outs if not o.ok]
+    return rows, b, failed, sum(o.resumed for o in outs)
+
+
+def measure_plan(loaded: Any, s: Any, spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """Task: validate the model with the planned channels ablated (``yolobn.ablation``)."""
+    from yolobn.ablation import ablate
+    from yolobn.loader import LoadedModel
+    from yolobn.validation import validate
+
+    net = ablate(loaded, spec["plan"])
+    kw = {"imgsz": s.imgsz, "batch": s.batch, "device": s.device, "trust": s.trust}
+    m = validate(LoadedModel(net, loaded.meta), s.data, loaders=ctx.loaders, **kw)
+    return {"metrics": m, "channels_ablated": spec["plan"].count}
 
 
 def _role_of(ins: Any) -> dict[str, str]:

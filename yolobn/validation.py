@@ -39,6 +39,7 @@ def validate(
     device: str = "cpu",
     task: str | None = None,
     trust: bool = False,
+    loaders: dict[Any, Any] | None = None,
 ) -> Metrics:
     """Validate ``model`` with Ultralytics' validator for its task, without BN fusion.
 
@@ -50,6 +51,8 @@ def validate(
         task: override the task (default: the model's).
         trust: give Ultralytics the dataset yaml as it is, which may run its ``download:`` script
             when the images are missing (see ``yolobn.datasets``). Only for yamls you trust.
+        loaders: a cache of dataloaders kept between calls (``yolobn.fanout``'s workers pass one):
+            the dataset is built once per settings, not once per validation.
 
     Returns:
         ``Metrics``: named attributes like Ultralytics' (``.box.map``, ``.box.map50``, ``.seg.map``,
@@ -96,9 +99,14 @@ def validate(
     t0 = time.perf_counter()
     from yolobn.loader import quiet_ultralytics
 
+    stride = getattr(root, "stride", None)
+    lkey = (task, data_arg, imgsz, batch, str(device), str(stride.tolist() if hasattr(stride, "tolist") else stride))
+    # Popped while in use and put back only after a whole pass: a validation that raised midway
+    # leaves its loader's iterator mid-epoch, and reusing it would shift every later batch.
+    loader = loaders.pop(lkey, None) if loaders is not None else None
     with quiet_ultralytics():
         try:
-            validator = Validator(args=args)
+            validator = Validator(args=args, dataloader=loader)
             stats = validator(model=net)
         except (ConnectionError, OSError, FileNotFoundError) as e:
             raise YolobnError(
@@ -112,6 +120,8 @@ def validate(
                     "dataset yaml, or 'shapes' for the bundled synthetic dataset"
                 ) from None
             raise
+    if loaders is not None:
+        loaders[lkey] = validator.dataloader
     after = [type(m) for m in net.modules()]
     if before != after:  # would mean something fused or replaced modules behind our back
         raise RuntimeError("the model changed during validation (fusion was not prevented)")

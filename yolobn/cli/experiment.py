@@ -12,6 +12,11 @@ EXAMPLES = """\
 examples:
   yolobn experiment examples/eps.yaml --trust   # the demo model: reference, folded, eps, fixed point, ...
                                                 # (--trust: the file names a custom impl, examples/custom_bn.py)
+  yolobn experiment examples/eps.yaml --trust --ray            # each variant and layer a Ray task
+  yolobn experiment examples/eps.yaml --trust --ray head:6379  # on a Ray cluster (see docs/scale.md)
+
+A rerun of the same file continues where an interrupted one stopped (finished rows are kept in
+$YOLOBN_CACHE/sweeps/); --no-resume measures everything again.
 
 file format:
   model: best.pt | null        data: shapes | data.yaml      imgsz: 160 (optional)
@@ -41,6 +46,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--wide", action="store_true", help="every metric, the output difference and ms/img in the table"
     )
+    o.fanout_group(p)
     o.quiet_argument(p)
     p.set_defaults(run=run)
 
@@ -52,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from yolobn.experiment import read_config, run_experiment
     from yolobn.report.export import check_output_paths, write_texts
 
+    out, err = o.consoles(args.quiet)
+    execution = o.execution(args, err)  # a missing Ray fails here, before any work
     cfg = read_config(args.file, trust=args.trust)
     resolve_data(cfg.get("data") or "shapes", trust=args.trust)
     stem = o.model_stem(cfg.get("model"))
@@ -61,14 +69,17 @@ def run(args: argparse.Namespace) -> int:
     )
     check_output_paths({str(out_dir / n): out_dir / n for n in names})
 
-    out, err = o.consoles(args.quiet)
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("experiment", total=None)
 
         def progress(label: str, done: int, total: int) -> None:
             bar.update(job, description=label, completed=done, total=total)
 
-        res = run_experiment(cfg, base_dir=args.file.resolve().parent, progress=progress, trust=args.trust)
+        res = run_experiment(
+            cfg, base_dir=args.file.resolve().parent, progress=progress, trust=args.trust, execution=execution
+        )
+    n_sens = 0 if res.sensitivity is None else len(res.sensitivity)
+    o.warn_failed(res.failed, len(res.results) - 1 + n_sens)
     from yolobn.report.experiment import render_html
 
     def records(df: Any) -> Any:

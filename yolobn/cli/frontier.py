@@ -13,6 +13,7 @@ examples:
   yolobn frontier                                   # the demo model on the bundled shapes dataset
   yolobn frontier best.pt --data data.yaml --images val/images/ --max-images 500
   yolobn frontier best.pt --data data.yaml --images imgs/ --shares 0,5,10,20 --criteria observed,gamma
+  yolobn frontier best.pt --data data.yaml --images imgs/ --ray     # each point a Ray task
 
 criteria: observed = post-activation std on the images (the error ablation adds), gamma = |gamma|
 (network slimming, Torch-Pruning), random = a control averaged over --seeds rankings. Every
@@ -66,6 +67,7 @@ def add_parser(sub: Any) -> None:
     )
     o.exist_ok_argument(p)
     o.trust_argument(p, o.TRUST_DATA)
+    o.fanout_group(p)
     o.quiet_argument(p)
     p.set_defaults(run=run)
 
@@ -77,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from yolobn.frontier import CRITERIA, SHARES, frontier
     from yolobn.report.export import check_output_paths, write_texts
 
+    out, err = o.consoles(args.quiet)
+    execution = o.execution(args, err)  # a missing Ray fails here, before any work
     if args.data is None:
         if args.model is not None:
             raise YolobnError(
@@ -97,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "frontier", args.exist_ok)
     names = ("frontier.csv", "points.csv", "frontier.json", "frontier.html")
     check_output_paths({str(out_dir / n): out_dir / n for n in names})
-    out, err = o.consoles(args.quiet)
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("observing", total=None)
 
@@ -108,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.data, [str(p) for p in images] if images else None, shares=shares, criteria=criteria,
             seeds=args.seeds, roles=not args.no_roles, tolerance=args.tolerance, max_images=args.max_images,
             imgsz=args.imgsz, batch=args.batch, device=args.device, trust=args.trust, progress=progress,
+            execution=execution,
         )  # fmt: skip
+    o.warn_failed(fr.failed, int((fr.points["share"] > 0).sum()))
     from yolobn.report.export import json_safe
     from yolobn.report.frontier_page import render_html
 

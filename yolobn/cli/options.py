@@ -354,3 +354,53 @@ def file_link(path: Path) -> str:
 def print_written(out: Any, paths: list[Path]) -> None:
     for p in paths:
         out.print(f"wrote {file_link(p)}", soft_wrap=True)
+
+
+def fanout_group(p: argparse.ArgumentParser) -> None:
+    """``--ray`` and ``--resume``: where the many validations of a sweep run, and whether finished rows are reused."""
+    g = p.add_argument_group("many validations (yolobn.fanout)")
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="run each validation as a Ray task: 'auto' (no value: the cluster this machine knows, else a new "
+        "local one), 'local', or a cluster address (head:6379, ray://head:10001); pip install 'yolobn[ray]'",
+    )
+    g.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip the rows an earlier run of the same sweep finished, e.g. before Ctrl-C or a crash "
+        "(default; --no-resume measures them again)",
+    )
+
+
+def execution(args: argparse.Namespace, err: Any) -> Any:
+    """The ``Execution`` of ``--ray``/``--resume``; a missing Ray is a one-line error, before any work."""
+    from yolobn.errors import YolobnError
+    from yolobn.fanout import Execution, require_ray
+
+    if args.ray is not None:
+        if Path(args.ray).suffix.lower() in (".pt", ".yaml", ".yml", ".pth") or Path(args.ray).is_file():
+            raise YolobnError(
+                f"--ray {args.ray}: is a file, not a Ray address; put --ray after it, or write --ray auto"
+            )
+        require_ray()
+
+    def notify(line: str) -> None:
+        err.print(line, soft_wrap=True, highlight=False)
+
+    return Execution(ray=args.ray, resume=args.resume, notify=notify)
+
+
+def warn_failed(failed: list[tuple[str, str]], total: int) -> None:
+    """Each failed task of a sweep, one line on stderr (also with --quiet: the run did not fully succeed)."""
+    for label, why in failed:
+        print(f"yolobn: warning: {label}: failed: {why}", file=sys.stderr)
+    if failed:
+        print(
+            f"yolobn: warning: {len(failed)} of {total} measurements failed; the others are complete "
+            "(their rows say why in the 'error' column)",
+            file=sys.stderr,
+        )

@@ -63,6 +63,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-cache", action="store_true", help="re-validate the baseline even if cached")
     o.exist_ok_argument(p)
     o.trust_argument(p, o.TRUST_DATA)
+    o.fanout_group(p)
     p.add_argument(
         "--wide", action="store_true", help="every metric, the output difference and ms/img in the table"
     )
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from yolobn.report.export import check_output_paths, write_texts
     from yolobn.variants import Variant
 
+    out, err = o.consoles(args.quiet)
+    execution = o.execution(args, err)  # a missing Ray fails here, before any work
     if args.data is None and args.images is None:
         if args.model is not None:
             raise YolobnError(
@@ -111,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from yolobn.loader import load
     from yolobn.variants import Settings, run_variants
 
-    parse_device(args.device)
-    out, err = o.consoles(args.quiet)
+    if args.ray is None:  # with --ray the validations run on the cluster's machines, not this one
+        parse_device(args.device)
     loaded = load(args.model, trust=args.trust)
     settings = Settings(
         data=args.data, images=images, imgsz=model_imgsz(loaded, args.imgsz), batch=args.batch,
@@ -124,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         def progress(label: str, done: int, total: int) -> None:
             bar.update(job, description=label, completed=done, total=total)
 
-        res = run_variants(loaded, variants, settings, progress=progress)
+        res = run_variants(loaded, variants, settings, progress=progress, execution=execution)
+    o.warn_failed(res.failed, len(variants))
     table = res.table
     note = (
         "validated with Ultralytics' validator, model.fuse() disabled on the validated copy"
