@@ -37,6 +37,8 @@ def run(argv, capsys):
         (["inspect", "max_images=5", "colour=red"], ["inspect", "--max-images", "5", "colour=red"]),
         (["swap", "--impl", "reference:eps=1e-5"], ["swap", "--impl", "reference:eps=1e-5"]),
         (["experiment", "file=e.yaml", "trust=1"], ["experiment", "e.yaml", "--trust"]),
+        (["experiment", "file=e.yaml", "resume=false"], ["experiment", "e.yaml", "--no-resume"]),
+        (["experiment", "file=e.yaml", "resume=true"], ["experiment", "e.yaml", "--resume"]),
     ],
 )
 def test_key_value_arguments_become_flags(argv, expected):

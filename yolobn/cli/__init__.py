@@ -60,9 +60,11 @@ def key_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
             head.append(value)  # right after the command: never taken by an option's list of values
         elif action is None:
             flags.append(tok)
-        elif action.nargs == 0:  # a switch: true/1/yes sets it, false/0/no leaves it off
+        elif action.nargs == 0:  # a switch: true/1/yes sets it; false/0/no leaves it off (or --no-KEY)
             if value.lower() not in ("false", "0", "no", "off"):
                 flags.append(f"--{key}")
+            elif f"--no-{key}" in cmd._option_string_actions:
+                flags.append(f"--no-{key}")
         else:
             flags += [f"--{key}", value]
     return head + flags
