@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 import yolobn
-from tests.models import EPS, TinyNet, plant
+from tests.models import EPS, Block, TinyNet, plant
 from yolobn.checkpoint import save_checkpoint
 from yolobn.cli import main
 from yolobn.errors import YolobnError
 from yolobn.images import iter_batches
+from yolobn.layerwise import dependency_plan
 from yolobn.observation import observe
-from yolobn.recalibration import dependency_plan, recalibrate
+from yolobn.recalibration import recalibrate
 
 # --------------------------------------------------------------------------------------------------
 # a numpy reference: the population statistics of every BN input of TinyNet, layer by layer
@@ -234,6 +235,52 @@ def test_select_and_untracked_layers_keep_their_statistics(tmp_path):
         recalibrate(model, [str(d)], imgsz=64, select=["nothing*"])
 
 
+class Chain(nn.Module):
+    """Six BN layers in a row, run in a loop as Ultralytics runs its layers: conv-BN-SiLU blocks
+    and BN-conv blocks in turn (a BN reading the previous block's output directly). ``dense``: the
+    code between blocks refuses tensors that are not dense (a zero stand-in is not); ``inplace``: it
+    writes into each block's output."""
+
+    def __init__(self, dense: bool = False, inplace: bool = False) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            Block(3 if i == 0 else 4, 4, 3, 1, nn.SiLU())
+            if i % 2 == 0
+            else nn.Sequential(nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1, bias=False))
+            for i in range(6)
+        )
+        self.dense, self.inplace = dense, inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b in self.blocks:
+            x = b(x)
+            if self.dense and x.stride(-1) != 1:
+                raise RuntimeError("this code takes dense tensors only")
+            if self.inplace:
+                x.add_(0.5)  # a replay of the written tensor would add it twice
+        return x
+
+
+@pytest.mark.parametrize("dense, inplace", [(False, False), (True, False), (False, True)])
+def test_replayed_outputs_and_stand_ins_change_nothing(tmp_path, dense, inplace):
+    """Finished blocks are replayed and, once nothing reads them, replaced by zero stand-ins; code
+    that fails on a stand-in makes the pass run again without them; outputs written in place are
+    never replayed. Every way gives the statistics of the plain computation (no cache)."""
+    d = _mixed_images(tmp_path, 3, 2)
+    torch.manual_seed(0)
+    net = Chain(dense, inplace).eval()
+    a = recalibrate(net, [str(d)], imgsz=64, batch=2)
+    b = recalibrate(net, [str(d)], imgsz=64, batch=2, cache_mb=0)
+    for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k
+    r = a.meta.recalibration
+    assert (
+        r["levels"] == 6 and r["passes"] == 7 + dense and r["drift_after"]["max_channel"] < 1e-9
+    )  # + the rerun
+    assert (r["cache_stand_ins"] > 0) is not inplace and r["cache_stand_ins_failed"] is dense
+    assert b.meta.recalibration["cache_stand_ins"] == 0
+
+
 # --------------------------------------------------------------------------------------------------
 # the demo model end to end
 
@@ -256,7 +303,7 @@ def test_demo_no_drift_and_the_same_statistics_at_every_batch_size(demo_model_lo
         assert obs.layers["drift"].max() < 0.01 and obs.layers["drift_max"].max() < 1e-6, b
         r = rec.meta.recalibration
         assert (r["batch"], r["images"], r["imgsz"], r["layers"], r["levels"]) == (b, 96, 160, 81, 64)
-        assert r["passes"] == 65 and r["drift_after"]["max_channel"] < 1e-9
+        assert r["passes"] == 65 and r["drift_after"]["max_channel"] < 1e-9 and r["cache_stand_ins"] > 0
     ref = demo_recalibrated[32].model.state_dict()
     for b in (1, 8):
         for k, v in demo_recalibrated[b].model.state_dict().items():
