@@ -405,6 +405,7 @@ class LevelRun:
                 self.stand_ins
                 and plan.consumers is not None
                 and not k.evicted
+                and all(self._off(c) for c in plan.consumers[m])
             ):
                 self.budget.give(k.outs)
                 k.outs, k.evicted = [], True
@@ -427,7 +428,7 @@ class LevelRun:
         finally:
             for name in live:
                 self.modules[name].__dict__.pop("forward", None)
-            for name in []:
+            for name in [n for n in live if self.cached[n].written()]:
                 self._drop(name)
                 self.failed.add(name)
 
