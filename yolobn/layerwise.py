@@ -10,7 +10,7 @@ final statistics. The outermost finished modules are run once more with their ou
 batch, then replayed (an instance ``forward`` on the private copy) instead of computed. A kept
 output whose consumers are all replayed themselves is no longer read: its tensors are freed and a
 zero tensor of the same shape (``expand``: no memory) stands in, which brings the cache down to the
-outputs still read (about 1/5 of all outputs on YOLO11n). Should code between modules fail on a
+outputs still read (YOLO11n: 40% of the peak; the demo 138 MB instead of 346, 15 MB per 640-px photo). Should code between modules fail on a
 stand-in, the pass runs again with the real outputs. Outputs written into in place (their version
 counter moves) are not kept. Everything lives within a byte budget; what does not fit is recomputed.
 """
