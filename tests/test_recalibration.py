@@ -235,6 +235,21 @@ def test_select_and_untracked_layers_keep_their_statistics(tmp_path):
         recalibrate(model, [str(d)], imgsz=64, select=["nothing*"])
 
 
+def test_unused_layers_are_reported_and_broken_inputs_refused(tmp_path):
+    d = _mixed_images(tmp_path, 2, 1)
+    model = _tiny()
+    model.spare = nn.BatchNorm2d(4).eval()  # defined, never run by forward
+    rec = recalibrate(model, [str(d)], imgsz=64)
+    r = rec.meta.recalibration
+    assert r["layers_not_reached"] == ["spare"] and r["layers"] == 3
+    assert torch.equal(rec.model.spare.running_var, model.spare.running_var)
+    broken = _tiny()
+    with torch.no_grad():
+        broken.b2.conv.weight[0, 0] = float("inf")
+    with pytest.raises(YolobnError, match="BN layer b2.bn: its input is not finite"):
+        recalibrate(broken, [str(d)], imgsz=64)
+
+
 class Chain(nn.Module):
     """Six BN layers in a row, run in a loop as Ultralytics runs its layers: conv-BN-SiLU blocks
     and BN-conv blocks in turn (a BN reading the previous block's output directly). ``dense``: the
@@ -383,6 +398,10 @@ def test_recalibrated_swap_variant_uses_the_same_estimator(demo_model_loaded):
 
 
 def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys):
+    from yolobn.cli import recalibrate as cli
+    from yolobn.recalibration import CACHE_MB
+
+    assert cli.CACHE_MB == CACHE_MB  # the CLI's copy (--help does not import torch)
     out = tmp_path / "r.pt"
     assert (
         main(["recalibrate", "-o", str(out), "--max-images", "12", "--batch", "1", "--data", "shapes"]) == 0
