@@ -72,8 +72,8 @@ def dependency_plan(root: nn.Module, x: torch.Tensor, targets: dict[str, nn.Modu
         return out + keep[-1]
 
     def pre(name: str):
-        def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
-            ins.setdefault(name, []).append(args)
+        def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            ins.setdefault(name, []).append((*args, *kwargs.values()))
             order.append(name)
 
         return hook
@@ -85,7 +85,7 @@ def dependency_plan(root: nn.Module, x: torch.Tensor, targets: dict[str, nn.Modu
     try:
         for name, m in root.named_modules():
             if name and (id(m) in name_of or not isinstance(m, _BatchNorm)):
-                handles.append(m.register_forward_pre_hook(pre(name)))
+                handles.append(m.register_forward_pre_hook(pre(name), with_kwargs=True))
                 hook = bn_post if id(m) in name_of else post(name)
                 handles.append(m.register_forward_hook(hook))
         with torch.enable_grad():
