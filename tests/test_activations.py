@@ -1,8 +1,8 @@
-"""Observed statistics, observed dead channels, drift and recalibration, with closed-form answers."""
+"""Observed statistics, observed dead channels and drift, with closed-form answers (recalibration:
+test_recalibration.py)."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import cv2
@@ -13,11 +13,9 @@ from torch import nn
 
 import yolobn
 from tests.models import EPS, Block, TinyNet, plant
-from yolobn.checkpoint import save_checkpoint
 from yolobn.errors import YolobnError
 from yolobn.images import iter_batches
 from yolobn.observation import observe
-from yolobn.recalibration import recalibrate
 from yolobn.recording import Moments, recording
 from yolobn.thresholds import ObservedThresholds
 
@@ -200,7 +198,12 @@ def test_planted_dead_channels_are_observed_dead_and_live_ones_are_not(tmp_path)
     assert list(ch["obs_dead"]) == [False, True, True, True, False]
     assert list(ch["obs_reason"]) == ["", "flat", "never positive", "flat", ""]
     assert list(ch["dead"]) == [False, True, True, False, True]  # the data-free prediction
-    assert a.observed_summary()["confusion"] == {"both": 2, "predicted_only": 1, "observed_only": 1, "neither": 1}
+    assert a.observed_summary()["confusion"] == {
+        "both": 2,
+        "predicted_only": 1,
+        "observed_only": 1,
+        "neither": 1,
+    }
     assert a.observed_summary()["prediction"] == {"precision": 2 / 3, "recall": 2 / 3}
     row = a.layers.iloc[0]
     assert (row.obs_dead, row.dead_both, row.dead_predicted_only, row.dead_observed_only) == (3, 2, 1, 1)
@@ -268,111 +271,3 @@ def test_preprocessing_is_ultralytics_predict(demo_path):
     ours, names = next(iter_batches([bus], 320, stride=32, batch=4))
     assert names == [bus]
     assert ours.shape == ref.shape and torch.equal(ours, ref)
-
-
-# --------------------------------------------------------------------------------------------------
-# recalibration
-
-
-def test_recalibration_in_one_batch_gives_the_exact_statistics_and_leaves_weights(tmp_path):
-    d = _images(tmp_path, n=5)
-    x = _inputs(d)
-    model = plant(TinyNet())
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    rec = recalibrate(model, [str(d)], imgsz=32, batch=8)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # input untouched
-    # b1.bn's input is conv(x): its running stats are now that tensor's mean and unbiased variance
-    with torch.no_grad():
-        c = model.b1.conv(x).transpose(0, 1).reshape(8, -1).double()
-    bn = rec.model.b1.bn
-    torch.testing.assert_close(bn.running_mean.double(), c.mean(1), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(bn.running_var.double(), c.var(1, correction=1), rtol=1e-5, atol=1e-7)
-    assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == 1
-    for k, v in rec.model.state_dict().items():  # weights, biases, eps untouched
-        if not k.endswith(("running_mean", "running_var", "num_batches_tracked")):
-            assert torch.equal(v, before[k]), k
-    assert rec.meta.recalibration["images"] == 5 and rec.meta.recalibration["layers"] == 3
-    # and on those same images, in one batch, nothing has drifted
-    a = observe(rec, [str(d)], imgsz=32, batch=8)
-    assert float(a.layers["drift"].max()) < 1e-4
-
-
-def test_recalibration_restores_stale_statistics_and_keeps_map_on_the_demo(demo_model_loaded):
-    """Stale running statistics (reset, as after pruning) collapse mAP; recalibrating on the demo's
-    own training images brings it back, to the same model as recalibrating the healthy one (the
-    estimate starts from scratch). That costs the healthy model at most 0.02 mAP: its statistics
-    came from augmented training batches, these are the plain images (see README)."""
-    from yolobn.validation import validate
-
-    m = demo_model_loaded
-    key = "metrics/mAP50-95(B)"
-    base = validate(m, "shapes")[key]
-    stale = copy.deepcopy(m)
-    for bn in (x for x in stale.model.modules() if isinstance(x, nn.BatchNorm2d)):
-        bn.reset_running_stats()
-    assert validate(stale, "shapes")[key] < 0.05
-    fixed = recalibrate(stale)
-    again = recalibrate(m)
-    for a, b in zip(fixed.model.state_dict().values(), again.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    recal = validate(fixed, "shapes")[key]
-    assert recal > 0.95 * base and recal >= base - 0.02
-
-
-def test_recalibrated_checkpoint_loads_in_ultralytics_and_yolobn(tmp_path, demo_path):
-    from ultralytics import YOLO
-
-    src = tmp_path / "in.pt"
-    src.write_bytes(demo_path.read_bytes())
-    digest = src.read_bytes()
-    loaded = yolobn.load(src)
-    train = yolobn.shapes_dataset().parent / "images" / "train"
-    rec = recalibrate(loaded, [str(train)], max_images=16)
-    out = save_checkpoint(rec, tmp_path / "out.pt")
-    assert src.read_bytes() == digest
-    with pytest.raises(YolobnError, match="is the input checkpoint"):
-        save_checkpoint(rec, src)
-    again = yolobn.load(out)  # the safe loader
-    assert again.meta.recalibration["images"] == 16
-    assert any("recalibrated" in n for n in again.meta.notes)
-    assert again.meta.dtype_on_disk == loaded.meta.dtype_on_disk
-    assert again.meta.train_args["imgsz"] == 160
-    a, b = rec.model.model[2].cv1.bn, again.model.model[2].cv1.bn
-    torch.testing.assert_close(
-        a.running_var, b.running_var, rtol=2e-3, atol=1e-6
-    )  # fp16 on disk, as Ultralytics
-    # Ultralytics loads the recalibrated statistics, not the source's: its raw output is the recalibrated
-    # model's up to the fp16 storage, and far from the source model's.
-    y = YOLO(str(out))
-    val = sorted((yolobn.shapes_dataset().parent / "images" / "val").glob("*.png"))[0]
-    x, _ = next(iter_batches([val], 160))
-    with torch.no_grad():
-        got, want, source = (m.eval()(x)[0] for m in (copy.deepcopy(y.model), rec.model, loaded.model))
-    off = (got - want).abs().max()
-    assert off < 0.2 * (source - want).abs().max(), off
-    # and its predict finds what the recalibrated model in memory finds on a shapes image
-    mem = YOLO(str(src))
-    mem.model = copy.deepcopy(rec.model)
-    a, b = (r.predict(str(val), verbose=False, conf=0.5)[0].boxes for r in (y, mem))
-    assert len(a) >= 2 and a.cls.tolist() == b.cls.tolist()
-    torch.testing.assert_close(a.xyxy, b.xyxy, atol=0.25, rtol=0)  # pixels
-
-
-def test_recalibrated_swap_variant(demo_model_loaded):
-    from yolobn.registry import parse_impl
-    from yolobn.swapping import swap
-
-    m = demo_model_loaded
-    s = swap(m, "recalibrated:max=16,batch=8", layers=["backbone"])
-    assert len(s.swap.replaced) == sum(1 for b in yolobn.find_blocks(m) if b.role == "backbone")
-    bn0, bn0_orig = s.model.model[0].bn, m.model.model[0].bn
-    assert not torch.equal(bn0.running_var, bn0_orig.running_var)
-    head = s.model.model[23].cv2[0][0].bn
-    assert torch.equal(head.running_var, m.model.model[23].cv2[0][0].bn.running_var)  # not selected
-    with pytest.raises(YolobnError, match="images=.*no such file"):
-        parse_impl("recalibrated:images=/no/such/dir")
-    with pytest.raises(YolobnError, match="whole number"):
-        parse_impl("recalibrated:batch=0")
-    plain = yolobn.load(plant(TinyNet()))
-    with pytest.raises(YolobnError, match="needs calibration images"):
-        swap(plain, "recalibrated")

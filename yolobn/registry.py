@@ -161,7 +161,6 @@ REGISTRY: dict[str, ImplRecord] = {
                 Option("max", "int", "use at most N images", least=1),
                 Option("batch", "int", "images per forward pass", 32, least=1),
                 Option("imgsz", "int", "inference size", least=32),
-                Option("seed", "int", "image order shuffle seed", 0, least=0),
             ),
             kind="model",
         ),

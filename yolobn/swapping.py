@@ -106,9 +106,8 @@ def _swap_recalibrated(model: Any, spec: Impl, layers: Sequence[str] | None) -> 
         max_images=int(o["max"]) if "max" in o else None,
         batch=int(o.get("batch", 32)),
         imgsz=int(o["imgsz"]) if "imgsz" in o else None,
-        seed=int(o.get("seed", 0)),
         select=layers,
-    )
+    )  # the registry's seed option is accepted and ignored: the exact estimate has no image order
     if not isinstance(model, LoadedModel):
         return rec.model
     names = [b.name for b in find_blocks(rec.model) if not layers or matches(b, layers)]
