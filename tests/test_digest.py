@@ -20,7 +20,7 @@ def test_prefetch_take(tmp_path):
     p.write_bytes(b"x" * 3_000_000)
     digest.prefetch(p)
     fut = digest.take(p)
-    assert fut is not None and fut.result() == _sha(p)
+    assert fut is not None and fut.result().sha256 == _sha(p)
     assert digest.take(p) is None  # taken once
 
 
@@ -50,6 +50,6 @@ def test_loader_uses_the_prefetched_hash(tmp_path, monkeypatch):
     def no_second_hash(path):  # the prefetched hash is used: the loader never hashes itself
         raise AssertionError("hashed again")
 
-    monkeypatch.setattr(loader, "_sha256", no_second_hash)
+    monkeypatch.setattr(loader, "_scan", no_second_hash)
     meta = yolobn.load(p).meta
     assert meta.sha256 == _sha(p)
