@@ -37,6 +37,7 @@ def add_parser(sub: Any) -> None:
     o.trust_argument(
         p, "full unpickle of its model, the custom impl files and dataset download scripts it names"
     )
+    o.strict_argument(p)
     o.quiet_argument(p)
     p.set_defaults(run=run)
 
@@ -45,20 +46,28 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from yolobn.datasets import resolve_data
-    from yolobn.errors import YolobnError
-    from yolobn.experiment import read_config, run_experiment
-    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.experiment import model_source, read_config, run_experiment
+    from yolobn.report.export import write_texts
 
     cfg = read_config(args.file, trust=args.trust)
     resolve_data(cfg.get("data") or "shapes", trust=args.trust)
     stem = o.model_stem(cfg.get("model"))
     out_dir = args.out if args.out is not None else Path("reports") / stem / "experiments" / args.file.stem
-    if out_dir.exists() and not out_dir.is_dir():
-        raise YolobnError(f"--out {out_dir}: is a file, not a folder")
     names = ["results.csv", "results.json", "experiment.html"] + (
         ["sensitivity.csv"] if cfg.get("sensitivity") else []
     )
-    check_output_paths({str(out_dir / n): out_dir / n for n in names})
+    base_dir = args.file.resolve().parent
+    impl_files = {
+        Path(str(v["impl"]).rpartition(":")[0]): "a custom impl file"
+        for v in [*cfg["variants"], cfg.get("sensitivity") or {"impl": ""}]
+        if str(v["impl"]).rpartition(":")[0].endswith(".py")
+    }
+    inputs = o.input_files(
+        model_source(cfg, base_dir),
+        data=cfg.get("data"),
+        more={args.file: "the experiment file", **impl_files},
+    )
+    o.check_out_dir(out_dir, names, "--out", inputs)
 
     out, err = o.consoles(args.quiet)
     with o.progress_bar(err, args.quiet) as bar:
@@ -67,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         def progress(label: str, done: int, total: int) -> None:
             bar.update(job, description=label, completed=done, total=total)
 
-        res = run_experiment(cfg, base_dir=args.file.resolve().parent, progress=progress, trust=args.trust)
+        res = run_experiment(cfg, base_dir=base_dir, progress=progress, trust=args.trust, strict=args.strict)
     from yolobn.report.experiment import render_html
 
     def records(df: Any) -> Any:

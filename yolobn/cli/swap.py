@@ -62,6 +62,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--no-cache", action="store_true", help="re-validate the baseline even if cached")
     o.trust_argument(p, o.TRUST_DATA)
+    o.strict_argument(p)
     o.quiet_argument(p)
     p.set_defaults(run=run)
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from yolobn.errors import YolobnError
-    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.report.export import write_texts
     from yolobn.variants import Variant
 
     if args.data is None and args.images is None:
@@ -100,21 +101,23 @@ def run(args: argparse.Namespace) -> int:
         else:
             images = collect_images(args.images, args.max_images)
     out_dir = args.out if args.out is not None else Path("reports") / o.model_stem(args.model) / "swap"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise YolobnError(f"--out {out_dir}: is a file, not a folder")
-    check_output_paths({str(out_dir / n): out_dir / n for n in ("swap.csv", "swap.json")})
+    o.check_out_dir(
+        out_dir, ["swap.csv", "swap.json"], "--out", o.input_files(args.model, data=args.data, images=images)
+    )
 
+    from yolobn.checks import require_runnable
     from yolobn.device import parse_device
     from yolobn.images import model_imgsz
     from yolobn.loader import load
     from yolobn.variants import Settings, run_variants
 
-    parse_device(args.device)
+    device = parse_device(args.device)  # checked before any work; Ultralytics gets the canonical name
     out, err = o.consoles(args.quiet)
-    loaded = load(args.model, trust=args.trust)
+    loaded = load(args.model, trust=args.trust, strict=args.strict)
+    require_runnable(loaded)
     settings = Settings(
         data=args.data, images=images, imgsz=model_imgsz(loaded, args.imgsz), batch=args.batch,
-        device=args.device, trust=args.trust, cache=not args.no_cache,
+        device=str(device), trust=args.trust, cache=not args.no_cache,
     )  # fmt: skip
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("baseline", total=len(variants) + 1)
