@@ -41,11 +41,13 @@ def check_model(model: nn.Module, where: str) -> None:
     """Raise CheckpointError (one line) unless every part yolobn reads has the type it expects:
     each BatchNorm's tensors and attributes, each convolution's geometry, ``names``, ``stride``
     and a non-empty ``model.model``."""
+    _check_tree(model, where)
     layers = getattr(model, "model", None)
     if isinstance(layers, (nn.Sequential, nn.ModuleList)) and len(layers) == 0:
         raise CheckpointError(f"{where}: the model has no layers (model.model is empty); {_DAMAGED}")
     if layers is not None and not isinstance(layers, nn.Module):
         raise CheckpointError(f"{where}: model.model holds {_kind(layers)}, not layers; {_DAMAGED}")
+    _check_head(model, layers, where)
     names = getattr(model, "names", None)
     if names is not None:
         class_names(names, where)
@@ -55,6 +57,57 @@ def check_model(model: nn.Module, where: str) -> None:
             check_batchnorm(m, f"{where}: {name or 'the model'}")
         elif isinstance(m, _ConvNd):
             _check_conv(m, f"{where}: {name or 'the model'}")
+
+
+def _check_tree(model: nn.Module, where: str) -> None:
+    """Every submodule slot holds a module, every parameter and buffer slot a tensor (or None):
+    ``named_modules()``, ``float()`` and ``eval()`` walk these tables and fail on anything else."""
+    stack, seen = [("", model)], set()
+    while stack:
+        prefix, m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        tables = [m.__dict__.get(t) for t in ("_modules", "_parameters", "_buffers")]
+        if not all(isinstance(t, dict) for t in tables):
+            raise CheckpointError(
+                f"{where}: {prefix or 'the model'} ({type(m).__name__}) is incomplete; {_DAMAGED}"
+            )
+        modules, params, buffers = tables
+        for k, v in modules.items():
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if v is not None and not isinstance(v, nn.Module):
+                raise CheckpointError(f"{where}: {name} holds {_kind(v)}, not a module; {_DAMAGED}")
+            if v is not None:
+                stack.append((name, v))
+        for kind, table in (("parameter", params), ("buffer", buffers)):
+            for k, v in table.items():
+                if v is not None and not isinstance(v, torch.Tensor):
+                    raise CheckpointError(
+                        f"{where}: {prefix or 'the model'}: {kind} '{k}' holds {_kind(v)}, not a tensor; {_DAMAGED}"
+                    )
+
+
+def _check_head(model: nn.Module, layers: Any, where: str) -> None:
+    """What Ultralytics' own ``BaseModel._apply`` (``float()``, ``to()``) reads: ``model.model[-1]``
+    and, on a detection head, its ``stride``/``anchors``/``strides`` tensors."""
+    from ultralytics.nn.modules import Detect, RTDETRDecoder
+    from ultralytics.nn.tasks import BaseModel
+
+    if not isinstance(model, BaseModel):
+        return
+    if not isinstance(layers, (nn.Sequential, nn.ModuleList)):
+        raise CheckpointError(
+            f"{where}: the model has no layers (model.model is {_kind(layers)}); {_DAMAGED}"
+        )
+    head = layers[-1]
+    needed = ("stride", "anchors", "strides") if isinstance(head, Detect) else ()
+    needed = ("anchors", "valid_mask") if isinstance(head, RTDETRDecoder) else needed
+    for attr in needed:
+        v = getattr(head, attr, None)
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{where}: the head's {attr} is {_kind(v)}, not a tensor; {_DAMAGED}")
+        _check_tensor(v, f"{where}: the head's {attr}")
 
 
 def class_names(names: Any, where: str) -> list[str]:
@@ -278,6 +331,10 @@ def probe_forward(model: nn.Module, size: int = 64) -> str | None:
 
     handles = []
     modes = {m: m.training for m in model.modules()}
+    # One thread: a tiny input gains nothing from more, and on a busy machine OpenMP's wait for
+    # the other threads costs more than the whole forward pass.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         for m in model.modules():
             handles.append(m.register_forward_pre_hook(enter))
@@ -293,6 +350,7 @@ def probe_forward(model: nn.Module, size: int = 64) -> str | None:
             h.remove()
         for m, mode in modes.items():
             m.training = mode
+        torch.set_num_threads(threads)
     return None
 
 

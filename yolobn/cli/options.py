@@ -194,6 +194,11 @@ def check_table_args(args: argparse.Namespace) -> None:
         digest.prefetch(model_path)
     outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
     check_output_paths(outputs, protect=[model_path] if model_path and model_path.exists() else [])
+    from yolobn.atomic import check_writable
+
+    for opt, path in outputs.items():
+        if path is not None:
+            check_writable(path, opt)
 
 
 def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> None:
