@@ -415,6 +415,19 @@ CASES: list[Case] = [
     Case("inspect_csv_proc", _argv("inspect", "--csv", "/proc/x.csv"), ("--csv",)),
     Case("output_is_input_image", _image_as_output, ("input image",)),
     Case("output_is_experiment_file", _experiment_as_output, ("experiment file",)),
+    Case(
+        "output_is_data_yaml",
+        _argv(
+            "recalibrate",
+            "-o",
+            "data.yaml",
+            "--force",
+            "--data",
+            "data.yaml",
+            files=lambda d: (d / "data.yaml").write_text("val: images\nnames: [a]\n"),
+        ),
+        ("dataset yaml",),
+    ),  # fmt: skip
     Case("report_html_is_folder", _folder_as_output, ("report.html",), once="report.html"),
 ]
 CASES_BY_NAME = {c.name: c for c in CASES}

@@ -79,6 +79,7 @@ def write_files(files: Mapping[Path, str | bytes | Callable[[Path], None]]) -> l
         YolobnError: a file could not be written (the message names it); nothing was written.
     """
     staged: list[tuple[Path, Path]] = []
+    created: list[Path] = []
     current: Path | None = None
     try:
         for target, content in files.items():
@@ -94,13 +95,23 @@ def write_files(files: Mapping[Path, str | bytes | Callable[[Path], None]]) -> l
                 with open(tmp, "xb") as f:
                     f.write(data)
             os.chmod(tmp, 0o666 & ~_umask())  # the permissions a plain open() would give
+        for _, target in staged:  # a rename that must fail fails before any other is done
+            current = target
+            if target.is_dir():
+                raise IsADirectoryError(21, "is a folder", str(target))
         for tmp, target in staged:
             current = target
+            fresh = not target.exists()
             os.replace(tmp, target)
+            if fresh:
+                created.append(target)
     except OSError as e:
         for tmp, _ in staged:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+        for target in created:  # all or nothing: undo the renames already done (new files only)
+            with contextlib.suppress(OSError):
+                target.unlink()
         raise YolobnError(
             f"{current or 'output'}: cannot write ({e.strerror or e}); nothing was written"
         ) from None

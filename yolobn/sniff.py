@@ -353,11 +353,11 @@ def _chain(e: BaseException) -> list[BaseException]:
 
 
 def detail(e: BaseException, alias: Path, path: Path) -> str:
-    """The first line of an error, naming the user's file rather than yolobn's temporary alias."""
-    line = _short(e)
+    """``Type: first line`` of an error, naming the user's file rather than yolobn's temporary alias."""
+    line = _short(e) if str(e).strip() else ""
     for a in {str(alias.absolute()), str(alias)}:
         line = line.replace(a, str(path))
-    return line or type(e).__name__
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
 def explain_missing_module(path: Path, e: ModuleNotFoundError) -> str:
