@@ -104,6 +104,10 @@ def _imgsz(value: Any) -> Callable[[dict], None]:
     return edit
 
 
+def _shadow(ck: dict) -> None:
+    bn_named(ck, _DEMO).__dict__["num_batches_tracked"] = "many"  # hides the registered buffer
+
+
 def _cannot_run(ck: dict) -> None:
     """As a YOLOv12 saved by ultralytics 8.3.63 runs under 8.4: an attention block whose fused qkv
     conv is stored under another name (its forward then fails on self.qkv)."""
@@ -245,6 +249,23 @@ CASES: list[Case] = [
         edit_ckpt(set_path("model.model.0.bn", torch.zeros(3))),
         ("not a module", "Tensor"),
     ),
+    _model_case("yaml_backbone_int", edit_ckpt(set_path("model.yaml.backbone", 5)), ("backbone",)),
+    _model_case("attr_shadows_buffer", edit_ckpt(_shadow), ("stored twice",)),
+    Case(
+        "bn_nbt_missing_swap",
+        _on_model(
+            edit_ckpt(_del_bn(_DEMO, "num_batches_tracked")),
+            "swap",
+            "m.pt",
+            "--images",
+            str(BUS_JPG),
+            "--impl",
+            "reference",
+            "-o",
+            "out",
+        ),
+        ("num_batches_tracked",),
+    ),  # fmt: skip
     # a damaged pickle stream inside a valid zip
     _model_case("pickle_indexerror", _pickle_bug("indexerror"), ("corrupt",)),
     _model_case("pickle_keyerror", _pickle_bug("keyerror"), ("corrupt",)),
@@ -266,7 +287,7 @@ CASES: list[Case] = [
     _model_case("imgsz_40000", edit_ckpt(_imgsz(40000)), ("imgsz",), cmd="activations"),
     _model_case("imgsz_1e12", edit_ckpt(_imgsz(10**12)), ("imgsz",), cmd="activations"),
     _model_case("imgsz_word", edit_ckpt(_imgsz("big")), ("imgsz",), cmd="activations"),
-    _model_case("imgsz_list", edit_ckpt(_imgsz([640, "x"])), ("imgsz",), cmd="activations"),
+    _model_case("imgsz_list", edit_ckpt(_imgsz(["x", {}])), ("imgsz",), cmd="activations"),
     Case(
         "imgsz_swap",
         _on_model(

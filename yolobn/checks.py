@@ -52,6 +52,13 @@ def check_model(model: nn.Module, where: str) -> None:
     if names is not None:
         class_names(names, where)
     _check_stride(getattr(model, "stride", None), where)
+    cfg = getattr(model, "yaml", None)
+    for section in ("backbone", "head"):
+        rows = cfg.get(section) if isinstance(cfg, dict) else None
+        if rows is not None and not isinstance(rows, list):
+            raise CheckpointError(
+                f"{where}: the model yaml's '{section}' is {_kind(rows)}, not a list; {_DAMAGED}"
+            )
     for name, m in model.named_modules():
         if isinstance(m, _BatchNorm):
             check_batchnorm(m, f"{where}: {name or 'the model'}")
@@ -74,6 +81,11 @@ def _check_tree(model: nn.Module, where: str) -> None:
                 f"{where}: {prefix or 'the model'} ({type(m).__name__}) is incomplete; {_DAMAGED}"
             )
         modules, params, buffers = tables
+        shadowed = set(m.__dict__) & (set(modules) | set(params) | set(buffers))
+        if shadowed:  # a plain attribute hiding a registered tensor or module: never written by torch
+            raise CheckpointError(
+                f"{where}: {prefix or 'the model'}: '{sorted(shadowed)[0]}' is stored twice; {_DAMAGED}"
+            )
         for k, v in modules.items():
             name = f"{prefix}.{k}" if prefix else str(k)
             if v is not None and not isinstance(v, nn.Module):
@@ -171,8 +183,10 @@ def check_batchnorm(bn: _BatchNorm, where: str) -> None:
             )
         if not t.is_floating_point():
             raise CheckpointError(f"{where}: {attr} holds {t.dtype} values, not floats; {_DAMAGED}")
-    nbt = getattr(bn, "num_batches_tracked", None)
-    if nbt is None or (_whole(nbt) and nbt >= 0):
+    # A buffer, as torch registers it whenever running statistics are tracked: load_state_dict
+    # (every swapped implementation is built through it) requires it.
+    nbt = bn._buffers.get("num_batches_tracked")
+    if nbt is None and not flags["track_running_stats"]:
         return
     if not isinstance(nbt, torch.Tensor):
         raise CheckpointError(f"{where}: num_batches_tracked is {_kind(nbt)}, not a count; {_DAMAGED}")
@@ -268,7 +282,10 @@ def plain_fields(ckpt: dict) -> dict[str, Any]:
 
 
 def plain(v: Any) -> Any:
-    """A JSON-safe scalar: str/int/float/bool/None as they are (huge ints as text), else its text."""
+    """A JSON-safe value: str/int/float/bool/None as they are (huge ints as text), a short list of
+    those as a list (``imgsz: [640, 480]``), anything else as its text."""
+    if isinstance(v, (list, tuple)) and len(v) <= 8 and all(_scalar(x) for x in v):
+        return [plain(x) for x in v]
     if isinstance(v, bool) or v is None or isinstance(v, str):
         return v
     if isinstance(v, int):
@@ -366,6 +383,10 @@ def _attr(m: nn.Module, attr: str, where: str) -> Any:
     if v is _MISSING:
         raise CheckpointError(f"{where} ({type(m).__name__}): has no '{attr}'; {_DAMAGED}")
     return v
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
 
 
 def _whole(v: Any) -> bool:

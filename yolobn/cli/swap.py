@@ -90,16 +90,7 @@ def run(args: argparse.Namespace) -> int:
         from yolobn.datasets import resolve_data
 
         resolve_data(args.data, trust=args.trust)  # a missing or unsafe dataset fails here, before any work
-    images = None
-    if args.images is not None:
-        from yolobn.images import collect_images
-
-        if not args.images and args.model is None:  # the demo model sees shapes, not buses
-            from yolobn.data.synth import shapes_dataset
-
-            images = collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)
-        else:
-            images = collect_images(args.images, args.max_images)
+    images = _images(args)
     out_dir = args.out if args.out is not None else Path("reports") / o.model_stem(args.model) / "swap"
     o.check_out_dir(
         out_dir, ["swap.csv", "swap.json"], "--out", o.input_files(args.model, data=args.data, images=images)
@@ -155,3 +146,16 @@ def run(args: argparse.Namespace) -> int:
     for p in written:
         out.print(f"wrote {p}")
     return o.EXIT_OK
+
+
+def _images(args: argparse.Namespace) -> list[Path] | None:
+    """--images: the files given, the shapes val images for the demo model, or None (validate only)."""
+    if args.images is None:
+        return None
+    from yolobn.images import collect_images
+
+    if not args.images and args.model is None:  # the demo model sees shapes, not buses
+        from yolobn.data.synth import shapes_dataset
+
+        return collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)
+    return collect_images(args.images, args.max_images)
