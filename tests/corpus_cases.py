@@ -249,6 +249,7 @@ CASES: list[Case] = [
         edit_ckpt(set_path("model.model.0.bn", torch.zeros(3))),
         ("not a module", "Tensor"),
     ),
+    _model_case("bn_eps_huge_int", edit_ckpt(set_bn(_DEMO, "eps", 10**30)), ("eps",), cmd="activations"),
     _model_case("yaml_backbone_int", edit_ckpt(set_path("model.yaml.backbone", 5)), ("backbone",)),
     _model_case("attr_shadows_buffer", edit_ckpt(_shadow), ("stored twice",)),
     Case(

@@ -390,11 +390,15 @@ def _scalar(v: Any) -> bool:
 
 
 def _whole(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    """A whole number that torch can take (C++ int64): not a bool, not a 100-digit int."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and abs(int(v)) < 2**62
 
 
 def _real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    """A number that torch can take as a double (a Python int passes through int64 first)."""
+    if isinstance(v, numbers.Integral):
+        return _whole(v)
+    return isinstance(v, numbers.Real)
 
 
 def _index(k: Any) -> int | None:
