@@ -64,3 +64,34 @@ def test_seeded_mutants_keep_the_contract(tmp_path, offline_network, one_thread)
     assert not broken, f"{len(broken)} of {N_MUTANTS}:\n" + "\n".join(broken[:25])
     assert min(counted.values()) > 20, counted  # every kind of damage is exercised
     assert time.perf_counter() - t0 < 300  # in-process: a hang or a slow path shows here
+
+
+def test_report_of_a_model_that_cannot_run_warns_and_keeps_the_note(tmp_path):
+    import json
+
+    from tests.corpus import demo_ckpt, save
+    from tests.corpus_cases import _cannot_run
+
+    ck = demo_ckpt()
+    _cannot_run(ck)
+    save(ck, tmp_path / "m.pt")
+    o = run_cli(["report", "m.pt", "-o", "out"], tmp_path)
+    assert o.code == 0, o.err
+    assert o.err.startswith("warning: ") and "model.10.m.0.attn (Attention) fails" in o.err
+    notes = json.loads((tmp_path / "out" / "summary.json").read_text())["model"]["notes"]
+    assert any("cannot run with the installed Ultralytics" in n and "8.3.63" in n for n in notes)
+    assert "cannot run with the installed Ultralytics" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_damaged_file_is_a_note_in_every_report_and_refused_with_strict(tmp_path, demo_path):
+    import json
+
+    from tests.corpus import flip_tensor_bit
+
+    flip_tensor_bit(demo_path, tmp_path / "m.pt")
+    o = run_cli(["inspect", "m.pt", "--json", "s.json", "-q"], tmp_path)
+    assert o.code == 0, o.err
+    notes = json.loads((tmp_path / "s.json").read_text())["model"]["notes"]
+    assert any("fail their CRC check" in n for n in notes)
+    o = run_cli(["report", "m.pt", "-o", "out", "--strict"], tmp_path)
+    assert o.code == 2 and "CRC" in o.err and "--strict" in o.err and not (tmp_path / "out").exists()

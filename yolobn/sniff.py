@@ -329,8 +329,10 @@ def _refusal(path: Path, names: list[str]) -> str:
 
 
 def _allowed_globals() -> set[str]:
-    """Names the safe loader accepts: torch's defaults, plus what is registered (Ultralytics' list)."""
-    names: set[str] = set()
+    """Names the safe loader accepts: torch's defaults, plus what is registered (Ultralytics' list),
+    plus the restricted getattr Ultralytics maps ``builtins.getattr`` to (registered only once a
+    checkpoint needs it)."""
+    names: set[str] = {"builtins.getattr"}
     import torch
 
     with contextlib.suppress(Exception):  # a private torch helper: best effort
