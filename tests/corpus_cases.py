@@ -435,8 +435,8 @@ CASES: list[Case] = [
         once="sub",
     ),
     Case("inspect_csv_proc", _argv("inspect", "--csv", "/proc/x.csv"), ("--csv",)),
-    Case("output_is_input_image", _image_as_output, ("input image",)),
-    Case("output_is_experiment_file", _experiment_as_output, ("experiment file",)),
+    Case("output_is_input_image", _image_as_output, ("input image",), once="a.png"),
+    Case("output_is_experiment_file", _experiment_as_output, ("experiment file",), once="results.csv"),
     Case(
         "output_is_data_yaml",
         _argv(

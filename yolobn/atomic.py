@@ -169,12 +169,12 @@ def check_not_inputs(outputs: Mapping[str, Path | None], inputs: Mapping[Path, s
     """YolobnError when an output would replace an input file.
 
     Args:
-        outputs: option (``--csv``, ``-o``) -> output path (None entries are skipped).
-        inputs: input file -> what it is (``the model``, ``the dataset yaml``, ``an image``).
+        outputs: how to name the output in the message (``-o best.pt``) -> its path (None: skipped).
+        inputs: input file -> what it is (``the input checkpoint``, ``the dataset yaml``, ``an input image``).
     """
-    for opt, out in outputs.items():
+    for label, out in outputs.items():
         if out is None:
             continue
         for src, what in inputs.items():
             if same_file(out, src):
-                raise YolobnError(f"{opt} {out}: is {what}; write the output to another file")
+                raise YolobnError(f"{label}: is {what}; write the output to another file")

@@ -34,7 +34,7 @@ def save_checkpoint(
     # Real resolved paths: the demo's meta.path is package-relative, and links or another working
     # folder must not let the output replace an input.
     check_not_inputs(
-        {"-o": out},
+        {f"-o {path}": out},
         {
             **{Path(p): "an input file" for p in protect if p},
             **({src: "the input checkpoint"} if src else {}),

@@ -206,7 +206,7 @@ def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> None:
     from yolobn.atomic import check_not_inputs
 
     outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
-    check_not_inputs(outputs, input_files(args.model, images=images))
+    check_not_inputs({f"{k} {v}": v for k, v in outputs.items()}, input_files(args.model, images=images))
 
 
 def input_files(

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 2:
         raise YolobnError(f"--batch {args.batch}: recalibration needs batches of at least 2 images")
     # Every input, by its real path (the demo's too): the output never replaces one of them.
-    check_not_inputs({"-o": out_path}, o.input_files(args.model, data=args.data))
+    check_not_inputs({f"-o {args.out}": out_path}, o.input_files(args.model, data=args.data))
     if out_path.is_dir():
         raise YolobnError(f"-o {args.out}: is a folder; give the name of the .pt file to write")
     if out_path.exists() and not args.force:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
         resolve_data(args.data, trust=args.trust)
     images = o.early_images(args)
-    check_not_inputs({"-o": out_path}, o.input_files(args.model, images=images))
+    check_not_inputs({f"-o {args.out}": out_path}, o.input_files(args.model, images=images))
 
     from yolobn.checkpoint import save_checkpoint
     from yolobn.checks import require_runnable
