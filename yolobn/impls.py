@@ -258,7 +258,9 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
     except (Exception, SystemExit) as e:  # sys.exit() at import must not become yolobn's exit code
         if mod_name:
             sys.modules.pop(mod_name, None)
-        raise YolobnError(f"--impl {spec}: cannot import {target} ({type(e).__name__}: {_first(e)})") from None
+        raise YolobnError(
+            f"--impl {spec}: cannot import {target} ({type(e).__name__}: {_first(e)})"
+        ) from None
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise YolobnError(f"--impl {spec}: {target} has no attribute {cls_name}")
