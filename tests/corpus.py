@@ -391,12 +391,17 @@ def listing(d: Path) -> list[str]:
     return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
 
 
+class Hang(BaseException):
+    """Raised by ``deadline``: a BaseException, so that no ``except OSError``/``Exception`` in the
+    code under test can swallow it (TimeoutError is an OSError)."""
+
+
 @contextlib.contextmanager
 def deadline(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError in the main thread after ``seconds`` (a blocking open() of a FIFO included)."""
+    """Raise ``Hang`` in the main thread after ``seconds`` (a blocking open() of a FIFO included)."""
 
     def fire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"still running after {seconds:g} s")
+        raise Hang(f"still running after {seconds:g} s")
 
     old = signal.signal(signal.SIGALRM, fire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -429,7 +434,7 @@ def run_cli(argv: list[str], folder: Path, timeout: float = 60.0) -> Outcome:
                 code = main(argv)
             except SystemExit as e:  # argparse's usage errors
                 code = e.code if isinstance(e.code, int) else 2
-    except TimeoutError:
+    except Hang:
         code = None
     finally:
         os.chdir(cwd)
