@@ -1,7 +1,7 @@
 """`yolobn` on bad inputs and bad options: exit 2, one line on stderr, no traceback, nothing written.
 
 Most cases call ``yolobn.cli.main`` in-process (fast); one runs ``python -m yolobn.cli`` for the real exit
-code. The bad inputs come from ``make_bad_input`` in ``test_load.py``.
+code. The bad inputs come from ``tests/corpus.py`` (``tests/test_corpus.py`` runs the whole corpus).
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import corpus as shared
 from yolobn.cli import main
 from yolobn.errors import CheckpointError
-
-try:  # tests/ is not a package: pytest's default import mode puts it on sys.path
-    import test_load as shared
-except ImportError:  # tests/ became a package
-    from tests import test_load as shared
 
 OUTPUTS = ("out.csv", "out.json", "ch.csv")
 OUTPUT_ARGS = ["--csv", "out.csv", "--json", "out.json", "--channels-csv", "ch.csv"]

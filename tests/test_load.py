@@ -1,23 +1,18 @@
 """Library-level loading: good checkpoints, private copies, and every bad input as one-line CheckpointError.
 
-The helpers at the top (``build_model``, ``save_checkpoint``, ``make_bad_input``, ``BAD_INPUTS``) are also
-used by ``test_cli_errors.py``. Nothing here touches the network: ``yolobn.loader._download`` and
-Ultralytics' ``attempt_download_asset`` are replaced wherever a download could be attempted.
+The bad inputs and checkpoint builders come from ``tests/corpus.py`` (shared with ``test_cli_errors.py``).
+Nothing here touches the network: ``yolobn.loader._download`` and Ultralytics' ``attempt_download_asset``
+are replaced wherever a download could be attempted.
 """
 
 from __future__ import annotations
 
-import builtins
-import functools
+import contextlib
 import hashlib
 import os
-import pathlib
 import pickle
 import random
 import shutil
-import warnings
-import zipfile
-from collections.abc import Callable
 from copy import deepcopy
 from pathlib import Path
 
@@ -26,183 +21,24 @@ import torch
 from torch import nn
 
 import yolobn
+from tests.corpus import (
+    BAD_INPUTS,
+    MARKER_NAME,
+    MODEL_YAML,
+    ExecPayload,
+    TouchPayload,
+    build_model,
+    damaged_pickle_checkpoint,
+    damaged_zip_checkpoint,
+    expected_words,
+    make_bad_input,
+    save_checkpoint,
+    sha256,
+)
 from yolobn.errors import CheckpointError, NoBatchNormError, YolobnError
 
 os.environ.setdefault("YOLO_VERBOSE", "False")
 os.environ.setdefault("YOLO_OFFLINE", "1")
-
-MODEL_YAML = "yolo11n.yaml"
-MARKER_NAME = "pwned.marker"  # a malicious payload would create this file next to the checkpoint
-ONNX_BYTES = b"\x08\x08\x12\x07pytorch\x1a\x052.1.0" + b":" + bytes(range(256)) * 4  # ModelProto header
-BUS_JPG = Path(__import__("ultralytics").__file__).parent / "assets" / "bus.jpg"
-
-
-# --------------------------------------------------------------------------------------------------
-# helpers shared with test_cli_errors.py
-
-
-@functools.lru_cache(maxsize=1)
-def build_model() -> nn.Module:
-    """A YOLO11n DetectionModel (nc=3) with running statistics moved off their defaults, like a trained one.
-
-    Built once per session and shared by both test files: callers must not modify it (deepcopy first).
-    """
-    from ultralytics.nn.tasks import DetectionModel
-
-    torch.manual_seed(0)
-    m = DetectionModel(MODEL_YAML, nc=3, verbose=False)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-    return m.eval()
-
-
-def save_checkpoint(model: nn.Module, path: Path, **extra) -> Path:
-    """Save the way Ultralytics' trainer (after strip_optimizer) does: an fp16 copy under 'model'."""
-    ckpt = {
-        "model": deepcopy(model).half(),
-        "ema": None,
-        "date": "2025-06-01T12:00:00",
-        "version": "8.4.190",
-        "train_args": {"imgsz": 160, "epochs": 3},
-        **extra,
-    }
-    torch.save(ckpt, path)
-    return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-class TouchPayload:
-    """Unpickling this creates ``marker`` through pathlib (no shell)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = Path(marker)
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
-
-
-class ExecPayload:
-    """Unpickling this runs Python source through builtins.exec."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (builtins.exec, (f"open({self.marker!r}, 'w').close()",))
-
-
-def _tiny_png(path: Path) -> None:
-    from PIL import Image
-
-    Image.new("RGB", (8, 8), (200, 30, 30)).save(path, format="PNG")
-
-
-def _torchscript(path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.script is deprecated in recent torch
-        torch.jit.script(nn.Linear(2, 2)).save(str(path))
-
-
-def _random_bytes(path: Path) -> None:
-    data = random.Random(0).randbytes(1 << 14)
-    assert data[:1] not in (b"\x80", b"\x08", b"P", b"B", b"G", b"\x89", b"\xff", b"%", b"R", b"\x1f")
-    path.write_bytes(data)
-
-
-def _truncated(path: Path, model: nn.Module) -> None:
-    full = save_checkpoint(model, path.with_name("full.pt"))
-    data = full.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    full.unlink()
-
-
-def _foreign_module() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
-
-
-def _zip_without_pickle(path: Path) -> None:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("readme.txt", "not a checkpoint")
-
-
-# kind -> (file name, builder(path, model), words of which at least one must be in the message)
-BAD_INPUTS: dict[str, tuple[str, Callable[[Path, nn.Module], object], tuple[str, ...]]] = {
-    "missing": ("missing.pt", lambda p, m: None, ("no such file",)),
-    "directory": ("runs", lambda p, m: p.mkdir(), ("directory",)),
-    "empty": ("empty.pt", lambda p, m: p.write_bytes(b""), ("empty",)),
-    "truncated": ("truncated.pt", _truncated, ("truncated", "corrupt")),
-    "random": ("random.pt", lambda p, m: _random_bytes(p), ("not a PyTorch checkpoint",)),
-    "jpeg": ("bus.pt", lambda p, m: shutil.copyfile(BUS_JPG, p), ("JPEG",)),
-    "png": ("image.pt", lambda p, m: _tiny_png(p), ("PNG",)),
-    "torchscript": ("scripted.pt", lambda p, m: _torchscript(p), ("TorchScript",)),
-    "onnx": ("model.onnx", lambda p, m: p.write_bytes(ONNX_BYTES), ("ONNX",)),
-    "onnx_as_pt": ("exported.pt", lambda p, m: p.write_bytes(ONNX_BYTES), ("ONNX",)),
-    "state_dict": ("weights.pt", lambda p, m: torch.save(m.state_dict(), p), ("state_dict",)),
-    "state_dict_in_dict": (
-        "sd_ckpt.pt",
-        lambda p, m: torch.save({"model": m.state_dict(), "epoch": 3}, p),
-        ("state_dict",),
-    ),
-    "pickled_module": ("seq.pt", lambda p, m: torch.save(_foreign_module(), p), ("Sequential",)),
-    "foreign_model_in_dict": (
-        "foreign.pt",
-        lambda p, m: torch.save({"model": _foreign_module(), "epoch": 3}, p),
-        ("not an Ultralytics model",),
-    ),
-    "zip_not_torch": ("archive.pt", lambda p, m: _zip_without_pickle(p), ("no data.pkl",)),
-    "malicious": (
-        "evil.pt",
-        lambda p, m: torch.save({"model": TouchPayload(p.parent / MARKER_NAME)}, p),
-        ("--trust",),
-    ),
-}
-
-
-def make_bad_input(kind: str, directory: Path, model: nn.Module) -> Path:
-    """Create the bad input ``kind`` in ``directory`` and return its path (not created for 'missing')."""
-    name, build, _ = BAD_INPUTS[kind]
-    path = directory / name
-    build(path, model)
-    return path
-
-
-def expected_words(kind: str) -> tuple[str, ...]:
-    return BAD_INPUTS[kind][2]
-
-
-def damaged_zip_checkpoint(model: nn.Module, path: Path) -> Path:
-    """A checkpoint whose zip directory is intact but one tensor record is missing (a botched copy)."""
-    full = save_checkpoint(model, path.with_name(path.stem + "_full.pt"))
-    with zipfile.ZipFile(full) as zin, zipfile.ZipFile(path, "w") as zout:
-        names = zin.namelist()
-        dropped = next(n for n in names if "/data/" in n and not n.endswith("data.pkl"))
-        for n in names:
-            if n != dropped:
-                zout.writestr(zin.getinfo(n), zin.read(n))
-    full.unlink()
-    return path
-
-
-def damaged_pickle_checkpoint(model: nn.Module, path: Path) -> Path:
-    """A structurally valid checkpoint zip whose data.pkl has 64 bytes zeroed (bit rot, a bad disk)."""
-    save_checkpoint(model, path)
-    data = bytearray(path.read_bytes())
-    with zipfile.ZipFile(path) as z:
-        info = next(i for i in z.infolist() if i.filename.endswith("/data.pkl"))
-    ho = info.header_offset
-    name_len = int.from_bytes(data[ho + 26 : ho + 28], "little")
-    extra_len = int.from_bytes(data[ho + 28 : ho + 30], "little")
-    start = ho + 30 + name_len + extra_len + info.file_size // 2
-    data[start : start + 64] = bytes(64)
-    path.write_bytes(bytes(data))
-    return path
 
 
 def assert_one_line_naming(msg: str, path: Path | str) -> None:
@@ -555,3 +391,181 @@ def test_the_library_prints_nothing_even_on_first_use():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == "", (r.stdout, r.stderr)
+
+
+# --------------------------------------------------------------------------------------------------
+# 9. issue 9: what is read is checked, and every refusal says what the file is
+
+
+def _demo_with(tmp_path: Path, edit, name: str = "m.pt") -> Path:
+    from tests.corpus import demo_ckpt, save
+
+    ck = demo_ckpt()
+    edit(ck)
+    return save(ck, tmp_path / name)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    from tests.corpus import deadline
+
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    with deadline(20), pytest.raises(CheckpointError, match="not a regular file"):
+        yolobn.load(fifo)
+
+
+@pytest.mark.parametrize("kind", ["indexerror", "keyerror"])
+def test_unpickler_errors_are_a_corrupt_file(kind, tmp_path):
+    from tests.corpus_cases import _pickle_bug
+
+    path = _pickle_bug(kind)(tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as ei:
+        yolobn.load(path)
+    msg = str(ei.value)
+    assert_one_line_naming(msg, path)
+    assert "truncated or corrupt" in msg and "Error" in msg and "--trust" not in msg
+
+
+@pytest.mark.parametrize("kind", ["protocol0", "protocol4", "protocol5", "inst", "obj", "getattr_chain"])
+def test_code_outside_the_allow_list_is_called_so(kind, tmp_path):
+    from tests.corpus import raw_pickles, save, torch_zip
+
+    marker = tmp_path / MARKER_NAME
+    path = tmp_path / "evil.pt"
+    if kind.startswith("protocol"):
+        save({"model": TouchPayload(marker)}, path, pickle_protocol=int(kind[-1]))
+    else:
+        torch_zip(path, raw_pickles(marker)[kind])
+    with pytest.raises(CheckpointError) as ei:
+        yolobn.load(path)
+    msg = str(ei.value)
+    assert_one_line_naming(msg, path)
+    assert "refused: the file asks to run code outside the allow-list" in msg and "--trust" in msg
+    assert "corrupt" not in msg
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["inst", "obj", "getattr_chain"])
+def test_hand_written_payloads_are_real(kind, tmp_path, monkeypatch):
+    """Positive control: plain pickle does run them (so the refusal above is what protects)."""
+    from tests.corpus import raw_pickles
+
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / MARKER_NAME
+    with contextlib.suppress(Exception):  # the getattr chain's result is not a checkpoint
+        pickle.loads(raw_pickles(marker)[kind])
+    assert marker.exists()
+
+
+def test_a_benign_newer_protocol_is_not_called_code(tmp_path):
+    from tests.corpus import demo_ckpt, save
+
+    path = save(demo_ckpt(), tmp_path / "p4.pt", pickle_protocol=4)
+    with pytest.raises(CheckpointError) as ei:
+        yolobn.load(path)
+    msg = str(ei.value)
+    assert "pickle protocol 4" in msg and "refused" not in msg and "corrupt" not in msg
+
+
+def test_bare_saved_model_is_named_as_such(tmp_path):
+    from tests.corpus import demo_ckpt
+
+    path = tmp_path / "bare.pt"
+    torch.save(demo_ckpt()["model"], path)
+    with pytest.raises(CheckpointError) as ei:
+        yolobn.load(path)
+    assert "bare DetectionModel" in str(ei.value) and "Sequential" not in str(ei.value)
+
+
+def test_non_pt_suffix_errors_name_the_users_file(tmp_path):
+    """A .pth goes through a temporary .pt alias: an error must name the user's file, never the alias."""
+    from tests.corpus_cases import _pickle_bug
+
+    path = _pickle_bug("keyerror")(tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as ei:
+        yolobn.load(path)
+    assert str(path) in str(ei.value) and "yolobn-" not in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda ck: ck["model"].model[0].bn._buffers.__setitem__("running_var", torch.ones(3)), "shape (3,)"),
+        (lambda ck: ck["model"].model[1].bn.__dict__.__setitem__("eps", "abc"), "eps is 'abc'"),
+        (lambda ck: ck["model"].model[1].bn.__dict__.pop("momentum"), "has no 'momentum'"),
+        (lambda ck: setattr(ck["model"], "names", {0: "a", "b": "c"}), "'names' keys"),
+        (lambda ck: ck.__setitem__("ema", torch.zeros(3)), "'ema' holds a Tensor"),
+    ],
+    ids=["bn_length", "eps_type", "momentum_missing", "names_mixed", "ema_tensor"],
+)
+def test_malformed_contents_name_what_is_wrong(edit, words, tmp_path):
+    path = _demo_with(tmp_path, edit)
+    with pytest.raises(CheckpointError) as ei:
+        yolobn.load(path)
+    msg = str(ei.value)
+    assert_one_line_naming(msg, path)
+    assert words in msg and "damaged" in msg, msg
+
+
+def test_a_flipped_bit_is_a_finding_or_refused_with_strict(tmp_path, demo_path):
+    from tests.corpus import flip_tensor_bit
+
+    path = flip_tensor_bit(demo_path, tmp_path / "flipped.pt")
+    lm = yolobn.load(path)  # torch itself reads it without a word
+    damage = [n for n in lm.meta.notes if "CRC" in n]
+    assert len(damage) == 1 and "1 of 509 zip records" in damage[0], lm.meta.notes
+    assert lm.meta.sha256 == sha256(path)
+    with pytest.raises(CheckpointError, match="CRC check.*--strict"):
+        yolobn.load(path, strict=True)
+    assert not any("CRC" in n for n in yolobn.load(demo_path, strict=True).meta.notes)
+
+
+def test_a_model_that_cannot_run_here_is_named(tmp_path):
+    import ultralytics
+
+    from tests.corpus_cases import _cannot_run
+    from yolobn.checks import require_runnable
+
+    lm = yolobn.load(_demo_with(tmp_path, _cannot_run))
+    assert lm.run_error and "model.10.m.0.attn (Attention)" in lm.run_error
+    assert "written by ultralytics 8.3.63" in lm.run_error and ultralytics.__version__ in lm.run_error
+    assert "AttributeError" in lm.run_error and "qkv" in lm.run_error
+    assert any("cannot run" in n for n in lm.meta.notes)
+    with pytest.raises(CheckpointError, match="cannot run here"):
+        require_runnable(lm)
+
+
+def test_good_models_run(demo_model_loaded):
+    from yolobn.checks import probe_forward
+
+    assert demo_model_loaded.run_error is None
+    assert probe_forward(build_model()) is None
+    assert not any("cannot run" in n for n in demo_model_loaded.meta.notes)
+
+
+def test_the_probe_names_the_innermost_failing_module_and_leaves_the_model_as_it_was():
+    from yolobn.checks import probe_forward
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            return self.missing(x)
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sequential(nn.BatchNorm2d(4), Broken())).train()
+    msg = probe_forward(net)
+    assert msg.startswith("1.1 (Broken) fails: AttributeError")
+    assert all(m.training for m in net.modules())
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in net.modules())
+
+
+def test_pickle_scan_parses_without_running(tmp_path):
+    from tests.corpus import raw_pickles
+    from yolobn.sniff import scan_pickle
+
+    marker = tmp_path / MARKER_NAME
+    inst = scan_pickle(raw_pickles(marker)["inst"])
+    assert inst.ok and inst.calling == {"INST"} and inst.globals == ["io.FileIO"]
+    p4 = scan_pickle(pickle.dumps(TouchPayload(marker), protocol=4))
+    assert p4.ok and p4.protocol == 4 and "pathlib.Path.touch" in p4.globals
+    assert not scan_pickle(b"\x80\x02}q\x00(").ok  # cut short
+    assert scan_pickle(pickle.dumps({1: {2}}, protocol=2)).globals == ["builtins.set"]  # py2 names mapped
+    assert not marker.exists()

@@ -26,19 +26,29 @@ def save_checkpoint(
     """
     import ultralytics
 
+    from yolobn.atomic import check_not_inputs, write_files
+    from yolobn.loader import source_file
+
     out = Path(path).expanduser()
-    guarded = {Path(p).expanduser().resolve() for p in [*protect, loaded.meta.path] if p}
-    if out.resolve() in guarded:
-        raise YolobnError(f"-o {out}: is the input checkpoint; write the recalibrated model to another file")
+    src = source_file(loaded.meta)
+    # Real resolved paths: the demo's meta.path is package-relative, and links or another working
+    # folder must not let the output replace an input.
+    check_not_inputs(
+        {f"-o {path}": out},
+        {
+            **{Path(p): "an input file" for p in protect if p},
+            **({src: "the input checkpoint"} if src else {}),
+        },
+    )
     if out.is_dir():
-        raise YolobnError(f"-o {out}: is a folder; give a file name such as {out / 'recalibrated.pt'}")
+        raise YolobnError(f"-o {path}: is a folder; give the name of the .pt file to write")
     base: dict[str, Any] = {}
-    if loaded.meta.path and Path(loaded.meta.path).is_file():
+    if src is not None and src.is_file():
         from yolobn.errors import CheckpointError
         from yolobn.loader import read_checkpoint
 
         try:  # always the safe reader: a model loaded with --trust keeps only what yolobn knows of it
-            raw = read_checkpoint(Path(loaded.meta.path), trust=False)
+            raw = read_checkpoint(src, trust=False)
         except CheckpointError:
             raw = None
         if isinstance(raw, dict):
@@ -60,15 +70,5 @@ def save_checkpoint(
         "updates": None,
         "yolobn": {"recalibration": loaded.meta.recalibration, "source_date": base.get("date")},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise YolobnError(f"-o {out}: cannot write ({e.strerror or e}); nothing was written") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_files({out: lambda tmp: torch.save(ckpt, tmp)})
     return out

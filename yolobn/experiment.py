@@ -62,60 +62,144 @@ class ExperimentResult:
 def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     """Read and check an experiment file; one-line YolobnError on any problem.
 
-    The file is untrusted input: a custom ``impl`` (a Python file or module it names) is imported
-    only with ``trust=True``, and the file cannot grant trust itself.
+    The file is untrusted input: every key is checked for its type and range before anything
+    runs, a custom ``impl`` (a Python file or module it names) is imported only with
+    ``trust=True``, and the file cannot grant trust itself.
     """
     import yaml
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise YolobnError(f"{path}: no such experiment file")
+    if not p.is_file():
+        raise YolobnError(f"{path}: not a regular file; pass an experiment yaml")
     try:
-        cfg = yaml.safe_load(p.read_text())
+        raw = p.read_bytes()
+        cfg = yaml.safe_load(raw.decode("utf-8")) if len(raw) <= 16 << 20 else None
+    except OSError as e:
+        raise YolobnError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise YolobnError(f"{path}: not a text file (not UTF-8)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise YolobnError(f"{path}: not valid YAML{where}") from None
+    except RecursionError:
+        raise YolobnError(f"{path}: nested too deeply to be an experiment file") from None
     if not isinstance(cfg, dict):
         raise YolobnError(f"{path}: expected a mapping with 'variants' (see yolobn experiment --help)")
     if "trust" in cfg:
         raise YolobnError(f"{path}: 'trust' cannot be set by the file; pass --trust on the command line")
-    unknown = set(cfg) - _KEYS
+    unknown = set(map(str, cfg)) - _KEYS
     if unknown:
         raise YolobnError(
             f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_KEYS))}"
         )
+    _check_settings(cfg, path)
     variants = cfg.get("variants")
     if not isinstance(variants, list) or not variants:
         raise YolobnError(f"{path}: 'variants' must be a non-empty list of {{impl: ...}} entries")
-
+    labels: dict[str, int] = {}
     for i, v in enumerate(variants):
         if isinstance(v, str):
             variants[i] = v = {"impl": v}
         if not isinstance(v, dict) or "impl" not in v:
             raise YolobnError(f"{path}: variant {i + 1} needs an 'impl'")
-        bad = set(v) - _VARIANT_KEYS
+        bad = set(map(str, v)) - _VARIANT_KEYS
         if bad:
             raise YolobnError(f"{path}: variant {i + 1}: unknown key(s) {', '.join(sorted(bad))}")
-        _check_impl(str(v["impl"]), path, trust)
-        if "layers" in v and isinstance(v["layers"], str):
-            v["layers"] = [v["layers"]]
+        where = f"{path}: variant {i + 1}"
+        v["impl"] = _text(v["impl"], f"{where}: impl")
+        if "layers" in v:
+            v["layers"] = _patterns(v["layers"], f"{where}: layers")
+        if v.get("name") is not None:
+            v["name"] = _text(v["name"], f"{where}: name")
+        label = _label(_check_impl(v["impl"], path, trust), v.get("layers"), v.get("name"))
+        if label in labels:
+            raise YolobnError(
+                f"{where}: '{label}' is also variant {labels[label] + 1}; give each variant its own 'name'"
+            )
+        labels[label] = i
     sens = cfg.get("sensitivity")
     if sens is not None:
         if not isinstance(sens, dict) or "impl" not in sens:
             raise YolobnError(f"{path}: 'sensitivity' needs an 'impl'")
-        bad = set(sens) - _SENS_KEYS
+        bad = set(map(str, sens)) - _SENS_KEYS
         if bad:
             raise YolobnError(f"{path}: sensitivity: unknown key(s) {', '.join(sorted(bad))}")
-        _check_impl(str(sens["impl"]), path, trust)
-        if isinstance(sens.get("layers"), str):
-            sens["layers"] = [sens["layers"]]
+        sens["impl"] = _text(sens["impl"], f"{path}: sensitivity: impl")
+        _check_impl(sens["impl"], path, trust)
+        if "layers" in sens:
+            sens["layers"] = _patterns(sens["layers"], f"{path}: sensitivity: layers")
+        if sens.get("top") is not None:
+            sens["top"] = _whole(sens["top"], f"{path}: sensitivity: top", least=1)
     if cfg.get("model") is not None and cfg.get("data") is None:
         raise YolobnError(f"{path}: 'data' is required for a model other than the demo")
     return cfg
 
 
-def _check_impl(spec: str, path: str | Path, trust: bool) -> None:
+def _check_settings(cfg: dict[str, Any], path: str | Path) -> None:
+    """model, data, imgsz, batch and device: their types and ranges, as the CLI options check them."""
+    from yolobn.images import MAX_IMGSZ
+
+    for key in ("model", "data"):
+        if cfg.get(key) is not None:
+            cfg[key] = _text(cfg[key], f"{path}: {key}")
+    if cfg.get("imgsz") is not None:
+        cfg["imgsz"] = _whole(cfg["imgsz"], f"{path}: imgsz", least=32, most=MAX_IMGSZ)
+    if cfg.get("batch") is not None:
+        cfg["batch"] = _whole(cfg["batch"], f"{path}: batch", least=1)
+    if cfg.get("device") is not None:
+        dev = cfg["device"]
+        if isinstance(dev, bool) or not isinstance(dev, (str, int)):
+            raise YolobnError(f"{path}: device {dev!r}: use cpu, 0 or cuda:0")
+        from yolobn.device import parse_device
+
+        try:
+            cfg["device"] = str(parse_device(str(dev)))
+        except YolobnError as e:
+            raise YolobnError(f"{path}: {e}") from None
+
+
+def _text(v: Any, what: str) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise YolobnError(f"{what}: expected a non-empty string, got {_shown(v)}")
+    return v
+
+
+def _patterns(v: Any, what: str) -> list[str] | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+        raise YolobnError(
+            f"{what}: expected a list of layer patterns (['model.2*', 'backbone']), got {_shown(v)}"
+        )
+    return v
+
+
+def _whole(v: Any, what: str, *, least: int, most: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise YolobnError(f"{what}: expected a whole number, got {_shown(v)}")
+    if v < least or (most is not None and v > most):
+        limit = f"from {least} to {most}" if most is not None else f"at least {least}"
+        raise YolobnError(f"{what}: {v} must be {limit}")
+    return v
+
+
+def _shown(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _label(impl: Any, layers: list[str] | None, name: str | None) -> str:
+    from yolobn.variants import Variant
+
+    return Variant(impl, tuple(layers or ()), name or "").label
+
+
+def _check_impl(spec: str, path: str | Path, trust: bool) -> Any:
     from yolobn.registry import is_custom, parse_impl
 
     if is_custom(spec) and not trust:
@@ -123,7 +207,16 @@ def _check_impl(spec: str, path: str | Path, trust: bool) -> None:
             f"{path}: impl {spec}: a custom implementation is Python code named by the file; yolobn imports "
             "it only with --trust (or pass it yourself: yolobn swap --impl ...)"
         )
-    parse_impl(spec)
+    return parse_impl(spec)
+
+
+def model_source(cfg: dict[str, Any], base_dir: Path | None) -> str | None:
+    """The config's ``model``, relative paths resolved against ``base_dir`` when the file is there."""
+    model_src = cfg.get("model")
+    if model_src is not None and base_dir is not None and not Path(model_src).is_absolute():
+        cand = base_dir / model_src
+        model_src = str(cand) if cand.exists() else model_src
+    return model_src
 
 
 def run_experiment(
@@ -133,6 +226,7 @@ def run_experiment(
     progress: Callable[[str, int, int], None] | None = None,
     trust: bool = False,
     execution: Execution | None = None,
+    strict: bool = False,
 ) -> ExperimentResult:
     """Run every variant (and the sensitivity sweep) against one cached baseline.
 
@@ -144,20 +238,19 @@ def run_experiment(
         trust: full unpickle of the model and the dataset yaml's download script (see ``--trust``).
         execution: where the variants and layers run (here, or one Ray task each) and whether
             finished rows are kept and resumed (``yolobn.fanout.Execution``; default: here, nothing kept).
+        strict: refuse a damaged checkpoint (see ``yolobn.load``).
     """
+    from yolobn.checks import require_runnable
     from yolobn.device import parse_device
     from yolobn.fanout import run_tasks
     from yolobn.images import model_imgsz
     from yolobn.loader import load
     from yolobn.variants import Settings, Variant, baseline_task, check_layers, variant_task, variants_result
 
-    model_src = cfg.get("model")
-    if model_src is not None and base_dir is not None and not Path(model_src).is_absolute():
-        cand = base_dir / model_src
-        model_src = str(cand) if cand.exists() else model_src
     if execution is None or execution.ray is None:  # with Ray the validations run on the cluster's machines
         parse_device(str(cfg.get("device") or "cpu"))  # a device this machine lacks: one line, before loading
-    loaded = load(model_src, trust=trust)
+    loaded = load(model_source(cfg, base_dir), trust=trust, strict=strict)
+    require_runnable(loaded)
     settings = Settings(
         data=cfg.get("data") or "shapes",
         imgsz=model_imgsz(loaded, cfg.get("imgsz")),

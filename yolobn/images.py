@@ -168,13 +168,12 @@ def iter_batches(
     pending: dict[tuple[int, ...], tuple[list[Any], list[Path]]] = {}
     held = 0
     for p in paths:
-        im = imread(str(p))
-        if im is None:
+        x = _decoded(p, imread, prep)
+        if x is None:
             if skipped is None:
                 raise YolobnError(f"--images {p}: cannot be decoded as an image")
             skipped.append(p)  # one damaged file does not throw away a long run
             continue
-        x = prep(im)
         key = tuple(x.shape)
         group, names = pending.setdefault(key, ([], []))
         group.append(x)
@@ -191,6 +190,17 @@ def iter_batches(
             yield tensor(group), names
     for group, names in pending.values():
         yield tensor(group), names
+
+
+def _decoded(p: Path, imread: Callable[[str], Any], prep: Callable[[np.ndarray], Any]) -> Any:
+    """The preprocessed image, or None when the file cannot be decoded. Decoders raise as well as
+    return None: OpenCV asserts on a header declaring more than 2**30 pixels, PIL refuses
+    decompression bombs; either way the file is skipped as undecodable, not an internal error."""
+    try:
+        im = imread(str(p))
+        return None if im is None or im.size == 0 else prep(im)
+    except Exception:  # cv2.error, PIL.Image.DecompressionBombError, MemoryError, ...
+        return None
 
 
 def run_images(

@@ -240,6 +240,7 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
     ``load_state_dict(bn.state_dict())``. Its output must have the input's shape.
     """
     target, _, cls_name = spec.rpartition(":")
+    mod_name = ""
     try:
         if target.endswith(".py"):
             path = Path(target).expanduser()
@@ -254,8 +255,12 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
             module = importlib.import_module(target)
     except YolobnError:
         raise
-    except Exception as e:
-        raise YolobnError(f"--impl {spec}: cannot import {target} ({type(e).__name__}: {e})") from None
+    except (Exception, SystemExit) as e:  # sys.exit() at import must not become yolobn's exit code
+        if mod_name:
+            sys.modules.pop(mod_name, None)
+        raise YolobnError(
+            f"--impl {spec}: cannot import {target} ({type(e).__name__}: {_first(e)})"
+        ) from None
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise YolobnError(f"--impl {spec}: {target} has no attribute {cls_name}")
@@ -275,7 +280,7 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
                     track_running_stats=bn.track_running_stats,
                 )
                 m.load_state_dict(bn.state_dict())
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise YolobnError(
                 f"--impl {spec}: building {cls_name} from a BatchNorm failed ({type(e).__name__}: {e})"
             ) from None
@@ -290,7 +295,7 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
         try:
             with torch.no_grad():
                 out = m.eval()(probe)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise YolobnError(
                 f"--impl {spec}: {cls_name} fails on a {tuple(probe.shape)} input ({type(e).__name__}: {e})"
             ) from None
@@ -304,3 +309,9 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
         return m
 
     return factory
+
+
+def _first(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= 160 else line[:157] + "..."

@@ -5,24 +5,23 @@ own allow-list of model classes (``torch_safe_load(..., safe_only=True)``), so a
 would run code when unpickled is refused instead of executed. ``trust=True`` allows a full
 unpickle for checkpoints that need classes outside the allow-list.
 
-Before torch ever sees a file, its first bytes are sniffed so that the common wrong inputs (an
-empty or truncated file, an image, an ONNX or TorchScript export, a directory) get a one-line
-explanation instead of a pickle traceback.
+Before torch sees a file, ``yolobn.sniff`` classifies its first bytes (a FIFO, an empty file, an
+image, an export get one line each); while torch reads it, ``yolobn.digest`` hashes it and checks
+the CRC of every zip record; after, ``yolobn.checks`` validates everything read before any other
+module uses it, and runs the model once to tell whether it runs with the installed Ultralytics.
+Model yamls are built by ``yolobn.yamlmodel``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
-import re
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolobn.digest import sha256 as sha256_file
-from yolobn.digest import take as take_digest
+from yolobn import checks
+from yolobn.digest import Digest, take
+from yolobn.digest import scan as scan_file
 from yolobn.errors import CheckpointError
 from yolobn.family import infer_family
+from yolobn.sniff import bare_model_class, detail, explain_load_error, explain_missing_module, sniff
+from yolobn.yamlmodel import build_from_yaml, check_model_yaml, literal_nn_call
+
+__all__ = ["DEMO_FILE", "LoadedModel", "ModelMeta", "check_model_yaml", "demo_model_path", "load", "sniff"]
 
 DEMO_FILE = "demo_yolo11n_shapes.pt"
-
-# Training arguments worth carrying into every report (the rest stay in the checkpoint).
-_TRAIN_ARG_KEYS = ("imgsz", "epochs", "batch", "data", "optimizer", "lr0", "model", "pretrained")
+_literal_nn_call = literal_nn_call  # the name tests/test_security.py checks the activation rule under
 
 
 @dataclass
@@ -62,7 +64,8 @@ class ModelMeta:
         trained: False when every BatchNorm still has its initial running statistics (mean 0,
             var 1), as in a model built from a yaml.
         dtype_on_disk: the parameter dtype as stored (stripped checkpoints are fp16).
-        notes: anything the reader should know about how the model was obtained.
+        notes: anything the reader should know about how the model was obtained (a damaged file,
+            a model that cannot run with the installed Ultralytics, ...).
         recalibration: how yolobn re-estimated the running statistics (``yolobn recalibrate``), or None.
     """
 
@@ -95,10 +98,15 @@ class ModelMeta:
 
 @dataclass
 class LoadedModel:
-    """A model ready for inspection: fp32, eval mode, unfused, owned by yolobn (a private copy)."""
+    """A model ready for inspection: fp32, eval mode, unfused, owned by yolobn (a private copy).
+
+    ``run_error`` is set (a one-line message) when the model does not run with the installed
+    Ultralytics: its statistics can be read, but nothing can be run through it.
+    """
 
     model: nn.Module
     meta: ModelMeta
+    run_error: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         m = self.meta
@@ -113,7 +121,16 @@ def demo_model_path() -> Path:
     return Path(__file__).resolve().parent / "data" / DEMO_FILE
 
 
-def load(source: Any = None, *, trust: bool = False, download: bool = True) -> LoadedModel:
+def source_file(meta: ModelMeta) -> Path | None:
+    """The file a model was read from, as a real path (the demo's ``meta.path`` is package-relative)."""
+    if meta.kind == "demo":
+        return demo_model_path()
+    return Path(meta.path).expanduser() if meta.path else None
+
+
+def load(
+    source: Any = None, *, trust: bool = False, download: bool = True, strict: bool = False
+) -> LoadedModel:
     """Load a model for inspection without touching the file or the object passed in.
 
     Args:
@@ -123,6 +140,8 @@ def load(source: Any = None, *, trust: bool = False, download: bool = True) -> L
             Ultralytics when the network allows.
         trust: allow a full (unsafe) unpickle of the checkpoint. Only for files you trust.
         download: allow the Ultralytics download of official names missing from disk.
+        strict: refuse a checkpoint whose zip records fail their CRC check (by default the damage
+            is a note in ``meta.notes``).
 
     Returns:
         LoadedModel with an fp32, eval-mode private copy of the model and its metadata.
@@ -132,7 +151,7 @@ def load(source: Any = None, *, trust: bool = False, download: bool = True) -> L
     """
     with quiet_ultralytics():
         if source is None:
-            lm = _load_checkpoint(demo_model_path(), str(demo_model_path()), trust=False)
+            lm = _load_checkpoint(demo_model_path(), str(demo_model_path()), trust=False, strict=strict)
             lm.meta.kind = "demo"
             lm.meta.source = "<demo>"
             # Package-relative, so that reports of the demo model are the same on every machine.
@@ -153,7 +172,7 @@ def load(source: Any = None, *, trust: bool = False, download: bool = True) -> L
             return _from_yaml(text, trust=trust)
         if not path.exists():
             path = _fetch_missing(text, download)
-        return _load_checkpoint(path, text, trust=trust)
+        return _load_checkpoint(path, text, trust=trust, strict=strict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,92 +215,59 @@ def _download(name: str) -> str:
     return attempt_download_asset(name)
 
 
-_IMAGE_MAGIC = {
-    b"\x89PNG": "a PNG image",
-    b"\xff\xd8\xff": "a JPEG image",
-    b"GIF8": "a GIF image",
-    b"BM": "a BMP image",
-    b"RIFF": "a RIFF (WebP/WAV) file",
-    b"%PDF": "a PDF document",
-    b"\x1f\x8b": "a gzip archive",
-}
-
-
-# pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2): the magic number torch's legacy format starts with.
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
-
-
-def sniff(path: Path) -> str:
-    """Classify a file by its first bytes; raise CheckpointError for anything torch cannot read.
-
-    Returns ``"zip"`` (a torch.save archive) or ``"legacy"`` (pre-1.6 torch pickle format).
-    """
-    if path.is_dir():
-        hint = next((str(c) for c in (path / "weights" / "best.pt", path / "best.pt") if c.is_file()), None)
-        extra = f" (found {hint})" if hint else ""
-        raise CheckpointError(f"{path}: is a directory; pass the .pt checkpoint file inside it{extra}")
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError as e:
-        raise CheckpointError(
-            f"{path}: cannot be read ({e.strerror or e}); check the path and permissions"
-        ) from e
-    if size == 0:
-        raise CheckpointError(f"{path}: the file is empty (0 bytes); copy or download the checkpoint again")
-    for magic, what in _IMAGE_MAGIC.items():
-        if head.startswith(magic):
-            raise CheckpointError(
-                f"{path}: is {what}, not a PyTorch checkpoint; pass a .pt file saved by Ultralytics"
-            )
-    if (
-        path.suffix.lower() == ".onnx"
-        or (head[:1] == b"\x08" and b"onnx" in head.lower())
-        or (head[:1] == b"\x08" and b"pytorch" in head)
-    ):
-        raise CheckpointError(
-            f"{path}: is an ONNX export, not a training checkpoint; inspect the .pt it was exported from"
-        )
-    if head.startswith(b"PK"):
-        try:
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise CheckpointError(
-                f"{path}: the zip archive is truncated or corrupt ({e}); copy or download the checkpoint again"
-            ) from e
-        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            raise CheckpointError(
-                f"{path}: is a TorchScript export, not a training checkpoint; inspect the .pt it was exported from"
-            )
-        if not any(n.endswith("data.pkl") for n in names):
-            raise CheckpointError(
-                f"{path}: is a zip archive but not a PyTorch checkpoint (no data.pkl inside)"
-            )
-        return "zip"
-    if head.startswith(_LEGACY_MAGIC):  # torch's pre-1.6 format: a pickled magic number first
-        return "legacy"
-    raise CheckpointError(
-        f"{path}: not a PyTorch checkpoint (unrecognised content); pass a .pt file saved by Ultralytics"
-    )
-
-
-def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
+def _load_checkpoint(path: Path, source: str, *, trust: bool, strict: bool = False) -> LoadedModel:
     fmt = sniff(path)
-    # Hash in a thread while torch unpickles: hashlib releases the GIL, and on a 100 MB checkpoint
-    # the hash alone costs about as much as the safe load. The CLI starts it even earlier, before
-    # importing torch (digest.prefetch); that hash is used when the file is unchanged since.
+    # Scan (hash + zip CRCs) in a thread while torch unpickles: hashlib and zlib release the GIL.
+    # The CLI starts it even earlier, before importing torch (digest.prefetch); that scan is used
+    # when the file is unchanged since.
     with ThreadPoolExecutor(max_workers=1) as pool:  # its thread only starts on submit
-        digest = take_digest(path) or pool.submit(_sha256, path)
+        scanned: Future[Digest] = take(path) or pool.submit(_scan, path)
         ckpt = read_checkpoint(path, trust=trust, fmt=fmt)
-        sha = digest.result()
+        found = scanned.result()
+    model = _model_in(ckpt, path)
+    checks.check_model(model, str(path))
+    dtype = _param_dtype(model)
+    model = model.float().eval()
+    meta = _meta_from_module(model, source=source, kind="checkpoint")
+    meta.path = str(path)
+    meta.size_bytes = path.stat().st_size
+    meta.sha256 = found.sha256
+    meta.dtype_on_disk = dtype
+    fields = checks.plain_fields(ckpt)
+    meta.ultralytics_version, meta.date = fields["version"], fields["date"]
+    meta.train_args, meta.train_metrics = fields["train_args"], fields["train_metrics"]
+    meta.family, meta.family_source = infer_family(model, meta.train_args)
+    if fields["recalibration"] is not None:
+        meta.recalibration = fields["recalibration"]
+        meta.notes.append(
+            f"running statistics recalibrated by yolobn on {meta.recalibration.get('images', '?')} images"
+        )
+    if found.damaged:
+        damage = (
+            f"{len(found.damaged)} of {found.records} zip records fail their CRC check (first: "
+            f"{found.damaged[0]}): the file is damaged (a bad copy or disk) and some values may be wrong"
+        )
+        if strict:
+            raise CheckpointError(f"{path}: {damage}; copy or download it again (refused by --strict)")
+        meta.notes.append(f"damaged file: {damage}; copy or download it again (--strict refuses such files)")
+    if trust:
+        meta.notes.append("loaded with --trust: full unpickle, no allow-list")
+    loaded = LoadedModel(model, meta)
+    failure = checks.probe(model, path, meta.ultralytics_version)
+    if failure is not None:
+        loaded.run_error = failure[0]
+        meta.notes.append(failure[1])
+    return loaded
+
+
+def _model_in(ckpt: Any, path: Path) -> nn.Module:
+    """The Ultralytics model inside what was unpickled, or a one-line CheckpointError saying what it is."""
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path}: holds a pickled {type(ckpt).__name__}, not an Ultralytics checkpoint; "
             "load it in Python and pass the module to yolobn.load()"
         )
-    model = ckpt.get("ema") or ckpt.get("model")
+    model = checks.checkpoint_model(ckpt, str(path))
     if not isinstance(model, nn.Module):
         if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             raise CheckpointError(
@@ -294,48 +280,34 @@ def _load_checkpoint(path: Path, source: str, *, trust: bool) -> LoadedModel:
                 f"{path}: stores a state_dict under 'model' (no architecture); use the full checkpoint "
                 "Ultralytics saves (best.pt/last.pt)"
             )
-        raise CheckpointError(
-            f"{path}: is not an Ultralytics checkpoint (keys: {', '.join(sorted(map(str, ckpt))[:6]) or 'none'})"
-        )
+        keys = ", ".join(sorted(map(str, ckpt))[:6]) or "none"
+        raise CheckpointError(f"{path}: is not an Ultralytics checkpoint (keys: {keys[:120]})")
     if not _is_ultralytics_model(model):
+        bare = bare_model_class(path) if list(ckpt) == ["model"] else None
+        if bare:  # torch_safe_load unwraps a bare pickled model to {"model": model.model}
+            raise CheckpointError(
+                f"{path}: holds a bare {bare} saved with torch.save(model), not an Ultralytics checkpoint; "
+                "save it as a checkpoint (torch.save({'model': model}, path)) or pass the module to yolobn.load()"
+            )
         raise CheckpointError(
             f"{path}: holds a {type(model).__name__}, not an Ultralytics model; "
             "load it in Python and pass the module to yolobn.load()"
         )
-    dtype = _param_dtype(model)
-    model = model.float().eval()
-    meta = _meta_from_module(model, source=source, kind="checkpoint")
-    meta.path = str(path)
-    meta.size_bytes = path.stat().st_size
-    meta.sha256 = sha
-    meta.dtype_on_disk = dtype
-    meta.ultralytics_version = _str_or_none(ckpt.get("version"))
-    meta.date = _str_or_none(ckpt.get("date"))
-    train_args = ckpt.get("train_args") or {}
-    if isinstance(train_args, dict):
-        meta.train_args = {k: _plain(train_args[k]) for k in _TRAIN_ARG_KEYS if k in train_args}
-    meta.family, meta.family_source = infer_family(model, train_args)
-    metrics = ckpt.get("train_metrics") or {}
-    if isinstance(metrics, dict):
-        meta.train_metrics = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    extra = ckpt.get("yolobn")
-    if isinstance(extra, dict) and isinstance(extra.get("recalibration"), dict):
-        meta.recalibration = json.loads(json.dumps(extra["recalibration"], default=str))
-        meta.notes.append(
-            f"running statistics recalibrated by yolobn on {meta.recalibration.get('images', '?')} images"
-        )
-    if trust:
-        meta.notes.append("loaded with --trust: full unpickle, no allow-list")
-    return LoadedModel(model, meta)
+    return model
 
 
 def read_checkpoint(path: Path, *, trust: bool, fmt: str = "zip") -> Any:
+    """Unpickle a checkpoint: Ultralytics' safe loader, or a full unpickle with ``trust``.
+
+    Every failure is a one-line CheckpointError that says what the file is (damaged, asking to
+    run code, an unsupported pickle protocol, not a checkpoint) and names the user's path.
+    """
     from ultralytics.nn.tasks import torch_safe_load
 
     # torch_safe_load insists on a .pt suffix; give other names (best.pth, model.ckpt) a .pt alias.
     with _pt_alias(path) as p:
         if trust:
-            return _trusted_load(p)
+            return _trusted_load(p, path)
         try:
             # An absolute path: given a bare official name (yolo11n.pt), torch_safe_load treats a
             # damaged file as a corrupt download cache, deletes it and downloads again.
@@ -343,28 +315,13 @@ def read_checkpoint(path: Path, *, trust: bool, fmt: str = "zip") -> Any:
                 warnings.simplefilter("ignore")  # torch's pickle-protocol chatter; errors still raise
                 ckpt, _ = torch_safe_load(str(p.absolute()), safe_only=True)
             return ckpt
-        except TypeError as e:
-            if fmt == "legacy" and "outside the supported" in str(e):
-                raise CheckpointError(
-                    f"{path}: uses torch's pre-1.6 serialization, which yolobn cannot check against the "
-                    "allow-list; re-save it with a current torch, or re-run with --trust if you trust its source"
-                ) from e
-            raise CheckpointError(_explain_load_error(path, e)) from e
         except ModuleNotFoundError as e:
-            raise CheckpointError(_explain_missing_module(path, e)) from e
-        except AttributeError as e:
-            # torch_safe_load reads `.model` off a non-dict object (a bare pickled module).
-            m = re.search(r"'(\w+)' object has no attribute", str(e))
-            what = m.group(1) if m else "object"
-            raise CheckpointError(
-                f"{path}: holds a pickled {what}, not an Ultralytics checkpoint; "
-                "load it in Python and pass the module to yolobn.load()"
-            ) from e
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: could not be read as a checkpoint ({_first_line(e)})") from e
+            raise CheckpointError(explain_missing_module(path, e)) from e
+        except Exception as e:  # the unpickler of a damaged file raises anything (IndexError, KeyError...)
+            raise CheckpointError(explain_load_error(path, e, fmt, alias=p)) from e
 
 
-def _trusted_load(path: Path) -> Any:
+def _trusted_load(alias: Path, path: Path) -> Any:
     """Full unpickle with Ultralytics' legacy module renames, but without its auto pip-install."""
     from ultralytics.nn.tasks import temporary_modules
 
@@ -380,11 +337,11 @@ def _trusted_load(path: Path) -> Any:
                 "ultralytics.nn.tasks.YOLOv10DetectionModel": "ultralytics.nn.tasks.DetectionModel",
             },
         ):
-            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+            obj = torch.load(str(alias), map_location="cpu", weights_only=False)
     except ModuleNotFoundError as e:
-        raise CheckpointError(_explain_missing_module(path, e)) from e
+        raise CheckpointError(explain_missing_module(path, e)) from e
     except Exception as e:
-        raise CheckpointError(f"{path}: could not be unpickled ({_first_line(e)})") from e
+        raise CheckpointError(f"{path}: could not be unpickled ({detail(e, alias, path)})") from e
     if isinstance(obj, torch.jit.ScriptModule):
         raise CheckpointError(f"{path}: is a TorchScript export; inspect the .pt it was exported from")
     if isinstance(obj, nn.Module) and not isinstance(obj, dict):
@@ -394,37 +351,6 @@ def _trusted_load(path: Path) -> Any:
         if isinstance(inner, nn.Module) and _is_ultralytics_model(inner):
             return {"model": inner}
     return obj
-
-
-def _explain_load_error(path: Path, e: TypeError) -> str:
-    msg = str(e)
-    cause = e.__cause__
-    if "TorchScript" in msg:
-        return f"{path}: is a TorchScript export, not a training checkpoint; inspect the .pt it was exported from"
-    found = re.findall(r"GLOBAL ([\w.]+)", str(cause or ""))
-    if "outside the supported" in msg and (found or "Unsupported global" in str(cause or "")):
-        what = f" ({', '.join(dict.fromkeys(found))})" if found else ""
-        return (
-            f"{path}: refused to unpickle code outside the Ultralytics/torch allow-list{what}; the file may run "
-            "code when loaded. If you trust its source, re-run with --trust"
-        )
-    if "empty, truncated or corrupted" in msg or "outside the supported" in msg:
-        # A weights_only refusal that names no global is damaged pickle data, not a payload.
-        detail = _first_line(cause) if cause else "unreadable"
-        return f"{path}: the checkpoint is truncated or corrupt ({detail}); copy or download it again"
-    return f"{path}: could not be loaded ({_first_line(e)})"
-
-
-def _explain_missing_module(path: Path, e: ModuleNotFoundError) -> str:
-    if e.name and e.name.split(".")[0] == "models":
-        return (
-            f"{path}: is a YOLOv5 checkpoint from the ultralytics/yolov5 repository, which the ultralytics "
-            "package cannot load; use a YOLOv5u/YOLOv8+ checkpoint"
-        )
-    return (
-        f"{path}: needs the Python module '{e.name}', which is not installed; yolobn never installs packages "
-        "while loading: install it yourself if you trust the checkpoint"
-    )
 
 
 @contextlib.contextmanager
@@ -448,191 +374,16 @@ def _pt_alias(path: Path) -> Iterator[Path]:
 
 
 def _from_yaml(text: str, *, trust: bool = False) -> LoadedModel:
-    from ultralytics.nn import tasks
-
-    try:
-        cfg = tasks.yaml_model_load(text)
-    except (FileNotFoundError, AssertionError) as e:
-        raise CheckpointError(
-            f"{text}: no such model yaml (not on disk nor shipped with Ultralytics); check the name or path"
-        ) from e
-    except Exception as e:
-        raise CheckpointError(f"{text}: cannot read the model yaml ({_first_line(e)})") from e
-    if not isinstance(cfg, dict) or "backbone" not in cfg:
-        raise CheckpointError(f"{text}: not an Ultralytics model yaml (no 'backbone' section)")
-    if not trust:
-        check_model_yaml(cfg, text)
-    notes = ["built from a yaml: untrained weights and running statistics"]
-    cfg = copy.deepcopy(cfg)
-    if _drop_torchvision_weights(cfg):
-        notes.append("TorchVision backbone built without its pretrained weights (yolobn never downloads)")
-    cls = _model_class_for(cfg, text)
-    try:
-        with warnings.catch_warnings(), _restricted_build(not trust):
-            warnings.simplefilter("ignore")
-            model = cls(cfg, verbose=False)
-    except Exception as e:
-        raise CheckpointError(f"{text}: the model yaml could not be built ({_first_line(e)})") from e
-    model = model.float().eval()
+    model, cfg, notes = build_from_yaml(text, trust=trust)
     meta = _meta_from_module(model, source=text, kind="yaml")
     meta.family = Path(str(cfg.get("yaml_file", text))).name
     p = Path(text)
     if p.is_file():
         meta.path = str(p)
-        meta.sha256 = _sha256(p)
+        meta.sha256 = _scan(p).sha256
         meta.size_bytes = p.stat().st_size
     meta.notes.extend(notes)
     return LoadedModel(model, meta)
-
-
-def check_model_yaml(cfg: dict, text: str) -> None:
-    """Refuse a model yaml whose fields Ultralytics would run as Python.
-
-    ``parse_model`` calls ``eval()`` on ``activation:`` and looks module names up in its own
-    globals. Allowed: an activation of the form ``[torch.]nn.Class(literal, ...)`` naming an
-    ``nn.Module`` class, and module names that resolve (as Ultralytics resolves them) to an
-    ``nn.Module`` subclass. Anything else is refused; ``trust=True`` skips this check.
-    """
-    act = cfg.get("activation")
-    if act is not None and not _literal_nn_call(act):
-        raise CheckpointError(
-            f"{text}: refused: 'activation: {_short(act)}' is Python code, not a torch.nn activation such as "
-            "nn.SiLU() or nn.LeakyReLU(0.1); re-run with --trust if you trust this yaml"
-        )
-    for section in ("backbone", "head"):
-        layers = cfg.get(section)
-        if layers is None:
-            continue
-        if not isinstance(layers, list):
-            raise CheckpointError(f"{text}: '{section}' must be a list of [from, repeats, module, args] rows")
-        for i, layer in enumerate(layers):
-            if not (isinstance(layer, list) and len(layer) == 4 and isinstance(layer[3], list)):
-                raise CheckpointError(
-                    f"{text}: {section} row {i}: expected [from, repeats, module, args], got {_short(layer)}"
-                )
-            if not _is_layer_class(layer[2]):
-                raise CheckpointError(
-                    f"{text}: refused: {section} row {i} names {_short(layer[2])}, which is not a model layer "
-                    "(an nn.Module class); re-run with --trust if you trust this yaml"
-                )
-
-
-def _short(v: Any, n: int = 60) -> str:
-    s = repr(v) if not isinstance(v, str) else v
-    s = " ".join(s.split())
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
-def _literal_nn_call(act: Any) -> bool:
-    """``nn.X(...)`` or ``torch.nn.X(...)`` with literal arguments, X an nn.Module subclass."""
-    import ast
-
-    if not isinstance(act, str) or len(act) > 200:
-        return False
-    try:
-        call = ast.parse(act.strip(), mode="eval").body
-    except SyntaxError:
-        return False
-    if not isinstance(call, ast.Call):
-        return False
-    parts = []
-    node: ast.AST = call.func
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if not isinstance(node, ast.Name):
-        return False
-    parts.append(node.id)
-    if parts[1:] not in (["nn"], ["nn", "torch"]):
-        return False
-    klass = getattr(nn, parts[0], None)
-    if not (isinstance(klass, type) and issubclass(klass, nn.Module)):
-        return False
-    try:
-        for a in [*call.args, *(k.value for k in call.keywords)]:
-            ast.literal_eval(a)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-    return all(k.arg is not None for k in call.keywords)  # no **kwargs
-
-
-def _is_layer_class(m: Any) -> bool:
-    """Whether Ultralytics' ``parse_model`` resolves the module name ``m`` to an nn.Module class."""
-    if not isinstance(m, str):
-        return False
-    if m.startswith("nn."):
-        obj = getattr(nn, m[3:], None)
-    elif m.startswith("torchvision.ops."):
-        import torchvision
-
-        obj = getattr(torchvision.ops, m[16:], None)
-    else:
-        from ultralytics.nn import tasks
-
-        obj = vars(tasks).get(m)
-    return isinstance(obj, type) and issubclass(obj, nn.Module)
-
-
-@contextlib.contextmanager
-def _restricted_build(on: bool) -> Iterator[None]:
-    """Also ask Ultralytics for its own no-eval model construction, where this release has it.
-
-    ``_SafeLoad`` (ultralytics >= 8.4) marks a thread as restricted while a weights-only load runs;
-    ``parse_model`` then resolves ``activation`` without ``eval()``. yolobn's own check
-    (``check_model_yaml``) does not depend on it: this is a second lock on the same door.
-    """
-    local = None
-    if on:
-        try:
-            from ultralytics.nn.tasks import _SafeLoad
-
-            local = _SafeLoad._local if getattr(_SafeLoad, "SUPPORTED", False) else None
-        except (ImportError, AttributeError):
-            local = None
-    if local is None:
-        yield
-        return
-    was = getattr(local, "active", False)
-    local.active = True
-    try:
-        yield
-    finally:
-        local.active = was
-
-
-def _drop_torchvision_weights(cfg: dict) -> bool:
-    """TorchVision layers default to downloading pretrained weights; build them untrained instead."""
-    changed = False
-    for section in ("backbone", "head"):
-        for layer in cfg.get(section) or []:
-            if len(layer) >= 4 and layer[2] == "TorchVision" and len(layer[3]) >= 3 and layer[3][2]:
-                layer[3] = [*layer[3][:2], None, *layer[3][3:]]
-                changed = True
-    return changed
-
-
-def _model_class_for(cfg: dict, text: str) -> type:
-    from ultralytics.nn import tasks
-
-    name = Path(str(cfg.get("yaml_file", text))).name.lower()
-    heads = {str(layer[2]) for layer in (cfg.get("head") or []) if len(layer) >= 3}
-    if "RTDETRDecoder" in heads or "rtdetr" in name:
-        return tasks.RTDETRDetectionModel
-    task = tasks.guess_model_task(cfg)
-    if "yoloe" in name:
-        return getattr(tasks, "YOLOESegModel" if task == "segment" else "YOLOEModel")
-    if "world" in name:
-        return tasks.WorldModel
-    by_task = {
-        "detect": "DetectionModel",
-        "segment": "SegmentationModel",
-        "classify": "ClassificationModel",
-        "pose": "PoseModel",
-        "obb": "OBBModel",
-        "semantic": "SemanticSegmentationModel",
-        "depth": "DepthModel",
-    }
-    return getattr(tasks, by_task.get(task, "DetectionModel"))
 
 
 def _from_module(module: nn.Module, source: str) -> LoadedModel:
@@ -641,6 +392,7 @@ def _from_module(module: nn.Module, source: str) -> LoadedModel:
     dtype = _param_dtype(module)
     # A private copy: casting and eval() must not touch the caller's model.
     model = copy.deepcopy(module).float().eval()
+    checks.check_model(model, source)
     meta = _meta_from_module(model, source=source, kind="module")
     meta.dtype_on_disk = dtype
     return LoadedModel(model, meta)
@@ -651,15 +403,13 @@ def _meta_from_module(model: nn.Module, *, source: str, kind: str) -> ModelMeta:
 
     meta = ModelMeta(source=source, kind=kind, model_class=type(model).__name__)
     names = getattr(model, "names", None)
-    if isinstance(names, dict):
-        meta.names = [str(names[k]) for k in sorted(names)]
-    elif isinstance(names, (list, tuple)):
-        meta.names = [str(n) for n in names]
+    if names is not None:
+        meta.names = checks.class_names(names, source)
     meta.nc = len(meta.names) or None
     cfg = getattr(model, "yaml", None)
     if isinstance(cfg, dict):
         yf = cfg.get("yaml_file")
-        meta.family = Path(str(yf)).name if yf else None
+        meta.family = Path(str(yf)).name if isinstance(yf, (str, os.PathLike)) and yf else None
     meta.task = _task_of(model)
     meta.n_params = int(sum(p.numel() for p in model.parameters()))
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
@@ -714,24 +464,9 @@ def _param_dtype(model: nn.Module) -> str | None:
     return str(p.dtype).replace("torch.", "") if p is not None else None
 
 
-def _sha256(path: Path) -> str:
-    return sha256_file(path)
-
-
-def _str_or_none(v: Any) -> str | None:
-    return None if v is None else str(v)
-
-
-def _plain(v: Any) -> Any:
-    return v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-
-
-def _first_line(e: BaseException | None) -> str:
-    if e is None:
-        return ""
-    text = str(e).strip().splitlines()
-    line = text[0] if text else type(e).__name__
-    return line if len(line) <= 160 else line[:157] + "..."
+def _scan(path: Path) -> Digest:
+    """SHA-256 and zip CRC check of ``path`` (when the CLI did not start it early)."""
+    return scan_file(path)
 
 
 @contextlib.contextmanager

@@ -252,19 +252,40 @@ def baseline(
             data_sig = hashlib.sha256(p.read_bytes()).hexdigest()
         raw = json.dumps([sha, data_sig, imgsz, batch, device, _ultra_version()], sort_keys=True)
         key = _cache_dir() / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.json"
-        if key.is_file():
-            try:
-                return json.loads(key.read_text()), True
-            except (OSError, ValueError):
-                pass  # a damaged cache entry is recomputed
+        cached = _cached(key, getattr(meta, "task", None))
+        if cached is not None:
+            return cached, True
     metrics = validate(model, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
     if key is not None:
-        with contextlib.suppress(OSError):
-            key.parent.mkdir(parents=True, exist_ok=True)
-            tmp = key.with_suffix(".tmp")
-            tmp.write_text(json.dumps(metrics))
-            os.replace(tmp, key)
+        from yolobn.atomic import write_files
+
+        # Unique temporary names (two runs may fill the same entry); a cache that cannot be written
+        # costs a validation next time, nothing more.
+        with contextlib.suppress(OSError, YolobnError):
+            write_files({key: json.dumps(metrics)})
     return metrics, False
+
+
+def _cached(key: Path, task: str | None) -> dict[str, float] | None:
+    """A cache entry when it is a complete record (every key metric of the task a number), else
+    None: anything else (damaged, edited, written by another version) is recomputed."""
+    import json
+    import numbers
+
+    try:
+        if not key.is_file():
+            return None
+        doc = json.loads(key.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    needed = (*KEY_METRICS.get(task or "detect", KEY_METRICS["detect"]), "ms_per_image")
+    if not all(isinstance(doc.get(k), numbers.Real) and not isinstance(doc.get(k), bool) for k in needed):
+        return None
+    return {
+        str(k): float(v) for k, v in doc.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
+    }
 
 
 def _ultra_version() -> str:

@@ -47,6 +47,7 @@ def add_parser(sub: Any) -> None:
         "--wide", action="store_true", help="every metric, the output difference and ms/img in the table"
     )
     o.fanout_group(p)
+    o.strict_argument(p)
     o.quiet_argument(p)
     p.set_defaults(run=run)
 
@@ -55,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from yolobn.datasets import resolve_data
-    from yolobn.experiment import read_config, run_experiment
-    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.experiment import model_source, read_config, run_experiment
+    from yolobn.report.export import write_texts
 
     out, err = o.consoles(args.quiet)
     execution = o.execution(args, err)  # a missing Ray fails here, before any work
@@ -67,7 +68,18 @@ def run(args: argparse.Namespace) -> int:
     names = ["results.csv", "results.json", "experiment.html"] + (
         ["sensitivity.csv"] if cfg.get("sensitivity") else []
     )
-    check_output_paths({str(out_dir / n): out_dir / n for n in names})
+    base_dir = args.file.resolve().parent
+    impl_files = {
+        Path(str(v["impl"]).rpartition(":")[0]): "a custom impl file"
+        for v in [*cfg["variants"], cfg.get("sensitivity") or {"impl": ""}]
+        if str(v["impl"]).rpartition(":")[0].endswith(".py")
+    }
+    inputs = o.input_files(
+        model_source(cfg, base_dir),
+        data=cfg.get("data"),
+        more={args.file: "the experiment file", **impl_files},
+    )
+    o.check_out_dir(out_dir, names, "--out", inputs)
 
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("experiment", total=None)
@@ -76,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(job, description=label, completed=done, total=total)
 
         res = run_experiment(
-            cfg, base_dir=args.file.resolve().parent, progress=progress, trust=args.trust, execution=execution
+            cfg, base_dir=base_dir, progress=progress, trust=args.trust, strict=args.strict, execution=execution
         )
     n_sens = 0 if res.sensitivity is None else len(res.sensitivity)
     o.warn_failed(res.failed, len(res.results) - 1 + n_sens)

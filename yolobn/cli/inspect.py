@@ -48,6 +48,7 @@ def add_parser(sub: Any) -> None:
     )
     o.model_argument(p)
     o.trust_argument(p, o.TRUST_MODEL)
+    o.strict_argument(p)
     o.layers_argument(p, o.LAYERS_HELP)
     o.threshold_group(p)
     o.table_group(p, SORT_KEYS, "per-layer statistics")
@@ -62,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.images is not None:
         o.observed_thresholds(args)  # bad thresholds fail before any work
     images = o.early_images(args)
+    o.protect_inputs(args, images)
     out, err = o.consoles()
     result = o.inspect_with_status(args, th, err)
+    o.warn_cannot_run(err, result.loaded, args.quiet)
     if args.trust and not args.quiet:
         err.print(
             "[yellow]warning:[/] --trust: the model file was fully trusted; only do this for files you trust"

@@ -20,6 +20,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
 DEMO_STEM = "demo_yolo11n_shapes"
 TOP = 15  # rows of a layer table by default: the rest is in the files, or --all
+DEMO_FILE = f"{DEMO_STEM}.pt"
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,6 +81,14 @@ def model_argument(p: argparse.ArgumentParser, what: str = "checkpoint (.pt) or 
 def trust_argument(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--trust", action="store_true", help=f"trust the input files: {what} (runs code: trusted files only)"
+    )
+
+
+def strict_argument(p: Any) -> None:
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a damaged checkpoint (zip records that fail their CRC check) instead of noting it",
     )
 
 
@@ -204,6 +213,55 @@ def check_table_args(args: argparse.Namespace) -> None:
         args.quiet = True  # stdout carries the data alone
     files = {k: v for k, v in outputs.items() if v is not None and str(v) != "-"}
     check_output_paths(files, protect=[model_path] if model_path and model_path.exists() else [])
+    from yolobn.atomic import check_writable
+
+    for opt, path in files.items():
+        check_writable(path, opt)
+
+
+def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> None:
+    """No --csv/--channels-csv/--json may replace an input file (the model, an image)."""
+    from yolobn.atomic import check_not_inputs
+
+    outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
+    check_not_inputs({f"{k} {v}": v for k, v in outputs.items()}, input_files(args.model, images=images))
+
+
+def input_files(
+    model: str | None, *, data: str | None = None, images: list[Path] | None = None, more: dict | None = None
+) -> dict[Path, str]:
+    """Every input file of a command (what no output may replace): the model file (the bundled
+    demo when none is given), the dataset yaml, the images, and ``more`` (path -> what it is)."""
+    files: dict[Path, str] = {}
+    model_path = (
+        Path(model).expanduser() if model else Path(__file__).resolve().parents[1] / "data" / DEMO_FILE
+    )
+    if model_path.exists():
+        yaml = model_path.suffix.lower() in (".yaml", ".yml")
+        files[model_path] = "the input model yaml" if yaml else "the input checkpoint"
+    if data and data != "shapes" and Path(data).expanduser().is_file():
+        files[Path(data).expanduser()] = "the dataset yaml"
+    for p in images or []:
+        files[Path(p)] = "an input image"
+    for p, what in (more or {}).items():
+        if p is not None and Path(p).expanduser().exists():
+            files[Path(p).expanduser()] = what
+    return files
+
+
+def check_out_dir(out_dir: Path, names: list[str], opt: str, inputs: dict[Path, str]) -> None:
+    """The files a command writes into ``out_dir``, checked before any work: the folder is a folder,
+    no file name is taken by a folder, none replaces an input, and the place can be written."""
+    from yolobn.atomic import check_not_inputs, check_writable
+    from yolobn.errors import YolobnError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise YolobnError(f"{opt} {out_dir}: is a file, not a folder; give a folder name")
+    for n in names:
+        if (out_dir / n).is_dir():
+            raise YolobnError(f"{opt} {out_dir}: '{n}' in it is a folder; remove it or choose another folder")
+    check_not_inputs({f"{opt} {out_dir}: {n}": out_dir / n for n in names}, inputs)
+    check_writable(out_dir / names[0], opt)
 
 
 def early_images(args: argparse.Namespace) -> list[Path] | None:
@@ -242,9 +300,11 @@ def write_outputs(args: argparse.Namespace, result: Any, extra: dict[Path, str] 
 def inspect_with_status(args: argparse.Namespace, th: Thresholds, err: Any) -> Any:
     """Run the inspection, with a spinner on stderr when it is a terminal (inspect and report)."""
     from yolobn.inspection import inspect
+    from yolobn.loader import load
 
     def run() -> Any:
-        return inspect(args.model, thresholds=th, select=args.layers, trust=args.trust)
+        loaded = load(args.model, trust=args.trust, strict=args.strict)
+        return inspect(loaded, thresholds=th, select=args.layers)
 
     if args.quiet or not err.is_terminal:
         return run()
@@ -254,7 +314,14 @@ def inspect_with_status(args: argparse.Namespace, th: Thresholds, err: Any) -> A
 
 def observe_images(args: argparse.Namespace, inspection: Any, err: Any, images: list[Path] | None) -> Any:
     """observe() on an Inspection's tables, with a progress bar over the images (stderr, terminal only)."""
+    from yolobn.checks import require_runnable
+    from yolobn.device import parse_device
+    from yolobn.images import model_imgsz
     from yolobn.observation import observe
+
+    require_runnable(inspection.loaded)  # before any image is read: one line naming the module that fails
+    parse_device(args.device)
+    model_imgsz(inspection.loaded, args.imgsz)
 
     with progress_bar(err, getattr(args, "quiet", False)) as bar:
         job = bar.add_task("observing activations", total=None)
@@ -269,6 +336,14 @@ def observe_images(args: argparse.Namespace, inspection: Any, err: Any, images: 
         )  # fmt: skip
     warn_skipped(err, result.observation.skipped)
     return result
+
+
+def warn_cannot_run(err: Any, loaded: Any, quiet: bool) -> None:
+    """inspect and report read a model that cannot run here: say so (the reports carry the note)."""
+    if getattr(loaded, "run_error", None) and not quiet:
+        from rich.text import Text
+
+        err.print(Text.assemble(("warning: ", "yellow"), loaded.run_error), soft_wrap=True)
 
 
 def warn_skipped(err: Any, skipped: list[str]) -> None:

@@ -56,39 +56,42 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--data", help="also validate before and after on this dataset (yaml, or 'shapes')")
     o.trust_argument(p, o.TRUST_DATA)
+    o.strict_argument(p)
     o.quiet_argument(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from yolobn.atomic import check_not_inputs, check_writable
     from yolobn.errors import YolobnError
-    from yolobn.report.export import check_output_paths
 
     out_path: Path = args.out.expanduser()
-    model_path = Path(args.model).expanduser() if args.model else None
-    if model_path is not None and model_path.exists() and out_path.resolve() == model_path.resolve():
-        raise YolobnError(
-            f"-o {args.out}: is the input checkpoint; write the recalibrated model to another file"
-        )
+    # Every input, by its real path (the demo's too): the output never replaces one of them.
+    check_not_inputs({f"-o {args.out}": out_path}, o.input_files(args.model, data=args.data))
     if out_path.is_dir():
-        raise YolobnError(
-            f"-o {args.out}: is a folder; give a file name such as {out_path / 'recalibrated.pt'}"
-        )
+        raise YolobnError(f"-o {args.out}: is a folder; give the name of the .pt file to write")
     if out_path.exists() and not args.force:
         raise YolobnError(f"-o {args.out}: exists; pass --force to replace it, or choose another name")
-    check_output_paths({"-o": out_path})
+    check_writable(out_path, "-o")
     if args.data is not None:
         from yolobn.datasets import resolve_data
 
         resolve_data(args.data, trust=args.trust)
     images = o.early_images(args)
+    check_not_inputs({f"-o {args.out}": out_path}, o.input_files(args.model, images=images))
 
     from yolobn.checkpoint import save_checkpoint
+    from yolobn.checks import require_runnable
+    from yolobn.device import parse_device
+    from yolobn.images import model_imgsz
     from yolobn.loader import load
     from yolobn.recalibration import recalibrate
 
+    parse_device(args.device)
     out, err = o.consoles(args.quiet)
-    loaded = load(args.model, trust=args.trust)
+    loaded = load(args.model, trust=args.trust, strict=args.strict)
+    require_runnable(loaded)
+    model_imgsz(loaded, args.imgsz)
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("recalibrating", total=None)
 
@@ -110,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     metrics = _validate(args, loaded, rec, err) if args.data is not None else None
-    written = save_checkpoint(rec, out_path, protect=[model_path] if model_path else [])
+    written = save_checkpoint(
+        rec, out_path, protect=list(o.input_files(args.model, data=args.data, images=images))
+    )
     if args.quiet:
         return o.EXIT_OK
     r = rec.meta.recalibration

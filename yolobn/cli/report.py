@@ -31,6 +31,7 @@ def add_parser(sub: Any) -> None:
     )
     o.model_argument(p)
     o.trust_argument(p, o.TRUST_MODEL)
+    o.strict_argument(p)
     o.layers_argument(p, o.LAYERS_HELP)
     o.threshold_group(p)
     p.add_argument(
@@ -50,22 +51,17 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolobn.report.export import check_output_paths
-
     if args.run_dir is not None:
         return _training(args)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model), args.exist_ok)
-    model_path = Path(args.model) if args.model else None
-    check_output_paths(
-        {str(out_dir / n): out_dir / n for n in FILES},
-        protect=[model_path] if model_path and model_path.exists() else [],
-    )
     th = o.thresholds(args)
     if args.images is not None:
         o.observed_thresholds(args)
     images = o.early_images(args)
+    o.check_out_dir(out_dir, list(FILES), "--out", o.input_files(args.model, images=images))
     _, err = o.consoles()
     result = o.inspect_with_status(args, th, err)
+    o.warn_cannot_run(err, result.loaded, args.quiet)
     if args.images is not None:
         result = o.observe_images(args, result, err, images)
     from yolobn.report.export import report_files, write_texts

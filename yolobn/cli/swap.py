@@ -67,6 +67,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--wide", action="store_true", help="every metric, the output difference and ms/img in the table"
     )
+    o.strict_argument(p)
     o.quiet_argument(p)
     p.set_defaults(run=run)
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from yolobn.errors import YolobnError
-    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.report.export import write_texts
     from yolobn.variants import Variant
 
     out, err = o.consoles(args.quiet)
@@ -96,30 +97,27 @@ def run(args: argparse.Namespace) -> int:
         from yolobn.datasets import resolve_data
 
         resolve_data(args.data, trust=args.trust)  # a missing or unsafe dataset fails here, before any work
-    images = None
-    if args.images is not None:
-        from yolobn.images import collect_images
-
-        if not args.images and args.model is None:  # the demo model sees shapes, not buses
-            from yolobn.data.synth import shapes_dataset
-
-            images = collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)
-        else:
-            images = collect_images(args.images, args.max_images)
+    images = _images(args)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "swap", args.exist_ok)
-    check_output_paths({str(out_dir / n): out_dir / n for n in ("swap.csv", "swap.json", "swap.html")})
+    o.check_out_dir(
+        out_dir, ["swap.csv", "swap.json", "swap.html"], "--out",
+        o.input_files(args.model, data=args.data, images=images),
+    )  # fmt: skip
 
+    from yolobn.checks import require_runnable
     from yolobn.device import parse_device
     from yolobn.images import model_imgsz
     from yolobn.loader import load
     from yolobn.variants import Settings, run_variants
 
-    if args.ray is None:  # with --ray the validations run on the cluster's machines, not this one
-        parse_device(args.device)
-    loaded = load(args.model, trust=args.trust)
+    # checked before any work (Ultralytics gets the canonical name); with --ray the validations run on
+    # the cluster's machines, not this one
+    device = parse_device(args.device) if args.ray is None else args.device
+    loaded = load(args.model, trust=args.trust, strict=args.strict)
+    require_runnable(loaded)
     settings = Settings(
         data=args.data, images=images, imgsz=model_imgsz(loaded, args.imgsz), batch=args.batch,
-        device=args.device, trust=args.trust, cache=not args.no_cache,
+        device=str(device), trust=args.trust, cache=not args.no_cache,
     )  # fmt: skip
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("baseline", total=len(variants) + 1)
@@ -162,3 +160,16 @@ def run(args: argparse.Namespace) -> int:
     )
     o.print_written(out, written)
     return o.EXIT_OK
+
+
+def _images(args: argparse.Namespace) -> list[Path] | None:
+    """--images: the files given, the shapes val images for the demo model, or None (validate only)."""
+    if args.images is None:
+        return None
+    from yolobn.images import collect_images
+
+    if not args.images and args.model is None:  # the demo model sees shapes, not buses
+        from yolobn.data.synth import shapes_dataset
+
+        return collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)
+    return collect_images(args.images, args.max_images)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,34 +53,11 @@ def check_output_paths(paths: Mapping[str, Path | None], protect: list[Path] | N
             raise YolobnError(f"{opt} {p}: cannot write in {parent}; choose a writable location")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_texts(files: Mapping[Path, str]) -> list[Path]:
-    """Write every file or none: each goes to a temporary sibling first, then all are renamed."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, text in files.items():
-            path = path.expanduser()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal permissions
-            staged.append((Path(tmp), path))
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    except OSError as e:
-        for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        raise YolobnError(
-            f"{e.filename or 'output'}: cannot write ({e.strerror or e}); nothing was written"
-        ) from e
-    return [p for _, p in staged]
+    """Write every file or none (``yolobn.atomic.write_files``: temporary siblings, then renames)."""
+    from yolobn.atomic import write_files
+
+    return write_files(files)
 
 
 def report_files(inspection, out_dir: Path) -> dict[Path, str]:
