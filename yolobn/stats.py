@@ -74,15 +74,7 @@ def stats_and_findings(
     # one torch op per batch of layers (YOLO11x: 9 batches for 167 layers) instead of one per layer.
     # The ops are the same elementwise and row-wise ones, so the values are the same to the last bit.
     tensors = [_tensors(modules[blk.name]) for blk in blocks]
-    by_width: dict[int, list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_width.setdefault(t["gamma"].numel(), []).append(i)
-    # Batches stay under torch's intra-op grain size, so that every op runs on one thread: on a busy
-    # 2-core machine an OpenMP parallel region costs more than the op itself (~50x measured).
-    batches: list[list[int]] = []
-    for n, idx in by_width.items():
-        step = max(1, _GRAIN // (len(QUANTITIES) * n)) if n else len(idx)
-        batches += [idx[c : c + step] for c in range(0, len(idx), step)]
+    batches = _width_batches(tensors)
 
     per_layer: list[dict[str, Any]] = [{} for _ in blocks]
     defaults: list[bool] = [False] * len(blocks)
@@ -98,24 +90,7 @@ def stats_and_findings(
         crit = criteria(gamma, beta, var, eps, floor, th)
         scale = gamma / torch.sqrt(var + eps)
         shift = beta - mean * scale
-        flat.append(
-            {
-                "gamma": gamma.numpy().reshape(-1),
-                "beta": beta.numpy().reshape(-1),
-                "running_mean": mean.numpy().reshape(-1),
-                "running_var": var.numpy().reshape(-1),
-                "scale": scale.numpy().reshape(-1),
-                "shift": shift.numpy().reshape(-1),
-                "out_mean": beta.numpy().reshape(-1),
-                "out_std": crit["out_std"].numpy().reshape(-1),
-                "var_over_eps": (var / eps).numpy().reshape(-1),
-                "constant": crit["constant"].numpy().reshape(-1),
-                "off": crit["off"].numpy().reshape(-1),
-                "eps_dominated": crit["eps_dominated"].numpy().reshape(-1),
-                "dead": crit["dead"].numpy().reshape(-1),
-                "dead_reason": _REASONS[crit["reason"].numpy().reshape(-1)],
-            }
-        )
+        flat.append(_channel_columns(gamma, beta, mean, var, eps, scale, shift, crit))
         values = {"gamma": gamma, "beta": beta, "running_mean": mean, "running_var": var, "scale": scale}
         desc = _describe_rows(values)
         finite = {k: torch.isfinite(x).all(1).tolist() for k, x in values.items()}
@@ -141,6 +116,51 @@ def stats_and_findings(
 
     # Untrained running statistics, and an affine at init, are only findings in a trained model.
     trained = trained_hint if trained_hint is not None else not all(defaults)
+    findings = _init_findings(per_layer, defaults, init_dev, bool(trained), th)
+
+    layers = pd.DataFrame(per_layer, columns=layer_columns())
+    channels = _channel_frame(blocks, tensors, batches, where, flat)
+    return layers.reset_index(drop=True), channels, findings
+
+
+def _width_batches(tensors: list[dict[str, Any]]) -> list[list[int]]:
+    """Layers of the same channel count, in batches that stay under torch's intra-op grain size, so
+    that every op runs on one thread: on a busy 2-core machine an OpenMP parallel region costs more
+    than the op itself (~50x measured)."""
+    by_width: dict[int, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_width.setdefault(t["gamma"].numel(), []).append(i)
+    batches: list[list[int]] = []
+    for n, idx in by_width.items():
+        step = max(1, _GRAIN // (len(QUANTITIES) * n)) if n else len(idx)
+        batches += [idx[c : c + step] for c in range(0, len(idx), step)]
+    return batches
+
+
+def _channel_columns(
+    gamma: torch.Tensor, beta: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: torch.Tensor,
+    scale: torch.Tensor, shift: torch.Tensor, crit: dict[str, torch.Tensor],
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The per-channel columns of one batch of layers, rows flattened."""
+    cols = {
+        "gamma": gamma, "beta": beta, "running_mean": mean, "running_var": var, "scale": scale, "shift": shift,
+        "out_mean": beta, "out_std": crit["out_std"], "var_over_eps": var / eps, "constant": crit["constant"],
+        "off": crit["off"], "eps_dominated": crit["eps_dominated"], "dead": crit["dead"],
+    }  # fmt: skip
+    out = {k: v.numpy().reshape(-1) for k, v in cols.items()}
+    out["dead_reason"] = _REASONS[crit["reason"].numpy().reshape(-1)]
+    return out
+
+
+def _init_findings(
+    per_layer: list[dict[str, Any]],
+    defaults: list[bool],
+    init_dev: list[float],
+    trained: bool,
+    th: Thresholds,
+) -> list[Finding]:
+    """Untrained running statistics and an affine at (or near) init, which are findings only in a
+    trained model; every layer's findings, in order, written into its ``findings`` column."""
     findings: list[Finding] = []
     for row, is_default, d in zip(per_layer, defaults, init_dev, strict=True):
         row["untrained_stats"] = bool(trained and is_default)
@@ -155,29 +175,32 @@ def stats_and_findings(
         mine = first + row["findings"]
         findings += mine
         row["findings"] = join(mine)
+    return findings
 
-    layers = pd.DataFrame(per_layer, columns=layer_columns())
-    # One DataFrame from columns concatenated in layer order (not one frame per layer): much faster.
-    if blocks:
-        sizes = [len(idx) * tensors[idx[0]]["gamma"].numel() for idx in batches]
-        start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        counts = np.array([blk_t["gamma"].numel() for blk_t in tensors], dtype=np.int64)
-        first = np.array([start[g] + r * c for (g, r), c in zip(where, counts, strict=True)], dtype=np.int64)
-        layer_start = np.repeat(np.cumsum(counts) - counts, counts)
-        channel = np.arange(int(counts.sum()), dtype=np.int64) - layer_start
-        order = np.repeat(first, counts) + channel  # row of each channel in the batch-ordered columns
-        cat: dict[str, Any] = {
-            "name": [b.name for b, c in zip(blocks, counts.tolist(), strict=True) for _ in range(c)],
-            "layer": np.repeat(np.array([b.layer for b in blocks], dtype=np.int64), counts),
-            "channel": channel,
-            "act": [b.act for b, c in zip(blocks, counts.tolist(), strict=True) for _ in range(c)],
-        }
-        for c in CHANNEL_COLUMNS[4:]:
-            cat[c] = np.concatenate([f[c] for f in flat])[order]
-        channels = pd.DataFrame(cat, columns=CHANNEL_COLUMNS)
-    else:
-        channels = pd.DataFrame(columns=CHANNEL_COLUMNS)
-    return layers.reset_index(drop=True), channels, findings
+
+def _channel_frame(
+    blocks: list[BNBlock], tensors: list[dict[str, Any]], batches: list[list[int]],
+    where: list[tuple[int, int]], flat: list[dict[str, np.ndarray]],
+) -> pd.DataFrame:  # fmt: skip
+    """One DataFrame from the batch columns, put back in layer order (much faster than a frame per layer)."""
+    if not blocks:
+        return pd.DataFrame(columns=CHANNEL_COLUMNS)
+    sizes = [len(idx) * tensors[idx[0]]["gamma"].numel() for idx in batches]
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    counts = np.array([t["gamma"].numel() for t in tensors], dtype=np.int64)
+    first = np.array([start[g] + r * c for (g, r), c in zip(where, counts, strict=True)], dtype=np.int64)
+    layer_start = np.repeat(np.cumsum(counts) - counts, counts)
+    channel = np.arange(int(counts.sum()), dtype=np.int64) - layer_start
+    order = np.repeat(first, counts) + channel  # row of each channel in the batch-ordered columns
+    cat: dict[str, Any] = {
+        "name": [b.name for b, c in zip(blocks, counts.tolist(), strict=True) for _ in range(c)],
+        "layer": np.repeat(np.array([b.layer for b in blocks], dtype=np.int64), counts),
+        "channel": channel,
+        "act": [b.act for b, c in zip(blocks, counts.tolist(), strict=True) for _ in range(c)],
+    }
+    for c in CHANNEL_COLUMNS[4:]:
+        cat[c] = np.concatenate([f[c] for f in flat])[order]
+    return pd.DataFrame(cat, columns=CHANNEL_COLUMNS)
 
 
 def layer_columns() -> list[str]:

@@ -78,48 +78,21 @@ def validate(
     before = [type(m) for m in net.modules()]
     # The whole point: AutoBackend calls model.fuse(); on this private copy it does nothing.
     net.fuse = _no_fuse.__get__(net)
-    import importlib
-
-    mod, cls = _VALIDATORS[task]
-    Validator = getattr(importlib.import_module(mod), cls)
-    args = dict(
-        data=data_arg,
-        imgsz=imgsz,
-        batch=batch,
-        device=device,
-        workers=0,
-        plots=False,
-        verbose=False,
-        save_json=False,
-        half=False,
-        task=task,
-        mode="val",
-        rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
-    )
     t0 = time.perf_counter()
-    from yolobn.loader import quiet_ultralytics
-
     stride = getattr(root, "stride", None)
-    lkey = (task, data_arg, imgsz, batch, str(device), str(stride.tolist() if hasattr(stride, "tolist") else stride))
+    lkey = (
+        task,
+        data_arg,
+        imgsz,
+        batch,
+        str(device),
+        str(stride.tolist() if hasattr(stride, "tolist") else stride),
+    )
     # Popped while in use and put back only after a whole pass: a validation that raised midway
     # leaves its loader's iterator mid-epoch, and reusing it would shift every later batch.
     loader = loaders.pop(lkey, None) if loaders is not None else None
-    with quiet_ultralytics():
-        try:
-            validator = Validator(args=args, dataloader=loader)
-            stats = validator(model=net)
-        except (ConnectionError, OSError, FileNotFoundError) as e:
-            raise YolobnError(
-                f"--data {data}: the dataset is not on disk and could not be downloaded ({type(e).__name__}); "
-                "pass a local dataset yaml, or 'shapes' for the bundled synthetic dataset"
-            ) from None
-        except Exception as e:
-            if "download" in str(e).lower() or "not found" in str(e).lower():
-                raise YolobnError(
-                    f"--data {data}: the dataset is not on disk and could not be downloaded; pass a local "
-                    "dataset yaml, or 'shapes' for the bundled synthetic dataset"
-                ) from None
-            raise
+    args = dict(data=data_arg, imgsz=imgsz, batch=batch, device=device, task=task)
+    validator, stats = _run_validator(net, args, loader, data)
     if loaders is not None:
         loaders[lkey] = validator.dataloader
     after = [type(m) for m in net.modules()]
@@ -196,6 +169,37 @@ class Metrics(dict):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         parts = [f"{k}={v:.4f}" for k, v in self.to_dict().items() if not k.endswith(("_s", "ms_per_image"))]
         return f"Metrics({', '.join(parts)})"
+
+
+def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any) -> tuple[Any, Any]:
+    """Ultralytics' validator for ``args["task"]`` on ``net`` (settings as ``model.val()``); a missing
+    dataset is a one-line YolobnError."""
+    import importlib
+
+    from yolobn.loader import quiet_ultralytics
+
+    mod, cls = _VALIDATORS[args["task"]]
+    Validator = getattr(importlib.import_module(mod), cls)
+    full = dict(
+        **args, workers=0, plots=False, verbose=False, save_json=False, half=False, mode="val",
+        rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
+    )  # fmt: skip
+    with quiet_ultralytics():
+        try:
+            validator = Validator(args=full, dataloader=loader)
+            return validator, validator(model=net)
+        except (ConnectionError, OSError, FileNotFoundError) as e:
+            raise YolobnError(
+                f"--data {data}: the dataset is not on disk and could not be downloaded ({type(e).__name__}); "
+                "pass a local dataset yaml, or 'shapes' for the bundled synthetic dataset"
+            ) from None
+        except Exception as e:
+            if "download" in str(e).lower() or "not found" in str(e).lower():
+                raise YolobnError(
+                    f"--data {data}: the dataset is not on disk and could not be downloaded; pass a local "
+                    "dataset yaml, or 'shapes' for the bundled synthetic dataset"
+                ) from None
+            raise
 
 
 def _no_fuse(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:

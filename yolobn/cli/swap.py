@@ -73,11 +73,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from yolobn.errors import YolobnError
     from yolobn.report.export import write_texts
-    from yolobn.variants import Variant
 
     out, err = o.consoles(args.quiet)
     execution = o.execution(args, err)  # a missing Ray fails here, before any work
@@ -88,11 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 "or --images for a label-free check)"
             )
         args.data = "shapes"
-    variants = [Variant.of(s, args.layers) for s in args.impl]  # every spec checked before any work
-    labels = [v.label for v in variants]
-    if len(set(labels)) < len(labels):
-        dup = next(x for x in labels if labels.count(x) > 1)
-        raise YolobnError(f"--impl {dup}: given twice; each variant once")
+    variants = _variants(args)
     if args.data is not None:
         from yolobn.datasets import resolve_data
 
@@ -128,27 +121,7 @@ def run(args: argparse.Namespace) -> int:
         res = run_variants(loaded, variants, settings, progress=progress, execution=execution)
     o.warn_failed(res.failed, len(variants))
     table = res.table
-    note = (
-        "validated with Ultralytics' validator, model.fuse() disabled on the validated copy"
-        if args.data
-        else "label-free: nothing was validated; the outputs of the swapped and the original model were compared"
-    )
-    doc = {
-        "model": loaded.meta.to_dict(),
-        "data": args.data,
-        "images": [str(p) for p in images] if images is not None else None,
-        "imgsz": settings.imgsz,
-        "layers": args.layers or [],
-        "note": note,
-        "results": json.loads(table.to_json(orient="records")),
-    }
-    from yolobn.report.variants_page import render_html
-
-    written = write_texts({
-        out_dir / "swap.csv": table.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
-        out_dir / "swap.json": json.dumps(doc, indent=2) + "\n",
-        out_dir / "swap.html": render_html(res, doc["model"], layers=args.layers, note=note),
-    })  # fmt: skip
+    written = write_texts(_files(args, res, loaded, images, out_dir))
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.tables import variants_table
@@ -173,3 +146,43 @@ def _images(args: argparse.Namespace) -> list[Path] | None:
 
         return collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)
     return collect_images(args.images, args.max_images)
+
+
+def _variants(args: argparse.Namespace) -> list[Any]:
+    """Every --impl spec parsed (checked before any work), each variant once."""
+    from yolobn.errors import YolobnError
+    from yolobn.variants import Variant
+
+    variants = [Variant.of(s, args.layers) for s in args.impl]
+    labels = [v.label for v in variants]
+    if len(set(labels)) < len(labels):
+        dup = next(x for x in labels if labels.count(x) > 1)
+        raise YolobnError(f"--impl {dup}: given twice; each variant once")
+    return variants
+
+
+def _files(args: argparse.Namespace, res: Any, loaded: Any, images: list[Path] | None, out_dir: Path) -> dict:
+    """swap.csv, swap.json and swap.html; swap.json says whether anything was validated."""
+    import json
+
+    from yolobn.report.variants_page import render_html
+
+    note = (
+        "validated with Ultralytics' validator, model.fuse() disabled on the validated copy"
+        if args.data
+        else "label-free: nothing was validated; the outputs of the swapped and the original model were compared"
+    )
+    doc = {
+        "model": loaded.meta.to_dict(),
+        "data": args.data,
+        "images": [str(p) for p in images] if images is not None else None,
+        "imgsz": res.settings.imgsz,
+        "layers": args.layers or [],
+        "note": note,
+        "results": json.loads(res.table.to_json(orient="records")),
+    }
+    return {
+        out_dir / "swap.csv": res.table.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
+        out_dir / "swap.json": json.dumps(doc, indent=2) + "\n",
+        out_dir / "swap.html": render_html(res, doc["model"], layers=args.layers, note=note),
+    }
