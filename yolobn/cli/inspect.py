@@ -16,7 +16,7 @@ examples:
   yolobn inspect best.pt --layers 'model.2*' --layers backbone
   yolobn inspect best.pt --csv layers.csv --channels-csv channels.csv --json summary.json --quiet
 
-dead-channel criteria (data-free; see README):
+dead-channel criteria (data-free; see docs/numbers.md):
   constant       estimated BN output std |gamma|*sqrt(var/(var+eps)) < --const-std
   off            beta + --off-sigma * std < 0 before SiLU/ReLU: activation pinned at its floor
   eps-dominated  running_var < --eps-factor * eps (a finding, not dead)
