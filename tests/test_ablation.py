@@ -94,3 +94,21 @@ def test_ablate_through_swap_on_the_demo(demo_model_loaded):
     n = sw.swap.detail["channels_ablated"]
     assert n > 0 and sw.swap.detail["ablated_share"] == pytest.approx(n / 7688)
     assert sum(type(x).__name__ == "Ablated" for x in sw.model.modules()) == len(sw.swap.replaced)
+
+
+def test_report_with_images_and_data_says_what_ablating_the_observed_dead_costs(tmp_path, capsys):
+    import json
+
+    from yolobn.cli import main
+
+    out = tmp_path / "r"
+    assert main(["report", "--images", "--max-images", "16", "--data", "shapes", "-o", str(out), "-q"]) == 0
+    ab = json.loads((out / "summary.json").read_text())["observed"]["summary"]["ablation"]
+    obs = json.loads((out / "summary.json").read_text())["observed"]["summary"]
+    assert ab["channels"] == obs["observed_dead"] > 0 and ab["metric"] == "metrics/mAP50-95(B)"
+    assert ab["delta"] == pytest.approx(ab["ablated"] - ab["baseline"], abs=2e-7)
+    html = (out / "report.html").read_text()
+    assert f"{ab['channels']:,} channels observed dead" in html and f"{ab['ablated']:.4f}" in html
+    capsys.readouterr()
+    assert main(["report", "--data", "shapes", "-o", str(tmp_path / "x")]) == 2
+    assert "needs --images" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -186,3 +186,34 @@ def plan_from(channels: Mapping[str, Sequence[int]], ins: Any) -> Plan:
             plan.channels[name] = idx
             plan.values[name] = consts[name][np.asarray(idx, dtype=int)].tolist()
     return plan
+
+
+def ablation_effect(
+    ins: Any,
+    data: str,
+    *,
+    imgsz: int | None = None,
+    batch: int = 16,
+    device: str = "cpu",
+    trust: bool = False,
+) -> dict[str, Any]:
+    """What ablating the observed-dead channels of ``ins`` (an observed Inspection) costs on ``data``.
+
+    Returns ``channels`` (ablated), ``share`` (of all channels), ``metric`` (the Ultralytics key),
+    ``baseline`` (cached, see ``yolobn.validation.baseline``), ``ablated`` and ``delta``.
+    """
+    from yolobn.images import model_imgsz
+    from yolobn.loader import LoadedModel
+    from yolobn.validation import KEY_METRICS, baseline, validate
+
+    loaded = ins.loaded
+    size = model_imgsz(loaded, imgsz)
+    plan = plan_dead(ins, "observed")
+    key = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])[0]
+    base, _ = baseline(loaded, data, imgsz=size, batch=batch, device=device, trust=trust)
+    ablated = validate(LoadedModel(ablate(loaded, plan), loaded.meta), data, imgsz=size, batch=batch,
+                       device=device, trust=trust)  # fmt: skip
+    b, a = float(base.get(key, float("nan"))), float(ablated.get(key, float("nan")))
+    n = len(ins.channels)
+    return {"data": str(data), "channels": plan.count, "share": plan.count / n if n else 0.0, "metric": key,
+            "baseline": b, "ablated": a, "delta": a - b}  # fmt: skip

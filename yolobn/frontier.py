@@ -153,6 +153,7 @@ def frontier(
     batch: int = 16,
     device: str = "cpu",
     trust: bool = False,
+    strict: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     execution: Execution | None = None,
 ) -> Frontier:
@@ -165,9 +166,11 @@ def frontier(
         shares: the percentages to ablate. criteria: any of ``observed``, ``gamma``, ``random``.
         seeds: random rankings averaged. roles: also the observed frontier within each role.
         tolerance: the metric drop that still counts as removable.
+        strict: refuse a damaged checkpoint (see ``yolobn.load``).
         execution: where the points are validated (here, or one Ray task each) and whether
             finished rows are kept and resumed (``yolobn.fanout.Execution``; default: here, nothing kept).
     """
+    from yolobn.checks import require_runnable
     from yolobn.images import model_imgsz
     from yolobn.inspection import inspect
     from yolobn.loader import LoadedModel, load
@@ -175,7 +178,8 @@ def frontier(
     from yolobn.validation import KEY_METRICS
     from yolobn.variants import Settings
 
-    loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
+    loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust, strict=strict)
+    require_runnable(loaded)
     size = model_imgsz(loaded, imgsz)
     bad = [c for c in criteria if c not in CRITERIA]
     if bad:

@@ -49,6 +49,7 @@ class Observation:
     device: str
     thresholds: ObservedThresholds
     skipped: list[str] = field(default_factory=list)
+    ablation: dict[str, Any] | None = None  # what ablating the observed-dead channels costs (ablation_effect)
 
     def summary(self, layers: Any, channels: Any, worst: int = 5) -> dict[str, Any]:
         """Headline numbers of the observed columns of ``layers``/``channels``.
@@ -98,6 +99,7 @@ class Observation:
                 }
                 for r in drifted.head(worst).itertuples()
             ],
+            **({"ablation": self.ablation} if self.ablation is not None else {}),
         }
 
     def to_json_dict(self, layers: Any, channels: Any) -> dict[str, Any]:

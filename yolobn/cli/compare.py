@@ -33,6 +33,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="checkpoints (.pt) or model yamls; A first")
     o.trust_argument(p, o.TRUST_MODEL)
+    o.strict_argument(p)
     o.threshold_group(p)
     g = p.add_argument_group("display")
     g.add_argument(
@@ -72,10 +73,13 @@ def run(args: argparse.Namespace) -> int:
     th = o.thresholds(args)
     from yolobn.comparison import audit, compare
     from yolobn.inspection import inspect
+    from yolobn.loader import load
 
     out, err = o.consoles(args.quiet)
     with err.status("loading and inspecting ...") if err.is_terminal and not args.quiet else _nothing():
-        results = [inspect(m, thresholds=th, trust=args.trust) for m in args.models]
+        results = [inspect(load(m, trust=args.trust, strict=args.strict), thresholds=th) for m in args.models]
+    for r in results:
+        o.warn_cannot_run(err, r.loaded, args.quiet)
     pair = len(results) == 2 and _same_architecture(results[0], results[1])
     if pair:
         cmp = compare(results[0], results[1], thresholds=th)

@@ -67,6 +67,7 @@ def add_parser(sub: Any) -> None:
     )
     o.exist_ok_argument(p)
     o.trust_argument(p, o.TRUST_DATA)
+    o.strict_argument(p)
     o.fanout_group(p)
     o.quiet_argument(p)
     p.set_defaults(run=run)
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         fr = frontier(
             args.model, args.data, [str(p) for p in images] if images else None, shares=shares, criteria=criteria,
             seeds=args.seeds, roles=not args.no_roles, tolerance=args.tolerance, max_images=args.max_images,
-            imgsz=args.imgsz, batch=args.batch, device=args.device, trust=args.trust, progress=progress,
+            imgsz=args.imgsz, batch=args.batch, device=args.device, trust=args.trust, strict=args.strict, progress=progress,
             execution=execution,
         )  # fmt: skip
     o.warn_failed(fr.failed, int((fr.points["share"] > 0).sum()))

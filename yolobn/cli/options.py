@@ -141,8 +141,12 @@ def table_group(p: argparse.ArgumentParser, sort_keys: list[str], layers_what: s
     quiet_argument(g)
     o = p.add_argument_group("output files")
     o.add_argument("--csv", type=Path, metavar="FILE", help=f"{layers_what} as CSV ('-': stdout)")
-    o.add_argument("--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV ('-': stdout)")
-    o.add_argument("--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON ('-': stdout)")
+    o.add_argument(
+        "--channels-csv", type=Path, metavar="FILE", help="per-channel statistics as CSV ('-': stdout)"
+    )
+    o.add_argument(
+        "--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON ('-': stdout)"
+    )
 
 
 def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) -> None:
@@ -479,3 +483,12 @@ def warn_failed(failed: list[tuple[str, str]], total: int) -> None:
             "(their rows say why in the 'error' column)",
             file=sys.stderr,
         )
+
+
+def status(err: Any, quiet: bool, text: str) -> Any:
+    """A spinner on stderr while ``text`` happens (only on a terminal)."""
+    import contextlib
+
+    if quiet or not err.is_terminal:
+        return contextlib.nullcontext()
+    return err.status(text)

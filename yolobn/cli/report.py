@@ -46,6 +46,10 @@ def add_parser(sub: Any) -> None:
     o.exist_ok_argument(p)
     o.quiet_argument(p)
     o.image_group(p, optional=True)
+    p.add_argument(
+        "--data",
+        help="with --images: also validate with the observed-dead channels ablated (a dataset yaml, or 'shapes')",
+    )
     o.observed_threshold_group(p)
     p.set_defaults(run=run)
 
@@ -55,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
         return _training(args)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model), args.exist_ok)
     th = o.thresholds(args)
+    if args.data is not None:
+        from yolobn.datasets import resolve_data
+        from yolobn.errors import YolobnError
+
+        if args.images is None:
+            raise YolobnError("--data: needs --images (the channels are observed dead on the images first)")
+        resolve_data(args.data, trust=args.trust)  # a missing or unsafe dataset fails before any work
     if args.images is not None:
         o.observed_thresholds(args)
     images = o.early_images(args)
@@ -64,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
     o.warn_cannot_run(err, result.loaded, args.quiet)
     if args.images is not None:
         result = o.observe_images(args, result, err, images)
+        if args.data is not None:
+            from yolobn.ablation import ablation_effect
+
+            with o.status(err, args.quiet, "validating with the observed-dead channels ablated ..."):
+                result.observation.ablation = ablation_effect(
+                    result, args.data, imgsz=args.imgsz, device=args.device, trust=args.trust
+                )
     from yolobn.report.export import report_files, write_texts
 
     written = write_texts(report_files(result, out_dir))

@@ -198,6 +198,16 @@ def observed_panel(
                 ", ".join(f"{d['name']} {_g(d['drift'])}" for d in s["most_drifted"][:3]),
             )
         )
+    ab = s.get("ablation")
+    if ab:
+        short = ab["metric"].replace("metrics/", "")
+        lines.append(
+            Text.assemble(
+                ("ablating them ", "bold cyan"),
+                f"{ab['channels']:,} channels observed dead ({_pct(ab['share'])}) set to their mean: {short} "
+                f"{ab['baseline']:.4f} → {ab['ablated']:.4f} ({ab['delta']:+.4f}) on {ab['data']}",
+            )
+        )
     if s["images"] < 32:
         lines.append(Text(f"note: only {s['images']} images: observed dead and drift are noisy on small samples; "
                           "use 32 or more (see README)", style="yellow"))  # fmt: skip

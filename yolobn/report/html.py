@@ -141,6 +141,12 @@ def observed_cards(os_: dict[str, Any]) -> list[tuple[str, str, str]]:
     out.append(
         ("mean drift (KL)", f"{drift:.3g}" if drift == drift else "n/a", "bad" if drift >= 0.1 else "ok")
     )
+    ab = os_.get("ablation")
+    if ab:  # report --images --data: what ablating the observed-dead channels costs
+        label = f"{ab['metric'].replace('metrics/', '')} with them ablated"
+        out.append(
+            (label, f"{ab['ablated']:.4f} ({ab['delta']:+.4f})", "bad" if ab["delta"] < -0.005 else "ok")
+        )
     return out
 
 
@@ -266,9 +272,21 @@ A channel is observed dead when its post-activation std over all images and posi
 (<b>never positive</b>). Drift compares the BN input seen on the images with running_mean / running_var: mean shift in running
 standard deviations, ln of the variance ratio, and their Gaussian KL (0 when the stored statistics fit these images).
 {len(os_["layers_not_reached"])} BN layer(s) not run by the forward pass.</p>
+{_ablation_line(os_.get("ablation"))}
 {figure(plots.confusion_plot(layers), "Per layer, the share of channels dead on the images and/or by the data-free criteria: red both, orange predicted only (the data keeps them alive), purple observed only (the data-free criteria missed them). Hover a bar for the counts.")}
 {figure(plots.drift_plot(layers), "Mean channel drift per layer (bar; orange from 0.1, red from 1) and the most drifted channel (dot), log scale. High drift: the stored statistics do not describe these images (domain shift, or stale statistics after pruning or fine-tuning): yolobn recalibrate re-estimates them.")}
 <p>Most drifted layers:</p><ul class="findings">{drifted}</ul>"""
+
+
+def _ablation_line(ab: dict[str, Any] | None) -> str:
+    if not ab:
+        return ""
+    metric = escape(ab["metric"].replace("metrics/", ""))
+    return (
+        f'<p class="sub"><b>{ab["channels"]:,} channels observed dead ({ab["share"]:.1%})</b>: set to their mean after '
+        f"the activation, {metric} goes from {ab['baseline']:.4f} to {ab['ablated']:.4f} ({ab['delta']:+.4f}) on "
+        f"{escape(ab['data'])}, validated with Ultralytics' validator.</p>"
+    )
 
 
 def _histogram_section(layers: pd.DataFrame, channels: pd.DataFrame) -> str:
