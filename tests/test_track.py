@@ -75,3 +75,34 @@ def test_track_needs_a_yolo_model_and_read_run_a_tracked_folder(tmp_path):
         yolobn.track(torch.nn.Linear(1, 1))
     with pytest.raises(YolobnError, match="no yolobn/epochs.csv"):
         read_run(tmp_path)
+
+
+def test_headline_scalars_go_to_ultralytics_tensorboard_writer(monkeypatch, demo_model_loaded):
+    """When Ultralytics' TensorBoard integration is on, its WRITER gets the headline scalars (here a
+    recording stand-in for the SummaryWriter: tensorboard itself is not a dependency)."""
+    import ultralytics.utils.callbacks.tensorboard as tb
+
+    from yolobn.tracking import _log_tensorboard, epoch_stats
+
+    class Writer:
+        def __init__(self):
+            self.scalars = {}
+
+        def add_scalar(self, tag, value, step):
+            self.scalars[(tag, step)] = value
+
+    w = Writer()
+    monkeypatch.setattr(tb, "WRITER", w, raising=False)
+    layers, channels = epoch_stats(demo_model_loaded.model, yolobn.Thresholds())
+    _log_tensorboard(layers, channels, 7)
+    assert w.scalars[("yolobn/dead_channels", 7)] == int(layers["dead"].sum())
+    assert w.scalars[("yolobn/eps_dominated_channels", 7)] == int(layers["eps_dominated"].sum())
+    assert w.scalars[("yolobn/gamma_p50", 7)] == pytest.approx(float(channels["gamma"].median()))
+    assert (
+        w.scalars[("yolobn/gamma_p05", 7)]
+        < w.scalars[("yolobn/gamma_p50", 7)]
+        < w.scalars[("yolobn/gamma_p95", 7)]
+    )
+    monkeypatch.setattr(tb, "WRITER", None, raising=False)
+    _log_tensorboard(layers, channels, 8)  # integration off: nothing to write to, no error
+    assert ("yolobn/dead_channels", 8) not in w.scalars
