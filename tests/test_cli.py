@@ -69,7 +69,7 @@ def test_csv_is_byte_identical_across_runs(demo_outputs, tmp_path):
 def test_table_and_summary_printed(capsys, demo_model_loaded):
     assert main(["inspect", "--sort", "channels", "--top", "3"]) == 0
     out = capsys.readouterr().out
-    assert "3 of 81 layers shown, sorted by channels" in out
+    assert "3 of 81 layers, sorted by channels; 78 more" in out
     # the rows: the three widest BNs, ties in model order (counted here from the modules themselves)
     bns = [
         (n, m.num_features)

@@ -18,7 +18,11 @@ def test_activations_on_the_demo_writes_consistent_files(tmp_path, capsys):
                "--csv", str(out / "l.csv"), "--channels-csv", str(out / "c.csv"), "--json", str(out / "a.json")])  # fmt: skip
     assert rc == 0
     text = capsys.readouterr().out
-    assert "BatchNorm layers on 8 images" in text and "5 of 81 layers shown" in text and "observed dead" in text
+    assert (
+        "BatchNorm layers on 8 images" in text
+        and "5 of 81 layers, sorted by drift" in text
+        and "observed dead" in text
+    )
     layers = pd.read_csv(out / "l.csv", keep_default_na=False)
     ch = pd.read_csv(out / "c.csv", keep_default_na=False)
     doc = json.loads((out / "a.json").read_text())

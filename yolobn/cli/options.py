@@ -381,18 +381,19 @@ def layer_rows(
 ) -> tuple[Any, str]:
     """The rows a layer table shows (``--sort``, ``--top``, ``--all``) and the line that says what
     is left out."""
-    from yolobn.inspection import RANK_RULE, sort_layers
+    from yolobn.inspection import sort_layers
 
     ordered = sort_layers(layers, args.sort, keys)
     shown = ordered if args.all else ordered.head(args.top)
-    rule = f"ranked by {RANK_RULE}" if args.sort == "rank" else f"sorted by {args.sort}"
+    rule = (
+        "most worth a look first (findings, then dead, eps-dominated and drift; see docs/numbers.md)"
+        if args.sort == "rank"
+        else f"sorted by {args.sort}"
+    )
     more = len(ordered) - len(shown)
     if more <= 0:
         return shown, f"{len(shown)} layers, {rule}"
-    return (
-        shown,
-        f"{len(shown)} of {len(ordered)} layers shown, {rule}; {more} more: --all shows every layer, --top N",
-    )
+    return shown, f"{len(shown)} of {len(ordered)} layers, {rule}; {more} more: --all, or --top N"
 
 
 def exist_ok_argument(p: argparse.ArgumentParser) -> None:

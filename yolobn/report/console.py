@@ -242,18 +242,28 @@ def _eps(counts: dict[str, int]) -> str:
     return " · ".join(f"{float(e):g} ×{n}" for e, n in counts.items())
 
 
+def _grid() -> Table:
+    """Key/value rows whose values wrap inside their own column (a narrow terminal stays readable)."""
+    g = Table.grid(padding=(0, 1))
+    g.add_column(style="bold cyan", no_wrap=True)
+    g.add_column(overflow="fold")
+    return g
+
+
 def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dict[str, float]) -> Panel:
     """Model metadata and the headline numbers."""
-    lines: list[Text] = []
+    g = _grid()
 
     def kv(k: str, v: Any) -> None:
-        if v in (None, "", [], {}):
-            return
-        lines.append(Text.assemble((f"{k:<14}", "bold cyan"), str(v)))
+        if v not in (None, "", [], {}):
+            g.add_row(k, v if isinstance(v, Text) else str(v))
 
     kv("model", meta.get("path") or meta.get("source"))
     if meta.get("sha256"):
-        kv("sha256", meta["sha256"])
+        kv(
+            "sha256",
+            Text.assemble(meta["sha256"][:16], (" (first 16 of 64 hex digits; all in the JSON)", "dim")),
+        )
     if meta.get("size_bytes"):
         kv("size", f"{meta['size_bytes'] / 1e6:.1f} MB ({meta.get('dtype_on_disk') or '?'} on disk)")
     names = meta.get("names") or []
@@ -267,41 +277,36 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
         kv("family", meta["family"] + (f" (inferred from {how})" if how and how != "yaml_file" else ""))
     else:
         kv("family", f"unknown ({how})" if how else "unknown")
-    saved = " ".join(x for x in (meta.get("ultralytics_version"), meta.get("date")) if x)
+    date = str(meta.get("date") or "")[:16].replace("T", " ")
+    saved = " ".join(x for x in (meta.get("ultralytics_version"), date) if x)
     kv("saved by", f"ultralytics {saved}" if saved else None)
     ta = meta.get("train_args") or {}
     if ta:
         kv("trained", ", ".join(f"{k}={ta[k]}" for k in ("imgsz", "epochs", "batch", "data") if k in ta))
     kv("parameters", f"{meta.get('n_params', 0):,}")
     for n in meta.get("notes") or []:
-        lines.append(Text(f"note: {n}", style="yellow"))
-
-    lines.append(Text(""))
+        g.add_row("note", Text(n, style="yellow"))
+    g.add_row("", "")
     s = summary
     by = s["dead_by_reason"]
-    lines.append(
-        Text.assemble(
-            ("BatchNorm     ", "bold cyan"),
-            f"{s['bn_layers']} layers, {s['channels']:,} channels",
-            (f"  ({', '.join(f'{v} {k}' for k, v in s['bn_types'].items())})", "dim"),
-        )
+    types = ", ".join(f"{v} {k}" for k, v in s["bn_types"].items())
+    kv(
+        "BatchNorm",
+        Text.assemble(f"{s['bn_layers']} layers, {s['channels']:,} channels ", (f"({types})", "dim")),
     )
     if s.get("eps"):
-        lines.append(Text.assemble(("eps           ", "bold cyan"), _eps(s["eps"])))
-    dead_style = "bold red" if s["dead"] else "bold green"
-    lines.append(
+        kv("eps", _eps(s["eps"]))
+    kv(
+        "dead",
         Text.assemble(
-            ("dead          ", "bold cyan"),
-            (f"{s['dead']:,} ({_pct(s['dead_share'])})", dead_style),
+            (f"{s['dead']:,} ({_pct(s['dead_share'])})", "bold red" if s["dead"] else "bold green"),
             f"  constant {by['constant']:,} · off {by['off']:,}  in {s['layers_with_dead']} layers",
-        )
+        ),
     )
-    lines.append(
-        Text.assemble(
-            ("eps-dominated ", "bold cyan"),
-            f"{s['eps_dominated']:,} ({_pct(s['eps_dominated_share'])}) channels with running_var < "
-            f"{thresholds['eps_factor']:g}·eps",
-        )
+    kv(
+        "eps-dominated",
+        f"{s['eps_dominated']:,} ({_pct(s['eps_dominated_share'])}) channels with running_var < "
+        f"{thresholds['eps_factor']:g}·eps",
     )
     if s["worst_layers"]:
         worst = ", ".join(
@@ -309,18 +314,17 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
             + (f" {_pct(w['eps_share'])} eps" if w["eps_share"] else "")
             for w in s["worst_layers"][:3]
         )
-        lines.append(Text.assemble(("worst layers  ", "bold cyan"), worst))
+        kv("worst layers", worst)
     for f in s["model_findings"]:
-        lines.append(Text(f"finding: {f}", style="yellow"))
+        g.add_row("finding", Text(f, style="yellow"))
     if s["findings_by_kind"]:
         kinds = ", ".join(f"{k.replace('_', ' ')} ×{v}" for k, v in s["findings_by_kind"].items())
-        lines.append(Text.assemble(("findings      ", "bold cyan"), (kinds, "yellow")))
+        kv("findings", Text(kinds, style="yellow"))
         for f in s["findings"][:5]:
-            lines.append(Text(f"  {f['name']}: {f['finding']}", style="yellow"))
+            g.add_row("", Text(f"{f['name']}: {f['finding']}", style="yellow"))
         if len(s["findings"]) > 5:
-            lines.append(Text(f"  ... {len(s['findings']) - 5} more in the table and the JSON", style="dim"))
+            g.add_row("", Text(f"... {len(s['findings']) - 5} more in the table and the JSON", style="dim"))
     else:
-        lines.append(Text.assemble(("findings      ", "bold cyan"), ("none", "green")))
-    th = ", ".join(f"{k}={v:g}" for k, v in thresholds.items())
-    lines.append(Text(f"thresholds: {th}", style="dim"))
-    return Panel(Group(*lines), title="yolobn inspect", title_align="left", expand=False)
+        kv("findings", Text("none", style="green"))
+    g.add_row("thresholds", Text(", ".join(f"{k}={v:g}" for k, v in thresholds.items()), style="dim"))
+    return Panel(g, title="yolobn inspect", title_align="left", expand=False)
