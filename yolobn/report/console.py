@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import pandas as pd
-from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -105,7 +104,7 @@ def _drift(x: float) -> str:
     if x is None or not math.isfinite(x):
         return "-"
     style = "red" if x >= 1 else ("yellow" if x >= 0.1 else "")
-    return f"[{style}]{x:.3g}[/]" if style else f"{x:.3g}"
+    return f"[{style}]{x:#.3g}[/]" if style else f"{x:#.3g}"
 
 
 OBSERVED_COLS = [
@@ -170,10 +169,11 @@ def observed_panel(
     """Headline numbers of the observed statistics: confusion, dead by reason, drift."""
     s = summary
     c = s["confusion"]
-    lines = [
-        Text.assemble(("images        ", "bold cyan"), f"{s['images']:,} at imgsz {s['imgsz']}"),
+    g = _grid()
+    g.add_row("images", f"{s['images']:,} at imgsz {s['imgsz']}")
+    g.add_row(
+        "observed dead",
         Text.assemble(
-            ("observed dead ", "bold cyan"),
             (
                 f"{s['observed_dead']:,} ({_pct(s['observed_dead_share'])})",
                 "bold red" if s["observed_dead"] else "bold green",
@@ -181,43 +181,33 @@ def observed_panel(
             f"  flat {s['observed_dead_by_reason']['flat']:,} · never positive "
             f"{s['observed_dead_by_reason']['never positive']:,}",
         ),
-        Text.assemble(
-            ("vs data-free  ", "bold cyan"),
-            f"both dead {c['both']:,} · predicted only {c['predicted_only']:,} · observed only "
-            f"{c['observed_only']:,} · both alive {c['neither']:,}",
-        ),
-        Text.assemble(("              ", "bold cyan"), (_prediction(s["prediction"], c), "dim")),
-        Text.assemble(
-            ("drift         ", "bold cyan"), f"mean over layers {_g(s['drift_mean'])} (Gaussian KL, nats)"
-        ),
-    ]
+    )
+    g.add_row(
+        "vs data-free",
+        f"both dead {c['both']:,} · predicted only {c['predicted_only']:,} · observed only "
+        f"{c['observed_only']:,} · both alive {c['neither']:,}",
+    )
+    g.add_row("", Text(_prediction(s["prediction"], c), style="dim"))
+    g.add_row("drift", f"mean over layers {_g(s['drift_mean'])} (Gaussian KL, nats)")
     if s["most_drifted"]:
-        lines.append(
-            Text.assemble(
-                ("most drifted  ", "bold cyan"),
-                ", ".join(f"{d['name']} {_g(d['drift'])}" for d in s["most_drifted"][:3]),
-            )
-        )
+        g.add_row("most drifted", ", ".join(f"{d['name']} {_g(d['drift'])}" for d in s["most_drifted"][:3]))
     ab = s.get("ablation")
     if ab:
         short = ab["metric"].replace("metrics/", "")
-        lines.append(
-            Text.assemble(
-                ("ablating them ", "bold cyan"),
-                f"{ab['channels']:,} channels observed dead ({_pct(ab['share'])}) set to their mean: {short} "
-                f"{ab['baseline']:.4f} → {ab['ablated']:.4f} ({ab['delta']:+.4f}) on {ab['data']}",
-            )
+        g.add_row(
+            "ablating them",
+            f"{ab['channels']:,} channels observed dead ({_pct(ab['share'])}) set to their mean: {short} "
+            f"{ab['baseline']:.4f} → {ab['ablated']:.4f} ({ab['delta']:+.4f}) on {ab['data']}",
         )
     if s["images"] < 32:
-        lines.append(Text(f"note: only {s['images']} images: observed dead and drift are noisy on small samples; "
-                          "use 32 or more (see README)", style="yellow"))  # fmt: skip
+        g.add_row("note", Text(f"only {s['images']} images: observed dead and drift are noisy on small samples; "
+                               "use 32 or more", style="yellow"))  # fmt: skip
     if s["layers_not_reached"]:
         n = len(s["layers_not_reached"])
-        lines.append(Text(f"note: {n} BN layer(s) not run by the forward pass: {', '.join(s['layers_not_reached'][:3])}"
-                          + (" ..." if n > 3 else ""), style="yellow"))  # fmt: skip
-    th = ", ".join(f"{k}={v:g}" for k, v in observed.items())
-    lines.append(Text(f"observed thresholds: {th}", style="dim"))
-    return Panel(Group(*lines), title=title, title_align="left", expand=False)
+        names = ", ".join(s["layers_not_reached"][:3]) + (" ..." if n > 3 else "")
+        g.add_row("note", Text(f"{n} BN layer(s) not run by the forward pass: {names}", style="yellow"))
+    g.add_row("thresholds", Text(", ".join(f"{k}={v:g}" for k, v in observed.items()), style="dim"))
+    return Panel(g, title=title, title_align="left", expand=False)
 
 
 def _prediction(p: dict[str, float], c: dict[str, int]) -> str:
