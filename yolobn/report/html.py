@@ -271,8 +271,7 @@ A channel is observed dead when its post-activation std over all images and posi
 (<b>flat</b>), or when, before a SiLU/ReLU-like activation, at most {ot["min_positive"]:g} of its pre-activations are positive
 (<b>never positive</b>). Drift compares the BN input seen on the images with running_mean / running_var: mean shift in running
 standard deviations, ln of the variance ratio, and their Gaussian KL (0 when the stored statistics fit these images).
-{len(os_["layers_not_reached"])} BN layer(s) not run by the forward pass.</p>
-{_ablation_line(os_.get("ablation"))}
+{len(os_["layers_not_reached"])} BN layer(s) not run by the forward pass.</p>{_ablation_line(os_.get("ablation"))}
 {figure(plots.confusion_plot(layers), "Per layer, the share of channels dead on the images and/or by the data-free criteria: red both, orange predicted only (the data keeps them alive), purple observed only (the data-free criteria missed them). Hover a bar for the counts.")}
 {figure(plots.drift_plot(layers), "Mean channel drift per layer (bar; orange from 0.1, red from 1) and the most drifted channel (dot), log scale. High drift: the stored statistics do not describe these images (domain shift, or stale statistics after pruning or fine-tuning): yolobn recalibrate re-estimates them.")}
 <p>Most drifted layers:</p><ul class="findings">{drifted}</ul>"""
