@@ -24,7 +24,17 @@ MODULES = _modules()
 def _imports(p: Path) -> tuple[set[str], list[str]]:
     """The yolobn modules ``p`` imports (anywhere in it) and the private names it imports from them."""
     deps, private = set(), []
-    for n in ast.walk(ast.parse(p.read_text())):
+    tree = ast.parse(p.read_text())
+    typing_only = {  # imports under `if TYPE_CHECKING:` are types only: they never run, so they make no cycle
+        id(m)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"
+        for b in n.body
+        for m in ast.walk(b)
+    }
+    for n in ast.walk(tree):
+        if id(n) in typing_only:
+            continue
         if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "yolobn":
             for a in n.names:
                 sub = f"{n.module}.{a.name}"
@@ -72,3 +82,45 @@ def test_sizes():
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 85:
                 long_functions[f"{m}.{n.name}"] = n.end_lineno - n.lineno + 1
     assert long_modules == {} and long_functions == {}
+
+
+# The README's layout, top to bottom: a module imports only the layers above its own (and its own).
+LAYERS = [
+    "_version errors thresholds registry findings atomic digest",
+    "sniff checks yamlmodel family loader datasets",
+    "walk dead stats inspection",
+    "images device recording observation layerwise recalibration checkpoint",
+    "impls swapping ablation validation agreement variants fanout sweep experiment frontier",
+    "comparison tracking api",
+    "report",
+    "cli",
+]
+# The README's two stated exceptions: result objects render themselves through these leaf modules,
+# and the registry imports its builders when a variant is made.
+UPWARD_OK = {"yolobn.report.export", "yolobn.report.notebook"}
+UPWARD_PAIRS = {("yolobn.registry", "yolobn.impls")}
+
+
+def _layer(m: str) -> int | None:
+    rank = {f"yolobn.{name}": i for i, line in enumerate(LAYERS) for name in line.split()}
+    parts = m.split(".")
+    return next(
+        (rank[".".join(parts[:k])] for k in range(len(parts), 1, -1) if ".".join(parts[:k]) in rank), None
+    )
+
+
+def test_layers_import_only_upward():
+    unplaced = sorted(
+        m for m in MODULES if _layer(m) is None and m not in ("yolobn", "yolobn.data", "yolobn.data.synth")
+    )
+    assert unplaced == [], "place new modules in LAYERS (and in the README's layout)"
+    down = []
+    for m, p in MODULES.items():
+        for d in _imports(p)[0]:
+            lm, ld = _layer(m), _layer(d)
+            upward = lm is not None and ld is not None and ld > lm
+            if upward and d not in UPWARD_OK and (m, d) not in UPWARD_PAIRS:
+                down.append(f"{m} -> {d}")
+    assert sorted(down) == []
+    for leaf in UPWARD_OK:  # the leaves import nothing below the foundation at module level
+        assert {d for d in _imports(MODULES[leaf])[0] if _layer(d) not in (0, 6, None)} == set()

@@ -35,6 +35,9 @@ from yolobn.errors import YolobnError
 class Ablated(nn.Module):
     """``inner(x)``, then channels ``channels`` set to ``values`` (a new module; ``inner`` is shared, not copied)."""
 
+    channels: torch.Tensor
+    values: torch.Tensor
+
     def __init__(self, inner: nn.Module, channels: Sequence[int], values: Sequence[float]) -> None:
         super().__init__()
         self.inner = inner
@@ -139,13 +142,9 @@ def _post_activation_site(
     bn = modules[b.name]
     parent_name, _, attr = b.name.rpartition(".")
     parent = modules[parent_name] if parent_name else root
-    act = root.get_submodule(b.act_name) if b.act_name else None
-    if (
-        act is not None
-        and getattr(parent, "bn", None) is bn
-        and getattr(parent, "act", None) is act
-        and _one_bn(parent)
-    ):
+    act: nn.Module | None = root.get_submodule(b.act_name) if b.act_name else None
+    owned = getattr(parent, "bn", None) is bn and getattr(parent, "act", None) is act
+    if act is not None and owned and _one_bn(parent):
         return act, parent, "act"  # Ultralytics Conv and its kin: act(bn(conv(x)))
     if act is not None and isinstance(parent, nn.Sequential) and b.act_name.startswith(f"{parent_name}."):
         i = b.act_name.rpartition(".")[2]

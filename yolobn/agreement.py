@@ -104,8 +104,10 @@ def _box_matches(
 
     try:
         from ultralytics.utils.nms import non_max_suppression
-    except ImportError:  # older ultralytics
-        from ultralytics.utils.ops import non_max_suppression
+    except ImportError:  # older ultralytics kept it in ops
+        import importlib
+
+        non_max_suppression = importlib.import_module("ultralytics.utils.ops").non_max_suppression
 
     pa = non_max_suppression(ta, conf, 0.7, nc=nc)
     pb = non_max_suppression(tb, conf, 0.7, nc=nc)

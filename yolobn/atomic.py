@@ -30,7 +30,7 @@ def temp_path(path: Path) -> Path:
 
 def clean_stale(folder: Path) -> list[Path]:
     """Remove yolobn's temporary files in ``folder`` whose writing process no longer runs."""
-    removed = []
+    removed: list[Path] = []
     pattern = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}" + re.escape(_SUFFIX) + "$")
     try:
         entries = list(os.scandir(folder))

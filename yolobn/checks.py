@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ def _check_tree(model: nn.Module, where: str) -> None:
             raise CheckpointError(
                 f"{where}: {prefix or 'the model'} ({type(m).__name__}) is incomplete; {_DAMAGED}"
             )
-        modules, params, buffers = tables
+        modules, params, buffers = (cast(dict, t) for t in tables)
         shadowed = set(m.__dict__) & (set(modules) | set(params) | set(buffers))
         if shadowed:  # a plain attribute hiding a registered tensor or module: never written by torch
             raise CheckpointError(
@@ -113,7 +113,7 @@ def _check_head(model: nn.Module, layers: Any, where: str) -> None:
             f"{where}: the model has no layers (model.model is {_kind(layers)}); {_DAMAGED}"
         )
     head = layers[-1]
-    needed = ("stride", "anchors", "strides") if isinstance(head, Detect) else ()
+    needed: tuple[str, ...] = ("stride", "anchors", "strides") if isinstance(head, Detect) else ()
     needed = ("anchors", "valid_mask") if isinstance(head, RTDETRDecoder) else needed
     for attr in needed:
         v = getattr(head, attr, None)

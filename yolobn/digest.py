@@ -24,6 +24,7 @@ import zlib
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 _CHUNK = 1 << 20
 _LOCAL_HEADER = 30  # fixed part of a zip local file header
@@ -64,7 +65,7 @@ def scan(path: str | os.PathLike) -> Digest:
     return Digest(h.hexdigest(), len(records), check.finish(pos))
 
 
-def _records(f) -> list[tuple[int, int, int, str]]:
+def _records(f: BinaryIO) -> list[tuple[int, int, int, str]]:
     """(local header offset, stored size, CRC, name) of each stored record, by offset."""
     try:
         with zipfile.ZipFile(f) as z:

@@ -347,7 +347,7 @@ def pin_threads() -> None:
     torch.set_num_threads(n)
     tu = importlib.import_module("ultralytics.utils.torch_utils")
     if hasattr(tu, "NUM_THREADS"):
-        tu.NUM_THREADS = n
+        setattr(tu, "NUM_THREADS", n)  # noqa: B010 - a module attribute not every release has
 
 
 def worker_settings(settings: Any) -> Any:

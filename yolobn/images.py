@@ -58,7 +58,7 @@ def collect_images(paths: Sequence[str | os.PathLike] | None, limit: int | None 
         else:
             raise YolobnError(f"--images {text}: no such file or folder")
     if not out:
-        raise YolobnError(f"--images {' '.join(map(os.fspath, paths))}: no images found")
+        raise YolobnError(f"--images {' '.join(str(os.fspath(p)) for p in paths)}: no images found")
     return out[:limit] if limit else out
 
 

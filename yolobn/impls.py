@@ -40,8 +40,11 @@ class ReferenceBatchNorm2d(nn.Module):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
+        self.weight: nn.Parameter | None = nn.Parameter(torch.ones(num_features)) if affine else None
+        self.bias: nn.Parameter | None = nn.Parameter(torch.zeros(num_features)) if affine else None
+        self.running_mean: torch.Tensor | None
+        self.running_var: torch.Tensor | None
+        self.num_batches_tracked: torch.Tensor | None
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features))
             self.register_buffer("running_var", torch.ones(num_features))
@@ -64,21 +67,26 @@ class ReferenceBatchNorm2d(nn.Module):
             dims = [0, *range(2, x.dim())]
             mean = x.mean(dims)
             var = x.var(dims, unbiased=False)
-            if self.training and self.track_running_stats:
+            rm, rv, nbt = self.running_mean, self.running_var, self.num_batches_tracked
+            if self.training and rm is not None and rv is not None and nbt is not None:
                 with torch.no_grad():
                     n = x.numel() / x.shape[1]
-                    self.num_batches_tracked.add_(1)
-                    m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                    self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                    self.running_var.mul_(1 - m).add_(m * var.detach() * n / max(n - 1, 1))
+                    nbt.add_(1)
+                    m = self.momentum if self.momentum is not None else 1.0 / float(nbt)
+                    rm.mul_(1 - m).add_(m * mean.detach())
+                    rv.mul_(1 - m).add_(m * var.detach() * n / max(n - 1, 1))
         else:
+            if (
+                self.running_mean is None or self.running_var is None
+            ):  # pragma: no cover - use_batch covers it
+                raise RuntimeError("eval mode without running statistics")
             mean, var = self.running_mean, self.running_var
         # gamma * (x - mean) / sqrt(var + eps) + beta, with the per-channel factors combined first
         # (C values) so the big tensor is touched once: the same formula, one pass instead of four.
         inv = torch.rsqrt(var + self.eps)
-        scale = inv * self.weight if self.affine else inv
+        scale = inv * self.weight if self.weight is not None else inv
         shift = -mean * scale
-        if self.affine:
+        if self.bias is not None:
             shift = shift + self.bias
         return torch.addcmul(shift.view(shape), x, scale.view(shape))
 
@@ -88,6 +96,11 @@ class ReferenceBatchNorm2d(nn.Module):
 
 class FrozenBatchNorm2d(nn.Module):
     """Running statistics and affine as buffers; always ``y = x * scale + shift`` (torchvision semantics)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -99,10 +112,10 @@ class FrozenBatchNorm2d(nn.Module):
     def from_batchnorm(cls, bn: _BatchNorm) -> FrozenBatchNorm2d:
         new = cls(bn.num_features, bn.eps)
         with torch.no_grad():
-            if bn.affine:
+            if bn.weight is not None and bn.bias is not None:
                 new.weight.copy_(bn.weight)
                 new.bias.copy_(bn.bias)
-            if bn.track_running_stats:
+            if bn.running_mean is not None and bn.running_var is not None:
                 new.running_mean.copy_(bn.running_mean)
                 new.running_var.copy_(bn.running_var)
         return new.to(device_of(bn))
@@ -166,13 +179,16 @@ def fold_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
     """A new conv computing ``bn(conv(x))`` in eval mode (the standard folding formula)."""
     frozen = FrozenBatchNorm2d.from_batchnorm(bn)
     scale, shift = frozen.scale_shift()
+    # conv's geometry as 2-tuples (what Conv2d stores), typed as the constructor expects
+    k, st, dil = (_pair(v) for v in (conv.kernel_size, conv.stride, conv.dilation))
+    pad = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
     fused = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
+        k,
+        st,
+        pad,
+        dil,
         conv.groups,
         bias=True,
         padding_mode=conv.padding_mode,
@@ -180,8 +196,15 @@ def fold_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         b = conv.bias if conv.bias is not None else torch.zeros_like(shift)
-        fused.bias.copy_(b * scale + shift)
+        bias = fused.bias
+        assert bias is not None  # bias=True above
+        bias.copy_(b * scale + shift)
     return fused
+
+
+def _pair(v: tuple[int, ...] | int) -> tuple[int, int]:
+    a, b = (v, v) if isinstance(v, int) else (v[0], v[-1])
+    return int(a), int(b)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,6 +271,8 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
                 raise YolobnError(f"--impl {spec}: {path} is not a file")
             mod_name = f"yolobn_custom_{abs(hash(str(path.resolve())))}"
             sp = importlib.util.spec_from_file_location(mod_name, path)
+            if sp is None or sp.loader is None:
+                raise YolobnError(f"--impl {spec}: {path} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(sp)
             sys.modules[mod_name] = module
             sp.loader.exec_module(module)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +12,7 @@ import pandas as pd
 from yolobn._version import __version__
 from yolobn.errors import NoBatchNormError, YolobnError
 from yolobn.findings import Finding, by_kind, describe
-from yolobn.loader import LoadedModel, load
+from yolobn.loader import LoadedModel, ModelMeta, load
 from yolobn.report.export import json_safe
 from yolobn.stats import stats_and_findings
 from yolobn.thresholds import Thresholds
@@ -44,7 +44,7 @@ class Inspection:
     layer_findings: list[Finding] = field(default_factory=list)  # of the selected layers, in layer order
 
     @property
-    def meta(self):
+    def meta(self) -> ModelMeta:
         return self.loaded.meta
 
     def __repr__(self) -> str:
@@ -239,7 +239,7 @@ def rank_layers(layers: pd.DataFrame) -> pd.DataFrame:
     return layers.loc[order]
 
 
-def _col(name: str):
+def _col(name: str) -> Callable[[pd.DataFrame], Any]:
     return lambda ly: ly[name] if name in ly.columns else None
 
 

@@ -17,7 +17,7 @@ counter moves) are not kept. Everything lives within a byte budget; what does no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +54,7 @@ class Plan:
     unreached: list[str]
 
 
-def dependency_plan(root: nn.Module, x: torch.Tensor, targets: dict[str, nn.Module]) -> Plan:
+def dependency_plan(root: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module]) -> Plan:
     """One forward pass of ``x`` (one image is enough) with autograd: which selected BN feeds which.
 
     The model's parameters and buffers are not written; hooks are removed on exit.
@@ -71,14 +71,14 @@ def dependency_plan(root: nn.Module, x: torch.Tensor, targets: dict[str, nn.Modu
         probes[id(keep[-1])] = name_of[id(mod)]
         return out + keep[-1]
 
-    def pre(name: str):
+    def pre(name: str) -> Callable[..., None]:
         def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             ins.setdefault(name, []).append((*args, *kwargs.values()))
             order.append(name)
 
         return hook
 
-    def post(name: str):
+    def post(name: str) -> Callable[..., None]:
         return lambda mod, args, out: outs.setdefault(name, []).append(out)
 
     handles = []
@@ -106,7 +106,9 @@ def dependency_plan(root: nn.Module, x: torch.Tensor, targets: dict[str, nn.Modu
     )
 
 
-def _consumers(cacheable: list[str], readers: list[str], ins, outs) -> dict[str, frozenset[str]] | None:
+def _consumers(
+    cacheable: list[str], readers: list[str], ins: dict[str, list[Any]], outs: dict[str, list[Any]]
+) -> dict[str, frozenset[str]] | None:
     """Which readers (modules, BNs) take each cacheable module's output, through any code between
     them: the nearest module outputs their inputs' graphs reach. None when a graph is cut (a float
     input that does not require grad: detached, or made under no_grad): nothing is then known unread."""
@@ -214,8 +216,11 @@ class Budget:
 class Images:
     """The preprocessed batches: read once, then kept (uint8 when that is exact) while they fit."""
 
-    def __init__(self, paths, size, stride, batch, task, dev, budget: Budget) -> None:
-        self.args, self.kw = (paths, size), {"stride": stride, "batch": batch, "task": task}
+    def __init__(
+        self, paths: Sequence[Path], size: int, stride: int, batch: int, task: str | None, dev: torch.device,
+        budget: Budget,
+    ) -> None:  # fmt: skip
+        self.paths, self.size, self.stride, self.batch, self.task = paths, size, stride, batch, task
         self.dev, self.budget = dev, budget
         self.kept: list[torch.Tensor] | None = []
         self.skipped: list[Path] = []
@@ -224,10 +229,16 @@ class Images:
     def first(self) -> torch.Tensor:
         """One image (for the dependency plan)."""
         skipped: list[Path] = []
-        got = next(iter_batches(*self.args, **self.kw, skipped=skipped), None)
+        got = next(self._batches(skipped), None)
         if got is None:  # the list of paths is never empty: every one failed
             check_decoded(0, skipped)
+            raise YolobnError("--images: no image could be decoded")  # pragma: no cover
         return got[0][:1].to(self.dev)
+
+    def _batches(self, skipped: list[Path]) -> Iterator[tuple[torch.Tensor, list[Path]]]:
+        return iter_batches(
+            self.paths, self.size, stride=self.stride, batch=self.batch, task=self.task, skipped=skipped
+        )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         if self.kept is not None and self.count:
@@ -236,12 +247,12 @@ class Images:
             return
         skipped: list[Path] = []
         fresh = not self.count
-        for x, names in iter_batches(*self.args, **self.kw, skipped=skipped):
+        for x, names in self._batches(skipped):
             if fresh:
                 self._keep(x)
             yield x.to(self.dev), len(names)
         if fresh:
-            self.skipped, self.count = skipped, len(self.args[0]) - len(skipped)
+            self.skipped, self.count = skipped, len(self.paths) - len(skipped)
 
     def _keep(self, x: torch.Tensor) -> None:
         if self.kept is None:
@@ -278,7 +289,10 @@ class _Kept:
 class LevelRun:
     """The passes over the images (one per level, then the check) and the cache of finished outputs."""
 
-    def __init__(self, root, targets, source: Images, budget: Budget, progress, total: int) -> None:
+    def __init__(
+        self, root: nn.Module, targets: dict[str, _BatchNorm], source: Images, budget: Budget, progress: Any,
+        total: int,
+    ) -> None:  # fmt: skip
         self.root, self.targets, self.source, self.budget = root, targets, source, budget
         self.modules = dict(root.named_modules())
         self.final: set[str] = set()  # BNs whose statistics are set
@@ -315,7 +329,7 @@ class LevelRun:
         expected = sum(plan.calls[n] for n in names)
         seen = [0]
 
-        def hook(name: str):
+        def hook(name: str) -> Callable[..., None]:
             def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
                 moments[name].add_values(args[0], self.scratch)
                 seen[0] += 1
@@ -393,6 +407,7 @@ class LevelRun:
         """Drop, evict and restore kept outputs for the coming pass; the modules to keep from it."""
         for m in [m for m in self.cached if any(a in self.cached for a in ancestors(m))]:
             self._drop(m)  # inside a module kept whole: never called again
+        assert plan.consumers is not None  # the plan of a cached run knows who reads what
         changed = True
         while changed:  # an evicted output someone computes from again must be computed itself
             changed = False
@@ -436,7 +451,7 @@ class LevelRun:
     def _capturing(self, names: list[str]) -> Iterator[None]:
         store: dict[str, list[tuple[torch.Tensor, int]]] = {n: [] for n in names}
 
-        def hook(name: str):
+        def hook(name: str) -> Callable[..., None]:
             def post(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
                 if name in store and isinstance(out, torch.Tensor):
                     if self.budget.take(out):
@@ -475,20 +490,22 @@ def ancestors(name: str) -> Iterator[str]:
         yield ".".join(parts[:k])
 
 
-def set_statistics(name: str, bn: nn.Module, m: Moments) -> None:
+def set_statistics(name: str, bn: _BatchNorm, m: Moments) -> None:
     """Running mean and population variance from ``m``."""
     var = m.var
     if not (torch.isfinite(m.mean).all() and torch.isfinite(var).all()):
         raise YolobnError(
             f"BN layer {name}: its input is not finite (inf/NaN) on these images; the model is broken before it"
         )
+    assert bn.running_mean is not None and bn.running_var is not None  # only tracking BNs are recalibrated
     with torch.no_grad():
         bn.running_mean.copy_(m.mean)
         bn.running_var.copy_(var)
 
 
-def drift_of(bn: nn.Module, m: Moments) -> torch.Tensor:
+def drift_of(bn: _BatchNorm, m: Moments) -> torch.Tensor:
     """Per-channel KL drift of the observed input against the running statistics (observation.py)."""
+    assert bn.running_mean is not None and bn.running_var is not None
     rm = bn.running_mean.detach().double()
     denom = bn.running_var.detach().double() + bn.eps
     ratio = (m.var + bn.eps) / denom

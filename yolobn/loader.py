@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -38,6 +38,9 @@ from yolobn.sniff import bare_model_class, detail, explain_load_error, explain_m
 from yolobn.yamlmodel import build_from_yaml, check_model_yaml, literal_nn_call
 
 __all__ = ["DEMO_FILE", "LoadedModel", "ModelMeta", "check_model_yaml", "demo_model_path", "load", "sniff"]
+
+if TYPE_CHECKING:  # a type only: swapping imports this module at run time
+    from yolobn.swapping import SwapResult
 
 DEMO_FILE = "demo_yolo11n_shapes.pt"
 _literal_nn_call = literal_nn_call  # the name tests/test_security.py checks the activation rule under
@@ -101,12 +104,14 @@ class LoadedModel:
     """A model ready for inspection: fp32, eval mode, unfused, owned by yolobn (a private copy).
 
     ``run_error`` is set (a one-line message) when the model does not run with the installed
-    Ultralytics: its statistics can be read, but nothing can be run through it.
+    Ultralytics: its statistics can be read, but nothing can be run through it. ``swap`` is set on
+    the models ``yolobn.swap`` returns.
     """
 
     model: nn.Module
     meta: ModelMeta
     run_error: str | None = field(default=None, repr=False)
+    swap: SwapResult | None = field(default=None, repr=False)  # set by yolobn.swap: what was replaced
 
     def __repr__(self) -> str:
         m = self.meta

@@ -272,9 +272,7 @@ def add_observed(
         }
     )
     agg = agg.reindex(ly["name"])
-    ly["obs_count"] = [
-        int(records[n].inp.n) if n in records and records[n].inp is not None else 0 for n in ly["name"]
-    ]
+    ly["obs_count"] = [int(records[n].inp.n) if n in records else 0 for n in ly["name"]]
     for k in ("obs_dead", "dead_both", "dead_predicted_only", "dead_observed_only"):
         ly[k] = agg[k].fillna(0).astype(np.int64).to_numpy()
     ly["obs_dead_share"] = np.where(ly["channels"] > 0, ly["obs_dead"] / ly["channels"].clip(lower=1), 0.0)
@@ -294,7 +292,7 @@ def _channel_values(
     rec: LayerRecord | None, bn: nn.Module, c: int, act: str, th: ObservedThresholds
 ) -> dict[str, np.ndarray]:
     nan = np.full(c, np.nan)
-    if rec is None or rec.inp is None or rec.inp.n == 0:
+    if rec is None or rec.inp.n == 0:
         return {
             **{k: nan for k in OBS_CHANNEL_COLUMNS},
             "obs_count": np.zeros(c, dtype=np.int64),

@@ -55,6 +55,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.errors import YolobnError
 from yolobn.images import Progress, check_decoded, model_stride
@@ -150,16 +151,16 @@ def recalibrate(
     return LoadedModel(root.to("cpu"), meta)
 
 
-def _targets(root: nn.Module, select: Sequence[str] | None) -> tuple[dict[str, nn.Module], list[str]]:
+def _targets(root: nn.Module, select: Sequence[str] | None) -> tuple[dict[str, _BatchNorm], list[str]]:
     """The selected BNs with running statistics, by name, and the names of those without."""
     from yolobn.walk import find_blocks, matches
 
-    modules = dict(root.named_modules())
+    bns = {n: m for n, m in root.named_modules() if isinstance(m, _BatchNorm)}
     blocks = [b for b in find_blocks(root) if not select or matches(b, select)]
     if select and not blocks:
         raise YolobnError(f"--layers {' '.join(select)}: matches none of the BN layers")
-    untracked = [b.name for b in blocks if not modules[b.name].track_running_stats]
-    targets = {b.name: modules[b.name] for b in blocks if modules[b.name].track_running_stats}
+    untracked = [b.name for b in blocks if not bns[b.name].track_running_stats]
+    targets = {b.name: bns[b.name] for b in blocks if bns[b.name].track_running_stats}
     if not targets:
         raise YolobnError(
             "none of the selected BN layers keeps running statistics (track_running_stats=False): "

@@ -17,7 +17,7 @@ float64. Nothing else is kept: memory is O(channels) whatever the number of imag
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -117,12 +117,8 @@ class LayerRecord:
     def __init__(self, channels: int, scratch: Scratch) -> None:
         self.channels = channels
         self.scratch = scratch
-        self.inp: Moments | None = None
-        self.out: Moments | None = None
-        self.post: Moments | None = None
-        self.min: torch.Tensor | None = None
-        self.max: torch.Tensor | None = None
-        self.pos: torch.Tensor | None = None
+        self._device: torch.device | None = None  # set by the first call: the statistics live there
+        self._init(torch.device("cpu"))
 
     def _init(self, device: torch.device) -> None:
         c = self.channels
@@ -130,6 +126,12 @@ class LayerRecord:
         self.min = torch.full((c,), math.inf, dtype=torch.float64, device=device)
         self.max = torch.full((c,), -math.inf, dtype=torch.float64, device=device)
         self.pos = torch.zeros(c, dtype=torch.int64, device=device)
+
+    def _on(self, device: torch.device) -> None:
+        if self._device is None:
+            if device != torch.device("cpu"):
+                self._init(device)
+            self._device = device
 
     def bn(
         self, x: torch.Tensor, y: torch.Tensor, post: str, act: nn.Module | None, affine: tuple | None
@@ -139,8 +141,7 @@ class LayerRecord:
         hook). ``affine`` = (a, b) when the BN is a plain eval-mode BatchNorm, ``y = a * x + b`` per
         channel: the output's moments, min and max then follow exactly from the input's (in float64,
         without float32 rounding) and only the positives are counted on ``y``."""
-        if self.inp is None:
-            self._init(y.device)
+        self._on(y.device)
         n, c = y.shape[0], y.shape[1]
         rx = _rows(x)
         count, mean_x, m2_x = batch_moments(x, self.scratch, rx)
@@ -161,7 +162,7 @@ class LayerRecord:
         torch.maximum(self.max, hi, out=self.max)
         if post == "out":
             self.post.add(*stats)
-        elif post == "act":
+        elif post == "act" and act is not None:
             self.post.add(*batch_moments(act(y), self.scratch))
         # Positives: y > 0 written as 1.0/0.0 into the float buffer and summed (exact below 2**24 per
         # row): several times faster than summing a bool tensor.
@@ -172,8 +173,7 @@ class LayerRecord:
             self.pos += (ry > 0).sum(1).view(n, c).sum(0)
 
     def owner(self, out: torch.Tensor) -> None:
-        if self.post is None:
-            self._init(out.device)
+        self._on(out.device)
         self.post.add(*batch_moments(out, self.scratch))
 
 
@@ -234,10 +234,11 @@ def recording(model: Any, *, select: Sequence[str] | None = None) -> Iterator[Re
         parent_name = b.name.rpartition(".")[0]
         parent = modules.get(parent_name) if parent_name else None
         act = root.get_submodule(b.act_name) if b.act_name else None  # shared SiLU: listed once by name
-        owner = None
+        owner: nn.Module | None = None
         if (
             family
             and isinstance(parent, family)
+            and isinstance(parent, nn.Module)
             and getattr(parent, "bn", None) is bn
             and getattr(parent, "act", None) is act
         ):
@@ -266,7 +267,9 @@ _PLAIN_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 def _affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(a, b) in float64 with ``bn(x) == a * x + b`` per channel, for a plain BatchNorm in eval mode."""
-    if type(bn) not in _PLAIN_BN or bn.training or bn.running_mean is None or bn.running_var is None:
+    if not isinstance(bn, _PLAIN_BN) or type(bn) not in _PLAIN_BN:  # exact types: subclasses may differ
+        return None
+    if bn.training or bn.running_mean is None or bn.running_var is None:
         return None
     rm, rv = bn.running_mean.detach().double(), bn.running_var.detach().double()
     w = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(rm)
@@ -275,7 +278,7 @@ def _affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     return a, b - rm * a
 
 
-def _bn_hook(t: _Target):
+def _bn_hook(t: _Target) -> Callable[..., None]:
     post = "owner" if t.owner is not None else ("act" if t.act is not None else "out")
 
     def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
@@ -287,7 +290,7 @@ def _bn_hook(t: _Target):
     return hook
 
 
-def _owner_hook(t: _Target):
+def _owner_hook(t: _Target) -> Callable[..., None]:
     def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         if isinstance(output, torch.Tensor) and output.dim() >= 2:
             t.record.owner(output.detach())

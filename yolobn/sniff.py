@@ -180,7 +180,7 @@ def scan_pickle(data: bytes) -> PickleScan:
         for op, arg, _ in pickletools.genops(io.BytesIO(data)):
             name = op.name
             if name == "PROTO":
-                scan.protocol = int(arg)
+                scan.protocol = int(arg or 0)
                 continue
             if name == "FRAME":
                 continue
@@ -193,8 +193,12 @@ def scan_pickle(data: bytes) -> PickleScan:
                     scan.calling.add(name)
                 pushed.append(None)
             elif name == "STACK_GLOBAL":
-                mod, attr = pushed[-2:] if len(pushed) >= 2 else [None, None]
-                full = f"{mod}.{attr}" if isinstance(mod, str) and isinstance(attr, str) else "<computed>"
+                mod_o, attr_o = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+                full = (
+                    f"{mod_o}.{attr_o}"
+                    if isinstance(mod_o, str) and isinstance(attr_o, str)
+                    else "<computed>"
+                )
                 seen[full] = None
                 if first:
                     scan.top = full
@@ -205,9 +209,9 @@ def scan_pickle(data: bytes) -> PickleScan:
             elif name in ("MEMOIZE",):
                 memo[len(memo)] = pushed[-1] if pushed else None
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = pushed[-1] if pushed else None
+                memo[int(arg or 0)] = pushed[-1] if pushed else None
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                pushed.append(memo.get(int(arg)))
+                pushed.append(memo.get(int(arg or 0)))
             elif name == "STOP":
                 scan.ok = True
                 break

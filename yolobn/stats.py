@@ -334,7 +334,7 @@ def _layer_row(
     return row
 
 
-def dead_channels(model: Any, thresholds: Thresholds | None = None):
+def dead_channels(model: Any, thresholds: Thresholds | None = None) -> pd.DataFrame:
     """The dead channels of every BatchNorm, found without data.
 
     Args:

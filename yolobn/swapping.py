@@ -12,7 +12,7 @@ from torch import nn
 
 from yolobn.errors import YolobnError
 from yolobn.impls import fold_into_conv
-from yolobn.registry import Impl, parse_impl
+from yolobn.registry import Impl, ImplRecord, parse_impl
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _set_child(parent: nn.Module, attr: str, new: nn.Module) -> None:
         setattr(parent, attr, new)
 
 
-def _record_of(spec: Impl):
+def _record_of(spec: Impl) -> ImplRecord:
     rec = spec.record
     if rec is None:  # pragma: no cover - parse_impl only makes Impls of registered names or custom ones
         raise YolobnError(f"--impl {spec.label}: unknown implementation")
@@ -170,5 +170,5 @@ def _swap_ablated(model: Any, spec: Impl, layers: Sequence[str] | None) -> Any:
     meta = copy.deepcopy(loaded.meta)
     meta.notes.append(f"{plan.count} {dead} dead channels ablated ({plan.source} constants)")
     out = LoadedModel(root, meta)
-    out.swap = SwapResult(root, spec.label, list(plan.channels), [], detail)  # type: ignore[attr-defined]
+    out.swap = SwapResult(root, spec.label, list(plan.channels), [], detail)
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 
 def _opt(default: float, flag: str, metavar: str, help: str, *, share: bool = False) -> Any:
@@ -102,6 +102,6 @@ class ObservedThresholds:
 def options(cls: type) -> list[tuple[str, str, float, str, str]]:
     """``(field, flag, default, metavar, help)`` for every threshold of ``cls`` (the CLI's options)."""
     return [
-        (f.name, f.metadata["flag"], f.default, f.metadata["metavar"], f.metadata["help"])
+        (f.name, f.metadata["flag"], cast(float, f.default), f.metadata["metavar"], f.metadata["help"])
         for f in fields(cls)
     ]

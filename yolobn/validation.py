@@ -86,7 +86,7 @@ def validate(
         imgsz,
         batch,
         str(device),
-        str(stride.tolist() if hasattr(stride, "tolist") else stride),
+        str(stride.tolist() if stride is not None and hasattr(stride, "tolist") else stride),
     )
     # Popped while in use and put back only after a whole pass: a validation that raised midway
     # leaves its loader's iterator mid-epoch, and reusing it would shift every later batch.
@@ -119,7 +119,7 @@ class _Group:
         return f"(map={self.map:.4f}, map50={self.map50:.4f}, mp={self.mp:.4f}, mr={self.mr:.4f})"
 
 
-class Metrics(dict):  # type: ignore[type-arg]
+class Metrics(dict[str, float]):
     """Validation results: ``.box.map`` (mAP50-95), ``.box.map50``, ``.box.mp``, ``.box.mr``; ``.seg``
     and ``.pose`` for masks and keypoints; ``.top1``/``.top5`` for classifiers; ``.ms_per_image``.
 

@@ -203,8 +203,10 @@ def measure_baseline(loaded: Any, s: Settings, spec: dict[str, Any], ctx: Any) -
     if s.cache:
         m, cached = baseline(loaded, s.data, imgsz=s.imgsz, batch=s.batch, device=s.device, trust=s.trust)
         return {"metrics": m, "cached": cached}
-    kw = {"imgsz": s.imgsz, "batch": s.batch, "device": s.device, "trust": s.trust}
-    return {"metrics": validate(loaded, s.data, loaders=ctx.loaders, **kw), "cached": False}
+    m = validate(
+        loaded, s.data, imgsz=s.imgsz, batch=s.batch, device=s.device, trust=s.trust, loaders=ctx.loaders
+    )
+    return {"metrics": m, "cached": False}
 
 
 def measure(loaded: Any, s: Settings, spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
@@ -218,8 +220,11 @@ def measure(loaded: Any, s: Settings, spec: dict[str, Any], ctx: Any) -> dict[st
         diff = agreement(loaded, swapped, s.images, s.imgsz, batch=s.batch)
     else:
         diff = output_difference(loaded.model, swapped.model, s.imgsz)
-    kw = {"imgsz": s.imgsz, "batch": s.batch, "device": s.device, "trust": s.trust}
-    m = validate(swapped, s.data, loaders=ctx.loaders, **kw) if s.data else {}
+    m: dict[str, float] = {}
+    if s.data:
+        m = validate(
+            swapped, s.data, imgsz=s.imgsz, batch=s.batch, device=s.device, trust=s.trust, loaders=ctx.loaders
+        )
     return {
         "metrics": m,
         "diff": diff,

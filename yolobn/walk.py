@@ -144,7 +144,7 @@ def matches(block: Any, patterns: Sequence[str]) -> bool:
     )
 
 
-def blocks_frame(model: Any):
+def blocks_frame(model: Any) -> Any:
     """``find_blocks`` as a pandas DataFrame indexed by the dotted BN name."""
     import pandas as pd
 

@@ -88,7 +88,12 @@ def run(args: argparse.Namespace) -> int:
             bar.update(job, description=label, completed=done, total=total)
 
         res = run_experiment(
-            cfg, base_dir=base_dir, progress=progress, trust=args.trust, strict=args.strict, execution=execution
+            cfg,
+            base_dir=base_dir,
+            progress=progress,
+            trust=args.trust,
+            strict=args.strict,
+            execution=execution,
         )
     n_sens = 0 if res.sensitivity is None else len(res.sensitivity)
     o.warn_failed(res.failed, len(res.results) - 1 + n_sens)

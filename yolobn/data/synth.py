@@ -40,7 +40,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
         img = base + t[..., None] * (other - base)
     elif kind == 2:  # low-amplitude noise around the base colour
-        img = img + rng.normal(0, rng.uniform(4, 14), (size, size, 3))
+        img = (img + rng.normal(0, rng.uniform(4, 14), (size, size, 3))).astype(np.float32)
     return img.astype(np.float32)
 
 

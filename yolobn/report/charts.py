@@ -71,9 +71,9 @@ def hbar_chart(bars: Sequence[Bar], *, title: str, plot_id: str, xlabel: str,
     n = max(len(bars), 1)
     if log:
         pos = fin[fin > 0]
-        lo = math.floor(math.log10(pos.min())) if pos.size else -3
-        hi = max(math.ceil(math.log10(pos.max())) if pos.size else 0, lo + 1)
-        xlim, xticks, base = (float(lo), float(hi)), _log_ticks(lo, hi), float(lo)
+        lo_i = math.floor(math.log10(pos.min())) if pos.size else -3
+        hi_i = max(math.ceil(math.log10(pos.max())) if pos.size else 0, lo_i + 1)
+        xlim, xticks, base = (float(lo_i), float(hi_i)), _log_ticks(lo_i, hi_i), float(lo_i)
     else:
         ext = np.concatenate([fin, [0.0], [ref[0]] if ref else []])
         lo, hi = float(ext.min()), float(ext.max())
@@ -297,7 +297,7 @@ def ab_scatter(a: np.ndarray, b: np.ndarray, labels: Sequence[str], status: np.n
         plain = idx[status[idx] == ""]
         _density(ax, xa[plain], yb[plain], f"{len(plain):,} channels, binned", len(plain))
         idx = idx[status[idx] != ""][:SCATTER_POINTS]
-    for i in idx:
+    for i in (int(j) for j in idx):
         s = str(status[i])
         with ax.mark(f"{labels[i]}: A {a[i]:.4g}, B {b[i]:.4g}{f' ({s})' if s else ''}", name=labels[i],
                      value=[a[i], b[i]]):  # fmt: skip

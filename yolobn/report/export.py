@@ -60,7 +60,7 @@ def write_texts(files: Mapping[Path, str]) -> list[Path]:
     return write_files(files)
 
 
-def report_files(inspection, out_dir: Path) -> dict[Path, str]:
+def report_files(inspection: Any, out_dir: Path) -> dict[Path, str]:
     """The four files of ``yolobn report``: one source of truth (the Inspection) for all of them."""
     from yolobn.report.html import render_html
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from rich import box
+from rich.console import JustifyMethod
 from rich.table import Table
 
 
@@ -30,7 +32,7 @@ class Col:
     """
 
     header: str
-    justify: str = "right"
+    justify: JustifyMethod = "right"
     drop: int = 0
     style: str = ""
 
@@ -43,7 +45,7 @@ def fit_table(
     from rich.console import Console
 
     keep = list(range(len(cols)))
-    measure = Console(width=100_000, file=_NullFile())  # the natural width, uncapped
+    measure = Console(width=100_000, file=io.StringIO())  # the natural width, uncapped
     while True:
         t = Table(
             title=title or None, box=box.SIMPLE_HEAVY, header_style="bold", pad_edge=False, expand=False
@@ -60,14 +62,6 @@ def fit_table(
     dropped = [cols[k].header for k in range(len(cols)) if k not in keep]
     t.caption = caption + (f" · hidden to fit {width} columns: {', '.join(dropped)}" if dropped else "")
     return t
-
-
-class _NullFile:
-    def write(self, s: str) -> int:
-        return len(s)
-
-    def flush(self) -> None:
-        pass
 
 
 def delta(d: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,7 +59,7 @@ def _layer_ticks(layers: pd.DataFrame) -> list[tuple[float, str]]:
 
 
 def _layer_axes(layers: pd.DataFrame, height: int, ylim: tuple[float, float], ylabel: str,
-                yticks: list[tuple[float, str]] | None = None) -> Axes:  # fmt: skip
+                yticks: Sequence[tuple[float, str]] | None = None) -> Axes:  # fmt: skip
     """Axes with one slot per BN layer along x, the roles shaded behind."""
     ax = Axes(WIDTH, height, (-0.5, len(layers) - 0.5), ylim)
     role_bands(ax, list(layers["role"]))
@@ -377,4 +378,3 @@ def histogram_plot(values: np.ndarray, dead: np.ndarray, *, title: str, xlabel: 
         ax.note("no finite values")
     legend(ax, [("alive", BOX_COLOR), ("dead", REASON_COLORS["constant"])])
     return ax.svg(title, plot_id)
-
