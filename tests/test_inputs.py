@@ -76,7 +76,10 @@ def test_the_checkpoint_imgsz_is_checked_on_every_path(path, bad_imgsz, tmp_path
         run()
 
 
-@pytest.mark.parametrize("value", [40000, 10**12, "big", ["x"], [10**12], 3.5, True, float("nan"), {"a": 1}])
+@pytest.mark.parametrize(
+    "value",
+    [40000, 10**12, "big", ["x"], [10**12], [640, "x"], [320, 10**9], 3.5, True, float("nan"), {"a": 1}],
+)
 def test_bad_checkpoint_imgsz_values(value, demo_model_loaded):
     from yolobn.images import model_imgsz
 
@@ -95,6 +98,14 @@ def test_a_list_imgsz_from_the_checkpoint_is_kept(tmp_path):
     ck["train_args"]["imgsz"] = [320, 256]  # Ultralytics accepts [h, w]
     lm = load(save(ck, tmp_path / "m.pt"))
     assert lm.meta.train_args["imgsz"] == [320, 256] and model_imgsz(lm) == 320
+
+
+@pytest.mark.parametrize("spec", ["recalibrated:imgsz=100000", "recalibrated:imgsz=31", "ablate:imgsz=4097"])
+def test_an_impl_imgsz_is_bounded_like_imgsz(spec):
+    from yolobn.registry import parse_impl
+
+    with pytest.raises(YolobnError, match="imgsz.*between 32 and 4096"):
+        parse_impl(spec)
 
 
 def test_a_custom_impl_that_exits_at_import_is_an_import_error(tmp_path):

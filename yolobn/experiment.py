@@ -140,13 +140,13 @@ def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
 
 def _check_settings(cfg: dict[str, Any], path: str | Path) -> None:
     """model, data, imgsz, batch and device: their types and ranges, as the CLI options check them."""
-    from yolobn.images import MAX_IMGSZ
+    from yolobn.thresholds import MAX_IMGSZ, MIN_IMGSZ
 
     for key in ("model", "data"):
         if cfg.get(key) is not None:
             cfg[key] = _text(cfg[key], f"{path}: {key}")
     if cfg.get("imgsz") is not None:
-        cfg["imgsz"] = _whole(cfg["imgsz"], f"{path}: imgsz", least=32, most=MAX_IMGSZ)
+        cfg["imgsz"] = _whole(cfg["imgsz"], f"{path}: imgsz", least=MIN_IMGSZ, most=MAX_IMGSZ)
     if cfg.get("batch") is not None:
         cfg["batch"] = _whole(cfg["batch"], f"{path}: batch", least=1)
     if cfg.get("device") is not None:

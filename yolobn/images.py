@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from yolobn.errors import YolobnError
+from yolobn.thresholds import MAX_IMGSZ, MIN_IMGSZ
 
 Progress = Callable[[int, int], None]
 
@@ -84,9 +85,6 @@ def resolve_images(
     return collect_images([os.fspath(p) for p in images], max_images)
 
 
-MAX_IMGSZ = 4096  # 16 images of 4096 px are 3 GB of float32 input already
-
-
 def model_imgsz(model: Any, imgsz: Any = None) -> int:
     """The inference size: ``imgsz`` when given, else the checkpoint's training imgsz, else 640.
 
@@ -99,9 +97,10 @@ def model_imgsz(model: Any, imgsz: Any = None) -> int:
     v = args.get("imgsz")
     if v is None or v == "":
         return 640
-    if isinstance(v, (list, tuple)) and v:
-        v = max(v, key=lambda x: x if isinstance(x, (int, float)) and not isinstance(x, bool) else -1)
-    return _checked_imgsz(v, f"the checkpoint's training imgsz {args.get('imgsz')!r}", hint="; pass --imgsz")
+    what = f"the checkpoint's training imgsz {args.get('imgsz')!r}"
+    if isinstance(v, (list, tuple)) and v:  # every side is checked, the largest is used
+        return max(_checked_imgsz(x, what, hint="; pass --imgsz") for x in v)
+    return _checked_imgsz(v, what, hint="; pass --imgsz")
 
 
 def _checked_imgsz(v: Any, what: str, hint: str = "") -> int:
@@ -111,8 +110,8 @@ def _checked_imgsz(v: Any, what: str, hint: str = "") -> int:
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
         raise YolobnError(f"{what}: not a whole number of pixels{hint}")
-    if not 32 <= v <= MAX_IMGSZ:
-        raise YolobnError(f"{what}: must be between 32 and {MAX_IMGSZ}{hint}")
+    if not MIN_IMGSZ <= v <= MAX_IMGSZ:
+        raise YolobnError(f"{what}: must be between {MIN_IMGSZ} and {MAX_IMGSZ}{hint}")
     return v
 
 

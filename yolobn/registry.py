@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.errors import YolobnError
+from yolobn.thresholds import MAX_IMGSZ, MIN_IMGSZ
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ REGISTRY: dict[str, ImplRecord] = {
                 ),
                 Option("max", "int", "use at most N images", least=1),
                 Option("batch", "int", "images per forward pass", 32, least=1),
-                Option("imgsz", "int", "inference size", least=32),
+                Option("imgsz", "int", "inference size", least=MIN_IMGSZ, most=MAX_IMGSZ),
             ),
             kind="model",
         ),
@@ -178,7 +179,7 @@ REGISTRY: dict[str, ImplRecord] = {
                 Option("images", "path", "images to observe (the demo model: its training images)"),
                 Option("max", "int", "use at most N images", least=1),
                 Option("batch", "int", "images per forward pass", 16, least=1),
-                Option("imgsz", "int", "inference size", least=32),
+                Option("imgsz", "int", "inference size", least=MIN_IMGSZ, most=MAX_IMGSZ),
             ),
             kind="model",
         ),

@@ -11,6 +11,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
 
+# The inference size, wherever it is given (--imgsz, an experiment, an impl option, a checkpoint):
+# 16 images of 4096 px are 3 GB of float32 input already.
+MIN_IMGSZ, MAX_IMGSZ = 32, 4096
+
 
 def _opt(default: float, flag: str, metavar: str, help: str, *, share: bool = False) -> Any:
     """A threshold field: its default, CLI flag and help text (``share``: a value in [0, 1])."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from yolobn.thresholds import ObservedThresholds, Thresholds, options
+from yolobn.thresholds import MAX_IMGSZ, MIN_IMGSZ, ObservedThresholds, Thresholds, options
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
@@ -164,7 +164,7 @@ def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) 
     )
     g.add_argument(
         "--imgsz",
-        type=number(int, 32, 4096),
+        type=number(int, MIN_IMGSZ, MAX_IMGSZ),
         help="inference size (default: the checkpoint's training imgsz, else 640)",
     )
     g.add_argument(

@@ -52,7 +52,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--imgsz",
-        type=o.number(int, 32, 4096),
+        type=o.number(int, o.MIN_IMGSZ, o.MAX_IMGSZ),
         help="validation image size (default: the checkpoint's training imgsz)",
     )
     p.add_argument("--batch", type=o.number(int, 1), default=16, help="validation batch size (default 16)")
