@@ -103,7 +103,8 @@ def render() -> str:
         "Every command accepts Ultralytics-style `key=value` arguments too (`yolobn swap model=best.pt "
         "data=data.yaml impl=reference`), prints one line and exits 2 on bad input (1 is a bug), and writes "
         "its files all or nothing. `-` as the file of `--csv`, `--channels-csv` or `--json` writes that file "
-        "to stdout alone.",
+        "to stdout alone. Terminal output fits the terminal's width (80 columns and up); piped, it is "
+        "`COLUMNS` wide when that is set, else up to 200 columns.",
         "",
         "Contents: " + " · ".join(f"[{n}](#{n})" for n in sub.choices),
         "",

@@ -81,3 +81,20 @@ def test_default_report_folder_increments(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in Path("reports").iterdir()) == [
         "demo_yolo11n_shapes", "demo_yolo11n_shapes2", "demo_yolo11n_shapes3",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("columns, widest", [("80", 80), ("120", 120), (None, 200)])
+def test_piped_output_honours_columns(columns, widest, capsys, monkeypatch):
+    """Piped (not a terminal), the output is COLUMNS wide when COLUMNS is set, else at most 200."""
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    code, out, _ = run(["inspect", "--top", "5"], capsys)
+    assert code == 0
+    width = max(len(line) for line in out.splitlines())
+    assert width <= widest
+    if columns is not None:
+        assert width == widest  # the summary panel spans the width it was given
+    else:
+        assert width > 120  # 200 is room, not a target: the panel fits its content

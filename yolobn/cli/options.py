@@ -8,6 +8,7 @@ torch at parser-building time.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -370,10 +371,12 @@ def progress_bar(err: Any, quiet: bool) -> Any:
 
 
 def consoles(quiet: bool = False) -> tuple[Any, Any]:
-    """(stdout, stderr) rich consoles; stdout is 200 columns wide when it is not a terminal."""
+    """(stdout, stderr) rich consoles. stdout fits the terminal, or ``COLUMNS`` when it is set; piped
+    into a file or another program without ``COLUMNS``, it is 200 columns wide (not rich's 80)."""
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 200), Console(stderr=True, quiet=quiet)
+    fitted = sys.stdout.isatty() or os.environ.get("COLUMNS", "").strip().isdigit()
+    return Console(width=None if fitted else 200), Console(stderr=True, quiet=quiet)
 
 
 def layer_rows(
