@@ -83,6 +83,21 @@ def test_default_report_folder_increments(tmp_path, capsys, monkeypatch):
     ]  # fmt: skip
 
 
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("taken").write_text("not a folder")
+    code, out, err = run(["report", "-o", "taken"], capsys)
+    assert code == 2 and err.strip() == "yolobn: error: --out taken: is a file, not a folder; give a folder name"
+    assert Path("taken").read_text() == "not a folder" and not Path("reports").exists()
+
+    import yolobn
+    from yolobn.errors import YolobnError
+
+    with pytest.raises(YolobnError, match="^taken: is a file, not a folder"):  # the API: the same check
+        yolobn.write_report(None, "taken")
+    assert yolobn.write_report(None, exist_ok=False).parent.name == "demo_yolo11n_shapes"
+
+
 @pytest.mark.parametrize("columns, widest", [("80", 80), ("120", 120), (None, 200)])
 def test_piped_output_honours_columns(columns, widest, capsys, monkeypatch):
     """Piped (not a terminal), the output is COLUMNS wide when COLUMNS is set, else at most 200."""

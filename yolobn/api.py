@@ -40,6 +40,7 @@ def write_report(
     Returns:
         The path of report.html.
     """
+    from yolobn.atomic import output_folder
     from yolobn.inspection import Inspection, inspect
     from yolobn.report.export import report_files, write_texts
 
@@ -53,26 +54,9 @@ def write_report(
 
         ins = observe(ins, list(images) or None)
     stem = Path(ins.meta.path).stem if ins.meta.path else "demo_yolo11n_shapes"
-    folder = _folder(Path(out) if out is not None else None, Path("reports") / stem, exist_ok)
+    folder = output_folder(Path(out) if out is not None else None, Path("reports") / stem, exist_ok)
     write_texts(report_files(ins, folder))
     return folder / "report.html"
-
-
-def _folder(out: Path | None, default: Path, exist_ok: bool) -> Path:
-    from yolobn.errors import YolobnError
-
-    if out is not None:
-        d = out.expanduser()
-    elif exist_ok or not default.exists():
-        d = default
-    else:
-        n = 2
-        while (default.parent / f"{default.name}{n}").exists():
-            n += 1
-        d = default.parent / f"{default.name}{n}"
-    if d.exists() and not d.is_dir():
-        raise YolobnError(f"{d}: is a file, not a folder; give a folder name")
-    return d
 
 
 def swap_validate(

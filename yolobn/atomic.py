@@ -178,3 +178,21 @@ def check_not_inputs(outputs: Mapping[str, Path | None], inputs: Mapping[Path, s
         for src, what in inputs.items():
             if same_file(out, src):
                 raise YolobnError(f"{label}: is {what}; write the output to another file")
+
+
+def output_folder(out: Path | None, default: Path, exist_ok: bool, what: str = "") -> Path:
+    """``out`` as given; otherwise ``default``, incremented like Ultralytics' runs/ folders
+    (``reports/best``, ``reports/best2``, ...) so that a previous report is never overwritten
+    silently, unless ``exist_ok``. ``what`` names the option in the error (``--out``)."""
+    if out is not None:
+        d = out.expanduser()
+    elif exist_ok or not default.exists():
+        d = default
+    else:
+        n = 2
+        while (default.parent / f"{default.name}{n}").exists():
+            n += 1
+        d = default.parent / f"{default.name}{n}"
+    if d.exists() and not d.is_dir():
+        raise YolobnError(f"{what}{' ' if what else ''}{d}: is a file, not a folder; give a folder name")
+    return d

@@ -408,23 +408,10 @@ def exist_ok_argument(p: argparse.ArgumentParser) -> None:
 
 
 def output_dir(out: Path | None, default: Path, exist_ok: bool) -> Path:
-    """``-o DIR`` as given; otherwise ``default``, incremented like Ultralytics' runs/ folders
-    (``reports/best``, ``reports/best2``, ...) so that a previous report is never overwritten
-    silently, unless ``--exist-ok``."""
-    from yolobn.errors import YolobnError
+    """``-o DIR`` as given, else ``default`` incremented (``reports/best2``, ...) unless ``--exist-ok``."""
+    from yolobn.atomic import output_folder
 
-    if out is not None:
-        d = out.expanduser()
-    elif exist_ok or not default.exists():
-        d = default
-    else:
-        n = 2
-        while (default.parent / f"{default.name}{n}").exists():
-            n += 1
-        d = default.parent / f"{default.name}{n}"
-    if d.exists() and not d.is_dir():
-        raise YolobnError(f"--out {d}: is a file, not a folder; give a folder name")
-    return d
+    return output_folder(out, default, exist_ok, "--out")
 
 
 def file_link(path: Path) -> str:
