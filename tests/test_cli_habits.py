@@ -87,7 +87,9 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys, monkeypat
     monkeypatch.chdir(tmp_path)
     Path("taken").write_text("not a folder")
     code, out, err = run(["report", "-o", "taken"], capsys)
-    assert code == 2 and err.strip() == "yolobn: error: --out taken: is a file, not a folder; give a folder name"
+    assert (
+        code == 2 and err.strip() == "yolobn: error: --out taken: is a file, not a folder; give a folder name"
+    )
     assert Path("taken").read_text() == "not a folder" and not Path("reports").exists()
 
     import yolobn

@@ -21,7 +21,7 @@ import torch
 import yolobn
 from tests.models import TinyNet, plant
 from tests.test_compare import Wider
-from tests.test_report_html import CHROMIUM, plot_marks
+from tests.test_report_html import chromium, plot_marks
 from yolobn.cli import main
 from yolobn.comparison import audit, compare
 from yolobn.errors import YolobnError
@@ -433,18 +433,8 @@ def test_compare_cli_html_pair_audit_and_errors(tmp_path, capsys, demo_path):
 
 @pytest.fixture(scope="module")
 def browser():
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (CI installs Debian's chromium; apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
-    pw = sync_api.sync_playwright().start()
-    b = pw.chromium.launch(
-        executable_path=CHROMIUM,
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-              "--disable-sync", "--no-first-run", "--disable-quic"],
-    )  # fmt: skip
-    yield b
-    b.close()
-    pw.stop()
+    with chromium() as b:
+        yield b
 
 
 PAGES = {

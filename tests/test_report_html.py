@@ -6,6 +6,7 @@ import json
 import math
 import re
 import shutil
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -186,7 +187,9 @@ def page(report):
     yield from open_page(report)
 
 
-def open_page(report: Path):
+@contextmanager
+def chromium():
+    """Headless Chromium (Debian's, through playwright), closed on exit."""
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (CI installs Debian's chromium; apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
@@ -198,19 +201,27 @@ def open_page(report: Path):
             "--disable-sync", "--no-first-run", "--disable-quic",
         ],
     )  # fmt: skip
-    pg = browser.new_page(viewport={"width": 1200, "height": 900})
-    events = {"console": [], "pageerror": [], "requests": []}
-    pg.on("console", lambda m: events["console"].append((m.type, m.text)))
-    pg.on("pageerror", lambda e: events["pageerror"].append(str(e)))
-    pg.on("request", lambda r: events["requests"].append(r.url))
-    url = (report / "report.html").resolve().as_uri()
-    pg.goto(url, wait_until="load")
-    pg.wait_for_timeout(300)
-    pg.events = events
-    pg.report_url = url
-    yield pg
-    browser.close()
-    pw.stop()
+    try:
+        yield browser
+    finally:
+        browser.close()
+        pw.stop()
+
+
+def open_page(report: Path):
+    """report.html in ``report`` opened in Chromium, with its console, errors and requests recorded."""
+    with chromium() as browser:
+        pg = browser.new_page(viewport={"width": 1200, "height": 900})
+        events = {"console": [], "pageerror": [], "requests": []}
+        pg.on("console", lambda m: events["console"].append((m.type, m.text)))
+        pg.on("pageerror", lambda e: events["pageerror"].append(str(e)))
+        pg.on("request", lambda r: events["requests"].append(r.url))
+        url = (report / "report.html").resolve().as_uri()
+        pg.goto(url, wait_until="load")
+        pg.wait_for_timeout(300)
+        pg.events = events
+        pg.report_url = url
+        yield pg
 
 
 def test_loads_from_file_url_without_errors_or_network(page):
