@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import yolobn
+from tests.run_main import run_main
 from yolobn.cli import main
 
 
@@ -130,11 +131,7 @@ def test_recalibrate_writes_a_loadable_checkpoint_and_never_the_input(tmp_path, 
 def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "README.md").write_text("not an image")
-    try:
-        rc = main([*argv])
-    except SystemExit as e:  # argparse's own usage errors
-        rc = e.code
+    rc, _, err = run_main(argv, capsys)
     assert rc == 2
-    err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]

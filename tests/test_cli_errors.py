@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import corpus as shared
+from tests.run_main import run_main
 from yolobn.cli import main
 from yolobn.errors import CheckpointError
 
@@ -30,17 +31,6 @@ def model():
 @pytest.fixture(scope="module")
 def good_ckpt(model, tmp_path_factory) -> Path:
     return shared.save_checkpoint(model, tmp_path_factory.mktemp("good") / "best.pt")
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """main() in-process: (exit code, stdout, stderr); argparse exits through SystemExit."""
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_error_line(err: str, *, prefix: str = "yolobn: error: ") -> str:
@@ -72,7 +62,7 @@ def test_bad_input_exits_2_with_one_line(kind, tmp_path, monkeypatch, capsys, mo
         name, words = shared.make_bad_input(kind, tmp_path, model).name, shared.expected_words(kind)
     before = listing(tmp_path)
 
-    code, out, err = run_cli(["inspect", name, *OUTPUT_ARGS], capsys)
+    code, out, err = run_main(["inspect", name, *OUTPUT_ARGS], capsys)
 
     assert code == 2
     assert out == ""
@@ -97,7 +87,7 @@ def test_pickle_like_junk_is_one_line_without_warnings(tmp_path, monkeypatch, ca
     Path("noise.pt").write_bytes(b"\x80" + random.Random(1).randbytes(4096))
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")  # a real run prints each of these on stderr
-        code, out, err = run_cli(["inspect", "noise.pt", *OUTPUT_ARGS], capsys)
+        code, out, err = run_main(["inspect", "noise.pt", *OUTPUT_ARGS], capsys)
     assert code == 2 and out == ""
     line = assert_one_error_line(err)
     assert [str(w.message) for w in rec] == []
@@ -150,7 +140,7 @@ def test_debug_reraises(where, tmp_path, monkeypatch):
 )
 def test_argparse_errors_exit_2_with_one_line(argv, needle, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli([*argv, *OUTPUT_ARGS], capsys)
+    code, out, err = run_main([*argv, *OUTPUT_ARGS], capsys)
     assert code == 2
     assert out == ""
     line = assert_one_error_line(err, prefix="yolobn")
@@ -161,7 +151,7 @@ def test_argparse_errors_exit_2_with_one_line(argv, needle, tmp_path, monkeypatc
 
 def test_negative_top_exits_2(tmp_path, monkeypatch, capsys, good_ckpt):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(["inspect", str(good_ckpt), "--top", "-1", *OUTPUT_ARGS], capsys)
+    code, out, err = run_main(["inspect", str(good_ckpt), "--top", "-1", *OUTPUT_ARGS], capsys)
     assert code == 2 and out == ""
     assert "--top" in assert_one_error_line(err)
     assert listing(tmp_path) == []
@@ -170,7 +160,7 @@ def test_negative_top_exits_2(tmp_path, monkeypatch, capsys, good_ckpt):
 def test_csv_pointing_at_a_directory(tmp_path, monkeypatch, capsys, good_ckpt):
     monkeypatch.chdir(tmp_path)
     Path("reports").mkdir()
-    code, out, err = run_cli(
+    code, out, err = run_main(
         ["inspect", str(good_ckpt), "--csv", "reports", "--json", "out.json", "--channels-csv", "ch.csv"],
         capsys,
     )
@@ -186,7 +176,7 @@ def test_output_equal_to_the_model_is_refused(option, tmp_path, monkeypatch, cap
     model_path = tmp_path / "best.pt"
     model_path.write_bytes(good_ckpt.read_bytes())
     before = (shared.sha256(model_path), model_path.stat().st_mtime_ns)
-    code, out, err = run_cli(["inspect", "best.pt", option, str(model_path)], capsys)
+    code, out, err = run_main(["inspect", "best.pt", option, str(model_path)], capsys)
     assert code == 2 and out == ""
     line = assert_one_error_line(err)
     assert option in line and "input model" in line
@@ -196,7 +186,7 @@ def test_output_equal_to_the_model_is_refused(option, tmp_path, monkeypatch, cap
 
 def test_two_outputs_on_one_file_are_refused(tmp_path, monkeypatch, capsys, good_ckpt):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(["inspect", str(good_ckpt), "--csv", "a.out", "--json", "a.out"], capsys)
+    code, out, err = run_main(["inspect", str(good_ckpt), "--csv", "a.out", "--json", "a.out"], capsys)
     assert code == 2 and out == ""
     assert "same file" in assert_one_error_line(err)
     assert listing(tmp_path) == []
@@ -208,20 +198,20 @@ def test_two_outputs_on_one_file_are_refused(tmp_path, monkeypatch, capsys, good
 
 @pytest.mark.parametrize("argv", [["--help"], ["inspect", "--help"], ["-h"]])
 def test_help_exits_0_with_examples(argv, capsys):
-    code, out, err = run_cli(argv, capsys)
+    code, out, err = run_main(argv, capsys)
     assert code == 0
     assert "examples" in out
     assert err == ""
 
 
 def test_inspect_help_lists_exit_codes(capsys):
-    code, out, _ = run_cli(["inspect", "--help"], capsys)
+    code, out, _ = run_main(["inspect", "--help"], capsys)
     assert code == 0
     assert "examples:" in out and "exit codes" in out and "yolobn inspect best.pt" in out
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
-    code, out, _ = run_cli([], capsys)
+    code, out, _ = run_main([], capsys)
     assert code == 2
     assert "usage: yolobn" in out
 
@@ -229,7 +219,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
 def test_version(capsys):
     from yolobn import __version__
 
-    code, out, _ = run_cli(["--version"], capsys)
+    code, out, _ = run_main(["--version"], capsys)
     assert code == 0
     assert out.strip() == f"yolobn {__version__}"
 

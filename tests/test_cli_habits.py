@@ -9,16 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from yolobn.cli import build_parser, key_values, main
-
-
-def run(argv, capsys):
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, *capsys.readouterr()
+from tests.run_main import run_main
+from yolobn.cli import build_parser, key_values
 
 
 @pytest.mark.parametrize(
@@ -46,37 +38,37 @@ def test_key_value_arguments_become_flags(argv, expected):
 
 
 def test_key_value_runs_like_flags(tmp_path, capsys):
-    a = run(["inspect", "top=2", "sort=channels", "json=" + str(tmp_path / "a.json")], capsys)
-    b = run(["inspect", "--top", "2", "--sort", "channels", "--json", str(tmp_path / "b.json")], capsys)
+    a = run_main(["inspect", "top=2", "sort=channels", "json=" + str(tmp_path / "a.json")], capsys)
+    b = run_main(["inspect", "--top", "2", "--sort", "channels", "--json", str(tmp_path / "b.json")], capsys)
     assert a[0] == b[0] == 0
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
-    code, _, err = run(["inspect", "top=-1"], capsys)
+    code, _, err = run_main(["inspect", "top=-1"], capsys)
     assert code == 2 and err.startswith("yolobn: error: --top -1") and len(err.splitlines()) == 1
 
 
 def test_dash_writes_the_data_alone_to_stdout(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run(["inspect", "--json", "-"], capsys)
+    code, out, _ = run_main(["inspect", "--json", "-"], capsys)
     assert code == 0
     doc = json.loads(out)  # nothing else on stdout: it parses as one JSON document
     assert doc["summary"]["bn_layers"] == 81
-    code, out, _ = run(["inspect", "--csv", "-", "--json", "j.json"], capsys)
+    code, out, _ = run_main(["inspect", "--csv", "-", "--json", "j.json"], capsys)
     assert code == 0 and list(tmp_path.iterdir()) == [tmp_path / "j.json"]
     from io import StringIO
 
     assert len(pd.read_csv(StringIO(out))) == 81
-    code, out, err = run(["inspect", "--csv", "-", "--json", "-"], capsys)
+    code, out, err = run_main(["inspect", "--csv", "-", "--json", "-"], capsys)
     assert code == 2 and out == "" and "only one output can go to stdout" in err
 
 
 def test_default_report_folder_increments(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for expected in ("demo_yolo11n_shapes", "demo_yolo11n_shapes2", "demo_yolo11n_shapes3"):
-        code, out, _ = run(["report"], capsys)
+        code, out, _ = run_main(["report"], capsys)
         assert code == 0 and f"reports/{expected}/report.html" in out
     first = Path("reports/demo_yolo11n_shapes/report.html")
     first.write_text("a previous report")
-    code, out, _ = run(["report", "--exist-ok", "-q"], capsys)
+    code, out, _ = run_main(["report", "--exist-ok", "-q"], capsys)
     assert code == 0 and first.read_text() != "a previous report"  # --exist-ok: written in place
     assert sorted(p.name for p in Path("reports").iterdir()) == [
         "demo_yolo11n_shapes", "demo_yolo11n_shapes2", "demo_yolo11n_shapes3",
@@ -86,7 +78,7 @@ def test_default_report_folder_increments(tmp_path, capsys, monkeypatch):
 def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("taken").write_text("not a folder")
-    code, out, err = run(["report", "-o", "taken"], capsys)
+    code, out, err = run_main(["report", "-o", "taken"], capsys)
     assert (
         code == 2 and err.strip() == "yolobn: error: --out taken: is a file, not a folder; give a folder name"
     )
@@ -107,7 +99,7 @@ def test_piped_output_honours_columns(columns, widest, capsys, monkeypatch):
         monkeypatch.delenv("COLUMNS", raising=False)
     else:
         monkeypatch.setenv("COLUMNS", columns)
-    code, out, _ = run(["inspect", "--top", "5"], capsys)
+    code, out, _ = run_main(["inspect", "--top", "5"], capsys)
     assert code == 0
     width = max(len(line) for line in out.splitlines())
     assert width <= widest

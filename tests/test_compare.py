@@ -13,17 +13,8 @@ from torch import nn
 
 import yolobn
 from tests.models import TinyNet, plant
-from yolobn.cli import main
+from tests.run_main import run_main
 from yolobn.comparison import audit, compare
-
-
-def run(argv, capsys):
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, *capsys.readouterr()
 
 
 def test_identical_tensors_with_different_metadata_give_exactly_zero(demo_path, tmp_path, capsys):
@@ -39,7 +30,7 @@ def test_identical_tensors_with_different_metadata_give_exactly_zero(demo_path, 
         .all()
     )
     assert s["transitions"] == {"newly_dead": 0, "revived": 0, "dead_both": 0}
-    code, out, _ = run(["compare", str(demo_path), str(copy)], capsys)
+    code, out, _ = run_main(["compare", str(demo_path), str(copy)], capsys)
     assert code == 0 and "none: every BN tensor is identical" in out
 
 
@@ -96,7 +87,7 @@ def test_audit_of_several_models_and_the_cli(tmp_path, capsys, demo_path):
     t = audit([yolobn.load(plant(TinyNet())), str(demo_path), "yolo11n-cls.yaml"])
     assert list(t["bn_layers"]) == [3, 81, 39]
     assert t.loc[0, "dead"] == 4 and t.loc[2, "eps"] == "1e-05" and t.loc[1, "eps"] == "0.001"
-    code, out, _ = run(
+    code, out, _ = run_main(
         ["compare", str(demo_path), "yolo11n-cls.yaml", "--csv", str(tmp_path / "a.csv")], capsys
     )
     assert code == 0 and "different architectures" in out
@@ -117,14 +108,14 @@ def test_cli_files_and_errors(tmp_path, capsys, demo_path):
         "--json",
         str(tmp_path / "c.json"),
     ]
-    code, out, _ = run(["compare", str(demo_path), str(b), *files], capsys)
+    code, out, _ = run_main(["compare", str(demo_path), str(b), *files], capsys)
     assert code == 0 and "model.0.bn" in out
     layers = pd.read_csv(tmp_path / "l.csv")
     assert layers.loc[layers["change"] > 0, "name"].tolist() == ["model.0.bn"]
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["summary"]["most_changed"][0]["name"] == "model.0.bn"
     assert len(pd.read_csv(tmp_path / "c.csv")) == 7688
-    code, _, err = run(["compare", str(demo_path)], capsys)
+    code, _, err = run_main(["compare", str(demo_path)], capsys)
     assert code == 2 and "at least two" in err
-    code, _, err = run(["compare", str(demo_path), str(tmp_path / "nope.pt")], capsys)
+    code, _, err = run_main(["compare", str(demo_path), str(tmp_path / "nope.pt")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1

@@ -13,17 +13,13 @@ from pathlib import Path
 import pytest
 
 import yolobn
-from yolobn.cli import main
+from tests.run_main import run_main
 from yolobn.errors import YolobnError
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+    code, _, err = run_main(argv, capsys)
+    return code, err
 
 
 def one_line(err: str) -> str:
