@@ -93,12 +93,7 @@ def tiny_bytes() -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = DetectionModel(cfg, verbose=False)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for bn in m.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
-                bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
+    trained_statistics(m)
     m.names, m.args = ck["model"].names, ck["model"].args
     ck["model"] = m.half().eval()
     for p in ck["model"].parameters():
@@ -215,13 +210,18 @@ def build_model() -> nn.Module:
 
     torch.manual_seed(0)
     m = DetectionModel(MODEL_YAML, nc=3, verbose=False)
+    trained_statistics(m)
+    return m.eval()
+
+
+def trained_statistics(m: nn.Module) -> None:
+    """Move every BatchNorm2d's running statistics off their defaults (seeded), like a trained model's."""
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-    return m.eval()
+        for bn in m.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
+                bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
 
 
 def save_checkpoint(model: nn.Module, path: Path, **extra: Any) -> Path:
