@@ -71,7 +71,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import yolobn
-    from yolobn.images import sample_images as default_images
+    from yolobn.io.images import sample_images as default_images
 
     exe = shutil.which("yolobn") or sys.exit("the yolobn console script is not on PATH (pip install -e .)")
     env = {**os.environ, "YOLO_VERBOSE": "False", "YOLO_OFFLINE": "1"}

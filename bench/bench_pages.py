@@ -28,8 +28,8 @@ def compare_page(path: Path) -> tuple[float, float, int]:
     import torch
 
     import yolobn
-    from yolobn.comparison import compare
-    from yolobn.loader import LoadedModel
+    from yolobn.bn.comparison import compare
+    from yolobn.io.loader import LoadedModel
     from yolobn.report.compare_page import render_html
 
     a = yolobn.load(path)
@@ -51,8 +51,8 @@ def training_page(layers: int = 167, epochs: int = 300) -> tuple[float, float]:
     import numpy as np
     import pandas as pd
 
+    from yolobn.integrations.tracking import EPOCH_COLUMNS
     from yolobn.report.run_page import render_html
-    from yolobn.tracking import EPOCH_COLUMNS
 
     rng = np.random.default_rng(0)
     e, i = np.meshgrid(np.arange(1, epochs + 1), np.arange(layers), indexing="ij")

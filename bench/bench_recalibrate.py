@@ -31,10 +31,10 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import yolobn
-from yolobn.images import iter_batches, model_stride, resolve_images, run_images
-from yolobn.observation import observe
-from yolobn.recalibration import recalibrate
-from yolobn.recording import Moments, Scratch
+from yolobn.io.images import iter_batches, model_stride, resolve_images, run_images
+from yolobn.run.observation import observe
+from yolobn.run.recalibration import recalibrate
+from yolobn.run.recording import Moments, Scratch
 
 KEY = "metrics/mAP50-95(B)"
 
@@ -143,7 +143,7 @@ def main() -> None:
     paths = resolve_images(m, None, None)
     validate = None
     if args.map:
-        from yolobn.validation import validate
+        from yolobn.evaluate.validation import validate
 
         print(f"stored statistics: mAP50-95 {validate(m, 'shapes')[KEY]:.4f}, drift {drift(m)[0]:.3g}")
     recalibrate(m, max_images=8)  # warm-up

@@ -34,13 +34,13 @@ def timed(fn, *a, **k):
 
 
 def sweep_config(layers: int) -> dict:
-    from yolobn.experiment import read_config
+    from yolobn.sweeps.experiment import read_config
 
     cfg = read_config(Path(__file__).resolve().parent.parent / "examples" / "eps.yaml", trust=True)
     cfg["variants"] = [{"impl": "reference"}]  # the sweep is the point; one variant keeps the table shape
     if layers < 81:
-        from yolobn.loader import load
-        from yolobn.walk import find_blocks
+        from yolobn.bn.walk import find_blocks
+        from yolobn.io.loader import load
 
         cfg["sensitivity"]["layers"] = [b.name for b in find_blocks(load())][:layers]
     return cfg
@@ -49,8 +49,8 @@ def sweep_config(layers: int) -> dict:
 def bench_sweep(args: argparse.Namespace) -> dict:
     import ray
 
-    from yolobn.experiment import run_experiment
-    from yolobn.fanout import Execution
+    from yolobn.sweeps.experiment import run_experiment
+    from yolobn.sweeps.fanout import Execution
 
     cfg = sweep_config(args.layers)
     load0 = os.getloadavg()[0]
@@ -119,7 +119,7 @@ def bench_images(args: argparse.Namespace) -> None:
     from ultralytics.utils import ASSETS
 
     import yolobn
-    from yolobn.validation import validate
+    from yolobn.evaluate.validation import validate
 
     lm = yolobn.load()
     validate(lm, "shapes", imgsz=160)  # warm
@@ -143,8 +143,8 @@ def bench_images(args: argparse.Namespace) -> None:
     )
     if args.skip_yolo11x:
         return
-    from yolobn.device import parse_device
-    from yolobn.walk import find_blocks
+    from yolobn.bn.walk import find_blocks
+    from yolobn.run.device import parse_device
 
     dev = parse_device(args.device)
     x11 = yolobn.load("yolo11x.yaml")

@@ -4,7 +4,7 @@
 
 The reference is generated so that it cannot drift from the options: every option, its default
 and its help come from ``yolobn.cli.build_parser()``; the ``--impl`` table from
-``yolobn.registry.markdown_table()``. The hand-written notes per command live in NOTES below.
+``yolobn.core.registry.markdown_table()``. The hand-written notes per command live in NOTES below.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def command_section(name: str, p: argparse.ArgumentParser) -> str:
 
 def render() -> str:
     from yolobn.cli import build_parser
-    from yolobn.registry import markdown_table
+    from yolobn.core.registry import markdown_table
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

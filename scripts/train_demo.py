@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--imgsz", type=int, default=160)
     parser.add_argument("--out", type=Path, default=ROOT / "yolobn" / "data" / "demo_yolo11n_shapes.pt")
-    parser.add_argument("--run-dir", type=Path, help="keep the run folder (snapshots, yolobn/epochs.csv) here")
+    parser.add_argument(
+        "--run-dir", type=Path, help="keep the run folder (snapshots, yolobn/epochs.csv) here"
+    )
     parser.add_argument("--save-period", type=int, default=10, help="a snapshot every N epochs (default 10)")
     args = parser.parse_args(argv)
 

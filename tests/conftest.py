@@ -71,5 +71,5 @@ def offline_network(monkeypatch):
         raise ConnectionError(f"offline: {name}")
 
     monkeypatch.setattr(dl, "attempt_download_asset", offline_asset)
-    monkeypatch.setattr("yolobn.loader._download", offline_download)
+    monkeypatch.setattr("yolobn.io.loader._download", offline_download)
     return calls

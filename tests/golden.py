@@ -1,6 +1,6 @@
 """Golden files: text compared exactly, numbers within a stated tolerance, PNG images pixel for pixel.
 
-Why a tolerance at all: the data-free statistics are the same bits everywhere (yolobn.stats), but
+Why a tolerance at all: the data-free statistics are the same bits everywhere (yolobn.bn.stats), but
 the observed statistics come from float32 convolutions whose rounding depends on the CPU's
 kernels and thread count, and PNG bytes depend on the zlib that Pillow ships. A golden test that
 passes only on the machine that wrote the files is a broken test; one that ignores numbers is no

@@ -11,8 +11,8 @@ from PIL import Image
 
 import yolobn
 from tests.models import TinyNet, plant
-from yolobn.ablation import Plan, ablate, constants, plan_dead, plan_from
-from yolobn.errors import YolobnError
+from yolobn.core.errors import YolobnError
+from yolobn.edit.ablation import Plan, ablate, constants, plan_dead, plan_from
 
 
 def _images(d, n=4):

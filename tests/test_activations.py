@@ -13,11 +13,11 @@ from torch import nn
 
 import yolobn
 from tests.models import EPS, Block, TinyNet, plant
-from yolobn.errors import YolobnError
-from yolobn.images import iter_batches
-from yolobn.observation import observe
-from yolobn.recording import Moments, recording
-from yolobn.thresholds import ObservedThresholds
+from yolobn.core.errors import YolobnError
+from yolobn.core.thresholds import ObservedThresholds
+from yolobn.io.images import iter_batches
+from yolobn.run.observation import observe
+from yolobn.run.recording import Moments, recording
 
 
 def _images(tmp_path, n=6, size=32, seed=0):
@@ -262,7 +262,7 @@ def test_preprocessing_is_ultralytics_predict(demo_path):
     """The model input equals Ultralytics' own predictor's for the same image and imgsz."""
     from ultralytics import YOLO
 
-    from yolobn.images import sample_images as default_images
+    from yolobn.io.images import sample_images as default_images
 
     bus = [p for p in default_images() if p.name == "bus.jpg"][0]
     y = YOLO(str(demo_path))

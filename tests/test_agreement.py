@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from yolobn.agreement import max_matching
 from yolobn.cli import main
+from yolobn.evaluate.agreement import max_matching
 
 
 def _greedy(ious: np.ndarray, thr: float) -> int:

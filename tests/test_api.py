@@ -17,4 +17,9 @@ def test_public_names_are_not_shadowed_by_submodules():
     for name in yolobn.__all__:
         value = getattr(yolobn, name)
         assert not isinstance(value, types.ModuleType), f"yolobn.{name} is a module, not the API object"
-    assert callable(yolobn.swap) and callable(yolobn.validate) and callable(yolobn.track) and callable(yolobn.compare)
+    assert (
+        callable(yolobn.swap)
+        and callable(yolobn.validate)
+        and callable(yolobn.track)
+        and callable(yolobn.compare)
+    )

@@ -17,7 +17,7 @@ import pytest
 from tests import corpus as shared
 from tests.run_main import run_main
 from yolobn.cli import main
-from yolobn.errors import CheckpointError
+from yolobn.core.errors import CheckpointError
 
 OUTPUTS = ("out.csv", "out.json", "ch.csv")
 OUTPUT_ARGS = ["--csv", "out.csv", "--json", "out.json", "--channels-csv", "ch.csv"]

@@ -85,7 +85,7 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys, monkeypat
     assert Path("taken").read_text() == "not a folder" and not Path("reports").exists()
 
     import yolobn
-    from yolobn.errors import YolobnError
+    from yolobn.core.errors import YolobnError
 
     with pytest.raises(YolobnError, match="^taken: is a file, not a folder"):  # the API: the same check
         yolobn.write_report(None, "taken")

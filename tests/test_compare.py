@@ -14,7 +14,7 @@ from torch import nn
 import yolobn
 from tests.models import TinyNet, plant
 from tests.run_main import run_main
-from yolobn.comparison import audit, compare
+from yolobn.bn.comparison import audit, compare
 
 
 def test_identical_tensors_with_different_metadata_give_exactly_zero(demo_path, tmp_path, capsys):

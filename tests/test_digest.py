@@ -1,4 +1,4 @@
-"""The checkpoint hash started early by the CLI (yolobn.digest) and picked up by the loader."""
+"""The checkpoint hash started early by the CLI (yolobn.core.digest) and picked up by the loader."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import yolobn
-from yolobn import digest
+from yolobn.core import digest
 
 
 def _sha(p: Path) -> str:
@@ -45,7 +45,7 @@ def test_loader_uses_the_prefetched_hash(tmp_path, monkeypatch):
     p = tmp_path / "demo.pt"
     shutil.copyfile(yolobn.demo_model_path(), p)
     digest.prefetch(p)
-    import yolobn.loader as loader
+    import yolobn.io.loader as loader
 
     def no_second_hash(path):  # the prefetched hash is used: the loader never hashes itself
         raise AssertionError("hashed again")

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from yolobn.cli import main
-from yolobn.errors import YolobnError
-from yolobn.experiment import read_config
+from yolobn.core.errors import YolobnError
+from yolobn.sweeps.experiment import read_config
 
 
 @pytest.fixture

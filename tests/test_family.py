@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 
 import yolobn
-from yolobn.family import infer_family, scaled_name
+from yolobn.io.family import infer_family, scaled_name
 
 MODELS = Path(__import__("ultralytics").__file__).parent / "cfg" / "models"
 

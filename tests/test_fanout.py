@@ -1,4 +1,4 @@
-"""The local runner of yolobn.fanout: rows written as they finish, resumed after an interruption,
+"""The local runner of yolobn.sweeps.fanout: rows written as they finish, resumed after an interruption,
 failures recorded without stopping the sweep, dataloaders reused; --ray without Ray. (Ray itself:
 tests/test_ray.py.)"""
 
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from yolobn.cli import main
-from yolobn.fanout import Execution, run_tasks
-from yolobn.sweep import RowStore
-from yolobn.variants import Settings, Variant, run_variants, variant_task
+from yolobn.sweeps.fanout import Execution, run_tasks
+from yolobn.sweeps.rows import RowStore
+from yolobn.sweeps.variants import Settings, Variant, run_variants, variant_task
 
 CUSTOM = """
 import torch
@@ -140,8 +140,8 @@ def test_a_line_cut_short_by_a_crash_is_skipped(demo_model_loaded, custom, rows_
 
 
 def test_validation_reuses_the_dataloader_and_a_failed_one_is_dropped(demo_model_loaded, custom):
-    from yolobn.swapping import swap
-    from yolobn.validation import validate
+    from yolobn.edit.swapping import swap
+    from yolobn.evaluate.validation import validate
 
     fresh = validate(demo_model_loaded, "shapes", imgsz=160)
     loaders: dict = {}
@@ -209,7 +209,7 @@ def test_cli_resumes_with_a_message_and_warns_of_failures(tmp_path, custom, caps
 
 
 def test_gpu_tasks_see_their_one_gpu_as_cuda_0():
-    from yolobn.fanout import uses_gpu, worker_settings
+    from yolobn.sweeps.fanout import uses_gpu, worker_settings
 
     for dev in ("cuda", "cuda:1", "0", "3"):
         assert uses_gpu(dev) and worker_settings(Settings(device=dev)).device == "cuda:0"

@@ -12,7 +12,7 @@ import pytest
 import yolobn
 from tests.models import TinyNet, plant
 from yolobn.cli import main
-from yolobn.frontier import Frontier, frontier, importance, lowest
+from yolobn.sweeps.frontier import Frontier, frontier, importance, lowest
 
 
 def test_lowest_takes_the_floor_of_the_share_ties_in_model_order():
@@ -51,10 +51,10 @@ def test_removable_is_the_prefix_within_tolerance():
 
 
 def test_demo_frontier_points_are_the_direct_ablations():
-    from yolobn.ablation import ablate, plan_from
-    from yolobn.inspection import inspect
-    from yolobn.loader import LoadedModel
-    from yolobn.observation import observe
+    from yolobn.bn.inspection import inspect
+    from yolobn.edit.ablation import ablate, plan_from
+    from yolobn.io.loader import LoadedModel
+    from yolobn.run.observation import observe
 
     fr = frontier(None, "shapes", shares=(0, 5), criteria=("observed", "gamma"), roles=False, max_images=16)
     c = fr.curve.set_index(["criterion", "share"])

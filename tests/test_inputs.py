@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.corpus import huge_png, tiny_png
-from yolobn.errors import YolobnError
-from yolobn.loader import LoadedModel
+from yolobn.core.errors import YolobnError
+from yolobn.io.loader import LoadedModel
 
 
 def test_every_ultralytics_image_format_is_collected(tmp_path):
     from ultralytics.data.utils import IMG_FORMATS
 
-    from yolobn.images import collect_images
+    from yolobn.io.images import collect_images
 
     for i, suffix in enumerate(sorted(IMG_FORMATS)):
         (tmp_path / f"a{i}.{suffix}").write_bytes(b"x")
@@ -30,7 +30,7 @@ def test_every_ultralytics_image_format_is_collected(tmp_path):
 
 
 def test_an_image_too_large_to_decode_is_skipped(tmp_path):
-    from yolobn.images import iter_batches
+    from yolobn.io.images import iter_batches
 
     huge = huge_png(tmp_path / "huge.png")
     ok = tiny_png(tmp_path / "ok.png", 64)
@@ -53,23 +53,23 @@ def bad_imgsz(demo_model_loaded):
 def test_the_checkpoint_imgsz_is_checked_on_every_path(path, bad_imgsz, tmp_path):
     img = tiny_png(tmp_path / "a.png", 64)
     if path == "observe":
-        from yolobn.observation import observe
+        from yolobn.run.observation import observe
 
         run = lambda: observe(bad_imgsz, [str(img)])  # noqa: E731
     elif path == "recalibrate":
-        from yolobn.recalibration import recalibrate
+        from yolobn.run.recalibration import recalibrate
 
         run = lambda: recalibrate(bad_imgsz, [str(img), str(img)], batch=2)  # noqa: E731
     elif path == "validate":
-        from yolobn.validation import validate
+        from yolobn.evaluate.validation import validate
 
         run = lambda: validate(bad_imgsz, "shapes")  # noqa: E731
     elif path == "baseline":
-        from yolobn.validation import baseline
+        from yolobn.evaluate.validation import baseline
 
         run = lambda: baseline(bad_imgsz, "shapes", imgsz=None, batch=16, device="cpu")  # noqa: E731
     else:
-        from yolobn.images import model_imgsz
+        from yolobn.io.images import model_imgsz
 
         run = lambda: model_imgsz(bad_imgsz)  # noqa: E731  (what swap and experiment call first)
     with pytest.raises(YolobnError, match="imgsz 40000.*between 32 and 4096"):
@@ -81,7 +81,7 @@ def test_the_checkpoint_imgsz_is_checked_on_every_path(path, bad_imgsz, tmp_path
     [40000, 10**12, "big", ["x"], [10**12], [640, "x"], [320, 10**9], 3.5, True, float("nan"), {"a": 1}],
 )
 def test_bad_checkpoint_imgsz_values(value, demo_model_loaded):
-    from yolobn.images import model_imgsz
+    from yolobn.io.images import model_imgsz
 
     meta = dataclasses.replace(demo_model_loaded.meta, train_args={"imgsz": value})
     with pytest.raises(YolobnError, match="imgsz"):
@@ -91,8 +91,8 @@ def test_bad_checkpoint_imgsz_values(value, demo_model_loaded):
 
 def test_a_list_imgsz_from_the_checkpoint_is_kept(tmp_path):
     from tests.corpus import demo_ckpt, save
-    from yolobn.images import model_imgsz
-    from yolobn.loader import load
+    from yolobn.io.images import model_imgsz
+    from yolobn.io.loader import load
 
     ck = demo_ckpt()
     ck["train_args"]["imgsz"] = [320, 256]  # Ultralytics accepts [h, w]
@@ -102,14 +102,14 @@ def test_a_list_imgsz_from_the_checkpoint_is_kept(tmp_path):
 
 @pytest.mark.parametrize("spec", ["recalibrated:imgsz=100000", "recalibrated:imgsz=31", "ablate:imgsz=4097"])
 def test_an_impl_imgsz_is_bounded_like_imgsz(spec):
-    from yolobn.registry import parse_impl
+    from yolobn.core.registry import parse_impl
 
     with pytest.raises(YolobnError, match="imgsz.*between 32 and 4096"):
         parse_impl(spec)
 
 
 def test_a_custom_impl_that_exits_at_import_is_an_import_error(tmp_path):
-    from yolobn.registry import parse_impl
+    from yolobn.core.registry import parse_impl
 
     f = tmp_path / "exits.py"
     f.write_text("import sys\nsys.exit(0)\n")
@@ -118,7 +118,7 @@ def test_a_custom_impl_that_exits_at_import_is_an_import_error(tmp_path):
 
 
 def test_ctrl_c_during_a_custom_impl_import_still_interrupts(tmp_path):
-    from yolobn.registry import parse_impl
+    from yolobn.core.registry import parse_impl
 
     f = tmp_path / "interrupted.py"
     f.write_text("raise KeyboardInterrupt\n")
@@ -145,7 +145,7 @@ def test_ctrl_c_during_a_custom_impl_import_still_interrupts(tmp_path):
     ],
 )
 def test_experiment_file_values_are_checked(text, words, tmp_path):
-    from yolobn.experiment import read_config
+    from yolobn.sweeps.experiment import read_config
 
     f = tmp_path / "e.yaml"
     f.write_text(text + "\n")
@@ -155,7 +155,7 @@ def test_experiment_file_values_are_checked(text, words, tmp_path):
 
 
 def test_a_good_experiment_file_reads_as_before(tmp_path):
-    from yolobn.experiment import read_config
+    from yolobn.sweeps.experiment import read_config
 
     f = tmp_path / "e.yaml"
     f.write_text("data: shapes\nimgsz: 160\nbatch: 8\ndevice: cpu\nvariants:\n  - reference\n"

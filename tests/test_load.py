@@ -1,7 +1,7 @@
 """Library-level loading: good checkpoints, private copies, and every bad input as one-line CheckpointError.
 
 The bad inputs and checkpoint builders come from ``tests/corpus.py`` (shared with ``test_cli_errors.py``).
-Nothing here touches the network: ``yolobn.loader._download`` and Ultralytics' ``attempt_download_asset``
+Nothing here touches the network: ``yolobn.io.loader._download`` and Ultralytics' ``attempt_download_asset``
 are replaced wherever a download could be attempted.
 """
 
@@ -35,7 +35,7 @@ from tests.corpus import (
     save_checkpoint,
     sha256,
 )
-from yolobn.errors import CheckpointError, NoBatchNormError, YolobnError
+from yolobn.core.errors import CheckpointError, NoBatchNormError, YolobnError
 
 os.environ.setdefault("YOLO_VERBOSE", "False")
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -374,8 +374,8 @@ def test_non_pt_suffix_loads(name, good_ckpt, tmp_path):
 
 
 def test_public_functions_are_not_shadowed_by_submodules():
-    import yolobn.inspection
-    import yolobn.loader  # noqa: F401
+    import yolobn.bn.inspection
+    import yolobn.io.loader  # noqa: F401
 
     assert callable(yolobn.load) and callable(yolobn.inspect)
 
@@ -524,7 +524,7 @@ def test_a_model_that_cannot_run_here_is_named(tmp_path):
     import ultralytics
 
     from tests.corpus_cases import _cannot_run
-    from yolobn.checks import require_runnable
+    from yolobn.io.checks import require_runnable
 
     lm = yolobn.load(_demo_with(tmp_path, _cannot_run))
     assert lm.run_error and "model.10.m.0.attn (Attention)" in lm.run_error
@@ -536,7 +536,7 @@ def test_a_model_that_cannot_run_here_is_named(tmp_path):
 
 
 def test_good_models_run(demo_model_loaded):
-    from yolobn.checks import probe_forward
+    from yolobn.io.checks import probe_forward
 
     assert demo_model_loaded.run_error is None
     assert probe_forward(build_model()) is None
@@ -544,7 +544,7 @@ def test_good_models_run(demo_model_loaded):
 
 
 def test_the_probe_names_the_innermost_failing_module_and_leaves_the_model_as_it_was():
-    from yolobn.checks import probe_forward
+    from yolobn.io.checks import probe_forward
 
     class Broken(nn.Module):
         def forward(self, x):
@@ -559,7 +559,7 @@ def test_the_probe_names_the_innermost_failing_module_and_leaves_the_model_as_it
 
 def test_pickle_scan_parses_without_running(tmp_path):
     from tests.corpus import raw_pickles
-    from yolobn.sniff import scan_pickle
+    from yolobn.io.sniff import scan_pickle
 
     marker = tmp_path / MARKER_NAME
     inst = scan_pickle(raw_pickles(marker)["inst"])

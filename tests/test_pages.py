@@ -22,17 +22,17 @@ import yolobn
 from tests.models import TinyNet, plant
 from tests.test_compare import Wider
 from tests.test_report_html import chromium, plot_marks
+from yolobn.bn.comparison import audit, compare
 from yolobn.cli import main
-from yolobn.comparison import audit, compare
-from yolobn.errors import YolobnError
-from yolobn.experiment import ExperimentResult
-from yolobn.frontier import Frontier
+from yolobn.core.errors import YolobnError
+from yolobn.integrations.tracking import EPOCH_COLUMNS
 from yolobn.report import compare_page, frontier_page, run_page, variants_page
-from yolobn.report import experiment as experiment_page
+from yolobn.report import experiment_page
 from yolobn.report.page import asset
 from yolobn.report.svg import VIRIDIS
-from yolobn.tracking import EPOCH_COLUMNS
-from yolobn.variants import BASELINE, Settings, VariantsResult
+from yolobn.sweeps.experiment import ExperimentResult
+from yolobn.sweeps.frontier import Frontier
+from yolobn.sweeps.variants import BASELINE, Settings, VariantsResult
 
 M = "metrics/mAP50-95(B)"
 S = "mAP50-95(B)"

@@ -1,4 +1,4 @@
-"""yolobn.fanout on a real local Ray instance (started here, 2 CPUs; no mock): the same numbers as
+"""yolobn.sweeps.fanout on a real local Ray instance (started here, 2 CPUs; no mock): the same numbers as
 the local run, the model loaded once per worker, a killed worker's task retried, a failing task
 recorded. Skipped when Ray is not installed (pip install 'yolobn[ray]')."""
 
@@ -17,9 +17,9 @@ import torch
 ray = pytest.importorskip("ray")
 
 from yolobn.cli import main  # noqa: E402
-from yolobn.experiment import run_experiment  # noqa: E402
-from yolobn.fanout import Execution, run_tasks  # noqa: E402
-from yolobn.variants import Settings, Variant, variant_task  # noqa: E402
+from yolobn.sweeps.experiment import run_experiment  # noqa: E402
+from yolobn.sweeps.fanout import Execution, run_tasks  # noqa: E402
+from yolobn.sweeps.variants import Settings, Variant, variant_task  # noqa: E402
 
 CUSTOM = """
 import os
@@ -123,7 +123,7 @@ def test_ray_gives_the_local_numbers_bit_for_bit(cluster, custom):
 def test_each_worker_loads_the_checkpoint_once(cluster, demo_path, tmp_path):
     import shutil
 
-    from yolobn.loader import load
+    from yolobn.io.loader import load
 
     ckpt = tmp_path / "best.pt"
     shutil.copy(demo_path, ckpt)  # a checkpoint like any other (not the bundled demo): its bytes travel
@@ -144,7 +144,7 @@ def test_each_worker_loads_the_checkpoint_once(cluster, demo_path, tmp_path):
 
 
 def test_frontier_on_ray_is_the_local_frontier(cluster):
-    from yolobn.frontier import frontier
+    from yolobn.sweeps.frontier import frontier
 
     kw = {"shares": (0, 5), "criteria": ("observed", "gamma"), "roles": False, "max_images": 8}
     remote = frontier(None, "shapes", execution=RAY, **kw)
@@ -154,7 +154,7 @@ def test_frontier_on_ray_is_the_local_frontier(cluster):
 
 
 def test_a_killed_worker_loses_nothing(cluster, custom, tmp_path, demo_model_loaded):
-    from yolobn.variants import run_variants
+    from yolobn.sweeps.variants import run_variants
 
     variants = [Variant.of("reference"), Variant.of(f"{custom}:Killable"), Variant.of("identity", ["head"])]
     s = Settings(data="shapes", imgsz=160)
@@ -192,8 +192,8 @@ def test_a_killed_worker_loses_nothing(cluster, custom, tmp_path, demo_model_loa
 
 
 def test_cuda_on_a_cluster_without_gpus_is_an_error_not_a_hang(cluster, demo_model_loaded):
-    from yolobn.errors import YolobnError
-    from yolobn.variants import run_variants
+    from yolobn.core.errors import YolobnError
+    from yolobn.sweeps.variants import run_variants
 
     with pytest.raises(YolobnError, match="the Ray cluster has no GPU"):
         run_variants(

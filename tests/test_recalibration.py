@@ -13,13 +13,13 @@ from torch import nn
 
 import yolobn
 from tests.models import EPS, Block, TinyNet, plant
-from yolobn.checkpoint import save_checkpoint
 from yolobn.cli import main
-from yolobn.errors import YolobnError
-from yolobn.images import iter_batches
-from yolobn.layerwise import dependency_plan
-from yolobn.observation import observe
-from yolobn.recalibration import recalibrate
+from yolobn.core.errors import YolobnError
+from yolobn.io.images import iter_batches
+from yolobn.io.save import save_checkpoint
+from yolobn.run.layerwise import dependency_plan
+from yolobn.run.observation import observe
+from yolobn.run.recalibration import recalibrate
 
 # --------------------------------------------------------------------------------------------------
 # a numpy reference: the population statistics of every BN input of TinyNet, layer by layer
@@ -330,7 +330,7 @@ def test_stale_statistics_are_restored_to_the_same_model(demo_model_loaded, demo
     to exactly the model recalibrating the healthy one gives (the stored statistics of a
     recalibrated layer are never read). On the demo's own data it costs the healthy model a little
     (its statistics came from augmented batches; see the README)."""
-    from yolobn.validation import validate
+    from yolobn.evaluate.validation import validate
 
     m = demo_model_loaded
     key = "metrics/mAP50-95(B)"
@@ -386,8 +386,8 @@ def test_recalibrated_checkpoint_loads_in_ultralytics_and_yolobn(tmp_path, demo_
 
 
 def test_recalibrated_swap_variant_uses_the_same_estimator(demo_model_loaded):
-    from yolobn.registry import parse_impl
-    from yolobn.swapping import swap
+    from yolobn.core.registry import parse_impl
+    from yolobn.edit.swapping import swap
 
     m = demo_model_loaded
     s = swap(m, "recalibrated:max=16,batch=8", layers=["backbone"])
@@ -411,7 +411,7 @@ def test_recalibrated_swap_variant_uses_the_same_estimator(demo_model_loaded):
 
 def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys):
     from yolobn.cli import recalibrate as cli
-    from yolobn.recalibration import CACHE_MB
+    from yolobn.run.recalibration import CACHE_MB
 
     assert cli.CACHE_MB == CACHE_MB  # the CLI's copy (--help does not import torch)
     out = tmp_path / "r.pt"

@@ -11,9 +11,9 @@ import pytest
 
 from tests.golden import EXACT_DATA, check_or_update
 from tests.test_report_html import REPO, open_page, plot_marks
-from yolobn.experiment import ExperimentResult
-from yolobn.report.experiment import metric_label, render_html
+from yolobn.report.experiment_page import metric_label, render_html
 from yolobn.report.page import asset
+from yolobn.sweeps.experiment import ExperimentResult
 
 EPS = REPO / "reports" / "demo_yolo11n_shapes" / "experiments" / "eps"
 

@@ -14,7 +14,7 @@ import pytest
 
 import yolobn
 from tests.run_main import run_main
-from yolobn.errors import YolobnError
+from yolobn.core.errors import YolobnError
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -153,7 +153,7 @@ def test_plain_activations_and_shipped_yamls_still_build():
     ],
 )
 def test_activation_rule(act, ok):
-    from yolobn.loader import _literal_nn_call
+    from yolobn.io.loader import _literal_nn_call
 
     assert _literal_nn_call(act) is ok
 
@@ -195,7 +195,7 @@ def test_dataset_script_never_runs_from_the_api(tmp_path, marker, demo_model_loa
     data = evil_data_yaml(tmp_path, marker)
     with pytest.raises(YolobnError, match="never runs"):
         yolobn.validate(demo_model_loaded, str(data))
-    from yolobn.validation import baseline
+    from yolobn.evaluate.validation import baseline
 
     with pytest.raises(YolobnError, match="never runs"):
         baseline(demo_model_loaded, str(data), imgsz=160, batch=16, device="cpu")
@@ -204,7 +204,7 @@ def test_dataset_script_never_runs_from_the_api(tmp_path, marker, demo_model_loa
 
 def test_trusted_dataset_script_does_run(tmp_path, marker):
     """The control: with trust=True Ultralytics runs the script (then finds no images)."""
-    from yolobn.datasets import resolve_data
+    from yolobn.io.datasets import resolve_data
 
     data = evil_data_yaml(tmp_path, marker)
     path = resolve_data(str(data), trust=True)
@@ -219,7 +219,7 @@ def test_validator_gets_a_copy_without_the_script(tmp_path, demo_model_loaded):
     """A dataset whose images are present: the validator is given a copy without 'download:'."""
     import yaml
 
-    from yolobn.datasets import resolve_data
+    from yolobn.io.datasets import resolve_data
 
     shapes = Path(resolve_data("shapes"))
     doc = yaml.safe_load(shapes.read_text())
@@ -268,7 +268,9 @@ def test_experiment_file_cannot_grant_trust(tmp_path, capsys):
 
 def test_experiment_custom_impl_needs_trust(tmp_path, marker, capsys):
     impl = tmp_path / "bn.py"
-    impl.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nimport torch\nMyBN = torch.nn.Identity\n")
+    impl.write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nimport torch\nMyBN = torch.nn.Identity\n"
+    )
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"variants: ['{impl}:MyBN']\n")
     code, err = run_cli(["experiment", str(exp), "-o", str(tmp_path / "out")], capsys)

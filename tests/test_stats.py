@@ -144,8 +144,8 @@ def test_affine_still_at_init_is_a_finding_in_a_trained_model(tiny):
     ],
 )
 def test_affine_at_or_near_init_within_tolerances(tiny, gamma, beta, code):
-    from yolobn.findings import Finding
-    from yolobn.stats import stats_and_findings
+    from yolobn.bn.stats import stats_and_findings
+    from yolobn.core.findings import Finding
 
     with torch.no_grad():
         tiny.b2.bn.weight.fill_(1.0)
@@ -163,7 +163,7 @@ def test_affine_at_or_near_init_within_tolerances(tiny, gamma, beta, code):
 
 
 def test_init_tolerances_are_thresholds(tiny):
-    from yolobn.stats import stats_and_findings
+    from yolobn.bn.stats import stats_and_findings
 
     with torch.no_grad():
         tiny.b2.bn.weight.fill_(1.0)

@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 
 import yolobn
-from yolobn.findings import CODES, Finding, describe, join
+from yolobn.core.findings import CODES, Finding, describe, join
 from yolobn.report.console import summary_panel
 
 
@@ -120,8 +120,8 @@ def test_panel_says_when_the_family_is_unknown(tiny):
 
 
 def test_prediction_is_precision_and_recall_not_agreement():
-    from yolobn.observation import prediction_scores
     from yolobn.report.console import observed_panel
+    from yolobn.run.observation import prediction_scores
 
     # the data-free rules found none of 130 observed-dead channels: an "agreement" over all channels
     # would read 96%; recall says 0%

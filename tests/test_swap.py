@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import yolobn
-from yolobn.errors import YolobnError
-from yolobn.impls import FixedPointBatchNorm2d, FrozenBatchNorm2d, ReferenceBatchNorm2d, fold_into_conv
-from yolobn.registry import parse_impl
-from yolobn.swapping import swap
+from yolobn.core.errors import YolobnError
+from yolobn.core.registry import parse_impl
+from yolobn.edit.impls import FixedPointBatchNorm2d, FrozenBatchNorm2d, ReferenceBatchNorm2d, fold_into_conv
+from yolobn.edit.swapping import swap
 
 
 def _trained_bn(c: int = 6, momentum: float | None = 0.1, seed: int = 0) -> nn.BatchNorm2d:

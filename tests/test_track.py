@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import yolobn
-from yolobn.errors import YolobnError
+from yolobn.core.errors import YolobnError
+from yolobn.integrations.tracking import EPOCH_COLUMNS, read_run
 from yolobn.report.export import layers_csv
-from yolobn.tracking import EPOCH_COLUMNS, read_run
 
 EPOCHS = 2
 
@@ -82,7 +82,7 @@ def test_headline_scalars_go_to_ultralytics_tensorboard_writer(monkeypatch, demo
     recording stand-in for the SummaryWriter: tensorboard itself is not a dependency)."""
     import ultralytics.utils.callbacks.tensorboard as tb
 
-    from yolobn.tracking import _log_tensorboard, epoch_stats
+    from yolobn.integrations.tracking import _log_tensorboard, epoch_stats
 
     class Writer:
         def __init__(self):

@@ -9,9 +9,9 @@ from torch import nn
 
 import yolobn
 from yolobn.cli import main
-from yolobn.impls import ReferenceBatchNorm2d
-from yolobn.swapping import swap
-from yolobn.validation import baseline, validate
+from yolobn.edit.impls import ReferenceBatchNorm2d
+from yolobn.edit.swapping import swap
+from yolobn.evaluate.validation import baseline, validate
 
 MAP = "metrics/mAP50-95(B)"
 
@@ -102,9 +102,9 @@ def test_cli_swap_bad_input(argv, msg, tmp_path, capsys, cache):
 
 
 def test_label_free_agreement(demo):
-    from yolobn.agreement import agreement
     from yolobn.data.synth import shapes_dataset
-    from yolobn.images import collect_images
+    from yolobn.evaluate.agreement import agreement
+    from yolobn.io.images import collect_images
 
     images = collect_images([str(shapes_dataset().parent / "images" / "val")], 12)
     same = agreement(demo, swap(demo, "reference"), images, 160)

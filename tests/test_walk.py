@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import yolobn
-from yolobn.walk import find_blocks
+from yolobn.bn.walk import find_blocks
 
 YAMLS = sorted(Path(ultralytics.__file__).parent.glob("cfg/models/**/*.yaml"))
 

@@ -1,5 +1,5 @@
 """Writes are all-or-nothing and never replace an input (issue 9): the one atomic-write helper
-(yolobn/atomic.py) behind write_texts, save_checkpoint and the baseline cache."""
+(yolobn/core/atomic.py) behind write_texts, save_checkpoint and the baseline cache."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from yolobn import validation
-from yolobn.errors import YolobnError
+from yolobn.core.errors import YolobnError
+from yolobn.evaluate import validation
 from yolobn.report.export import write_texts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _killed_mid_write(folder: Path, name: str) -> Path:
     """A process that dies (SIGKILL) while writing ``folder/name``: its temporary file stays behind."""
     code = (
-        "import os, signal, sys; from pathlib import Path; from yolobn.atomic import temp_path\n"
+        "import os, signal, sys; from pathlib import Path; from yolobn.core.atomic import temp_path\n"
         f"t = temp_path(Path({str(folder / name)!r})); t.write_text('half a fi'); print(t.name, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -46,7 +46,7 @@ def test_temp_files_of_a_killed_run_are_removed_by_the_next_write(tmp_path):
 
 
 def test_save_checkpoint_cleans_up_too(tmp_path, demo_model_loaded):
-    from yolobn.checkpoint import save_checkpoint
+    from yolobn.io.save import save_checkpoint
 
     stale = _killed_mid_write(tmp_path, "best.pt")
     save_checkpoint(demo_model_loaded, tmp_path / "recal.pt")

@@ -18,28 +18,28 @@ from typing import TYPE_CHECKING, Any
 from yolobn._version import __version__
 
 _LAZY = {
-    "load": "yolobn.loader",
-    "LoadedModel": "yolobn.loader",
-    "ModelMeta": "yolobn.loader",
-    "demo_model_path": "yolobn.loader",
-    "find_blocks": "yolobn.walk",
-    "blocks_frame": "yolobn.walk",
-    "BNBlock": "yolobn.walk",
-    "bn_stats": "yolobn.stats",
-    "Thresholds": "yolobn.thresholds",
-    "dead_channels": "yolobn.stats",
-    "Inspection": "yolobn.inspection",
-    "inspect": "yolobn.inspection",
-    "YolobnError": "yolobn.errors",
-    "swap": "yolobn.swapping",
-    "validate": "yolobn.validation",
-    "observe": "yolobn.observation",
-    "recalibrate": "yolobn.recalibration",
-    "save_checkpoint": "yolobn.checkpoint",
-    "Observation": "yolobn.observation",
-    "ObservedThresholds": "yolobn.thresholds",
-    "track": "yolobn.tracking",
-    "compare": "yolobn.comparison",
+    "load": "yolobn.io.loader",
+    "LoadedModel": "yolobn.io.loader",
+    "ModelMeta": "yolobn.io.loader",
+    "demo_model_path": "yolobn.io.loader",
+    "find_blocks": "yolobn.bn.walk",
+    "blocks_frame": "yolobn.bn.walk",
+    "BNBlock": "yolobn.bn.walk",
+    "bn_stats": "yolobn.bn.stats",
+    "Thresholds": "yolobn.core.thresholds",
+    "dead_channels": "yolobn.bn.stats",
+    "Inspection": "yolobn.bn.inspection",
+    "inspect": "yolobn.bn.inspection",
+    "YolobnError": "yolobn.core.errors",
+    "swap": "yolobn.edit.swapping",
+    "validate": "yolobn.evaluate.validation",
+    "observe": "yolobn.run.observation",
+    "recalibrate": "yolobn.run.recalibration",
+    "save_checkpoint": "yolobn.io.save",
+    "Observation": "yolobn.run.observation",
+    "ObservedThresholds": "yolobn.core.thresholds",
+    "track": "yolobn.integrations.tracking",
+    "compare": "yolobn.bn.comparison",
     "write_report": "yolobn.api",
     "swap_validate": "yolobn.api",
     "run_experiment": "yolobn.api",
@@ -52,20 +52,20 @@ __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
     from yolobn.api import prune_frontier, run_experiment, swap_validate, write_report
-    from yolobn.checkpoint import save_checkpoint
-    from yolobn.comparison import compare
+    from yolobn.bn.comparison import compare
+    from yolobn.bn.inspection import Inspection, inspect
+    from yolobn.bn.stats import bn_stats, dead_channels
+    from yolobn.bn.walk import BNBlock, blocks_frame, find_blocks
+    from yolobn.core.errors import YolobnError
+    from yolobn.core.thresholds import ObservedThresholds, Thresholds
     from yolobn.data.synth import make_shapes, shapes_dataset
-    from yolobn.errors import YolobnError
-    from yolobn.inspection import Inspection, inspect
-    from yolobn.loader import LoadedModel, ModelMeta, demo_model_path, load
-    from yolobn.observation import Observation, observe
-    from yolobn.recalibration import recalibrate
-    from yolobn.stats import bn_stats, dead_channels
-    from yolobn.swapping import swap
-    from yolobn.thresholds import ObservedThresholds, Thresholds
-    from yolobn.tracking import track
-    from yolobn.validation import validate
-    from yolobn.walk import BNBlock, blocks_frame, find_blocks
+    from yolobn.edit.swapping import swap
+    from yolobn.evaluate.validation import validate
+    from yolobn.integrations.tracking import track
+    from yolobn.io.loader import LoadedModel, ModelMeta, demo_model_path, load
+    from yolobn.io.save import save_checkpoint
+    from yolobn.run.observation import Observation, observe
+    from yolobn.run.recalibration import recalibrate
 
 
 def __getattr__(name: str) -> Any:

@@ -40,8 +40,8 @@ def write_report(
     Returns:
         The path of report.html.
     """
-    from yolobn.atomic import output_folder
-    from yolobn.inspection import Inspection, inspect
+    from yolobn.bn.inspection import Inspection, inspect
+    from yolobn.core.atomic import output_folder
     from yolobn.report.export import report_files, write_texts
 
     ins = (
@@ -50,7 +50,7 @@ def write_report(
         else inspect(source, thresholds=thresholds, select=select, trust=trust)
     )
     if images is not None and ins.observation is None:
-        from yolobn.observation import observe
+        from yolobn.run.observation import observe
 
         ins = observe(ins, list(images) or None)
     stem = Path(ins.meta.path).stem if ins.meta.path else "demo_yolo11n_shapes"
@@ -83,12 +83,12 @@ def swap_validate(
         layers: the BN layers to swap (globs, block types, roles).
 
     Returns:
-        ``yolobn.variants.VariantsResult``: ``.table`` (one row per variant), ``.metrics``.
+        ``yolobn.sweeps.variants.VariantsResult``: ``.table`` (one row per variant), ``.metrics``.
     """
-    from yolobn.errors import YolobnError
-    from yolobn.images import collect_images, model_imgsz
-    from yolobn.loader import LoadedModel, load
-    from yolobn.variants import Settings, Variant, run_variants
+    from yolobn.core.errors import YolobnError
+    from yolobn.io.images import collect_images, model_imgsz
+    from yolobn.io.loader import LoadedModel, load
+    from yolobn.sweeps.variants import Settings, Variant, run_variants
 
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
     if data is None and images is None:
@@ -109,11 +109,11 @@ def run_experiment(config: str | os.PathLike | dict[str, Any], *, trust: bool = 
     """``yolobn experiment``: an experiment file (path) or its content (a dict, as the file would hold).
 
     Returns:
-        ``yolobn.experiment.ExperimentResult`` (``.results``, ``.sensitivity``, ``.metric``).
+        ``yolobn.sweeps.experiment.ExperimentResult`` (``.results``, ``.sensitivity``, ``.metric``).
     """
     import tempfile
 
-    from yolobn import experiment as ex
+    from yolobn.sweeps import experiment as ex
 
     if isinstance(config, dict):
         import yaml
@@ -131,7 +131,7 @@ def run_experiment(config: str | os.PathLike | dict[str, Any], *, trust: bool = 
 def prune_frontier(
     model: Any = None, data: str = "shapes", images: Sequence[str] | None = None, **kwargs: Any
 ) -> Any:
-    """``yolobn frontier`` (see ``yolobn.frontier.frontier`` for the options)."""
-    from yolobn.frontier import frontier
+    """``yolobn frontier`` (see ``yolobn.sweeps.frontier.frontier`` for the options)."""
+    from yolobn.sweeps.frontier import frontier
 
     return frontier(model, data, images, **kwargs)

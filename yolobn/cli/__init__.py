@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print("yolobn: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        from yolobn.errors import YolobnError
+        from yolobn.core.errors import YolobnError
 
         if debug:
             raise

@@ -63,7 +63,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolobn.errors import YolobnError
+    from yolobn.core.errors import YolobnError
 
     if len(args.models) < 2:
         raise YolobnError("compare needs at least two checkpoints: yolobn compare A.pt B.pt")
@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
     o.check_table_args(args)
     _check_html(args)
     th = o.thresholds(args)
-    from yolobn.comparison import audit, compare
-    from yolobn.inspection import inspect
-    from yolobn.loader import load
+    from yolobn.bn.comparison import audit, compare
+    from yolobn.bn.inspection import inspect
+    from yolobn.io.loader import load
 
     out, err = o.consoles(args.quiet)
     with err.status("loading and inspecting ...") if err.is_terminal and not args.quiet else _nothing():
@@ -126,7 +126,7 @@ def _same_architecture(a: Any, b: Any) -> bool:
 
 def _check_html(args: argparse.Namespace) -> None:
     """--html is a file (not stdout), distinct from the other outputs; checked before any work."""
-    from yolobn.errors import YolobnError
+    from yolobn.core.errors import YolobnError
     from yolobn.report.export import check_output_paths
 
     if args.html is None:

@@ -55,9 +55,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from yolobn.datasets import resolve_data
-    from yolobn.experiment import model_source, read_config, run_experiment
+    from yolobn.io.datasets import resolve_data
     from yolobn.report.export import write_texts
+    from yolobn.sweeps.experiment import model_source, read_config, run_experiment
 
     out, err = o.consoles(args.quiet)
     execution = o.execution(args, err)  # a missing Ray fails here, before any work
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         )
     n_sens = 0 if res.sensitivity is None else len(res.sensitivity)
     o.warn_failed(res.failed, len(res.results) - 1 + n_sens)
-    from yolobn.report.experiment import render_html
+    from yolobn.report.experiment_page import render_html
 
     def records(df: Any) -> Any:
         return json.loads(df.to_json(orient="records")) if df is not None else None

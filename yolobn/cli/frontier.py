@@ -76,9 +76,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from yolobn.errors import YolobnError
-    from yolobn.frontier import CRITERIA, SHARES, frontier
+    from yolobn.core.errors import YolobnError
     from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.sweeps.frontier import CRITERIA, SHARES, frontier
 
     out, err = o.consoles(args.quiet)
     execution = o.execution(args, err)  # a missing Ray fails here, before any work
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     shares = args.shares if args.shares is not None else list(SHARES)
     if not shares or any(not 0 <= s < 100 for s in shares):
         raise YolobnError(f"--shares {args.shares}: percentages from 0 to below 100")
-    from yolobn.datasets import resolve_data
+    from yolobn.io.datasets import resolve_data
 
     resolve_data(args.data, trust=args.trust)
     images = o.early_images(args)

@@ -1,7 +1,7 @@
 """Option groups shared by the commands, and their conversion into the library's objects.
 
 Declaring an option here (once) keeps its flag, default and help the same in every command; the
-threshold options come from the dataclass fields in ``yolobn.thresholds``. Nothing here imports
+threshold options come from the dataclass fields in ``yolobn.core.thresholds``. Nothing here imports
 torch at parser-building time.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from yolobn.thresholds import MAX_IMGSZ, MIN_IMGSZ, ObservedThresholds, Thresholds, options
+from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ, ObservedThresholds, Thresholds, options
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
@@ -187,7 +187,7 @@ def observed_thresholds(args: argparse.Namespace) -> ObservedThresholds:
 
 
 def _build(cls: Any, args: argparse.Namespace) -> Any:
-    from yolobn.errors import YolobnError
+    from yolobn.core.errors import YolobnError
 
     try:
         return cls(**{name: getattr(args, name) for name, *_ in options(cls)})
@@ -202,7 +202,7 @@ def model_stem(model: str | None) -> str:
 def check_table_args(args: argparse.Namespace) -> None:
     """The output files of inspect and activations, checked before any work; and the checkpoint's
     hash started in a thread while torch and pandas import (the loader picks it up)."""
-    from yolobn import digest
+    from yolobn.core import digest
     from yolobn.report.export import check_output_paths
 
     model_path = Path(args.model) if args.model else None
@@ -211,14 +211,14 @@ def check_table_args(args: argparse.Namespace) -> None:
     outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
     to_stdout = [k for k, v in outputs.items() if v is not None and str(v) == "-"]
     if len(to_stdout) > 1:
-        from yolobn.errors import YolobnError
+        from yolobn.core.errors import YolobnError
 
         raise YolobnError(f"{' and '.join(to_stdout)}: only one output can go to stdout ('-')")
     if to_stdout:
         args.quiet = True  # stdout carries the data alone
     files = {k: v for k, v in outputs.items() if v is not None and str(v) != "-"}
     check_output_paths(files, protect=[model_path] if model_path and model_path.exists() else [])
-    from yolobn.atomic import check_writable
+    from yolobn.core.atomic import check_writable
 
     for opt, path in files.items():
         check_writable(path, opt)
@@ -226,7 +226,7 @@ def check_table_args(args: argparse.Namespace) -> None:
 
 def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> None:
     """No --csv/--channels-csv/--json may replace an input file (the model, an image)."""
-    from yolobn.atomic import check_not_inputs
+    from yolobn.core.atomic import check_not_inputs
 
     outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
     check_not_inputs({f"{k} {v}": v for k, v in outputs.items()}, input_files(args.model, images=images))
@@ -257,8 +257,8 @@ def input_files(
 def check_out_dir(out_dir: Path, names: list[str], opt: str, inputs: dict[Path, str]) -> None:
     """The files a command writes into ``out_dir``, checked before any work: the folder is a folder,
     no file name is taken by a folder, none replaces an input, and the place can be written."""
-    from yolobn.atomic import check_not_inputs, check_writable
-    from yolobn.errors import YolobnError
+    from yolobn.core.atomic import check_not_inputs, check_writable
+    from yolobn.core.errors import YolobnError
 
     if out_dir.exists() and not out_dir.is_dir():
         raise YolobnError(f"{opt} {out_dir}: is a file, not a folder; give a folder name")
@@ -273,8 +273,8 @@ def early_images(args: argparse.Namespace) -> list[Path] | None:
     """Explicit --images checked before any loading (a typo fails at once); None means the defaults."""
     if not getattr(args, "images", None):
         return None
-    from yolobn.errors import YolobnError
-    from yolobn.images import collect_images
+    from yolobn.core.errors import YolobnError
+    from yolobn.io.images import collect_images
 
     for p in args.images:
         if p.lower().endswith((".pt", ".pth", ".yaml", ".yml")):
@@ -304,8 +304,8 @@ def write_outputs(args: argparse.Namespace, result: Any, extra: dict[Path, str] 
 
 def inspect_with_status(args: argparse.Namespace, th: Thresholds, err: Any) -> Any:
     """Run the inspection, with a spinner on stderr when it is a terminal (inspect and report)."""
-    from yolobn.inspection import inspect
-    from yolobn.loader import load
+    from yolobn.bn.inspection import inspect
+    from yolobn.io.loader import load
 
     def run() -> Any:
         loaded = load(args.model, trust=args.trust, strict=args.strict)
@@ -319,10 +319,10 @@ def inspect_with_status(args: argparse.Namespace, th: Thresholds, err: Any) -> A
 
 def observe_images(args: argparse.Namespace, inspection: Any, err: Any, images: list[Path] | None) -> Any:
     """observe() on an Inspection's tables, with a progress bar over the images (stderr, terminal only)."""
-    from yolobn.checks import require_runnable
-    from yolobn.device import parse_device
-    from yolobn.images import model_imgsz
-    from yolobn.observation import observe
+    from yolobn.io.checks import require_runnable
+    from yolobn.io.images import model_imgsz
+    from yolobn.run.device import parse_device
+    from yolobn.run.observation import observe
 
     require_runnable(inspection.loaded)  # before any image is read: one line naming the module that fails
     parse_device(args.device)
@@ -384,7 +384,7 @@ def layer_rows(
 ) -> tuple[Any, str]:
     """The rows a layer table shows (``--sort``, ``--top``, ``--all``) and the line that says what
     is left out."""
-    from yolobn.inspection import sort_layers
+    from yolobn.bn.inspection import sort_layers
 
     ordered = sort_layers(layers, args.sort, keys)
     shown = ordered if args.all else ordered.head(args.top)
@@ -409,7 +409,7 @@ def exist_ok_argument(p: argparse.ArgumentParser) -> None:
 
 def output_dir(out: Path | None, default: Path, exist_ok: bool) -> Path:
     """``-o DIR`` as given, else ``default`` incremented (``reports/best2``, ...) unless ``--exist-ok``."""
-    from yolobn.atomic import output_folder
+    from yolobn.core.atomic import output_folder
 
     return output_folder(out, default, exist_ok, "--out")
 
@@ -428,7 +428,7 @@ def print_written(out: Any, paths: list[Path]) -> None:
 
 def fanout_group(p: argparse.ArgumentParser) -> None:
     """``--ray`` and ``--resume``: where the many validations of a sweep run, and whether finished rows are reused."""
-    g = p.add_argument_group("many validations (yolobn.fanout)")
+    g = p.add_argument_group("many validations (yolobn.sweeps.fanout)")
     g.add_argument(
         "--ray",
         nargs="?",
@@ -448,8 +448,8 @@ def fanout_group(p: argparse.ArgumentParser) -> None:
 
 def execution(args: argparse.Namespace, err: Any) -> Any:
     """The ``Execution`` of ``--ray``/``--resume``; a missing Ray is a one-line error, before any work."""
-    from yolobn.errors import YolobnError
-    from yolobn.fanout import Execution, require_ray
+    from yolobn.core.errors import YolobnError
+    from yolobn.sweeps.fanout import Execution, require_ray
 
     if args.ray is not None:
         if Path(args.ray).suffix.lower() in (".pt", ".yaml", ".yml", ".pth") or Path(args.ray).is_file():

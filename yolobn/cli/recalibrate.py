@@ -8,7 +8,7 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-CACHE_MB = 2048  # yolobn.recalibration.CACHE_MB (not imported: --help must not import torch)
+CACHE_MB = 2048  # yolobn.run.recalibration.CACHE_MB (not imported: --help must not import torch)
 DRIFT_LEFT = 1e-4  # largest layer drift after recalibration that is not worth a warning
 
 EXAMPLES = """\
@@ -62,8 +62,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolobn.atomic import check_not_inputs, check_writable
-    from yolobn.errors import YolobnError
+    from yolobn.core.atomic import check_not_inputs, check_writable
+    from yolobn.core.errors import YolobnError
 
     out_path: Path = args.out.expanduser()
     # Every input, by its real path (the demo's too): the output never replaces one of them.
@@ -74,18 +74,18 @@ def run(args: argparse.Namespace) -> int:
         raise YolobnError(f"-o {args.out}: exists; pass --force to replace it, or choose another name")
     check_writable(out_path, "-o")
     if args.data is not None:
-        from yolobn.datasets import resolve_data
+        from yolobn.io.datasets import resolve_data
 
         resolve_data(args.data, trust=args.trust)
     images = o.early_images(args)
     check_not_inputs({f"-o {args.out}": out_path}, o.input_files(args.model, images=images))
 
-    from yolobn.checkpoint import save_checkpoint
-    from yolobn.checks import require_runnable
-    from yolobn.device import parse_device
-    from yolobn.images import model_imgsz
-    from yolobn.loader import load
-    from yolobn.recalibration import recalibrate
+    from yolobn.io.checks import require_runnable
+    from yolobn.io.images import model_imgsz
+    from yolobn.io.loader import load
+    from yolobn.io.save import save_checkpoint
+    from yolobn.run.device import parse_device
+    from yolobn.run.recalibration import recalibrate
 
     parse_device(args.device)
     out, err = o.consoles(args.quiet)
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace, loaded: Any, rec: Any, err: Any) -> list[tuple[str, float, float]]:
     """Metrics before and after (recorded in the metadata); one warning line when the headline fell."""
-    from yolobn.validation import KEY_METRICS, validate
+    from yolobn.evaluate.validation import KEY_METRICS, validate
 
     keys = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])
     with err.status("validating before and after ..."):

@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model), args.exist_ok)
     th = o.thresholds(args)
     if args.data is not None:
-        from yolobn.datasets import resolve_data
-        from yolobn.errors import YolobnError
+        from yolobn.core.errors import YolobnError
+        from yolobn.io.datasets import resolve_data
 
         if args.images is None:
             raise YolobnError("--data: needs --images (the channels are observed dead on the images first)")
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.images is not None:
         result = o.observe_images(args, result, err, images)
         if args.data is not None:
-            from yolobn.ablation import ablation_effect
+            from yolobn.edit.ablation import ablation_effect
 
             with o.status(err, args.quiet, "validating with the observed-dead channels ablated ..."):
                 result.observation.ablation = ablation_effect(
@@ -97,10 +97,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _training(args: argparse.Namespace) -> int:
     """``--run DIR``: training.html from DIR/yolobn/epochs.csv."""
-    from yolobn.errors import YolobnError
+    from yolobn.core.errors import YolobnError
+    from yolobn.integrations.tracking import read_run
     from yolobn.report.export import check_output_paths, write_texts
     from yolobn.report.run_page import render_html
-    from yolobn.tracking import read_run
 
     if args.model is not None:
         raise YolobnError("--run: give the run folder or a MODEL, not both")

@@ -18,7 +18,7 @@ examples:
 
 
 def add_parser(sub: Any) -> None:
-    from yolobn.registry import impl_help
+    from yolobn.core.registry import impl_help
 
     p = o.command(
         sub,
@@ -73,7 +73,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolobn.errors import YolobnError
+    from yolobn.core.errors import YolobnError
     from yolobn.report.export import write_texts
 
     out, err = o.consoles(args.quiet)
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         args.data = "shapes"
     variants = _variants(args)
     if args.data is not None:
-        from yolobn.datasets import resolve_data
+        from yolobn.io.datasets import resolve_data
 
         resolve_data(args.data, trust=args.trust)  # a missing or unsafe dataset fails here, before any work
     images = _images(args)
@@ -97,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
         o.input_files(args.model, data=args.data, images=images),
     )  # fmt: skip
 
-    from yolobn.checks import require_runnable
-    from yolobn.device import parse_device
-    from yolobn.images import model_imgsz
-    from yolobn.loader import load
-    from yolobn.variants import Settings, run_variants
+    from yolobn.io.checks import require_runnable
+    from yolobn.io.images import model_imgsz
+    from yolobn.io.loader import load
+    from yolobn.run.device import parse_device
+    from yolobn.sweeps.variants import Settings, run_variants
 
     # checked before any work (Ultralytics gets the canonical name); with --ray the validations run on
     # the cluster's machines, not this one
@@ -139,7 +139,7 @@ def _images(args: argparse.Namespace) -> list[Path] | None:
     """--images: the files given, the shapes val images for the demo model, or None (validate only)."""
     if args.images is None:
         return None
-    from yolobn.images import collect_images
+    from yolobn.io.images import collect_images
 
     if not args.images and args.model is None:  # the demo model sees shapes, not buses
         from yolobn.data.synth import shapes_dataset
@@ -150,8 +150,8 @@ def _images(args: argparse.Namespace) -> list[Path] | None:
 
 def _variants(args: argparse.Namespace) -> list[Any]:
     """Every --impl spec parsed (checked before any work), each variant once."""
-    from yolobn.errors import YolobnError
-    from yolobn.variants import Variant
+    from yolobn.core.errors import YolobnError
+    from yolobn.sweeps.variants import Variant
 
     variants = [Variant.of(s, args.layers) for s in args.impl]
     labels = [v.label for v in variants]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from yolobn.errors import YolobnError
+from yolobn.core.errors import YolobnError
 
 # The precision the data carries (float32/float16 tensors: about 7 significant digits), not more:
 # the float64 digits beyond it differ between CPUs and thread counts (observed statistics, sums),
@@ -54,8 +54,8 @@ def check_output_paths(paths: Mapping[str, Path | None], protect: list[Path] | N
 
 
 def write_texts(files: Mapping[Path, str]) -> list[Path]:
-    """Write every file or none (``yolobn.atomic.write_files``: temporary siblings, then renames)."""
-    from yolobn.atomic import write_files
+    """Write every file or none (``yolobn.core.atomic.write_files``: temporary siblings, then renames)."""
+    from yolobn.core.atomic import write_files
 
     return write_files(files)
 

@@ -1,4 +1,4 @@
-"""frontier.html: the prune frontier (``yolobn.frontier.Frontier``) in the report's shell and look:
+"""frontier.html: the prune frontier (``yolobn.sweeps.frontier.Frontier``) in the report's shell and look:
 accuracy against the share ablated per criterion, the removable shares, the most prunable layers."""
 
 from __future__ import annotations

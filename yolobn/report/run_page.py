@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from yolobn.errors import YolobnError
+from yolobn.core.errors import YolobnError
 from yolobn.report import charts
 from yolobn.report.page import cards, figure, footer, heading, meta_table, page, spec_table
 

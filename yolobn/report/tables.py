@@ -191,7 +191,7 @@ AUDIT_COLS = [
 
 
 def audit_table(table: pd.DataFrame, *, width: int = 200) -> Table:
-    """One row per checkpoint (``yolobn.comparison.audit``)."""
+    """One row per checkpoint (``yolobn.bn.comparison.audit``)."""
     rows = [
         [
             str(r.source), str(r.task or "-"), str(r.family or "-"), str(r.classes or "-"), str(r.bn_layers),
@@ -211,7 +211,7 @@ def audit_table(table: pd.DataFrame, *, width: int = 200) -> Table:
 def frontier_table(fr: Any, *, width: int = 200) -> Group:
     """The metric change at each share ablated, one column per criterion, and the removable shares."""
     c = fr.curve[fr.curve["scope"] == "all"]
-    from yolobn.frontier import CRITERIA
+    from yolobn.sweeps.frontier import CRITERIA
 
     crits = sorted(dict.fromkeys(c["criterion"]), key=lambda k: CRITERIA.index(k) if k in CRITERIA else 9)
     cols = [Col("ablated", "right")] + [Col(k) for k in crits]

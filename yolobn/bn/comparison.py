@@ -1,0 +1,273 @@
+"""Compare checkpoints: what changed in the BatchNorm layers between two models, or a model-zoo audit.
+
+Two checkpoints of the same architecture (``compare(a, b)``) are matched layer by layer by dotted
+name (a layer matches when its name and channel count agree). Per channel, the change is measured
+with the same Gaussian KL divergence as drift (``yolobn.run.observation``), in nats, on two sides of
+the BatchNorm:
+
+``kl_in``
+    the BN's running statistics, ``KL(N(mean_b, var_b + eps) || N(mean_a, var_a + eps))``: how
+    differently B normalises its input than A did;
+``kl_out``
+    the BN's estimated output distribution, ``KL(N(beta_b, s_b^2) || N(beta_a, s_a^2))`` with
+    ``s = |gamma| * sqrt(var / (var + eps))`` (floored at ``const_std`` so that a dead channel
+    stays finite): what the layer hands on.
+
+Both are exactly 0 for identical tensors and grow with the change; a layer's ``change`` is the mean
+over its channels of ``kl_in + kl_out``. Dead channels (data-free criteria of each model with the
+same thresholds) are compared channel by channel: newly dead (alive in A, dead in B), revived,
+dead in both; likewise eps-dominated channels.
+
+More than two checkpoints, or different architectures, give an audit instead (``audit``): one row
+per checkpoint with its headline numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from yolobn.core.thresholds import Thresholds
+
+QUANTITIES = ("gamma", "beta", "running_mean", "running_var")
+
+
+@dataclass
+class Comparison:
+    """Two inspected checkpoints, matched layer by layer.
+
+    Attributes:
+        a, b: the two ``Inspection`` results (A is the reference: "before").
+        layers: one row per matched layer: medians and spreads (IQR) of each quantity in A and B,
+            ``kl_in``, ``kl_out``, ``change``, and the dead/eps-dominated transitions.
+        channels: one row per channel of the matched layers: A and B values, deltas, KLs, flags.
+        only_a, only_b: layer names in one model only; ``mismatched``: same name, other width.
+    """
+
+    a: Any
+    b: Any
+    layers: pd.DataFrame
+    channels: pd.DataFrame
+    only_a: list[str] = field(default_factory=list)
+    only_b: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    def summary(self, worst: int = 5) -> dict[str, Any]:
+        ly, ch = self.layers, self.channels
+        ranked = ly.sort_values(["change", "index"], ascending=[False, True], kind="stable")
+        ranked = ranked[ranked["change"] > 0]
+        return {
+            "a": _source(self.a),
+            "b": _source(self.b),
+            "matched_layers": len(ly),
+            "matched_channels": len(ch),
+            "only_a": self.only_a,
+            "only_b": self.only_b,
+            "mismatched": self.mismatched,
+            "identical": bool(len(ly))
+            and not self.only_a
+            and not self.only_b
+            and not self.mismatched
+            and bool((ch[[f"d_{q}" for q in QUANTITIES]].to_numpy() == 0).all()),
+            "changed_layers": int((ly["change"] > 0).sum()),
+            "change_mean": float(ly["change"].mean()) if len(ly) else 0.0,
+            "transitions": {k: int(ly[k].sum()) for k in TRANSITIONS},
+            "eps_transitions": {k: int(ly[k].sum()) for k in EPS_TRANSITIONS},
+            "most_changed": [
+                {
+                    "name": r.name,
+                    "block": r.block,
+                    "change": float(r.change),
+                    "kl_in": float(r.kl_in),
+                    "kl_out": float(r.kl_out),
+                }
+                for r in ranked.head(worst).itertuples()
+            ],  # fmt: skip
+        }
+
+    def to_json_dict(self) -> dict[str, Any]:
+        from yolobn._version import __version__
+        from yolobn.report.export import json_safe
+
+        return json_safe(
+            {
+                "yolobn_version": __version__,
+                "a": self.a.meta.to_dict(),
+                "b": self.b.meta.to_dict(),
+                "thresholds": self.a.thresholds.to_dict(),
+                "summary": self.summary(),
+                "layers": self.layers.to_dict(orient="records"),
+            }
+        )
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n"
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        what = (
+            "identical"
+            if s["identical"]
+            else f"{s['changed_layers']} of {s['matched_layers']} layers changed"
+        )
+        return f"Comparison({s['a']} -> {s['b']}: {what})"
+
+    def _repr_html_(self) -> str:
+        from yolobn.report.notebook import comparison_html
+
+        return comparison_html(self)
+
+
+TRANSITIONS = ("newly_dead", "revived", "dead_both")
+EPS_TRANSITIONS = ("newly_eps_dominated", "no_longer_eps_dominated")
+
+
+def _source(ins: Any) -> str:
+    return str(ins.meta.path or ins.meta.source)
+
+
+def compare(a: Any, b: Any, *, thresholds: Thresholds | None = None, trust: bool = False) -> Comparison:
+    """Match two models' BatchNorm layers by name and measure what changed (see the module docstring).
+
+    Args:
+        a, b: anything ``yolobn.inspect`` takes (path, LoadedModel, Inspection, ...). A is "before".
+        thresholds: dead-channel thresholds, the same for both.
+        trust: full unpickle (trusted files only).
+    """
+    from yolobn.bn.inspection import Inspection, inspect
+
+    th = thresholds or Thresholds()
+    ia = a if isinstance(a, Inspection) else inspect(a, thresholds=th, trust=trust)
+    ib = b if isinstance(b, Inspection) else inspect(b, thresholds=th, trust=trust)
+    la, lb = ia.layers.set_index("name", drop=False), ib.layers.set_index("name", drop=False)
+    names_b = set(lb.index)
+    matched = [n for n in la.index if n in names_b and la.at[n, "channels"] == lb.at[n, "channels"]]
+    mismatched = [n for n in la.index if n in names_b and la.at[n, "channels"] != lb.at[n, "channels"]]
+    only_a = [n for n in la.index if n not in names_b]
+    only_b = [n for n in lb.index if n not in set(la.index)]
+    channels = _channel_changes(ia, ib, matched, th)
+    layers = _layer_changes(la.loc[matched].reset_index(drop=True), lb.loc[matched], channels)
+    return Comparison(ia, ib, layers, channels, only_a, only_b, mismatched)
+
+
+def _channel_changes(ia: Any, ib: Any, names: list[str], th: Thresholds) -> pd.DataFrame:
+    keep = set(names)
+    ca = ia.channels[ia.channels["name"].isin(keep)].reset_index(drop=True)
+    cb = (
+        ib.channels[ib.channels["name"].isin(keep)]
+        .set_index(["name", "channel"])
+        .loc[list(zip(ca["name"], ca["channel"], strict=True))]
+        .reset_index()
+    )
+    eps_a = ca["name"].map(ia.layers.set_index("name")["eps"]).to_numpy(dtype=float)
+    eps_b = ca["name"].map(ib.layers.set_index("name")["eps"]).to_numpy(dtype=float)
+    out = pd.DataFrame({"name": ca["name"], "layer": ca["layer"], "channel": ca["channel"]})
+    for q in QUANTITIES:
+        va, vb = ca[q].to_numpy(dtype=float), cb[q].to_numpy(dtype=float)
+        out[f"{q}_a"], out[f"{q}_b"] = va, vb
+        out[f"d_{q}"] = np.where(va == vb, 0.0, vb - va)  # exactly 0 for equal values (also inf/inf)
+    out["kl_in"] = gaussian_kl(
+        cb["running_mean"].to_numpy(float), cb["running_var"].to_numpy(float) + eps_b,
+        ca["running_mean"].to_numpy(float), ca["running_var"].to_numpy(float) + eps_a,
+    )  # fmt: skip
+    floor = max(th.const_std, 1e-12)
+    s_a = np.maximum(ca["out_std"].to_numpy(float), floor)
+    s_b = np.maximum(cb["out_std"].to_numpy(float), floor)
+    out["kl_out"] = gaussian_kl(cb["beta"].to_numpy(float), s_b**2, ca["beta"].to_numpy(float), s_a**2)
+    da, db = ca["dead"].to_numpy(bool), cb["dead"].to_numpy(bool)
+    ea, eb = ca["eps_dominated"].to_numpy(bool), cb["eps_dominated"].to_numpy(bool)
+    out["dead_a"], out["dead_b"] = da, db
+    out["transition"] = np.select(
+        [~da & db, da & ~db, da & db], ["newly dead", "revived", "dead in both"], ""
+    )
+    out["eps_dominated_a"], out["eps_dominated_b"] = ea, eb
+    return out
+
+
+def gaussian_kl(m1: np.ndarray, v1: np.ndarray, m0: np.ndarray, v0: np.ndarray) -> np.ndarray:
+    """``KL(N(m1, v1) || N(m0, v0))`` per element, in nats; exactly 0 where both are equal."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = v1 / v0
+        kl = 0.5 * (r + (m1 - m0) ** 2 / v0 - 1 - np.log(r))
+    same = (m1 == m0) & (v1 == v0)
+    return np.where(same, 0.0, kl)
+
+
+def _layer_changes(la: pd.DataFrame, lb: pd.DataFrame, ch: pd.DataFrame) -> pd.DataFrame:
+    cols = ["index", "name", "layer", "block", "role", "channels"]
+    out = la[cols].copy().reset_index(drop=True)
+    g = ch.groupby("name", sort=False)
+    for q in QUANTITIES:
+        for side in ("a", "b"):
+            out[f"{q}_p50_{side}"] = g[f"{q}_{side}"].median().reindex(out["name"]).to_numpy()
+            q75, q25 = g[f"{q}_{side}"].quantile(0.75), g[f"{q}_{side}"].quantile(0.25)
+            out[f"{q}_iqr_{side}"] = (q75 - q25).reindex(out["name"]).to_numpy()
+        out[f"{q}_max_abs_delta"] = (
+            g[f"d_{q}"].apply(lambda d: float(np.abs(d).max())).reindex(out["name"]).to_numpy()
+        )
+    out["kl_in"] = g["kl_in"].mean().reindex(out["name"]).to_numpy()
+    out["kl_out"] = g["kl_out"].mean().reindex(out["name"]).to_numpy()
+    out["change"] = out["kl_in"] + out["kl_out"]
+    for k, label in (("newly_dead", "newly dead"), ("revived", "revived"), ("dead_both", "dead in both")):
+        out[k] = (
+            (ch["transition"] == label).groupby(ch["name"], sort=False).sum().reindex(out["name"]).to_numpy()
+        )
+    ea, eb = ch["eps_dominated_a"], ch["eps_dominated_b"]
+    out["newly_eps_dominated"] = (
+        (~ea & eb).groupby(ch["name"], sort=False).sum().reindex(out["name"]).to_numpy()
+    )
+    out["no_longer_eps_dominated"] = (
+        (ea & ~eb).groupby(ch["name"], sort=False).sum().reindex(out["name"]).to_numpy()
+    )
+    out["eps_a"] = la["eps"].to_numpy()
+    out["eps_b"] = lb["eps"].to_numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# audit: more than two checkpoints, or different architectures
+
+
+def audit(
+    sources: Sequence[Any], *, thresholds: Thresholds | None = None, trust: bool = False
+) -> pd.DataFrame:
+    """One row per checkpoint with its headline numbers (a model-zoo audit).
+
+    Columns: source, task, family, classes, bn_layers, channels, dead, dead_share, eps_dominated,
+    findings, gamma_p50 (the median of all channels' gamma), near_initial_share (the share of
+    layers whose gamma/beta are at or near their initial 1/0), eps (the distinct eps values).
+    """
+    from yolobn.bn.inspection import Inspection, inspect
+
+    th = thresholds or Thresholds()
+    rows = []
+    for s in sources:
+        ins = s if isinstance(s, Inspection) else inspect(s, thresholds=th, trust=trust)
+        summ, m = ins.summary(), ins.meta
+        ly = ins.layers
+        near = ly["findings"].fillna("").str.contains("init", regex=False)
+        rows.append(
+            {
+                "source": str(m.path or m.source),
+                "task": m.task,
+                "family": m.family,
+                "classes": m.nc,
+                "bn_layers": summ["bn_layers"],
+                "channels": summ["channels"],
+                "dead": summ["dead"],
+                "dead_share": summ["dead_share"],
+                "eps_dominated": summ["eps_dominated"],
+                "findings": len(summ["findings"]),
+                "gamma_p50": float(ins.channels["gamma"].median()) if len(ins.channels) else math.nan,
+                "near_initial_share": float(near.mean()) if len(ly) else 0.0,
+                "eps": ", ".join(f"{e:g}" for e in sorted(set(ly["eps"]))),
+            }
+        )
+    return pd.DataFrame(rows)

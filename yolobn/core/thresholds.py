@@ -1,0 +1,111 @@
+"""The dead-channel thresholds: one home for their defaults, validation and help text.
+
+This module imports nothing heavy, so that the CLI builds its options from the dataclass fields
+(``cli.options``) without importing torch. The criteria themselves live in ``yolobn.bn.dead``
+(data-free) and ``yolobn.run.observation`` (observed on images).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, cast
+
+# The inference size, wherever it is given (--imgsz, an experiment, an impl option, a checkpoint):
+# 16 images of 4096 px are 3 GB of float32 input already.
+MIN_IMGSZ, MAX_IMGSZ = 32, 4096
+
+
+def _opt(default: float, flag: str, metavar: str, help: str, *, share: bool = False) -> Any:
+    """A threshold field: its default, CLI flag and help text (``share``: a value in [0, 1])."""
+    return field(default=default, metadata={"flag": flag, "metavar": metavar, "help": help, "share": share})
+
+
+def _check(obj: Any) -> None:
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"threshold {f.name} must be a finite number >= 0, got {v!r}")
+        if f.metadata.get("share") and v > 1:
+            raise ValueError(f"threshold {f.name} is a share between 0 and 1, got {v}")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Tunable thresholds of the data-free criteria (see ``yolobn.bn.dead``).
+
+    Attributes:
+        const_std: a channel is ``constant`` when its estimated BN output std is below this.
+        off_sigma: a channel is ``off`` when ``beta + off_sigma * std < 0`` before a floored activation.
+        eps_factor: a channel is ``eps_dominated`` when ``running_var < eps_factor * eps``.
+        eps_share: a layer gets a finding when at least this share of its channels is eps-dominated.
+        extreme_scale: a layer gets a finding when some ``|gamma / sqrt(var + eps)|`` exceeds this.
+        init_tol: gamma and beta are "still at init" when every channel is within this of (1, 0).
+            In units of the normalised output (whose std is ~|gamma| ~ 1): 1e-5 changes the BN output
+            by at most 1e-5 of its std, below float16 resolution (~5e-4 at 1, where a stripped
+            checkpoint stores gamma) and ~100 float32 steps at 1, while any optimizer step with a real
+            gradient moves a parameter further (an Adam step is ~lr, 1e-3..1e-2). So "at init" reads
+            "no gradient, or a negligible one".
+        near_init_tol: gamma and beta are "near init" when every channel is within this of (1, 0)
+            (and not at init): the layer barely trained.
+    """
+
+    const_std: float = _opt(1e-3, "--const-std", "X", "constant below this output std (default 1e-3)")
+    off_sigma: float = _opt(3.0, "--off-sigma", "K", "off when beta + K*std < 0 (default 3)")
+    eps_factor: float = _opt(0.1, "--eps-factor", "F", "eps-dominated when var < F*eps (default 0.1)")
+    eps_share: float = _opt(
+        0.5, "--eps-share", "S", "layer finding at this eps-dominated share (default 0.5)", share=True
+    )
+    extreme_scale: float = _opt(
+        100.0, "--extreme-scale", "X", "layer finding when |scale| exceeds this (default 100)"
+    )
+    init_tol: float = _opt(
+        1e-5, "--init-tol", "T", "gamma/beta still at init when all within T of (1, 0) (default 1e-5)"
+    )
+    near_init_tol: float = _opt(
+        0.02, "--near-init-tol", "T", "gamma/beta near init when all within T of (1, 0) (default 0.02)"
+    )
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ObservedThresholds:
+    """Criteria of the observed dead channels (see ``yolobn.run.observation``).
+
+    Attributes:
+        dead_std: ``flat`` when the post-activation std over all images and positions is below this.
+        min_positive: ``never positive`` when, before a floored activation, the share of positive
+            pre-activations is at most this (0: not one positive value).
+    """
+
+    dead_std: float = _opt(
+        1e-3, "--dead-std", "X", "flat when the post-activation std is below X (default 1e-3)"
+    )
+    min_positive: float = _opt(
+        0.0,
+        "--min-positive",
+        "S",
+        "never positive when at most this share of pre-activations is > 0 (default 0)",
+        share=True,
+    )
+
+    def __post_init__(self) -> None:
+        _check(self)
+        if self.min_positive >= 1:
+            raise ValueError(f"threshold min_positive is a share below 1, got {self.min_positive}")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def options(cls: type) -> list[tuple[str, str, float, str, str]]:
+    """``(field, flag, default, metavar, help)`` for every threshold of ``cls`` (the CLI's options)."""
+    return [
+        (f.name, f.metadata["flag"], cast(float, f.default), f.metadata["metavar"], f.metadata["help"])
+        for f in fields(cls)
+    ]

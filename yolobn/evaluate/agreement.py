@@ -1,0 +1,155 @@
+"""Label-free comparison of two models: how far apart are their outputs on the same input?
+
+``output_difference`` uses a fixed random batch; ``agreement`` streams real images through the
+one image pipeline (``yolobn.io.images``) and compares the raw head outputs and, after NMS, the
+boxes (an optimal one-to-one matching by class and IoU) or the top-1 classes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def output_difference(a: nn.Module, b: nn.Module, imgsz: int, seed: int = 0) -> dict[str, float]:
+    """Largest absolute and relative difference of the raw head outputs on a fixed random batch."""
+    x = torch.rand(2, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ya, yb = first_tensor(a.eval()(x)), first_tensor(b.eval()(x))
+    d = (ya - yb).abs().max().item()
+    return {"max_abs_diff": d, "max_rel_diff": d / max(ya.abs().max().item(), 1e-12)}
+
+
+def agreement(
+    a: Any,
+    b: Any,
+    images: list[Path],
+    imgsz: int,
+    *,
+    batch: int = 16,
+    conf: float = 0.25,
+    iou: float = 0.5,
+) -> dict[str, float]:
+    """Compare two models on real images without labels.
+
+    Args:
+        a, b: the reference and the changed model (LoadedModel, nn.Module or ultralytics.YOLO).
+        images: image files, preprocessed as Ultralytics' predict does (``yolobn.io.images``).
+        imgsz, batch: inference size and images per forward pass.
+        conf, iou: the confidence threshold of the boxes compared, and the IoU a match needs.
+
+    Returns:
+        ``max_abs_diff`` / ``max_rel_diff`` of the raw head outputs, ``images``, ``ms_per_image``
+        and ``ms_per_image_ref`` (the forward time per image of ``b`` and of ``a``), and for detection-style heads ``boxes_a``, ``boxes_b`` and
+        ``box_agreement``: the most pairs of boxes that can be matched one to one (same class,
+        IoU >= ``iou``), divided by the larger of the two box counts, over all images (NaN when
+        neither model finds a box); for classifiers, ``top1_agreement``.
+    """
+    from yolobn.bn.walk import unwrap
+    from yolobn.io.images import check_decoded, iter_batches, model_stride
+
+    ma, mb = unwrap(a).eval(), unwrap(b).eval()
+    task = getattr(getattr(a, "meta", None), "task", None) or getattr(ma, "task", None)
+    nc = len(getattr(ma, "names", {}) or {})
+    skipped: list[Path] = []
+    d_max, ref_max, seen, elapsed, elapsed_ref = 0.0, 0.0, 0, 0.0, 0.0
+    top1_same, matched, total, boxes_a, boxes_b = 0, 0, 0, 0, 0
+    classify = task == "classify"
+    batches = iter_batches(images, imgsz, stride=model_stride(ma), batch=batch, task=task, skipped=skipped)
+    with torch.no_grad():
+        for x, names in batches:
+            t0 = time.perf_counter()
+            ya = ma(x)
+            t1 = time.perf_counter()
+            yb = mb(x)
+            elapsed += time.perf_counter() - t1
+            elapsed_ref += t1 - t0
+            ta, tb = first_tensor(ya), first_tensor(yb)
+            d_max = max(d_max, (ta - tb).abs().max().item())
+            ref_max = max(ref_max, ta.abs().max().item())
+            seen += len(names)
+            if classify or ta.dim() == 2:
+                classify = True
+                top1_same += int((ta.argmax(1) == tb.argmax(1)).sum())
+                continue
+            m, t, na, nb = _box_matches(ta, tb, nc, conf, iou)
+            matched, total, boxes_a, boxes_b = matched + m, total + t, boxes_a + na, boxes_b + nb
+    check_decoded(seen, skipped)
+    out = {
+        "max_abs_diff": d_max,
+        "max_rel_diff": d_max / max(ref_max, 1e-12),
+        "images": float(seen),
+        "ms_per_image": 1000 * elapsed / seen,
+        "ms_per_image_ref": 1000 * elapsed_ref / seen,
+    }
+    if classify:
+        out["top1_agreement"] = top1_same / seen
+        return out
+    out["boxes_a"] = float(boxes_a)
+    out["boxes_b"] = float(boxes_b)
+    # No box on either side says nothing about agreement: NaN, not a perfect score.
+    out["box_agreement"] = matched / total if total else float("nan")
+    return out
+
+
+def _box_matches(
+    ta: torch.Tensor, tb: torch.Tensor, nc: int, conf: float, iou: float
+) -> tuple[int, int, int, int]:
+    """(matched pairs, max(count a, count b) summed over images, boxes of a, boxes of b) after NMS."""
+    from ultralytics.utils.metrics import box_iou
+
+    try:
+        from ultralytics.utils.nms import non_max_suppression
+    except ImportError:  # older ultralytics kept it in ops
+        import importlib
+
+        non_max_suppression = importlib.import_module("ultralytics.utils.ops").non_max_suppression
+
+    pa = non_max_suppression(ta, conf, 0.7, nc=nc)
+    pb = non_max_suppression(tb, conf, 0.7, nc=nc)
+    matched = total = 0
+    for da, db in zip(pa, pb, strict=True):
+        total += max(len(da), len(db))
+        if len(da) and len(db):
+            ious = box_iou(da[:, :4], db[:, :4])
+            ious[da[:, 5][:, None] != db[:, 5][None, :]] = 0
+            matched += max_matching(ious.numpy(), iou)
+    return matched, total, sum(len(p) for p in pa), sum(len(p) for p in pb)
+
+
+def max_matching(ious: Any, thr: float) -> int:
+    """The largest number of one-to-one pairs with IoU >= ``thr`` (maximum bipartite matching).
+
+    A greedy match (each box of ``a`` in confidence order takes its best box of ``b``) can take the
+    box another one needed and undercount in crowded scenes; augmenting paths (Kuhn's algorithm)
+    give the optimal count. Detections per image are capped by NMS (300), so this stays small.
+    """
+    import numpy as np
+
+    ok = np.asarray(ious) >= thr
+    adj = [np.flatnonzero(row).tolist() for row in ok]
+    owner = [-1] * ok.shape[1]  # box of b -> the box of a it is matched to
+
+    def augment(i: int, seen: list[bool]) -> bool:
+        for j in adj[i]:
+            if not seen[j]:
+                seen[j] = True
+                if owner[j] < 0 or augment(owner[j], seen):
+                    owner[j] = i
+                    return True
+        return False
+
+    return sum(augment(i, [False] * ok.shape[1]) for i in range(ok.shape[0]) if adj[i])
+
+
+def first_tensor(t: Any) -> Any:
+    """The first tensor of a model output (nested tuples, lists and dicts of the heads)."""
+    while isinstance(t, (list, tuple)):
+        t = t[0]
+    if isinstance(t, dict):
+        t = next(iter(t.values()))
+    return t

@@ -1,0 +1,298 @@
+"""Ultralytics validation that measures the model it is given: never re-fused.
+
+``model.val()`` builds an ``AutoBackend`` that calls ``model.fuse()``, which folds every attribute
+named ``bn`` back into its conv with the standard formula: a swapped-in BatchNorm would silently
+vanish and the validation would measure the original model. ``validate`` runs Ultralytics' own
+validator for the model's task on a private copy whose ``fuse`` does nothing, and checks after
+the run that every module it was given is still there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from yolobn.core.errors import YolobnError
+from yolobn.io.datasets import resolve_data
+
+_VALIDATORS = {
+    "detect": ("ultralytics.models.yolo.detect", "DetectionValidator"),
+    "segment": ("ultralytics.models.yolo.segment", "SegmentationValidator"),
+    "classify": ("ultralytics.models.yolo.classify", "ClassificationValidator"),
+    "pose": ("ultralytics.models.yolo.pose", "PoseValidator"),
+    "obb": ("ultralytics.models.yolo.obb", "OBBValidator"),
+}
+
+
+def validate(
+    model: Any,
+    data: str | os.PathLike = "shapes",
+    *,
+    imgsz: int | None = None,
+    batch: int = 16,
+    device: str = "cpu",
+    task: str | None = None,
+    trust: bool = False,
+    loaders: dict[Any, Any] | None = None,
+) -> Metrics:
+    """Validate ``model`` with Ultralytics' validator for its task, without BN fusion.
+
+    Args:
+        model: a ``yolobn.LoadedModel`` (swapped or not) or an Ultralytics ``nn.Module``.
+        data: ``"shapes"``, a dataset yaml path, or an Ultralytics dataset name.
+        imgsz: image size; default the checkpoint's training imgsz, else 640.
+        batch, device: as in Ultralytics.
+        task: override the task (default: the model's).
+        trust: give Ultralytics the dataset yaml as it is, which may run its ``download:`` script
+            when the images are missing (see ``yolobn.io.datasets``). Only for yamls you trust.
+        loaders: a cache of dataloaders kept between calls (``yolobn.sweeps.fanout``'s workers pass one):
+            the dataset is built once per settings, not once per validation.
+
+    Returns:
+        ``Metrics``: named attributes like Ultralytics' (``.box.map``, ``.box.map50``, ``.seg.map``,
+        ``.top1``, ``.ms_per_image``) and ``to_dict()``; also a dict of Ultralytics' raw keys
+        (``metrics/mAP50-95(B)``, ...).
+
+    Raises:
+        YolobnError: unknown task, or a dataset that is not on disk and cannot be downloaded.
+    """
+    from yolobn.bn.walk import unwrap
+
+    meta = getattr(model, "meta", None)
+    root = unwrap(model)
+    task = task or getattr(meta, "task", None) or getattr(root, "task", None) or "detect"
+    if task not in _VALIDATORS:
+        raise YolobnError(f"task {task!r}: validation supports {', '.join(_VALIDATORS)}")
+    from yolobn.io.images import model_imgsz
+
+    imgsz = model_imgsz(model, imgsz)
+    data_arg = resolve_data(data, trust=trust)
+
+    net = copy.deepcopy(root).eval()
+    before = [type(m) for m in net.modules()]
+    # The whole point: AutoBackend calls model.fuse(); on this private copy it does nothing.
+    net.fuse = _no_fuse.__get__(net)
+    t0 = time.perf_counter()
+    stride = getattr(root, "stride", None)
+    lkey = (
+        task,
+        data_arg,
+        imgsz,
+        batch,
+        str(device),
+        str(stride.tolist() if stride is not None and hasattr(stride, "tolist") else stride),
+    )
+    # Popped while in use and put back only after a whole pass: a validation that raised midway
+    # leaves its loader's iterator mid-epoch, and reusing it would shift every later batch.
+    loader = loaders.pop(lkey, None) if loaders is not None else None
+    args = dict(data=data_arg, imgsz=imgsz, batch=batch, device=device, task=task)
+    validator, stats = _run_validator(net, args, loader, data)
+    if loaders is not None:
+        loaders[lkey] = validator.dataloader
+    after = [type(m) for m in net.modules()]
+    if before != after:  # would mean something fused or replaced modules behind our back
+        raise RuntimeError("the model changed during validation (fusion was not prevented)")
+    out = {str(k): float(v) for k, v in dict(stats).items() if isinstance(v, (int, float))}
+    speed = getattr(validator, "speed", {}) or {}
+    out["ms_per_image"] = float(speed.get("inference", float("nan")))
+    out["wall_s"] = time.perf_counter() - t0
+    return Metrics(out)
+
+
+class _Group:
+    """One kind of result (boxes, masks, keypoints), named as Ultralytics names them."""
+
+    def __init__(self, m: dict[str, float], tag: str) -> None:
+        nan = float("nan")
+        self.map = m.get(f"metrics/mAP50-95({tag})", nan)
+        self.map50 = m.get(f"metrics/mAP50({tag})", nan)
+        self.mp = m.get(f"metrics/precision({tag})", nan)  # mean precision
+        self.mr = m.get(f"metrics/recall({tag})", nan)  # mean recall
+
+    def __repr__(self) -> str:
+        return f"(map={self.map:.4f}, map50={self.map50:.4f}, mp={self.mp:.4f}, mr={self.mr:.4f})"
+
+
+class Metrics(dict[str, float]):
+    """Validation results: ``.box.map`` (mAP50-95), ``.box.map50``, ``.box.mp``, ``.box.mr``; ``.seg``
+    and ``.pose`` for masks and keypoints; ``.top1``/``.top5`` for classifiers; ``.ms_per_image``.
+
+    It is also the dict of Ultralytics' raw keys (``metrics/mAP50-95(B)``), which the tables and the
+    baseline cache store; ``to_dict()`` gives readable names.
+    """
+
+    @property
+    def box(self) -> _Group:
+        return _Group(self, "B")
+
+    @property
+    def seg(self) -> _Group:
+        return _Group(self, "M")
+
+    @property
+    def pose(self) -> _Group:
+        return _Group(self, "P")
+
+    @property
+    def top1(self) -> float:
+        return self.get("metrics/accuracy_top1", float("nan"))
+
+    @property
+    def top5(self) -> float:
+        return self.get("metrics/accuracy_top5", float("nan"))
+
+    @property
+    def ms_per_image(self) -> float:
+        return self.get("ms_per_image", float("nan"))
+
+    def to_dict(self) -> dict[str, float]:
+        """Readable names: ``box_map``, ``box_map50``, ``seg_map``, ``top1``, ``ms_per_image``, ..."""
+        names = {"B": "box", "M": "seg", "P": "pose"}
+        out: dict[str, float] = {}
+        for k, v in self.items():
+            if k.startswith("metrics/") and k.endswith(")"):
+                stat, tag = k[len("metrics/") : -1].split("(")
+                key = {"mAP50-95": "map", "mAP50": "map50", "precision": "mp", "recall": "mr"}.get(stat, stat)
+                out[f"{names.get(tag, tag)}_{key}"] = v
+            elif k.startswith("metrics/accuracy_"):
+                out[k[len("metrics/accuracy_") :]] = v
+            else:
+                out[k.replace("metrics/", "")] = v
+        return out
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={v:.4f}" for k, v in self.to_dict().items() if not k.endswith(("_s", "ms_per_image"))]
+        return f"Metrics({', '.join(parts)})"
+
+
+def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any) -> tuple[Any, Any]:
+    """Ultralytics' validator for ``args["task"]`` on ``net`` (settings as ``model.val()``); a missing
+    dataset is a one-line YolobnError."""
+    import importlib
+
+    from yolobn.io.loader import quiet_ultralytics
+
+    mod, cls = _VALIDATORS[args["task"]]
+    Validator = getattr(importlib.import_module(mod), cls)
+    full = dict(
+        **args, workers=0, plots=False, verbose=False, save_json=False, half=False, mode="val",
+        rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
+    )  # fmt: skip
+    with quiet_ultralytics():
+        try:
+            validator = Validator(args=full, dataloader=loader)
+            return validator, validator(model=net)
+        except (ConnectionError, OSError, FileNotFoundError) as e:
+            raise YolobnError(
+                f"--data {data}: the dataset is not on disk and could not be downloaded ({type(e).__name__}); "
+                "pass a local dataset yaml, or 'shapes' for the bundled synthetic dataset"
+            ) from None
+        except Exception as e:
+            if "download" in str(e).lower() or "not found" in str(e).lower():
+                raise YolobnError(
+                    f"--data {data}: the dataset is not on disk and could not be downloaded; pass a local "
+                    "dataset yaml, or 'shapes' for the bundled synthetic dataset"
+                ) from None
+            raise
+
+
+def _no_fuse(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
+    return self
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics and the cached baseline
+
+KEY_METRICS = {
+    "detect": ("metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"),
+    "segment": ("metrics/mAP50-95(M)", "metrics/mAP50-95(B)", "metrics/mAP50(M)", "metrics/mAP50(B)"),
+    "pose": ("metrics/mAP50-95(P)", "metrics/mAP50-95(B)", "metrics/mAP50(P)", "metrics/mAP50(B)"),
+    "obb": ("metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"),
+    "classify": ("metrics/accuracy_top1", "metrics/accuracy_top5"),
+}
+
+
+def metric_columns(m: dict[str, float], base: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
+    """Short metric names and their delta vs the baseline (``mAP50-95(B)``, ``mAP50-95(B) delta``)."""
+    cols: dict[str, float] = {}
+    for k in keys:
+        short = k.replace("metrics/", "")
+        cols[short] = float(m.get(k, float("nan")))
+        cols[f"{short} delta"] = cols[short] - float(base.get(k, float("nan")))
+    return cols
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("YOLOBN_CACHE") or Path.home() / ".cache" / "yolobn") / "val"
+
+
+def baseline(
+    model: Any, data: str, *, imgsz: int | None, batch: int, device: str, trust: bool = False
+) -> tuple[dict[str, float], bool]:
+    """The unswapped model's metrics, cached by checkpoint sha256 + dataset + settings.
+
+    Returns (metrics, from_cache). Models without a file (no sha256) are never cached.
+    """
+    import hashlib
+    import json
+
+    meta = getattr(model, "meta", None)
+    sha = getattr(meta, "sha256", None)
+    from yolobn.io.images import model_imgsz
+
+    imgsz = model_imgsz(model, imgsz)
+    data_arg = resolve_data(data, trust=trust)
+    key = None
+    if sha:
+        data_sig = data_arg
+        p = Path(data_arg)
+        if p.is_file():
+            data_sig = hashlib.sha256(p.read_bytes()).hexdigest()
+        raw = json.dumps([sha, data_sig, imgsz, batch, device, _ultra_version()], sort_keys=True)
+        key = _cache_dir() / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.json"
+        cached = _cached(key, getattr(meta, "task", None))
+        if cached is not None:
+            return cached, True
+    metrics = validate(model, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
+    if key is not None:
+        from yolobn.core.atomic import write_files
+
+        # Unique temporary names (two runs may fill the same entry); a cache that cannot be written
+        # costs a validation next time, nothing more.
+        with contextlib.suppress(OSError, YolobnError):
+            write_files({key: json.dumps(metrics)})
+    return metrics, False
+
+
+def _cached(key: Path, task: str | None) -> dict[str, float] | None:
+    """A cache entry when it is a complete record (every key metric of the task a number), else
+    None: anything else (damaged, edited, written by another version) is recomputed."""
+    import json
+    import numbers
+
+    try:
+        if not key.is_file():
+            return None
+        doc = json.loads(key.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    needed = (*KEY_METRICS.get(task or "detect", KEY_METRICS["detect"]), "ms_per_image")
+    if not all(isinstance(doc.get(k), numbers.Real) and not isinstance(doc.get(k), bool) for k in needed):
+        return None
+    return {
+        str(k): float(v) for k, v in doc.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
+    }
+
+
+def _ultra_version() -> str:
+    import ultralytics
+
+    return ultralytics.__version__
