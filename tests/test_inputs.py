@@ -109,7 +109,7 @@ def test_an_impl_imgsz_is_bounded_like_imgsz(spec):
 
 
 def test_a_custom_impl_that_exits_at_import_is_an_import_error(tmp_path):
-    from yolobn.core.registry import parse_impl
+    from yolobn.edit.impls import parse as parse_impl
 
     f = tmp_path / "exits.py"
     f.write_text("import sys\nsys.exit(0)\n")
@@ -118,7 +118,7 @@ def test_a_custom_impl_that_exits_at_import_is_an_import_error(tmp_path):
 
 
 def test_ctrl_c_during_a_custom_impl_import_still_interrupts(tmp_path):
-    from yolobn.core.registry import parse_impl
+    from yolobn.edit.impls import parse as parse_impl
 
     f = tmp_path / "interrupted.py"
     f.write_text("raise KeyboardInterrupt\n")

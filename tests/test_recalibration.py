@@ -389,6 +389,9 @@ def test_recalibrated_swap_variant_uses_the_same_estimator(demo_model_loaded):
     from yolobn.core.registry import parse_impl
     from yolobn.edit.swapping import swap
 
+    with pytest.raises(YolobnError, match="built from images"):  # swap only swaps
+        swap(demo_model_loaded, "recalibrated")
+    swap = yolobn.swap  # the one dispatch builds the data-dependent variants
     m = demo_model_loaded
     s = swap(m, "recalibrated:max=16,batch=8", layers=["backbone"])
     direct = recalibrate(m, max_images=16, batch=8, select=["backbone"])

@@ -17,6 +17,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from yolobn.bn.inspection import Inspection, inspect
+from yolobn.core.atomic import output_folder
+from yolobn.core.errors import YolobnError
+from yolobn.data import DEMO_STEM
+from yolobn.io.images import collect_images, model_imgsz
+from yolobn.io.loader import LoadedModel, load
+from yolobn.report.export import report_files, write_texts
+from yolobn.run.observation import observe
+from yolobn.sweeps import experiment as ex
+from yolobn.sweeps.frontier import frontier
+from yolobn.sweeps.variants import Settings, Variant, run_variants
+
+__all__ = ["prune_frontier", "run_experiment", "swap_validate", "write_report"]
+
 
 def write_report(
     source: Any = None,
@@ -40,9 +54,6 @@ def write_report(
     Returns:
         The path of report.html.
     """
-    from yolobn.bn.inspection import Inspection, inspect
-    from yolobn.core.atomic import output_folder
-    from yolobn.report.export import report_files, write_texts
 
     ins = (
         source
@@ -50,10 +61,8 @@ def write_report(
         else inspect(source, thresholds=thresholds, select=select, trust=trust)
     )
     if images is not None and ins.observation is None:
-        from yolobn.run.observation import observe
-
         ins = observe(ins, list(images) or None)
-    stem = Path(ins.meta.path).stem if ins.meta.path else "demo_yolo11n_shapes"
+    stem = Path(ins.meta.path).stem if ins.meta.path else DEMO_STEM
     folder = output_folder(Path(out) if out is not None else None, Path("reports") / stem, exist_ok)
     write_texts(report_files(ins, folder))
     return folder / "report.html"
@@ -85,10 +94,6 @@ def swap_validate(
     Returns:
         ``yolobn.sweeps.variants.VariantsResult``: ``.table`` (one row per variant), ``.metrics``.
     """
-    from yolobn.core.errors import YolobnError
-    from yolobn.io.images import collect_images, model_imgsz
-    from yolobn.io.loader import LoadedModel, load
-    from yolobn.sweeps.variants import Settings, Variant, run_variants
 
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
     if data is None and images is None:
@@ -113,8 +118,6 @@ def run_experiment(config: str | os.PathLike | dict[str, Any], *, trust: bool = 
     """
     import tempfile
 
-    from yolobn.sweeps import experiment as ex
-
     if isinstance(config, dict):
         import yaml
 
@@ -132,6 +135,5 @@ def prune_frontier(
     model: Any = None, data: str = "shapes", images: Sequence[str] | None = None, **kwargs: Any
 ) -> Any:
     """``yolobn frontier`` (see ``yolobn.sweeps.frontier.frontier`` for the options)."""
-    from yolobn.sweeps.frontier import frontier
 
     return frontier(model, data, images, **kwargs)

@@ -11,11 +11,24 @@ import pandas as pd
 
 from yolobn._version import __version__
 from yolobn.bn.stats import stats_and_findings
+from yolobn.bn.walk import matches
+from yolobn.core import notebook
 from yolobn.core.errors import NoBatchNormError, YolobnError
 from yolobn.core.findings import Finding, by_kind, describe
+from yolobn.core.precision import json_safe
 from yolobn.core.thresholds import Thresholds
 from yolobn.io.loader import LoadedModel, ModelMeta, load
-from yolobn.report.export import json_safe
+
+__all__ = [
+    "Inspection",
+    "SORT_KEYS",
+    "eps_counts",
+    "inspect",
+    "rank_layers",
+    "require_batchnorm",
+    "select_layers",
+    "sort_layers",
+]
 
 SORT_KEYS = {
     "index": ("index", True),
@@ -56,9 +69,30 @@ class Inspection:
         )
 
     def _repr_html_(self) -> str:
-        from yolobn.report.notebook import inspection_html
-
-        return inspection_html(self, rank_layers(self.layers))
+        s, m = self.summary(), self.meta
+        items = [
+            ("model", m.path or m.source),
+            ("task", f"{m.task} · {m.nc or 0} classes"),
+            ("BatchNorm", f"{s['bn_layers']} layers, {s['channels']:,} channels"),
+            ("dead", f"{s['dead']:,} ({s['dead_share']:.1%})"),
+            ("eps-dominated", f"{s['eps_dominated']:,}"),
+            ("findings", ", ".join(f"{k} ×{v}" for k, v in s["findings_by_kind"].items()) or "none"),
+        ]
+        obs = self.observed_summary()
+        cols = [
+            "name",
+            "block",
+            "channels",
+            "gamma_mean",
+            "running_var_p50",
+            "dead",
+            "eps_dominated",
+            "findings",
+        ]
+        if obs is not None:
+            items.append(("observed dead", f"{obs['observed_dead']:,} on {obs['images']} images"))
+            cols[-1:-1] = ["obs_dead", "drift"]
+        return notebook.kv("yolobn inspection", items) + notebook.table(rank_layers(self.layers), cols)
 
     def findings(self) -> list[Finding]:
         """The health findings of the (selected) BN layers, as records, in layer order."""
@@ -197,22 +231,15 @@ def require_batchnorm(loaded: LoadedModel) -> None:
 
 def select_layers(layers: pd.DataFrame, patterns: Sequence[str]) -> pd.Series:
     """Boolean mask of the layers matched by any pattern (name glob, block/owner type, or role)."""
-    from yolobn.bn.walk import matches
 
     return pd.Series([matches(r, patterns) for r in layers.itertuples()], index=layers.index, dtype=bool)
-
-
-RANK_RULE = (
-    "the most severe finding (non-finite, negative var, all dead, untrained stats, at init, near init), the number "
-    "of findings, dead share, observed dead share, eps-dominated share, drift (on images), then model order"
-)
 
 
 def sort_layers(
     layers: pd.DataFrame, key: str, keys: dict[str, tuple[str, bool]] | None = None
 ) -> pd.DataFrame:
     """Rows ordered by ``keys[key]`` (column, ascending; ``SORT_KEYS`` by default), then model order;
-    NaN last. ``rank``: the layers most worth a look first (``RANK_RULE``)."""
+    NaN last. ``rank``: the layers most worth a look first (``rank_layers``)."""
     if key == "rank":
         return rank_layers(layers)
     col, ascending = (keys or SORT_KEYS)[key]
@@ -220,7 +247,9 @@ def sort_layers(
 
 
 def rank_layers(layers: pd.DataFrame) -> pd.DataFrame:
-    """The layers most worth a look first: see ``RANK_RULE``."""
+    """The layers most worth a look first: the most severe finding (non-finite, negative var, all
+    dead, untrained statistics, at init, near init), the number of findings, dead share, observed
+    dead share, eps-dominated share, drift (on images), then model order."""
     score = pd.DataFrame(index=layers.index)
     severity = pd.Series(0, index=layers.index)
     for level, flag in enumerate(

@@ -21,6 +21,17 @@ from yolobn.bn.walk import BNBlock, find_blocks, unwrap
 from yolobn.core.findings import Finding, join
 from yolobn.core.thresholds import Thresholds
 
+__all__ = [
+    "CHANNEL_COLUMNS",
+    "QUANTITIES",
+    "REASON_NAMES",
+    "STATS",
+    "bn_stats",
+    "dead_channels",
+    "layer_columns",
+    "stats_and_findings",
+]
+
 QUANTITIES = ("gamma", "beta", "running_mean", "running_var", "scale")
 STATS = ("min", "max", "mean", "std", "p05", "p25", "p50", "p75", "p95")
 _Q = np.array([0.05, 0.25, 0.5, 0.75, 0.95])

@@ -8,6 +8,7 @@ from typing import Any
 
 from yolobn.cli import options as o
 
+
 EXAMPLES = """\
 examples:
   yolobn compare runs/train/weights/last.pt runs/train/weights/best.pt
@@ -148,10 +149,10 @@ def _html(args: argparse.Namespace, cmp: Any) -> dict[Path, str]:
 
 
 def _write_audit(args: argparse.Namespace, table: Any, results: list[Any], th: Any) -> list[Path]:
-    import json
     import sys
 
-    from yolobn.report.export import json_safe, write_texts
+    from yolobn.core.precision import json_text
+    from yolobn.report.export import write_texts
 
     texts = {}
     if args.html:
@@ -162,7 +163,7 @@ def _write_audit(args: argparse.Namespace, table: Any, results: list[Any], th: A
         texts[args.csv] = table.to_csv(index=False, float_format="%.7g", lineterminator="\n")
     if args.json:
         doc = {"models": [r.meta.to_dict() for r in results], "audit": table.to_dict(orient="records")}
-        texts[args.json] = json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
+        texts[args.json] = json_text(doc)
     written = write_texts({p: t for p, t in texts.items() if str(p) != "-"})
     for p, t in texts.items():
         if str(p) == "-":

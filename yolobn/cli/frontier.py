@@ -8,6 +8,7 @@ from typing import Any
 
 from yolobn.cli import options as o
 
+
 EXAMPLES = """\
 examples:
   yolobn frontier                                   # the demo model on the bundled shapes dataset
@@ -74,8 +75,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from yolobn.core.errors import YolobnError
     from yolobn.report.export import check_output_paths, write_texts
     from yolobn.sweeps.frontier import CRITERIA, SHARES, frontier
@@ -115,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             execution=execution,
         )  # fmt: skip
     o.warn_failed(fr.failed, int((fr.points["share"] > 0).sum()))
-    from yolobn.report.export import json_safe
+    from yolobn.core.precision import json_text
     from yolobn.report.frontier_page import render_html
 
     doc = {"model": fr.meta, "settings": fr.settings, "summary": fr.summary(),
@@ -123,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     written = write_texts({
         out_dir / "frontier.csv": fr.curve.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
         out_dir / "points.csv": fr.points.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
-        out_dir / "frontier.json": json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n",
+        out_dir / "frontier.json": json_text(doc),
         out_dir / "frontier.html": render_html(fr),
     })  # fmt: skip
     if args.quiet:

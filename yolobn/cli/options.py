@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ, ObservedThresholds, Thresholds, options
+from yolobn.data import DEMO_STEM, demo_model_path
+
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
-DEMO_STEM = "demo_yolo11n_shapes"
 TOP = 15  # rows of a layer table by default: the rest is in the files, or --all
-DEMO_FILE = f"{DEMO_STEM}.pt"
 
 
 class Parser(argparse.ArgumentParser):
@@ -238,9 +238,7 @@ def input_files(
     """Every input file of a command (what no output may replace): the model file (the bundled
     demo when none is given), the dataset yaml, the images, and ``more`` (path -> what it is)."""
     files: dict[Path, str] = {}
-    model_path = (
-        Path(model).expanduser() if model else Path(__file__).resolve().parents[1] / "data" / DEMO_FILE
-    )
+    model_path = Path(model).expanduser() if model else demo_model_path()
     if model_path.exists():
         yaml = model_path.suffix.lower() in (".yaml", ".yml")
         files[model_path] = "the input model yaml" if yaml else "the input checkpoint"

@@ -19,6 +19,16 @@ from pathlib import Path
 
 from yolobn.core.errors import YolobnError
 
+__all__ = [
+    "check_not_inputs",
+    "check_writable",
+    "clean_stale",
+    "output_folder",
+    "same_file",
+    "temp_path",
+    "write_files",
+]
+
 _SUFFIX = ".yolobn.tmp"
 _STALE_S = 24 * 3600  # where a process cannot be asked whether it is alive: a day old is stale
 

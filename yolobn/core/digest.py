@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+__all__ = ["Digest", "prefetch", "scan", "sha256", "sha256_bytes", "take"]
+
 _CHUNK = 1 << 20
 _LOCAL_HEADER = 30  # fixed part of a zip local file header
 _pending: dict[tuple, Future[Digest]] = {}
@@ -42,8 +44,13 @@ class Digest:
 
 
 def sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file (hex)."""
+    """The SHA-256 of a file (hex); OSError when it cannot be read."""
     return scan(path).sha256
+
+
+def sha256_bytes(data: bytes) -> str:
+    """The SHA-256 of bytes in memory (hex), as ``sha256`` gives for a file holding them."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def scan(path: str | os.PathLike) -> Digest:
@@ -53,16 +60,15 @@ def scan(path: str | os.PathLike) -> Digest:
     """
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
         records = _records(f)
         f.seek(0)
-        check = _CrcCheck(records, size)
+        check = _CrcCheck(records)
         pos = 0
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
             check.feed(pos, memoryview(chunk))
             pos += len(chunk)
-    return Digest(h.hexdigest(), len(records), check.finish(pos))
+    return Digest(h.hexdigest(), len(records), check.finish())
 
 
 def _records(f: BinaryIO) -> list[tuple[int, int, int, str]]:
@@ -84,9 +90,8 @@ class _CrcCheck:
     """Follows the stream chunk by chunk: each record's local header (to find where its data
     starts), then its data through zlib.crc32, compared with the central directory's CRC."""
 
-    def __init__(self, records: list[tuple[int, int, int, str]], size: int) -> None:
+    def __init__(self, records: list[tuple[int, int, int, str]]) -> None:
         self.records = records
-        self.size = size
         self.i = 0
         self.header = bytearray()
         self.start = self.end = -1  # data range of the current record once its header is read
@@ -129,7 +134,7 @@ class _CrcCheck:
         self.header = bytearray()
         self.start = self.end = -1
 
-    def finish(self, size: int) -> tuple[str, ...]:
+    def finish(self) -> tuple[str, ...]:
         while self.i < len(self.records):  # records that reach past the end of the file
             self._done(False)
         return tuple(self.damaged)

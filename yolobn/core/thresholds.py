@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
 
+__all__ = ["MAX_IMGSZ", "MIN_IMGSZ", "ObservedThresholds", "Thresholds", "options"]
+
 # The inference size, wherever it is given (--imgsz, an experiment, an impl option, a checkpoint):
 # 16 images of 4096 px are 3 GB of float32 input already.
 MIN_IMGSZ, MAX_IMGSZ = 32, 4096

@@ -14,6 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from yolobn.bn.walk import unwrap
+from yolobn.io.images import check_decoded, iter_batches, model_stride
+
+__all__ = ["agreement", "first_tensor", "max_matching", "output_difference"]
+
 
 def output_difference(a: nn.Module, b: nn.Module, imgsz: int, seed: int = 0) -> dict[str, float]:
     """Largest absolute and relative difference of the raw head outputs on a fixed random batch."""
@@ -49,8 +54,6 @@ def agreement(
         IoU >= ``iou``), divided by the larger of the two box counts, over all images (NaN when
         neither model finds a box); for classifiers, ``top1_agreement``.
     """
-    from yolobn.bn.walk import unwrap
-    from yolobn.io.images import check_decoded, iter_batches, model_stride
 
     ma, mb = unwrap(a).eval(), unwrap(b).eval()
     task = getattr(getattr(a, "meta", None), "task", None) or getattr(ma, "task", None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import time
 from pathlib import Path
@@ -18,8 +19,15 @@ from typing import Any
 
 from torch import nn
 
+from yolobn.bn.walk import unwrap
+from yolobn.core.atomic import write_files
+from yolobn.core.digest import sha256, sha256_bytes
 from yolobn.core.errors import YolobnError
 from yolobn.io.datasets import resolve_data
+from yolobn.io.images import model_imgsz
+from yolobn.io.loader import quiet_ultralytics
+
+__all__ = ["KEY_METRICS", "Metrics", "baseline", "metric_columns", "validate"]
 
 _VALIDATORS = {
     "detect": ("ultralytics.models.yolo.detect", "DetectionValidator"),
@@ -62,14 +70,12 @@ def validate(
     Raises:
         YolobnError: unknown task, or a dataset that is not on disk and cannot be downloaded.
     """
-    from yolobn.bn.walk import unwrap
 
     meta = getattr(model, "meta", None)
     root = unwrap(model)
     task = task or getattr(meta, "task", None) or getattr(root, "task", None) or "detect"
     if task not in _VALIDATORS:
         raise YolobnError(f"task {task!r}: validation supports {', '.join(_VALIDATORS)}")
-    from yolobn.io.images import model_imgsz
 
     imgsz = model_imgsz(model, imgsz)
     data_arg = resolve_data(data, trust=trust)
@@ -176,8 +182,6 @@ def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any)
     dataset is a one-line YolobnError."""
     import importlib
 
-    from yolobn.io.loader import quiet_ultralytics
-
     mod, cls = _VALIDATORS[args["task"]]
     Validator = getattr(importlib.import_module(mod), cls)
     full = dict(
@@ -239,12 +243,8 @@ def baseline(
 
     Returns (metrics, from_cache). Models without a file (no sha256) are never cached.
     """
-    import hashlib
-    import json
-
     meta = getattr(model, "meta", None)
     sha = getattr(meta, "sha256", None)
-    from yolobn.io.images import model_imgsz
 
     imgsz = model_imgsz(model, imgsz)
     data_arg = resolve_data(data, trust=trust)
@@ -253,16 +253,14 @@ def baseline(
         data_sig = data_arg
         p = Path(data_arg)
         if p.is_file():
-            data_sig = hashlib.sha256(p.read_bytes()).hexdigest()
+            data_sig = sha256(p)
         raw = json.dumps([sha, data_sig, imgsz, batch, device, _ultra_version()], sort_keys=True)
-        key = _cache_dir() / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.json"
+        key = _cache_dir() / f"{sha256_bytes(raw.encode())[:24]}.json"
         cached = _cached(key, getattr(meta, "task", None))
         if cached is not None:
             return cached, True
     metrics = validate(model, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
     if key is not None:
-        from yolobn.core.atomic import write_files
-
         # Unique temporary names (two runs may fill the same entry); a cache that cannot be written
         # costs a validation next time, nothing more.
         with contextlib.suppress(OSError, YolobnError):

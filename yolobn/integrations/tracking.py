@@ -23,7 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from yolobn.bn.stats import bn_stats
+from yolobn.core.errors import YolobnError
 from yolobn.core.thresholds import Thresholds
+from yolobn.report.export import channels_csv, layers_csv, write_texts
+
+__all__ = ["BNTracker", "EPOCH_COLUMNS", "epoch_stats", "read_run", "track"]
 
 EPOCH_COLUMNS = [
     "epoch", "index", "name", "layer", "block", "role", "channels", "eps",
@@ -70,10 +75,7 @@ class BNTracker:
             and last
             or (not isinstance(self.snapshots, str) and epoch in self.snapshots)
         ):
-            from yolobn.report.export import channels_csv
-
             files[self.out_dir / f"channels_epoch{epoch}.csv"] = channels_csv(channels)
-        from yolobn.report.export import write_texts
 
         write_texts(files)
         if self.tensorboard:
@@ -89,8 +91,6 @@ class BNTracker:
 def epoch_stats(model: Any, thresholds: Thresholds) -> tuple[Any, Any]:
     """``bn_stats`` of ``model`` as its checkpoint stores it: a copy cast to fp16 and back."""
     import torch
-
-    from yolobn.bn.stats import bn_stats
 
     with torch.no_grad():
         snap = copy.deepcopy(model).half().float()
@@ -121,8 +121,6 @@ def track(
         >>> model.train(data="data.yaml", epochs=50)   # writes runs/detect/train/yolobn/epochs.csv
     """
     if not hasattr(model, "add_callback"):
-        from yolobn.core.errors import YolobnError
-
         raise YolobnError(
             f"track() needs an ultralytics YOLO model (with add_callback), got {type(model).__name__}"
         )
@@ -132,8 +130,6 @@ def track(
 
 
 def _csv(df: Any) -> str:
-    from yolobn.report.export import layers_csv
-
     return layers_csv(df)
 
 
@@ -160,8 +156,6 @@ def _log_tensorboard(layers: Any, channels: Any, epoch: int) -> None:
 def read_run(save_dir: str | Path) -> Any:
     """The ``epochs.csv`` a tracked training wrote (a DataFrame), for ``yolobn report --run``."""
     import pandas as pd
-
-    from yolobn.core.errors import YolobnError
 
     p = Path(save_dir).expanduser() / "yolobn" / "epochs.csv"
     if not p.is_file():

@@ -22,6 +22,19 @@ from torch.nn.modules.conv import _ConvNd
 
 from yolobn.core.errors import CheckpointError
 
+__all__ = [
+    "TRAIN_ARG_KEYS",
+    "check_batchnorm",
+    "check_model",
+    "checkpoint_model",
+    "class_names",
+    "plain",
+    "plain_fields",
+    "probe",
+    "probe_forward",
+    "require_runnable",
+]
+
 _MISSING = object()
 _DAMAGED = "the checkpoint is damaged or was edited; use the file training wrote"
 # Training arguments worth carrying into every report (the rest stay in the checkpoint).

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.core.errors import YolobnError
+from yolobn.data.synth import shapes_dataset
+from yolobn.io.loader import quiet_ultralytics
+
+__all__ = ["is_archive_url", "read_yaml", "resolve_data"]
 
 _ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2")
 
@@ -39,8 +43,6 @@ def resolve_data(data: str | os.PathLike, *, trust: bool = False) -> str:
     """
     text = os.fspath(data)
     if text == "shapes":
-        from yolobn.data.synth import shapes_dataset
-
         return str(shapes_dataset())
     p = Path(text).expanduser()
     if p.exists():
@@ -143,8 +145,6 @@ def _sanitised(p: Path, text: str) -> Path:
     doc = read_yaml(p, what)
     _check_fields(doc, what)
     from ultralytics.data.utils import check_det_dataset
-
-    from yolobn.io.loader import quiet_ultralytics
 
     try:
         with quiet_ultralytics():

@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+__all__ = ["infer_family", "scaled_name"]
+
 # Ultralytics' own rule (ultralytics.nn.tasks.yaml_model_load): yolov8n-seg.yaml -> yolov8-seg.yaml.
 _UNSCALE = re.compile(r"(\d+)([nslmx])(.+)?$")
 

@@ -19,6 +19,21 @@ from torch import nn
 
 from yolobn.core.errors import YolobnError
 from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ
+from yolobn.data.synth import shapes_dataset
+
+__all__ = [
+    "Progress",
+    "check_decoded",
+    "collect_images",
+    "default_images",
+    "image_suffixes",
+    "iter_batches",
+    "model_imgsz",
+    "model_stride",
+    "resolve_images",
+    "run_images",
+    "sample_images",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -67,8 +82,6 @@ def default_images(model: Any) -> list[Path]:
     """The images used when none are given: the synthetic training split for the demo model (what
     its running statistics were estimated on), Ultralytics' bus.jpg and zidane.jpg otherwise."""
     if getattr(getattr(model, "meta", None), "kind", None) == "demo":
-        from yolobn.data.synth import shapes_dataset
-
         return collect_images([str(shapes_dataset().parent / "images" / "train")])
     return sample_images()
 

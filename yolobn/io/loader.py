@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,18 +32,21 @@ from torch import nn
 from yolobn.core.digest import Digest, take
 from yolobn.core.digest import scan as scan_file
 from yolobn.core.errors import CheckpointError
+from yolobn.data import DEMO_FILE, demo_model_path
 from yolobn.io import checks
 from yolobn.io.family import infer_family
 from yolobn.io.sniff import bare_model_class, detail, explain_load_error, explain_missing_module, sniff
-from yolobn.io.yamlmodel import build_from_yaml, check_model_yaml, literal_nn_call
+from yolobn.io.yamlmodel import build_from_yaml
 
-__all__ = ["DEMO_FILE", "LoadedModel", "ModelMeta", "check_model_yaml", "demo_model_path", "load", "sniff"]
-
-if TYPE_CHECKING:  # a type only: swapping imports this module at run time
-    from yolobn.edit.swapping import SwapResult
-
-DEMO_FILE = "demo_yolo11n_shapes.pt"
-_literal_nn_call = literal_nn_call  # the name tests/test_security.py checks the activation rule under
+__all__ = [
+    "LoadedModel",
+    "ModelMeta",
+    "is_yolo_object",
+    "load",
+    "quiet_ultralytics",
+    "read_checkpoint",
+    "source_file",
+]
 
 
 @dataclass
@@ -104,14 +107,12 @@ class LoadedModel:
     """A model ready for inspection: fp32, eval mode, unfused, owned by yolobn (a private copy).
 
     ``run_error`` is set (a one-line message) when the model does not run with the installed
-    Ultralytics: its statistics can be read, but nothing can be run through it. ``swap`` is set on
-    the models ``yolobn.swap`` returns.
+    Ultralytics: its statistics can be read, but nothing can be run through it.
     """
 
     model: nn.Module
     meta: ModelMeta
     run_error: str | None = field(default=None, repr=False)
-    swap: SwapResult | None = field(default=None, repr=False)  # set by yolobn.swap: what was replaced
 
     def __repr__(self) -> str:
         m = self.meta
@@ -119,11 +120,6 @@ class LoadedModel:
             f"LoadedModel({m.model_class}, source={m.source!r}, task={m.task}, "
             f"bn={m.n_batchnorm}, params={m.n_params:,})"
         )
-
-
-def demo_model_path() -> Path:
-    """Path of the bundled demo checkpoint (YOLO11n trained on the synthetic shapes dataset)."""
-    return Path(__file__).resolve().parents[1] / "data" / DEMO_FILE
 
 
 def source_file(meta: ModelMeta) -> Path | None:
@@ -162,7 +158,7 @@ def load(
             # Package-relative, so that reports of the demo model are the same on every machine.
             lm.meta.path = f"yolobn/data/{DEMO_FILE}"
             return lm
-        if _is_yolo_object(source):  # before nn.Module: YOLO subclasses it but wraps the model
+        if is_yolo_object(source):  # before nn.Module: YOLO subclasses it but wraps the model
             return _from_module(source.model, "<ultralytics.YOLO>")
         if isinstance(source, nn.Module):
             return _from_module(source, "<nn.Module>")
@@ -452,7 +448,8 @@ def _is_ultralytics_model(model: Any) -> bool:
     return isinstance(model, BaseModel)
 
 
-def _is_yolo_object(obj: Any) -> bool:
+def is_yolo_object(obj: Any) -> bool:
+    """An ``ultralytics.YOLO`` (or other ``Model``): an nn.Module that wraps the real model in ``.model``."""
     try:
         from ultralytics.engine.model import Model
     except ImportError:  # pragma: no cover

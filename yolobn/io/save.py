@@ -11,7 +11,11 @@ from typing import Any
 
 import torch
 
-from yolobn.core.errors import YolobnError
+from yolobn.core.atomic import check_not_inputs, write_files
+from yolobn.core.errors import CheckpointError, YolobnError
+from yolobn.io.loader import read_checkpoint, source_file
+
+__all__ = ["save_checkpoint"]
 
 
 def save_checkpoint(
@@ -25,9 +29,6 @@ def save_checkpoint(
     Never overwrites a path in ``protect`` or the model's own file.
     """
     import ultralytics
-
-    from yolobn.core.atomic import check_not_inputs, write_files
-    from yolobn.io.loader import source_file
 
     out = Path(path).expanduser()
     src = source_file(loaded.meta)
@@ -44,9 +45,6 @@ def save_checkpoint(
         raise YolobnError(f"-o {path}: is a folder; give the name of the .pt file to write")
     base: dict[str, Any] = {}
     if src is not None and src.is_file():
-        from yolobn.core.errors import CheckpointError
-        from yolobn.io.loader import read_checkpoint
-
         try:  # always the safe reader: a model loaded with --trust keeps only what yolobn knows of it
             raw = read_checkpoint(src, trust=False)
         except CheckpointError:

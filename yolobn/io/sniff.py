@@ -25,6 +25,21 @@ from pathlib import Path
 
 from yolobn.core.errors import CheckpointError
 
+__all__ = [
+    "IMAGE_MAGIC",
+    "LEGACY_MAGIC",
+    "PickleScan",
+    "bare_model_class",
+    "detail",
+    "explain_load_error",
+    "explain_missing_module",
+    "outside",
+    "read_pickle_bytes",
+    "regular_file",
+    "scan_pickle",
+    "sniff",
+]
+
 IMAGE_MAGIC = {
     b"\x89PNG": "a PNG image",
     b"\xff\xd8\xff": "a JPEG image",
@@ -38,9 +53,6 @@ IMAGE_MAGIC = {
 # pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2): the magic number torch's legacy format starts with.
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
-# Opcodes that build an object by calling a class named in the stream: torch.save never writes
-# them and the safe loader cannot read them; in a checkpoint they are a way to run code.
-CALLING_OPCODES = {"INST", "OBJ"}
 _MAX_PICKLE = 256 << 20  # a data.pkl beyond this is not scanned (real ones are well under 10 MB)
 
 

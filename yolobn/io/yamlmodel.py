@@ -20,6 +20,16 @@ from torch import nn
 
 from yolobn.core.errors import CheckpointError
 
+__all__ = [
+    "build_from_yaml",
+    "check_model_yaml",
+    "first_line",
+    "is_layer_class",
+    "literal_nn_call",
+    "restricted_build",
+    "short",
+]
+
 
 def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict, list[str]]:
     """Build the untrained model of a model yaml (a path, or a name shipped with Ultralytics).

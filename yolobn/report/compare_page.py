@@ -12,6 +12,17 @@ import pandas as pd
 from yolobn.report import charts
 from yolobn.report.page import cards, figure, footer, heading, meta_table, page, spec_table
 
+__all__ = [
+    "AUDIT_SPEC",
+    "KL_IN",
+    "KL_OUT",
+    "LAYER_SPEC",
+    "LIST_MAX",
+    "TRANSITION_COLORS",
+    "render_audit_html",
+    "render_html",
+]
+
 KL_IN, KL_OUT = "#2166ac", "#e69f00"
 TRANSITION_COLORS = {"newly dead": "#b2182b", "revived": "#4dac26", "dead in both": "#555555"}
 LIST_MAX = 200  # unmatched layer names listed; the rest counted

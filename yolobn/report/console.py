@@ -14,6 +14,8 @@ from yolobn.report.fit import Col, fit_table
 from yolobn.report.fit import pct as _pct
 from yolobn.report.fit import sig as _g
 
+__all__ = ["LAYER_COLS", "OBSERVED_COLS", "layer_table", "observed_panel", "observed_table", "summary_panel"]
+
 
 def _conv(r: Any) -> str:
     if not r.conv_kind:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,12 +9,12 @@ from typing import Any
 
 import pandas as pd
 
+from yolobn.core.atomic import write_files
 from yolobn.core.errors import YolobnError
+from yolobn.core.precision import FLOAT_FORMAT
+from yolobn.report.html import render_html
 
-# The precision the data carries (float32/float16 tensors: about 7 significant digits), not more:
-# the float64 digits beyond it differ between CPUs and thread counts (observed statistics, sums),
-# so the written bytes are the same on every machine. SIGNIFICANT (JSON) matches it.
-FLOAT_FORMAT = "%.7g"
+__all__ = ["channels_csv", "check_output_paths", "layers_csv", "report_files", "write_texts"]
 
 
 def layers_csv(layers: pd.DataFrame) -> str:
@@ -55,14 +54,12 @@ def check_output_paths(paths: Mapping[str, Path | None], protect: list[Path] | N
 
 def write_texts(files: Mapping[Path, str]) -> list[Path]:
     """Write every file or none (``yolobn.core.atomic.write_files``: temporary siblings, then renames)."""
-    from yolobn.core.atomic import write_files
 
     return write_files(files)
 
 
 def report_files(inspection: Any, out_dir: Path) -> dict[Path, str]:
     """The four files of ``yolobn report``: one source of truth (the Inspection) for all of them."""
-    from yolobn.report.html import render_html
 
     return {
         out_dir / "report.html": render_html(inspection),
@@ -70,27 +67,3 @@ def report_files(inspection: Any, out_dir: Path) -> dict[Path, str]:
         out_dir / "channels.csv": channels_csv(inspection.channels),
         out_dir / "summary.json": inspection.to_json(),
     }
-
-
-SIGNIFICANT = 7  # digits written for a float in JSON: the precision of float32 data (as FLOAT_FORMAT)
-
-
-def json_safe(obj: Any) -> Any:
-    """JSON-safe values: numpy scalars to Python, NaN/inf to None (strict JSON has no NaN), floats
-    rounded to ``SIGNIFICANT`` digits (the last float64 bits differ between machines)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return float(f"{obj:.{SIGNIFICANT}g}") if math.isfinite(obj) else None
-    return obj
-
-
-def json_text(doc: Any) -> str:
-    """``doc`` as the JSON text yolobn writes: strict (no NaN), indented, 7 significant digits."""
-    import json
-
-    return json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"

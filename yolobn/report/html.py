@@ -19,6 +19,26 @@ from yolobn.report import plots
 from yolobn.report.page import cards, cell, data_table, figure, footer, header_cell, heading, meta_table, page
 from yolobn.report.svg import num, roles_present
 
+__all__ = [
+    "DEAD_COLUMNS",
+    "DETAIL_COLUMNS",
+    "FLAG_CODES",
+    "INT_COLUMNS",
+    "OBSERVED_COLUMNS",
+    "OBSERVED_DETAIL_COLUMNS",
+    "OBS_CODES",
+    "SMALL_SAMPLE",
+    "TABLE_COLUMNS",
+    "channel_data",
+    "eps_summary",
+    "layer_table",
+    "observed_cards",
+    "render_html",
+    "small_sample_note",
+    "summary_cards",
+    "table_columns",
+]
+
 SMALL_SAMPLE = 32  # fewer images than this: observed dead and drift are noisy (as the console says)
 DETAIL_COLUMNS = ("gamma", "beta", "running_mean", "running_var")
 OBSERVED_DETAIL_COLUMNS = (

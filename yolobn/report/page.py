@@ -13,6 +13,24 @@ from importlib.resources import files
 from typing import Any
 
 from yolobn._version import __version__
+from yolobn.report.svg import num
+
+__all__ = [
+    "CSP",
+    "asset",
+    "cards",
+    "cell",
+    "data_table",
+    "figure",
+    "footer",
+    "formatted",
+    "header_cell",
+    "heading",
+    "meta_table",
+    "page",
+    "signed",
+    "spec_table",
+]
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
@@ -115,7 +133,6 @@ def formatted(kind: str, v: Any) -> tuple[str, str, str]:
     """(shown text, sort value, CSS class) of a table value by ``kind``: ``text``, ``int``, ``f4``
     (4 decimals), ``d4`` (a signed change, 4 decimals, green/red), ``g3`` (3 significant digits),
     ``share`` (0-1 as a percentage), ``pct`` (already a percentage), ``bool``."""
-    from yolobn.report.svg import num
 
     if kind == "text":
         t = "" if v is None or (isinstance(v, float) and v != v) else str(v)

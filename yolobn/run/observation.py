@@ -27,11 +27,16 @@ import torch
 from torch import nn
 
 from yolobn.bn.dead import FLOOR_ACTIVATIONS
+from yolobn.bn.inspection import Inspection, inspect, require_batchnorm
 from yolobn.core.errors import YolobnError
+from yolobn.core.gauss import gaussian_kl
 from yolobn.core.thresholds import ObservedThresholds
 from yolobn.io.images import Progress, model_imgsz, resolve_images, run_images
+from yolobn.io.loader import LoadedModel, load
 from yolobn.run.device import on_device, parse_device
 from yolobn.run.recording import LayerRecord, recording
+
+__all__ = ["OBS_CHANNEL_COLUMNS", "Observation", "add_observed", "observe", "prediction_scores", "prepare"]
 
 
 @dataclass
@@ -172,7 +177,6 @@ def observe(
         says how the images were run (``observed_summary()`` for the headline numbers). The
         model, and the caller's object, are left as they were.
     """
-    from yolobn.bn.inspection import Inspection, inspect
 
     obs_th = observed or ObservedThresholds()
     base = model if isinstance(model, Inspection) else None
@@ -207,12 +211,10 @@ def prepare(
     model: Any, images: Any, max_images: int | None, imgsz: int | None, batch: int, device: Any, trust: bool
 ) -> tuple[Any, torch.device, list[Path], int]:
     """Checked arguments, the loaded model, the image files and the inference size (observe, recalibrate)."""
-    from yolobn.io.loader import LoadedModel, load
 
     if batch < 1:
         raise YolobnError(f"--batch {batch}: must be at least 1")
     dev = parse_device(device)
-    from yolobn.bn.inspection import require_batchnorm
 
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
     require_batchnorm(loaded)
@@ -316,7 +318,7 @@ def _channel_values(
         shift = (in_mean - rm64) / denom.sqrt()
         ratio = (in_var + eps) / denom
         log_ratio = ratio.log()
-        drift = 0.5 * (ratio + shift * shift - 1 - log_ratio)
+        drift = torch.from_numpy(gaussian_kl(in_mean, in_var + eps, rm64, denom))
     else:  # no stored statistics: nothing to drift from
         shift = log_ratio = drift = torch.full((c,), float("nan"), dtype=torch.float64)
     return {

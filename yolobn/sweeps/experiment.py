@@ -29,7 +29,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from yolobn.bn.walk import find_blocks, matches
+from yolobn.core import notebook
 from yolobn.core.errors import YolobnError
+from yolobn.core.registry import is_custom
+from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ
+from yolobn.edit.impls import parse
 from yolobn.io.checks import require_runnable
 from yolobn.io.images import model_imgsz
 from yolobn.io.loader import load
@@ -46,6 +50,8 @@ from yolobn.sweeps.variants import (
 
 if TYPE_CHECKING:
     from yolobn.sweeps.fanout import Execution
+
+__all__ = ["ExperimentResult", "model_source", "read_config", "run_experiment"]
 
 _KEYS = {"model", "data", "imgsz", "batch", "device", "variants", "sensitivity"}
 _VARIANT_KEYS = {"impl", "layers", "name"}
@@ -68,9 +74,15 @@ class ExperimentResult:
         return f"ExperimentResult({len(self.results) - 1} variants on {self.config.get('data')}{sens})"
 
     def _repr_html_(self) -> str:
-        from yolobn.report.notebook import experiment_html
-
-        return experiment_html(self)
+        short = self.metric.replace("metrics/", "")
+        out = notebook.kv("yolobn experiment", [("data", self.config.get("data")), ("metric", short)])
+        out += notebook.table(
+            self.results, ["variant", "swapped", short, f"{short} delta", "max_abs_diff"], 50
+        )
+        if self.sensitivity is not None:
+            cols = ["rank", "layer", self.metric, "delta"]
+            out += "<h4>most sensitive layers</h4>" + notebook.table(self.sensitivity, cols)
+        return out
 
 
 def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
@@ -154,7 +166,6 @@ def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
 
 def _check_settings(cfg: dict[str, Any], path: str | Path) -> None:
     """model, data, imgsz, batch and device: their types and ranges, as the CLI options check them."""
-    from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ
 
     for key in ("model", "data"):
         if cfg.get(key) is not None:
@@ -167,7 +178,6 @@ def _check_settings(cfg: dict[str, Any], path: str | Path) -> None:
         dev = cfg["device"]
         if isinstance(dev, bool) or not isinstance(dev, (str, int)):
             raise YolobnError(f"{path}: device {dev!r}: use cpu, 0 or cuda:0")
-        from yolobn.run.device import parse_device
 
         try:
             cfg["device"] = str(parse_device(str(dev)))
@@ -208,20 +218,16 @@ def _shown(v: Any) -> str:
 
 
 def _label(impl: Any, layers: list[str] | None, name: str | None) -> str:
-    from yolobn.sweeps.variants import Variant
-
     return Variant(impl, tuple(layers or ()), name or "").label
 
 
 def _check_impl(spec: str, path: str | Path, trust: bool) -> Any:
-    from yolobn.core.registry import is_custom, parse_impl
-
     if is_custom(spec) and not trust:
         raise YolobnError(
             f"{path}: impl {spec}: a custom implementation is Python code named by the file; yolobn imports "
             "it only with --trust (or pass it yourself: yolobn swap --impl ...)"
         )
-    return parse_impl(spec)
+    return parse(spec)
 
 
 def model_source(cfg: dict[str, Any], base_dir: Path | None) -> str | None:
