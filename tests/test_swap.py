@@ -10,8 +10,8 @@ from torch import nn
 
 import yolobn
 from yolobn.core.errors import YolobnError
-from yolobn.edit.impls import parse as parse_impl
 from yolobn.edit.impls import FixedPointBatchNorm2d, FrozenBatchNorm2d, ReferenceBatchNorm2d, fold_into_conv
+from yolobn.edit.impls import parse as parse_impl
 from yolobn.edit.swapping import swap
 
 

@@ -23,7 +23,8 @@ from yolobn.core.errors import YolobnError
 from yolobn.data import DEMO_STEM
 from yolobn.io.images import collect_images, model_imgsz
 from yolobn.io.loader import LoadedModel, load
-from yolobn.report.export import report_files, write_texts
+from yolobn.report.export import write_texts
+from yolobn.report.html import report_files
 from yolobn.run.observation import observe
 from yolobn.sweeps import experiment as ex
 from yolobn.sweeps.frontier import frontier

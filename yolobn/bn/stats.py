@@ -1,4 +1,4 @@
-"""Per-layer and per-channel BatchNorm statistics as tidy pandas DataFrames.
+"""Per-layer and per-channel BatchNorm statistics: columns (``yolobn.core.table``), or pandas DataFrames.
 
 All math is vectorised over channels in float64. Every number is the same to the last bit on any
 CPU, with any thread count and in any channel order: elementwise IEEE operations (correctly
@@ -9,17 +9,20 @@ whose rounding depends on the CPU's vector width and the threads.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.bn.dead import FLOOR_ACTIVATIONS, criteria
 from yolobn.bn.walk import BNBlock, find_blocks, unwrap
 from yolobn.core.findings import Finding, join
+from yolobn.core.table import Table
 from yolobn.core.thresholds import Thresholds
+
+if TYPE_CHECKING:
+    import pandas as pd  # the Python API's tables; computed without it
 
 __all__ = [
     "CHANNEL_COLUMNS",
@@ -65,13 +68,14 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
         two empty frames with the same columns.
     """
     layers, channels, _ = stats_and_findings(model, thresholds)
-    return layers, channels
+    return layers.to_frame(), channels.to_frame()
 
 
 def stats_and_findings(
     model: Any, thresholds: Thresholds | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame, list[Finding]]:
-    """``bn_stats`` and the health findings as records (``yolobn.core.findings.Finding``), in layer order.
+) -> tuple[Table, Table, list[Finding]]:
+    """``bn_stats`` as tables of columns (no pandas), and the health findings as records
+    (``yolobn.core.findings.Finding``), in layer order.
 
     The ``findings`` column of ``layers`` is these records in words (``yolobn.core.findings.join``).
     """
@@ -129,9 +133,9 @@ def stats_and_findings(
     trained = trained_hint if trained_hint is not None else not all(defaults)
     findings = _init_findings(per_layer, defaults, init_dev, bool(trained), th)
 
-    layers = pd.DataFrame(per_layer, columns=layer_columns())
-    channels = _channel_frame(blocks, tensors, batches, where, flat)
-    return layers.reset_index(drop=True), channels, findings
+    layers = Table.from_rows(per_layer, layer_columns())
+    channels = _channel_table(blocks, tensors, batches, where, flat)
+    return layers, channels, findings
 
 
 def _width_batches(tensors: list[dict[str, Any]]) -> list[list[int]]:
@@ -189,13 +193,13 @@ def _init_findings(
     return findings
 
 
-def _channel_frame(
+def _channel_table(
     blocks: list[BNBlock], tensors: list[dict[str, Any]], batches: list[list[int]],
     where: list[tuple[int, int]], flat: list[dict[str, np.ndarray]],
-) -> pd.DataFrame:  # fmt: skip
-    """One DataFrame from the batch columns, put back in layer order (much faster than a frame per layer)."""
+) -> Table:  # fmt: skip
+    """One table from the batch columns, put back in layer order (much faster than a table per layer)."""
     if not blocks:
-        return pd.DataFrame(columns=CHANNEL_COLUMNS)
+        return Table({c: [] for c in CHANNEL_COLUMNS})
     sizes = [len(idx) * tensors[idx[0]]["gamma"].numel() for idx in batches]
     start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     counts = np.array([t["gamma"].numel() for t in tensors], dtype=np.int64)
@@ -211,7 +215,7 @@ def _channel_frame(
     }
     for c in CHANNEL_COLUMNS[4:]:
         cat[c] = np.concatenate([f[c] for f in flat])[order]
-    return pd.DataFrame(cat, columns=CHANNEL_COLUMNS)
+    return Table({c: cat[c] for c in CHANNEL_COLUMNS})
 
 
 def layer_columns() -> list[str]:

@@ -8,7 +8,6 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-
 EXAMPLES = """\
 examples:
   yolobn frontier                                   # the demo model on the bundled shapes dataset

@@ -7,7 +7,6 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-
 EXAMPLES = """\
 examples:
   yolobn inspect                              # the bundled demo model (YOLO11n trained on synthetic shapes)
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 result.observed_summary(), result.observation.thresholds.to_dict(), "observed on the images"
             )
         )
-    shown, line = o.layer_rows(args, result.layers)
+    shown, line = o.layer_rows(args, result.layer_table)
     if len(shown):
         out.print(layer_table(shown, title="BatchNorm layers", width=out.width))
     out.print(line, style="dim")

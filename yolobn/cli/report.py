@@ -8,7 +8,6 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-
 EXAMPLES = """\
 examples:
   yolobn report                          # the bundled demo model -> reports/demo_yolo11n_shapes/ (or ...2, 3)
@@ -83,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                 result.observation.ablation = ablation_effect(
                     result, args.data, imgsz=args.imgsz, device=args.device, trust=args.trust
                 )
-    from yolobn.report.export import report_files, write_texts
+    from yolobn.report.export import write_texts
+    from yolobn.report.html import report_files
 
     written = write_texts(report_files(result, out_dir))
     if not args.quiet:

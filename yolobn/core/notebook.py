@@ -22,12 +22,11 @@ def fmt(v: Any) -> str:
 
 
 def table(df: Any, cols: list[str], rows: int = ROWS) -> str:
+    """The first ``rows`` rows of ``cols`` (those that exist) of a DataFrame or ``yolobn.core.table.Table``."""
     cols = [c for c in cols if c in df.columns]
     head = "".join(f"<th>{escape(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>"
-        for r in df[cols].head(rows).itertuples(index=False)
-    )
+    values = [list(df[c])[:rows] for c in cols]
+    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in zip(*values))
     more = f"<p style='color:#666'>{len(df) - rows} more rows</p>" if len(df) > rows else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 

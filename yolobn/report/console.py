@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from yolobn.core.table import Table as TableOfColumns
 from yolobn.report.fit import Col, fit_table
 from yolobn.report.fit import pct as _pct
 from yolobn.report.fit import sig as _g
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LAYER_COLS", "OBSERVED_COLS", "layer_table", "observed_panel", "observed_table", "summary_panel"]
 
@@ -68,7 +71,9 @@ LAYER_COLS = [  # dropped to fit, first to last: conv, act, role, #, block, β, 
 ]
 
 
-def layer_table(layers: pd.DataFrame, title: str = "BatchNorm layers", *, width: int = 200) -> Table:
+def layer_table(
+    layers: pd.DataFrame | TableOfColumns, title: str = "BatchNorm layers", *, width: int = 200
+) -> Table:
     """One row per BN layer, in the order of ``layers``, fitted to ``width`` columns."""
     observed = "obs_dead" in layers.columns  # inspect --images: the observed columns too
     cols = [

@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from yolobn.core.atomic import write_files
 from yolobn.core.errors import YolobnError
 from yolobn.core.precision import FLOAT_FORMAT
-from yolobn.report.html import render_html
 
-__all__ = ["channels_csv", "check_output_paths", "layers_csv", "report_files", "write_texts"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["channels_csv", "check_output_paths", "layers_csv", "write_texts"]
 
 
 def layers_csv(layers: pd.DataFrame) -> str:
@@ -56,14 +56,3 @@ def write_texts(files: Mapping[Path, str]) -> list[Path]:
     """Write every file or none (``yolobn.core.atomic.write_files``: temporary siblings, then renames)."""
 
     return write_files(files)
-
-
-def report_files(inspection: Any, out_dir: Path) -> dict[Path, str]:
-    """The four files of ``yolobn report``: one source of truth (the Inspection) for all of them."""
-
-    return {
-        out_dir / "report.html": render_html(inspection),
-        out_dir / "layers.csv": layers_csv(inspection.layers),
-        out_dir / "channels.csv": channels_csv(inspection.channels),
-        out_dir / "summary.json": inspection.to_json(),
-    }

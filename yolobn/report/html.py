@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 import math
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from yolobn.report import plots
+from yolobn.report.export import channels_csv, layers_csv
 from yolobn.report.page import cards, cell, data_table, figure, footer, header_cell, heading, meta_table, page
 from yolobn.report.svg import num, roles_present
 
 __all__ = [
+    "report_files",
     "DEAD_COLUMNS",
     "DETAIL_COLUMNS",
     "FLAG_CODES",
@@ -421,3 +424,13 @@ def channel_data(channels: pd.DataFrame) -> str:
         parts.append(f"{json.dumps(str(names[a]))}:[{arrays}]")
     head = f'"columns":{json.dumps(columns)},"codes":{json.dumps(codes)}'
     return "{" + head + ',"layers":{' + ",".join(parts) + "}}"
+
+
+def report_files(inspection: Any, out_dir: Path) -> dict[Path, str]:
+    """The four files of ``yolobn report``: one source of truth (the Inspection) for all of them."""
+    return {
+        out_dir / "report.html": render_html(inspection),
+        out_dir / "layers.csv": layers_csv(inspection.layers),
+        out_dir / "channels.csv": channels_csv(inspection.channels),
+        out_dir / "summary.json": inspection.to_json(),
+    }

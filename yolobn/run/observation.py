@@ -30,6 +30,7 @@ from yolobn.bn.dead import FLOOR_ACTIVATIONS
 from yolobn.bn.inspection import Inspection, inspect, require_batchnorm
 from yolobn.core.errors import YolobnError
 from yolobn.core.gauss import gaussian_kl
+from yolobn.core.table import Table
 from yolobn.core.thresholds import ObservedThresholds
 from yolobn.io.images import Progress, model_imgsz, resolve_images, run_images
 from yolobn.io.loader import LoadedModel, load
@@ -204,7 +205,12 @@ def observe(
         thresholds=obs_th,
         skipped=[str(p) for p in skipped],
     )
-    return dataclasses.replace(base, layers=layers, channels=channels, observation=observation)
+    return dataclasses.replace(
+        base,
+        layer_table=Table.from_frame(layers),
+        channel_table=Table.from_frame(channels),
+        observation=observation,
+    )
 
 
 def prepare(
