@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from yolobn._version import __version__
+from yolobn.bn.answers import Paths, inspection_verdicts, layer_severity
 from yolobn.bn.stats import stats_and_findings
 from yolobn.bn.walk import matches
 from yolobn.core import notebook
@@ -22,7 +23,8 @@ from yolobn.core.errors import NoBatchNormError, YolobnError
 from yolobn.core.findings import Finding, by_kind, describe
 from yolobn.core.precision import json_safe, json_text
 from yolobn.core.table import Table
-from yolobn.core.thresholds import Thresholds
+from yolobn.core.thresholds import Levels, Thresholds
+from yolobn.core.verdict import Verdict
 from yolobn.io.loader import LoadedModel, ModelMeta, load
 
 if TYPE_CHECKING:
@@ -111,7 +113,26 @@ class Inspection:
         if obs is not None:
             items.append(("observed dead", f"{obs['observed_dead']:,} on {obs['images']} images"))
             cols[-1:-1] = ["obs_dead", "drift"]
-        return notebook.kv("yolobn inspection", items) + notebook.table(rank_layers(self.layer_table), cols)
+        return (
+            notebook.kv("yolobn inspection", items)
+            + notebook.answers(self.verdicts())
+            + notebook.table(rank_layers(self.layer_table), cols)
+        )
+
+    def verdicts(self, paths: Paths | None = None, levels: Levels | None = None) -> list[Verdict]:
+        """The answers of this inspection (``yolobn.bn.answers``), with next commands for ``paths``
+        (default: the model as it was given, the images it was observed on)."""
+        return inspection_verdicts(self, paths or self.paths(), levels)
+
+    def paths(self) -> Paths:
+        """The user's paths as far as the inspection knows them (the model, the observed images)."""
+        m = self.meta
+        demo = m.kind == "demo"
+        model = None if demo or m.source.startswith("<") else m.source
+        obs = self.observation
+        images = tuple(obs.sources) if obs is not None and obs.sources else None
+        data = str(obs.ablation["data"]) if obs is not None and obs.ablation else None
+        return Paths(model, images, data, demo)
 
     def findings(self) -> list[Finding]:
         """The health findings of the (selected) BN layers, as records, in layer order."""
@@ -183,6 +204,7 @@ class Inspection:
                 "model": self.meta.to_dict(),
                 "thresholds": self.thresholds.to_dict(),
                 "selection": self.selection,
+                "verdicts": [v.to_dict() for v in self.verdicts()],
                 "summary": self.summary(),
                 **(
                     {"observed": self.observation.to_json_dict(self.layers, self.channels)}
@@ -267,26 +289,15 @@ def sort_layers(layers: Any, key: str, keys: dict[str, tuple[str, bool]] | None 
     return _take(layers, _order(_table(layers), [(col, ascending)]))
 
 
-def rank_layers(layers: Any) -> Any:
-    """The layers most worth a look first: the most severe finding (non-finite, negative var, all
-    dead, untrained statistics, at init, near init), the number of findings, dead share, observed
-    dead share, eps-dominated share, drift (on images), then model order."""
+def rank_layers(layers: Any, levels: Levels | None = None) -> Any:
+    """The layers most worth a look first: by status (act, look, ok) from the worst of each layer's
+    findings, port figures, drift and dead share (``yolobn.bn.answers.layer_severity``), then by
+    how far past its level that number is, then model order."""
     t = _table(layers)
-    n = len(t)
-    severity = np.zeros(n, dtype=np.int64)
-    for level, flag in enumerate(
-        _SEVERITY[::-1], start=1
-    ):  # the last condition that holds is the most severe
-        cond = flag(t)
-        if cond is not None:
-            severity = np.where(_truthy(cond), level, severity)
-    findings = np.array([s.count("; ") + 1 if s else 0 for s in _texts(t, "findings")], dtype=np.int64)
-    keys = [severity, findings] + [
-        _zeros_for_nan(t, c) for c in ("dead_share", "obs_dead_share", "eps_share", "drift")
-    ]
-    # np.lexsort sorts by the last key first, ascending: negate for "largest first"; model order breaks ties
-    order = np.lexsort([t["index"], *(-k for k in reversed(keys))]) if n else np.arange(0)
-    return _take(layers, order)
+    if not len(t):
+        return _take(layers, np.arange(0))
+    sev, score = layer_severity(t, levels)
+    return _take(layers, np.lexsort([t["index"], -score, -sev]))
 
 
 def _order(t: Table, by: list[tuple[str, bool]]) -> np.ndarray:
@@ -311,36 +322,6 @@ def _take(layers: Any, order: np.ndarray) -> Any:
     if isinstance(layers, Table):
         return layers.take(order)
     return layers.iloc[order]
-
-
-def _truthy(v: np.ndarray) -> np.ndarray:
-    if v.dtype == object:
-        return np.array([bool(x) and x == x for x in v], dtype=bool)  # None and NaN are False
-    return np.nan_to_num(v.astype(np.float64), nan=0.0) != 0
-
-
-def _zeros_for_nan(t: Table, col: str) -> np.ndarray:
-    if col not in t:
-        return np.zeros(len(t))
-    return np.nan_to_num(t[col].astype(np.float64), nan=0.0)
-
-
-def _texts(t: Table, col: str) -> list[str]:
-    return [x if isinstance(x, str) else "" for x in t[col]] if col in t else [""] * len(t)
-
-
-def _col(name: str) -> Any:
-    return lambda t: t.get(name)
-
-
-_SEVERITY = (  # most severe first
-    _col("nonfinite"),
-    lambda t: t["running_var_min"] < 0 if "running_var_min" in t else None,
-    lambda t: (t["dead"] == t["channels"]) & (t["channels"] > 0),
-    _col("untrained_stats"),
-    _col("init_affine"),
-    _col("near_init"),
-)
 
 
 def eps_counts(layers: Any) -> dict[str, int]:

@@ -16,6 +16,7 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.bn.dead import FLOOR_ACTIVATIONS, criteria
+from yolobn.bn.port import port_figures
 from yolobn.bn.walk import BNBlock, find_blocks, unwrap
 from yolobn.core.findings import Finding, join
 from yolobn.core.table import Table
@@ -119,12 +120,14 @@ def stats_and_findings(
             else [float("nan")] * len(idx)  # a layer without channels is at no value at all
         )
         at_default = ((mean == 0).all(1) & (var == 1).all(1)).tolist()
+        port_eps, port_fp16 = port_figures(gamma, beta, mean, var, eps)
         for r, (i, bn) in enumerate(zip(idx, bns, strict=True)):
             where[i] = (g, r)
             row = _layer_row(
                 blocks[i], bn, desc[r], {k: v[r] for k, v in finite.items()}, neg_var[r],
                 {k: int(v[r]) for k, v in sums.items()}, max_abs[r], th,
             )  # fmt: skip
+            row.update(port_eps=port_eps[r], port_fp16=port_fp16[r])
             init_dev[i] = dev[r] if bn.affine else float("nan")
             defaults[i] = bool(bn.track_running_stats and at_default[r])
             per_layer[i] = row
@@ -224,7 +227,8 @@ def layer_columns() -> list[str]:
     dist = [f"{q}_{s}" for q in QUANTITIES for s in STATS]
     dead = [
         "dead", "dead_share", "constant", "off", "eps_dominated", "eps_share",
-        "nonfinite", "untrained_stats", "init_affine", "near_init", "max_abs_scale", "findings",
+        "nonfinite", "untrained_stats", "init_affine", "near_init", "max_abs_scale", "port_eps", "port_fp16",
+        "findings",
     ]  # fmt: skip
     return context + bn + dist + dead
 

@@ -69,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     written = o.write_outputs(args, result)
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.report.console import observed_panel, observed_table
+    from yolobn.report.console import observed_panel, observed_table, verdict_table
 
+    out.print(verdict_table(o.verdicts(args, result)))
     out.print(
         observed_panel(
             result.observed_summary(),

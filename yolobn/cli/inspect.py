@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     written = o.write_outputs(args, result)
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.report.console import layer_table, observed_panel, summary_panel
+    from yolobn.report.console import layer_table, observed_panel, summary_panel, verdict_table
 
+    out.print(verdict_table(o.verdicts(args, result)))
     out.print(summary_panel(result.meta.to_dict(), result.summary(), th.to_dict()))
     if result.observation is not None:
         out.print(

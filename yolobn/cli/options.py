@@ -480,3 +480,13 @@ def status(err: Any, quiet: bool, text: str) -> Any:
     if quiet or not err.is_terminal:
         return contextlib.nullcontext()
     return err.status(text)
+
+
+def verdicts(args: argparse.Namespace, result: Any) -> Any:
+    """The answers of an inspection, with the next commands written with this command's own paths."""
+    from yolobn.bn.answers import Paths
+
+    images = tuple(args.images) if getattr(args, "images", None) else None
+    data = getattr(args, "data", None)
+    demo = result.meta.kind == "demo"
+    return result.verdicts(Paths(args.model, images, data if data != "shapes" else None, demo))

@@ -18,7 +18,18 @@ import pandas as pd
 
 from yolobn.report import plots
 from yolobn.report.export import channels_csv, layers_csv
-from yolobn.report.page import cards, cell, data_table, figure, footer, header_cell, heading, meta_table, page
+from yolobn.report.page import (
+    cards,
+    cell,
+    data_table,
+    figure,
+    footer,
+    header_cell,
+    heading,
+    meta_table,
+    page,
+    verdicts_html,
+)
 from yolobn.report.svg import num, roles_present
 
 __all__ = [
@@ -94,6 +105,7 @@ def render_html(ins: Any) -> str:
     os_ = ins.observed_summary() if ins.observation is not None else None
     head = [
         heading(f"yolobn report — {stem}", "BatchNorm statistics and data-free dead channels"),
+        verdicts_html(ins.verdicts()),
         meta_table(_meta_rows(meta, summary, layers)),
         *(f"<p class='sub'>note: {escape(n)}</p>" for n in meta.get("notes") or []),
         cards(summary_cards(summary, layers) + (observed_cards(os_) if os_ else [])),

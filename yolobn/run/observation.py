@@ -55,7 +55,10 @@ class Observation:
     device: str
     thresholds: ObservedThresholds
     skipped: list[str] = field(default_factory=list)
-    ablation: dict[str, Any] | None = None  # what ablating the observed-dead channels costs (ablation_effect)
+    ablation: dict[str, Any] | None = None
+    sources: list[str] = field(
+        default_factory=list
+    )  # the images argument as given (files, folders)  # what ablating the observed-dead channels costs (ablation_effect)
 
     def summary(self, layers: Any, channels: Any, worst: int = 5) -> dict[str, Any]:
         """Headline numbers of the observed columns of ``layers``/``channels``.
@@ -198,6 +201,7 @@ def observe(
     layers, channels = add_observed(layers, channels, records, modules, obs_th)
     bad = set(skipped)
     observation = Observation(
+        sources=[os.fspath(p) for p in images] if images else [],
         images=[str(p) for p in paths if p not in bad],
         imgsz=size,
         batch=batch,
