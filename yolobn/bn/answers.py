@@ -24,7 +24,7 @@ from yolobn.core.table import Table
 from yolobn.core.thresholds import Levels
 from yolobn.core.verdict import Verdict, command, worst
 
-__all__ = ["Paths", "inspection_verdicts", "layer_severity", "recal_name"]
+__all__ = ["Paths", "comparison_verdicts", "inspection_verdicts", "layer_severity", "recal_name"]
 
 SHOWN = 3  # layers named in one line of evidence
 
@@ -72,6 +72,27 @@ def inspection_verdicts(ins: Any, paths: Paths, levels: Levels | None = None) ->
     if ins.observation is not None and "drift" in ly:
         out.append(_drift(ins, ly, paths, lv))
     return out
+
+
+def comparison_verdicts(
+    cmp: Any, a: str | None, b: str | None, images: tuple[str, ...] | None = None
+) -> list[Verdict]:
+    """What changed between two checkpoints, and whether it broke BN. Data-free, only the BN
+    parameters can be compared: whether B's stored statistics fit B's weights needs images."""
+    q = "what changed, and did it break BN"
+    s = cmp.summary()
+    if s["identical"]:
+        return [Verdict("change", q, "ok", "every BN tensor is identical")]
+    moved = s["most_changed"]
+    top = ", ".join(f"{m['name']} {m['change']:.3g}" for m in moved[:SHOWN])
+    tr = s["transitions"]
+    evidence = (
+        f"BN parameters moved in {s['changed_layers']} of {s['matched_layers']} layers (mean change "
+        f"{s['change_mean']:.3g} nats; most: {top}); {tr['newly_dead']} newly dead, {tr['revived']} revived "
+        "channels. Whether B's stored statistics still fit its weights needs images"
+    )
+    nxt = command("compare", a or "A.pt", b or "B.pt", images=list(images) if images else ["IMAGES"])
+    return [Verdict("change", q, "look", evidence, nxt, tuple(m["name"] for m in moved))]
 
 
 def _names(ly: Table, mask: np.ndarray, order: np.ndarray | None = None) -> tuple[str, ...]:

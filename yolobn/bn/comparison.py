@@ -33,11 +33,13 @@ import numpy as np
 import pandas as pd
 
 from yolobn._version import __version__
+from yolobn.bn.answers import comparison_verdicts
 from yolobn.bn.inspection import Inspection, inspect
 from yolobn.core import notebook
 from yolobn.core.gauss import gaussian_kl
 from yolobn.core.precision import json_safe
 from yolobn.core.thresholds import Thresholds
+from yolobn.core.verdict import Verdict
 
 __all__ = ["Comparison", "EPS_TRANSITIONS", "QUANTITIES", "TRANSITIONS", "audit", "compare"]
 
@@ -97,6 +99,10 @@ class Comparison:
             ],  # fmt: skip
         }
 
+    def verdicts(self) -> list[Verdict]:
+        """The answer to "what changed, and did it break BN" (``yolobn.bn.answers``)."""
+        return comparison_verdicts(self, _given(self.a), _given(self.b))
+
     def to_json_dict(self) -> dict[str, Any]:
         return json_safe(
             {
@@ -104,6 +110,7 @@ class Comparison:
                 "a": self.a.meta.to_dict(),
                 "b": self.b.meta.to_dict(),
                 "thresholds": self.a.thresholds.to_dict(),
+                "verdicts": [v.to_dict() for v in self.verdicts()],
                 "summary": self.summary(),
                 "layers": self.layers.to_dict(orient="records"),
             }
@@ -277,3 +284,11 @@ def audit(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _given(ins: Any) -> str | None:
+    """The model's file as the user gave it (the demo's path in a clone; None for an in-memory model)."""
+    m = ins.meta
+    if m.kind == "demo":
+        return str(m.path)
+    return None if m.source.startswith("<") else m.source

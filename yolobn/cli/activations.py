@@ -15,7 +15,7 @@ examples:
   yolobn activations best.pt --images val/ --csv layers.csv --channels-csv channels.csv --json obs.json
   yolobn inspect best.pt --images path/to/images/       # data-free and observed side by side
 
-what it reports (README, "Activations"):
+what it reports (docs/numbers.md, "On images: observed statistics"):
   obs dead   post-activation std < --dead-std over all images and positions (flat), or, before
              SiLU/ReLU..., a share of positive pre-activations <= --min-positive (never positive)
   both / pred only / obs only: data-free prediction vs observation, per layer and overall

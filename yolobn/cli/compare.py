@@ -85,8 +85,11 @@ def run(args: argparse.Namespace) -> int:
         cmp = compare(results[0], results[1], thresholds=th)
         written = o.write_outputs(args, cmp, extra=_html(args, cmp))
         if not args.quiet:
+            from yolobn.bn.answers import comparison_verdicts
+            from yolobn.report.console import verdict_table
             from yolobn.report.tables import compare_panel, compare_table
 
+            out.print(verdict_table(comparison_verdicts(cmp, args.models[0], args.models[1])))
             out.print(compare_panel(cmp.summary()))
             shown = cmp.layers.sort_values(["change", "index"], ascending=[False, True], kind="stable")
             shown = shown if args.all else shown.head(args.top)

@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
         sub,
         "frontier",
         help="ablate the lowest k%% of channels by each criterion and validate: the prune frontier",
-        description="Rank every channel by a criterion, replace the lowest k%% by their observed mean after the "
+        description="Rank every channel by a criterion, replace the lowest k% by their observed mean after the "
         "activation, validate each point with Ultralytics' validator (never fused), and report the largest "
         "share removable within a tolerance, per criterion and per role.",
         epilog=EXAMPLES,
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     out, err = o.consoles(args.quiet)
     execution = o.execution(args, err)  # a missing Ray fails here, before any work
     if args.data is None:
-        if args.model is not None:
+        if not o.is_demo(args.model):
             raise YolobnError(
                 "--data is required for a model other than the demo (a dataset yaml, or 'shapes')"
             )

@@ -490,3 +490,10 @@ def verdicts(args: argparse.Namespace, result: Any) -> Any:
     data = getattr(args, "data", None)
     demo = result.meta.kind == "demo"
     return result.verdicts(Paths(args.model, images, data if data != "shapes" else None, demo))
+
+
+def is_demo(model: str | None) -> bool:
+    """The bundled demo: MODEL left out, or given by its path or a copy (same bytes)."""
+    from yolobn.data import is_demo as same_bytes
+
+    return same_bytes(model)

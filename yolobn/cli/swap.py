@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     out, err = o.consoles(args.quiet)
     execution = o.execution(args, err)  # a missing Ray fails here, before any work
     if args.data is None and args.images is None:
-        if args.model is not None:
+        if not o.is_demo(args.model):
             raise YolobnError(
                 "--data or --images is required for a model other than the demo (a dataset yaml, 'shapes', "
                 "or --images for a label-free check)"
@@ -141,7 +141,7 @@ def _images(args: argparse.Namespace) -> list[Path] | None:
         return None
     from yolobn.io.images import collect_images
 
-    if not args.images and args.model is None:  # the demo model sees shapes, not buses
+    if not args.images and o.is_demo(args.model):  # the demo model sees shapes, not buses
         from yolobn.data.synth import shapes_dataset
 
         return collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)

@@ -32,7 +32,7 @@ from torch import nn
 from yolobn.core.digest import Digest, take
 from yolobn.core.digest import scan as scan_file
 from yolobn.core.errors import CheckpointError
-from yolobn.data import DEMO_FILE, demo_model_path
+from yolobn.data import DEMO_FILE, demo_model_path, demo_sha256
 from yolobn.io import checks
 from yolobn.io.family import infer_family
 from yolobn.io.sniff import bare_model_class, detail, explain_load_error, explain_missing_module, sniff
@@ -173,7 +173,10 @@ def load(
             return _from_yaml(text, trust=trust)
         if not path.exists():
             path = _fetch_missing(text, download)
-        return _load_checkpoint(path, text, trust=trust, strict=strict)
+        lm = _load_checkpoint(path, text, trust=trust, strict=strict)
+        if lm.meta.sha256 == demo_sha256():  # the demo by its path, or a copy: its defaults apply
+            lm.meta.kind = "demo"
+        return lm
 
 
 # --------------------------------------------------------------------------------------------------
