@@ -166,7 +166,7 @@ def test_csv_pointing_at_a_directory(tmp_path, monkeypatch, capsys, good_ckpt):
     )
     assert code == 2 and out == ""
     line = assert_one_error_line(err)
-    assert "reports" in line and "directory" in line
+    assert "reports" in line and "is a folder" in line
     assert listing(tmp_path) == ["reports"]  # nothing written, not even the other outputs
 
 
@@ -179,7 +179,7 @@ def test_output_equal_to_the_model_is_refused(option, tmp_path, monkeypatch, cap
     code, out, err = run_main(["inspect", "best.pt", option, str(model_path)], capsys)
     assert code == 2 and out == ""
     line = assert_one_error_line(err)
-    assert option in line and "input model" in line
+    assert option in line and "is the input checkpoint" in line
     assert (shared.sha256(model_path), model_path.stat().st_mtime_ns) == before
     assert listing(tmp_path) == ["best.pt"]
 
