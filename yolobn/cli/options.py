@@ -25,6 +25,12 @@ DEMO_FILE = f"{DEMO_STEM}.pt"
 
 
 class Parser(argparse.ArgumentParser):
+    """yolobn's parser: one-line errors, and no prefix matching (``--tru`` is not ``--trust``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         """One line, exit 2, like every other bad input: ``yolobn: error: --top -1: must be at least 0``."""
         m = re.fullmatch(r"argument ([^:/\s]+)(?:/\S+)?: (.*)", message, flags=re.S)
@@ -35,7 +41,12 @@ class Parser(argparse.ArgumentParser):
 
 def debug_parent() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error (the exit code stays the same)",
+    )
     return p
 
 
