@@ -73,3 +73,25 @@ def offline_network(monkeypatch):
     monkeypatch.setattr(dl, "attempt_download_asset", offline_asset)
     monkeypatch.setattr("yolobn.io.loader._download", offline_download)
     return calls
+
+
+@pytest.fixture
+def no_stray_runs(tmp_path, monkeypatch):
+    """Run in tmp_path; the returned check asserts that no validation left a runs/ folder behind:
+    neither in the working folder (where Ultralytics' validator puts ``runs/detect/val*``) nor in
+    the folder it uses instead under pytest (``<site-packages>/tests/tmp/runs``)."""
+    from ultralytics.utils import ROOT
+
+    elsewhere = ROOT.parent / "tests" / "tmp" / "runs"
+
+    def listing() -> set[Path]:
+        return set(elsewhere.rglob("*")) if elsewhere.is_dir() else set()
+
+    before = listing()
+    monkeypatch.chdir(tmp_path)
+
+    def check() -> None:
+        assert not (tmp_path / "runs").exists()
+        assert listing() - before == set()
+
+    return check

@@ -412,7 +412,7 @@ def test_recalibrated_swap_variant_uses_the_same_estimator(demo_model_loaded):
         swap(plain, "recalibrated")
 
 
-def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys):
+def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys, no_stray_runs):
     from yolobn.cli import recalibrate as cli
     from yolobn.run.recalibration import CACHE_MB
 
@@ -421,6 +421,7 @@ def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys):
     assert (
         main(["recalibrate", "-o", str(out), "--max-images", "12", "--batch", "1", "--data", "shapes"]) == 0
     )
+    no_stray_runs()  # the validator's save_dir was private, and is gone
     cap = capsys.readouterr()
     assert "on 12 images (imgsz 160, batch 1; exact, " in cap.out
     warnings = [line for line in cap.err.splitlines() if "warning" in line]

@@ -73,7 +73,7 @@ def test_baseline_is_cached_by_checkpoint_and_settings(demo, cache):
     assert len(list((cache / "val").glob("*.json"))) == 1
 
 
-def test_cli_swap_writes_table(tmp_path, cache, capsys):
+def test_cli_swap_writes_table(tmp_path, cache, capsys, no_stray_runs):
     out = tmp_path / "swap"
     assert main(["swap", "--impl", "reference", "--impl", "identity", "-o", str(out)]) == 0
     doc = json.loads((out / "swap.json").read_text())
@@ -83,6 +83,7 @@ def test_cli_swap_writes_table(tmp_path, cache, capsys):
     assert rows["reference"]["swapped"] == 81 and rows["reference"]["max_rel_diff"] < 1e-4
     assert (out / "swap.csv").read_text().startswith("variant,")
     assert "identity" in capsys.readouterr().out
+    no_stray_runs()  # the validator's save_dir was private, and is gone
 
 
 @pytest.mark.parametrize(

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.bn.inspection import Inspection, inspect
-from yolobn.core.atomic import output_folder
 from yolobn.core.errors import YolobnError
+from yolobn.core.outputs import guard_folder, output_folder
 from yolobn.data import DEMO_STEM
 from yolobn.io.images import collect_images, model_imgsz
-from yolobn.io.loader import LoadedModel, load
-from yolobn.report.export import write_texts
+from yolobn.io.loader import LoadedModel, load, source_file
+from yolobn.report.export import REPORT_FILES, write_texts
 from yolobn.report.html import report_files
 from yolobn.run.observation import observe
 from yolobn.sweeps import experiment as ex
@@ -56,6 +56,11 @@ def write_report(
         The path of report.html.
     """
 
+    given = {Path(p): "an input image" for p in images or []}
+    if isinstance(source, (str, os.PathLike)):
+        given[Path(source)] = "the input model"
+    if out is not None:  # before any work: the folder, and the files it would hold
+        guard_folder(out, REPORT_FILES, "", given)
     ins = (
         source
         if isinstance(source, Inspection)
@@ -65,8 +70,22 @@ def write_report(
         ins = observe(ins, list(images) or None)
     stem = Path(ins.meta.path).stem if ins.meta.path else DEMO_STEM
     folder = output_folder(Path(out) if out is not None else None, Path("reports") / stem, exist_ok)
-    write_texts(report_files(ins, folder))
+    inputs = {**given, **_report_inputs(ins)}
+    guard_folder(folder, REPORT_FILES, "", inputs)
+    write_texts(report_files(ins, folder), inputs)
     return folder / "report.html"
+
+
+def _report_inputs(ins: Any) -> dict[Path, str]:
+    """The input files behind an Inspection (its checkpoint, the images it was observed on):
+    what its report may never replace."""
+    inputs: dict[Path, str] = {}
+    src = source_file(ins.meta)
+    if src is not None:
+        inputs[src] = "the input model"
+    if ins.observation is not None:
+        inputs.update({Path(p): "an input image" for p in ins.observation.images})
+    return inputs
 
 
 def swap_validate(

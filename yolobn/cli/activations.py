@@ -63,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     th = o.thresholds(args)
     o.observed_thresholds(args)
     images = o.early_images(args)
-    o.protect_inputs(args, images)
+    inputs = o.protect_inputs(args, images)
     out, err = o.consoles()
     result = o.observe_images(args, o.inspect_with_status(args, th, err), err, images)
-    written = o.write_outputs(args, result)
+    written = o.write_outputs(args, result, inputs)
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.console import observed_panel, observed_table, verdict_table

@@ -75,7 +75,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from yolobn.core.errors import YolobnError
-    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.core.outputs import guard_folder
+    from yolobn.report.export import write_texts
     from yolobn.sweeps.frontier import CRITERIA, SHARES, frontier
 
     out, err = o.consoles(args.quiet)
@@ -99,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     images = o.early_images(args)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "frontier", args.exist_ok)
     names = ("frontier.csv", "points.csv", "frontier.json", "frontier.html")
-    check_output_paths({str(out_dir / n): out_dir / n for n in names})
+    inputs = o.input_files(args.model, data=args.data, images=images)
+    guard_folder(out_dir, names, "--out", inputs)
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("observing", total=None)
 
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir / "points.csv": fr.points.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
         out_dir / "frontier.json": json_text(doc),
         out_dir / "frontier.html": render_html(fr),
-    })  # fmt: skip
+    }, inputs)  # fmt: skip
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.tables import frontier_table

@@ -24,6 +24,12 @@ TOP = 15  # rows of a layer table by default: the rest is in the files, or --all
 
 
 class Parser(argparse.ArgumentParser):
+    """yolobn's parser: one-line errors, and no prefix matching (``--tru`` is not ``--trust``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         """One line, exit 2, like every other bad input: ``yolobn: error: --top -1: must be at least 0``."""
         m = re.fullmatch(r"argument ([^:/\s]+)(?:/\S+)?: (.*)", message, flags=re.S)
@@ -34,7 +40,12 @@ class Parser(argparse.ArgumentParser):
 
 def debug_parent() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error (the exit code stays the same)",
+    )
     return p
 
 
@@ -198,11 +209,19 @@ def model_stem(model: str | None) -> str:
     return Path(model).stem if model else DEMO_STEM
 
 
-def check_table_args(args: argparse.Namespace) -> None:
-    """The output files of inspect and activations, checked before any work; and the checkpoint's
-    hash started in a thread while torch and pandas import (the loader picks it up)."""
+def table_outputs(args: argparse.Namespace) -> dict[str, Path | None]:
+    """--csv, --channels-csv and --json, labelled as errors name them (``--json out.json``)."""
+    opts = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
+    return {f"{k} {v}": v for k, v in opts.items()}
+
+
+def check_table_args(args: argparse.Namespace, inputs: dict[Path, str] | None = None) -> dict[Path, str]:
+    """The output files of inspect, activations and compare, checked before any work (the output
+    guard, against ``inputs``, default the model's); and the checkpoint's hash started in a thread
+    while torch and pandas import (the loader picks it up). Returns the inputs checked against."""
     from yolobn.core import digest
-    from yolobn.report.export import check_output_paths
+    from yolobn.core.errors import YolobnError
+    from yolobn.core.outputs import guard_outputs
 
     model_path = Path(args.model) if args.model else None
     if model_path and model_path.suffix.lower() not in (".yaml", ".yml"):
@@ -210,25 +229,21 @@ def check_table_args(args: argparse.Namespace) -> None:
     outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
     to_stdout = [k for k, v in outputs.items() if v is not None and str(v) == "-"]
     if len(to_stdout) > 1:
-        from yolobn.core.errors import YolobnError
-
         raise YolobnError(f"{' and '.join(to_stdout)}: only one output can go to stdout ('-')")
     if to_stdout:
         args.quiet = True  # stdout carries the data alone
-    files = {k: v for k, v in outputs.items() if v is not None and str(v) != "-"}
-    check_output_paths(files, protect=[model_path] if model_path and model_path.exists() else [])
-    from yolobn.core.atomic import check_writable
-
-    for opt, path in files.items():
-        check_writable(path, opt)
+    inputs = input_files(args.model) if inputs is None else inputs
+    guard_outputs(table_outputs(args), inputs)
+    return inputs
 
 
-def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> None:
-    """No --csv/--channels-csv/--json may replace an input file (the model, an image)."""
-    from yolobn.core.atomic import check_not_inputs
+def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> dict[Path, str]:
+    """No --csv/--channels-csv/--json may be an input file (the model, an image): the inputs."""
+    from yolobn.core.outputs import guard_outputs
 
-    outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
-    check_not_inputs({f"{k} {v}": v for k, v in outputs.items()}, input_files(args.model, images=images))
+    inputs = input_files(args.model, images=images)
+    guard_outputs(table_outputs(args), inputs, probe=False)
+    return inputs
 
 
 def input_files(
@@ -251,21 +266,6 @@ def input_files(
     return files
 
 
-def check_out_dir(out_dir: Path, names: list[str], opt: str, inputs: dict[Path, str]) -> None:
-    """The files a command writes into ``out_dir``, checked before any work: the folder is a folder,
-    no file name is taken by a folder, none replaces an input, and the place can be written."""
-    from yolobn.core.atomic import check_not_inputs, check_writable
-    from yolobn.core.errors import YolobnError
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise YolobnError(f"{opt} {out_dir}: is a file, not a folder; give a folder name")
-    for n in names:
-        if (out_dir / n).is_dir():
-            raise YolobnError(f"{opt} {out_dir}: '{n}' in it is a folder; remove it or choose another folder")
-    check_not_inputs({f"{opt} {out_dir}: {n}": out_dir / n for n in names}, inputs)
-    check_writable(out_dir / names[0], opt)
-
-
 def early_images(args: argparse.Namespace) -> list[Path] | None:
     """Explicit --images checked before any loading (a typo fails at once); None means the defaults."""
     if not getattr(args, "images", None):
@@ -279,8 +279,11 @@ def early_images(args: argparse.Namespace) -> list[Path] | None:
     return collect_images(args.images, args.max_images)
 
 
-def write_outputs(args: argparse.Namespace, result: Any, extra: dict[Path, str] | None = None) -> list[Path]:
-    """--csv, --channels-csv and --json of inspect and activations (and ``extra`` files), all or nothing."""
+def write_outputs(
+    args: argparse.Namespace, result: Any, inputs: dict[Path, str], extra: dict[Path, str] | None = None
+) -> list[Path]:
+    """--csv, --channels-csv and --json of inspect, activations and compare (and ``extra`` files),
+    all or nothing, none of them an input (``inputs``, and the images the result was observed on)."""
     from yolobn.report.export import channels_csv, layers_csv, write_texts
 
     texts: dict[Path, str] = dict(extra or {})
@@ -290,8 +293,10 @@ def write_outputs(args: argparse.Namespace, result: Any, extra: dict[Path, str] 
         texts[args.channels_csv] = channels_csv(result.channels)
     if args.json:
         texts[args.json] = result.to_json()
+    observation = getattr(result, "observation", None)
+    seen = {Path(p): "an input image" for p in observation.images} if observation is not None else {}
     files = {p: t for p, t in texts.items() if str(p) != "-"}
-    written = write_texts(files) if files else []
+    written = write_texts(files, {**seen, **inputs}) if files else []
     for p, t in texts.items():
         if str(p) == "-":  # after the files: nothing reaches stdout unless every file was written
             sys.stdout.write(t)
@@ -406,7 +411,7 @@ def exist_ok_argument(p: argparse.ArgumentParser) -> None:
 
 def output_dir(out: Path | None, default: Path, exist_ok: bool) -> Path:
     """``-o DIR`` as given, else ``default`` incremented (``reports/best2``, ...) unless ``--exist-ok``."""
-    from yolobn.core.atomic import output_folder
+    from yolobn.core.outputs import output_folder
 
     return output_folder(out, default, exist_ok, "--out")
 

@@ -92,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
         resolve_data(args.data, trust=args.trust)  # a missing or unsafe dataset fails here, before any work
     images = _images(args)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "swap", args.exist_ok)
-    o.check_out_dir(
-        out_dir, ["swap.csv", "swap.json", "swap.html"], "--out",
-        o.input_files(args.model, data=args.data, images=images),
-    )  # fmt: skip
+    from yolobn.core.outputs import guard_folder
+
+    inputs = o.input_files(args.model, data=args.data, images=images)
+    guard_folder(out_dir, ["swap.csv", "swap.json", "swap.html"], "--out", inputs)
 
     from yolobn.io.checks import require_runnable
     from yolobn.io.images import model_imgsz
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         res = run_variants(loaded, variants, settings, progress=progress, execution=execution)
     o.warn_failed(res.failed, len(variants))
     table = res.table
-    written = write_texts(_files(args, res, loaded, images, out_dir))
+    written = write_texts(_files(args, res, loaded, images, out_dir), inputs)
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.tables import variants_table

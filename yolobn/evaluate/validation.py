@@ -179,8 +179,10 @@ class Metrics(dict[str, float]):
 
 def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any) -> tuple[Any, Any]:
     """Ultralytics' validator for ``args["task"]`` on ``net`` (settings as ``model.val()``); a missing
-    dataset is a one-line YolobnError."""
+    dataset is a one-line YolobnError. Its save_dir is a private temporary folder, removed after the
+    run: left to itself the validator makes ``runs/<task>/val*`` in the working folder."""
     import importlib
+    import tempfile
 
     mod, cls = _VALIDATORS[args["task"]]
     Validator = getattr(importlib.import_module(mod), cls)
@@ -188,9 +190,9 @@ def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any)
         **args, workers=0, plots=False, verbose=False, save_json=False, half=False, mode="val",
         rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
     )  # fmt: skip
-    with quiet_ultralytics():
+    with quiet_ultralytics(), tempfile.TemporaryDirectory(prefix="yolobn-val-") as save_dir:
         try:
-            validator = Validator(args=full, dataloader=loader)
+            validator = Validator(args=full, dataloader=loader, save_dir=Path(save_dir))
             return validator, validator(model=net)
         except (ConnectionError, OSError, FileNotFoundError) as e:
             raise YolobnError(
