@@ -11,9 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
 
-# The inference size, wherever it is given (--imgsz, an experiment, an impl option, a checkpoint):
-# 16 images of 4096 px are 3 GB of float32 input already.
-MIN_IMGSZ, MAX_IMGSZ = 32, 4096
+from yolobn.core.limits import MAX_IMGSZ, MIN_IMGSZ
+
+__all__ = ["MAX_IMGSZ", "MIN_IMGSZ", "ObservedThresholds", "Thresholds", "options"]  # imgsz: see limits
 
 
 def _opt(default: float, flag: str, metavar: str, help: str, *, share: bool = False) -> Any:

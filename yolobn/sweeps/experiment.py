@@ -30,9 +30,11 @@ import pandas as pd
 
 from yolobn.bn.walk import find_blocks, matches
 from yolobn.core.errors import YolobnError
+from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
 from yolobn.io.checks import require_runnable
 from yolobn.io.images import model_imgsz
 from yolobn.io.loader import load
+from yolobn.io.yamlfile import read_yaml
 from yolobn.run.device import parse_device
 from yolobn.sweeps.fanout import run_tasks
 from yolobn.sweeps.variants import (
@@ -80,28 +82,10 @@ def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     runs, a custom ``impl`` (a Python file or module it names) is imported only with
     ``trust=True``, and the file cannot grant trust itself.
     """
-    import yaml
-
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise YolobnError(f"{path}: no such experiment file")
-    if not p.is_file():
-        raise YolobnError(f"{path}: not a regular file; pass an experiment yaml")
-    try:
-        raw = p.read_bytes()
-        cfg = yaml.safe_load(raw.decode("utf-8")) if len(raw) <= 16 << 20 else None
-    except OSError as e:
-        raise YolobnError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise YolobnError(f"{path}: not a text file (not UTF-8)") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise YolobnError(f"{path}: not valid YAML{where}") from None
-    except RecursionError:
-        raise YolobnError(f"{path}: nested too deeply to be an experiment file") from None
-    if not isinstance(cfg, dict):
-        raise YolobnError(f"{path}: expected a mapping with 'variants' (see yolobn experiment --help)")
+    cfg = read_yaml(p, str(path), hint=" with 'variants' (see yolobn experiment --help)")
     if "trust" in cfg:
         raise YolobnError(f"{path}: 'trust' cannot be set by the file; pass --trust on the command line")
     unknown = set(map(str, cfg)) - _KEYS
@@ -154,15 +138,13 @@ def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
 
 def _check_settings(cfg: dict[str, Any], path: str | Path) -> None:
     """model, data, imgsz, batch and device: their types and ranges, as the CLI options check them."""
-    from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ
-
     for key in ("model", "data"):
         if cfg.get(key) is not None:
             cfg[key] = _text(cfg[key], f"{path}: {key}")
     if cfg.get("imgsz") is not None:
         cfg["imgsz"] = _whole(cfg["imgsz"], f"{path}: imgsz", least=MIN_IMGSZ, most=MAX_IMGSZ)
     if cfg.get("batch") is not None:
-        cfg["batch"] = _whole(cfg["batch"], f"{path}: batch", least=1)
+        cfg["batch"] = _whole(cfg["batch"], f"{path}: batch", least=1, most=MAX_BATCH)
     if cfg.get("device") is not None:
         dev = cfg["device"]
         if isinstance(dev, bool) or not isinstance(dev, (str, int)):

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from yolobn.core.errors import YolobnError
+from yolobn.core.limits import MAX_SEEDS
 
 if TYPE_CHECKING:
     from yolobn.sweeps.fanout import Execution
@@ -178,6 +179,8 @@ def frontier(
     from yolobn.run.observation import observe
     from yolobn.sweeps.variants import Settings
 
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise YolobnError(f"frontier: seeds {seeds!r}: must be a whole number from 1 to {MAX_SEEDS}")
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust, strict=strict)
     require_runnable(loaded)
     size = model_imgsz(loaded, imgsz)
