@@ -32,14 +32,16 @@ PEAK_BUDGET_MB = 2048
 TIME_BUDGET_S = 30.0
 
 
-def run_child(argv: list[str], cwd: Path, timeout: float, cap_gb: float) -> tuple[int | None, float, float, str]:
+def run_child(
+    argv: list[str], cwd: Path, timeout: float, cap_gb: float, code: Path = ROOT
+) -> tuple[int | None, float, float, str]:
     """(exit code or None on timeout, peak RSS in MB, seconds, stderr) of ``python -m yolobn.cli argv``."""
 
     def limit() -> None:
         cap = int(cap_gb * (1 << 30))
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
-    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False", "PYTHONPATH": str(code)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "yolobn.cli", *argv],
@@ -95,6 +97,12 @@ def main() -> int:
     ap.add_argument("--small", action="store_true", help="the sizes of the test suite, not the worst cases")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it counts as a hang")
     ap.add_argument("--cap-gb", type=float, default=6.0, help="address-space cap of each child (GB)")
+    ap.add_argument(
+        "--code",
+        type=Path,
+        default=ROOT,
+        help="the folder holding the yolobn package to run (e.g. an older release)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from tests.bombs import BOMBS
@@ -104,8 +112,11 @@ def main() -> int:
     try:
         d = root / "baseline"
         d.mkdir()
-        base = run_child(["inspect", "--json", "out.json"], d, args.timeout, args.cap_gb)
-        print(f"baseline (yolobn inspect, demo model): exit {base[0]}, {base[1]:.0f} MB, {base[2]:.1f} s", flush=True)
+        base = run_child(["inspect", "--json", "out.json"], d, args.timeout, args.cap_gb, args.code)
+        print(
+            f"baseline (yolobn inspect, demo model): exit {base[0]}, {base[1]:.0f} MB, {base[2]:.1f} s",
+            flush=True,
+        )
         for bomb in BOMBS:
             if args.only and args.only not in bomb.name and args.only not in bomb.category:
                 continue
@@ -116,7 +127,7 @@ def main() -> int:
             built = time.perf_counter() - t0
             size = sum(p.stat().st_blocks * 512 for p in d.iterdir() if p.is_file())
             before = set(os.listdir(d))
-            code, peak, seconds, err = run_child(argv, d, args.timeout, args.cap_gb)
+            code, peak, seconds, err = run_child(argv, d, args.timeout, args.cap_gb, args.code)
             written = sorted(set(os.listdir(d)) - before)
             v = verdict(bomb, code, err, peak, seconds, written)
             line = (err.strip().splitlines() or [""])[-1][:150]

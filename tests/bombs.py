@@ -40,10 +40,14 @@ class Bomb:
 def alias_bomb(levels: int = 9, width: int = 9) -> str:
     """``x0 .. x{levels-1}``: each anchor a list of ``width`` aliases of the one before, so that the
     last expands to ``width ** levels`` strings (9 ** 9 = 387M) in a few hundred bytes."""
-    lines = [f"x0: &x0 [{', '.join(['lol'] * width)}]"]
+    return "".join(f"x{i}: {anchor}\n" for i, anchor in enumerate(_anchors(levels, width)))
+
+
+def _anchors(levels: int, width: int) -> list[str]:
+    out = [f"&x0 [{', '.join(['lol'] * width)}]"]
     for i in range(1, levels):
-        lines.append(f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * width)}]")
-    return "\n".join(lines) + "\n"
+        out.append(f"&x{i} [{', '.join([f'*x{i - 1}'] * width)}]")
+    return out
 
 
 def model_yaml(**changes: object) -> str:
@@ -77,17 +81,15 @@ def _model_alias(d: Path, big: bool) -> list[str]:
     import yaml
 
     cfg = yaml.safe_load((MODEL_YAMLS / "11" / "yolo11.yaml").read_text())
-    cfg["backbone"][0][3] = "BOMB"  # the first row's arguments: the last anchor
+    cfg["backbone"][0] = "BOMB"  # the first row: the last anchor (a malformed row, shown in the error)
     text = yaml.safe_dump(cfg, sort_keys=False).replace("BOMB", f"*x{8 if big else 5}", 1)
     (d / "bomb.yaml").write_text(alias_bomb(9 if big else 6) + text)
     return ["inspect", "bomb.yaml", "--json", "out.json"]
 
 
 def _experiment_alias(d: Path, big: bool) -> list[str]:
-    n = 8 if big else 5
-    (d / "exp.yaml").write_text(
-        alias_bomb(9 if big else 6) + f"data: shapes\nvariants:\n  - impl: reference\n    layers: *x{n}\n"
-    )
+    layers = ", ".join(_anchors(9 if big else 6, 9))  # inside the one field (unknown keys fail first)
+    (d / "exp.yaml").write_text(f"data: shapes\nvariants:\n  - impl: reference\n    layers: [{layers}]\n")
     return ["experiment", "exp.yaml", "-o", "out"]
 
 
@@ -156,15 +158,15 @@ def inflating_checkpoint(path: Path, zeros: int) -> Path:
                 if info.filename != largest:
                     zout.writestr(info.filename, data)
                     continue
-                out = zipfile.ZipInfo(info.filename)
-                out.compress_type = zipfile.ZIP_DEFLATED
-                with zout.open(out, "w", force_zip64=True) as f:
+                zout.compression, zout.compresslevel = zipfile.ZIP_DEFLATED, 1  # this record only
+                with zout.open(info.filename, "w", force_zip64=True) as f:
                     f.write(data)
                     chunk = bytes(16 << 20)
                     left = zeros
                     while left > 0:
                         f.write(chunk[: min(left, len(chunk))])
                         left -= len(chunk)
+                zout.compression, zout.compresslevel = zipfile.ZIP_STORED, None
     return path
 
 
@@ -229,11 +231,11 @@ def _images(make: Callable[[Path, bool], Path]) -> Callable[[Path, bool], list[s
 
 
 def _png(d: Path, big: bool) -> Path:
-    return deflated_png(d / "huge.png", 32000 if big else 12000)
+    return deflated_png(d / "huge.png", 32000 if big else 10100)
 
 
 def _tiff(d: Path, big: bool) -> Path:
-    return paged_tiff(d / "pages.tif", 200 if big else 40, 2000 if big else 1000)
+    return paged_tiff(d / "pages.tif", 200 if big else 10, 2000 if big else 500)
 
 
 def _sparse(d: Path, big: bool) -> Path:
@@ -245,7 +247,20 @@ def _sparse(d: Path, big: bool) -> Path:
 
 
 def _seeds(d: Path, big: bool) -> list[str]:
-    return ["frontier", "--seeds", "1000000000", "--images", "x.png", "--data", "shapes"]
+    from tests.corpus import tiny_png
+
+    tiny_png(d / "x.png", 64)
+    return [
+        "frontier",
+        "--seeds",
+        "1000000000",
+        "--images",
+        "x.png",
+        "--data",
+        "shapes",
+        "--criteria",
+        "random",
+    ]
 
 
 BOMBS = [

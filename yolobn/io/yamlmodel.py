@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+import reprlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,8 +157,12 @@ def _is_model_class(m: Any) -> bool:
     return isinstance(obj, type) and issubclass(obj, tasks.BaseModel)
 
 
+_REPR = reprlib.Repr()  # bounded in size and depth, whatever the yaml holds
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
 def short(v: Any, n: int = 60) -> str:
-    s = repr(v) if not isinstance(v, str) else v
+    s = _REPR.repr(v) if not isinstance(v, str) else v
     s = " ".join(s.split())
     return s if len(s) <= n else s[: n - 3] + "..."
 

@@ -21,6 +21,7 @@ A YAML file::
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,8 +186,12 @@ def _whole(v: Any, what: str, *, least: int, most: int | None = None) -> int:
 
 
 def _shown(v: Any) -> str:
-    s = repr(v)
+    s = _REPR.repr(v)
     return s if len(s) <= 40 else s[:37] + "..."
+
+
+_REPR = reprlib.Repr()  # bounded in size and depth, whatever the file holds
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
 
 
 def _label(impl: Any, layers: list[str] | None, name: str | None) -> str:
