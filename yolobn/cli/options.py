@@ -358,8 +358,7 @@ def warn_cannot_run(err: Any, loaded: Any, quiet: bool) -> None:
 def warn_skipped(err: Any, skipped: list[str]) -> None:
     if skipped:
         err.print(
-            f"[yellow]warning:[/] {len(skipped)} image(s) could not be decoded or were over the size budget, and "
-            f"were skipped (first: {skipped[0]})",
+            f"[yellow]warning:[/] {len(skipped)} image(s) could not be decoded and were skipped (first: {skipped[0]})",
             soft_wrap=True,
         )
 
