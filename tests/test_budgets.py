@@ -333,3 +333,17 @@ def test_a_val_that_is_not_images_says_what_it_is(kind, tmp_path):
     with budget() as used, pytest.raises(YolobnError, match=words):
         resolve_data(tmp_path / "data.yaml")
     assert used["seconds"] < 10
+
+
+def test_trust_does_not_lift_the_budgets(tmp_path):
+    """--trust lets a dataset yaml's download script run; it does not let a bomb reach Ultralytics."""
+    from yolobn.io.datasets import resolve_data
+
+    (tmp_path / "data.yaml").write_text("validation: images\nnc: 2000000000\n")
+    with pytest.raises(YolobnError, match="'nc: 2000000000' is more than 100,000 classes"):
+        resolve_data(tmp_path / "data.yaml", trust=True)
+    (tmp_path / "data.yaml").write_text(alias_bomb(7) + "validation: images\nnames: *x6\n")
+    with pytest.raises(YolobnError, match="expands to more than"):
+        resolve_data(tmp_path / "data.yaml", trust=True)
+    (tmp_path / "data.yaml").write_text("validation: images\nnames: [a]\n")  # Ultralytics' own key
+    assert resolve_data(tmp_path / "data.yaml", trust=True) == str(tmp_path / "data.yaml")

@@ -61,7 +61,7 @@ def resolve_data(data: str | os.PathLike, *, trust: bool = False) -> str:
     if p.suffix.lower() not in (".yaml", ".yml"):
         raise YolobnError(f"--data {text}: not a dataset yaml (.yaml); pass the dataset's data.yaml")
     if trust:  # Ultralytics reads the file as it is, but only once it is within yolobn's budgets
-        _check_fields(read_yaml(p, f"--data {text}"), f"--data {text}")
+        _check_budgets(read_yaml(p, f"--data {text}"), f"--data {text}")
         return str(p)
     return str(_sanitised(p, text))
 
@@ -96,16 +96,12 @@ def _check_fields(doc: dict[str, Any], what: str) -> None:
         raise YolobnError(f"{what}: 'val' must be a path or a list of paths, got {type(val).__name__}")
     if "path" in doc and doc["path"] is not None and not isinstance(doc["path"], str):
         raise YolobnError(f"{what}: 'path' must be a folder name, got {type(doc['path']).__name__}")
-    names = doc.get("names")
-    nc = doc.get("nc")
-    if isinstance(nc, (int, float)) and not isinstance(nc, bool) and nc > MAX_CLASSES:
-        raise YolobnError(f"{what}: 'nc: {nc!r}' is more than {MAX_CLASSES:,} classes; check the file")
+    _check_budgets(doc, what)
+    names, nc = doc.get("names"), doc.get("nc")
     if names is None:
         if not (isinstance(nc, int) and not isinstance(nc, bool) and nc > 0):
             raise YolobnError(f"{what}: needs 'names' (a list or {{index: name}} mapping) or a positive 'nc'")
         return
-    if isinstance(names, (dict, list)):
-        _check_names(names, what)
     if isinstance(names, dict):
         if not names or not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
             raise YolobnError(f"{what}: 'names' as a mapping must map class indices 0, 1, ... to names")
@@ -157,8 +153,15 @@ def _special(mode: int) -> str:
     return ""
 
 
-def _check_names(names: dict | list, what: str) -> None:
-    """At most MAX_CLASSES names of at most MAX_NAME_CHARS characters in all, each a text or a number."""
+def _check_budgets(doc: dict[str, Any], what: str) -> None:
+    """``nc`` and ``names`` within the class budgets (Ultralytics builds a name for each of ``nc``
+    classes): at most MAX_CLASSES names of MAX_NAME_CHARS characters in all, each a text or a number."""
+    nc = doc.get("nc")
+    if isinstance(nc, (int, float)) and not isinstance(nc, bool) and nc > MAX_CLASSES:
+        raise YolobnError(f"{what}: 'nc: {nc!r}' is more than {MAX_CLASSES:,} classes; check the file")
+    names = doc.get("names")
+    if not isinstance(names, (dict, list)):
+        return
     if len(names) > MAX_CLASSES:
         raise YolobnError(
             f"{what}: 'names' lists {len(names):,} classes, more than {MAX_CLASSES:,}; check the file"
