@@ -8,6 +8,7 @@ from typing import Any
 
 from yolobn.cli import options as o
 
+
 EXAMPLES = """\
 examples:
   yolobn compare runs/train/weights/last.pt runs/train/weights/best.pt

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ, ObservedThresholds, Thresholds, options
+from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
+from yolobn.core.thresholds import ObservedThresholds, Thresholds, options
 from yolobn.data import DEMO_STEM, demo_model_path
+
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
@@ -179,7 +181,10 @@ def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) 
         help="inference size (default: the checkpoint's training imgsz, else 640)",
     )
     g.add_argument(
-        "--batch", type=number(int, 1), default=batch, help=f"images per forward pass (default {batch})"
+        "--batch",
+        type=number(int, 1, MAX_BATCH),
+        default=batch,
+        help=f"images per forward pass (default {batch})",
     )
     g.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 (default cpu)")
 

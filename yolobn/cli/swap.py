@@ -8,6 +8,7 @@ from typing import Any
 
 from yolobn.cli import options as o
 
+
 EXAMPLES = """\
 examples:
   yolobn swap --impl reference --impl folded --impl identity     # demo model on the bundled shapes dataset
@@ -55,7 +56,9 @@ def add_parser(sub: Any) -> None:
         type=o.number(int, o.MIN_IMGSZ, o.MAX_IMGSZ),
         help="validation image size (default: the checkpoint's training imgsz)",
     )
-    p.add_argument("--batch", type=o.number(int, 1), default=16, help="validation batch size (default 16)")
+    p.add_argument(
+        "--batch", type=o.number(int, 1, o.MAX_BATCH), default=16, help="validation batch size (default 16)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 ... (default cpu)")
     p.add_argument(
         "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/swap/)"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yolobn.core.errors import CheckpointError
+from yolobn.core.limits import MAX_INFLATE_RATIO, MIN_INFLATE_BYTES
 
 __all__ = [
     "IMAGE_MAGIC",
@@ -108,7 +109,9 @@ def sniff(path: Path) -> str:
             f"{path}: is an ONNX export, not a training checkpoint; inspect the .pt it was exported from"
         )
     if head.startswith(b"PK"):
-        names = _zip_names(path)
+        infos = _zip_infos(path)
+        _check_inflation(path, infos, st.st_size)
+        names = [i.filename for i in infos]
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             raise CheckpointError(
                 f"{path}: is a TorchScript export, not a training checkpoint; inspect the .pt it was exported from"
@@ -125,10 +128,25 @@ def sniff(path: Path) -> str:
     )
 
 
-def _zip_names(path: Path) -> list[str]:
+def _check_inflation(path: Path, infos: list[zipfile.ZipInfo], size: int) -> None:
+    """Refuse an archive whose records declare far more bytes than the file holds, from the central
+    directory alone (before torch allocates and inflates a record): torch.save stores records
+    uncompressed, while a record compressed by another tool can inflate 1000-fold."""
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_INFLATE_RATIO * size + MIN_INFLATE_BYTES:
+        packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]
+        which = f" (compressed: {packed[0].filename}{', ...' if len(packed) > 1 else ''})" if packed else ""
+        raise CheckpointError(
+            f"{path}: its zip records would inflate to {declared >> 20:,} MB from a {size >> 20:,} MB file"
+            f"{which}, more than {MAX_INFLATE_RATIO}x; torch.save writes them uncompressed: refused as "
+            "damaged or edited"
+        )
+
+
+def _zip_infos(path: Path) -> list[zipfile.ZipInfo]:
     try:
         with zipfile.ZipFile(path) as z:
-            return z.namelist()
+            return z.infolist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
         raise CheckpointError(
             f"{path}: the zip archive is truncated or corrupt ({_short(e)}); copy or download the checkpoint again"

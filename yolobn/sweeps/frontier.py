@@ -35,6 +35,7 @@ import pandas as pd
 from yolobn.bn.inspection import inspect
 from yolobn.core import notebook
 from yolobn.core.errors import YolobnError
+from yolobn.core.limits import MAX_SEEDS
 from yolobn.edit.ablation import ablate, plan_from
 from yolobn.evaluate.validation import KEY_METRICS, validate
 from yolobn.io.checks import require_runnable
@@ -191,6 +192,8 @@ def frontier(
             finished rows are kept and resumed (``yolobn.sweeps.fanout.Execution``; default: here, nothing kept).
     """
 
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise YolobnError(f"frontier: seeds {seeds!r}: must be a whole number from 1 to {MAX_SEEDS}")
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust, strict=strict)
     require_runnable(loaded)
     size = model_imgsz(loaded, imgsz)
