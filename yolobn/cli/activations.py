@@ -7,7 +7,6 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-
 EXAMPLES = """\
 examples:
   yolobn activations                                    # demo model on the synthetic training images

@@ -8,7 +8,6 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-
 EXAMPLES = """\
 examples:
   yolobn compare runs/train/weights/last.pt runs/train/weights/best.pt

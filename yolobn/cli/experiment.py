@@ -8,7 +8,6 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-
 EXAMPLES = """\
 examples:
   yolobn experiment examples/eps.yaml --trust   # the demo model: reference, folded, eps, fixed point, ...

@@ -9,7 +9,6 @@ from typing import Any
 from yolobn.cli import options as o
 from yolobn.core.limits import MAX_SEEDS
 
-
 EXAMPLES = """\
 examples:
   yolobn frontier                                   # the demo model on the bundled shapes dataset

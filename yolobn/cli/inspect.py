@@ -7,7 +7,6 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-
 EXAMPLES = """\
 examples:
   yolobn inspect                              # the bundled demo model (YOLO11n trained on synthetic shapes)

@@ -19,7 +19,6 @@ from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
 from yolobn.core.thresholds import ObservedThresholds, Thresholds, options
 from yolobn.data import DEMO_STEM, demo_model_path
 
-
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
 TOP = 15  # rows of a layer table by default: the rest is in the files, or --all

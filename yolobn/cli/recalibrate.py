@@ -8,7 +8,6 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-
 CACHE_MB = 2048  # yolobn.run.recalibration.CACHE_MB (not imported: --help must not import torch)
 DRIFT_LEFT = 1e-4  # largest layer drift after recalibration that is not worth a warning
 

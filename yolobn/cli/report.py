@@ -8,7 +8,6 @@ from typing import Any
 
 from yolobn.cli import options as o
 
-
 EXAMPLES = """\
 examples:
   yolobn report                          # the bundled demo model -> reports/demo_yolo11n_shapes/ (or ...2, 3)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.cli import options as o
-
+from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
 
 EXAMPLES = """\
 examples:
@@ -53,11 +53,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--imgsz",
-        type=o.number(int, o.MIN_IMGSZ, o.MAX_IMGSZ),
+        type=o.number(int, MIN_IMGSZ, MAX_IMGSZ),
         help="validation image size (default: the checkpoint's training imgsz)",
     )
     p.add_argument(
-        "--batch", type=o.number(int, 1, o.MAX_BATCH), default=16, help="validation batch size (default 16)"
+        "--batch", type=o.number(int, 1, MAX_BATCH), default=16, help="validation batch size (default 16)"
     )
     p.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 ... (default cpu)")
     p.add_argument(

@@ -43,7 +43,7 @@ _DAMAGED = "the checkpoint is damaged or was edited; use the file training wrote
 TRAIN_ARG_KEYS = ("imgsz", "epochs", "batch", "data", "optimizer", "lr0", "model", "pretrained")
 
 
-def checkpoint_model(ckpt: dict, where: str) -> Any:
+def checkpoint_model(ckpt: dict[str, Any], where: str) -> Any:
     """The model a checkpoint dict holds: ``ema`` when it is a model, else ``model`` (as Ultralytics
     picks it). Anything else under ``ema`` than a module or None is damage."""
     ema = ckpt.get("ema")
@@ -95,7 +95,7 @@ def _check_tree(model: nn.Module, where: str) -> None:
             raise CheckpointError(
                 f"{where}: {prefix or 'the model'} ({type(m).__name__}) is incomplete; {_DAMAGED}"
             )
-        modules, params, buffers = (cast(dict, t) for t in tables)
+        modules, params, buffers = (cast(dict[str, Any], t) for t in tables)
         shadowed = set(m.__dict__) & (set(modules) | set(params) | set(buffers))
         if shadowed:  # a plain attribute hiding a registered tensor or module: never written by torch
             raise CheckpointError(
@@ -283,7 +283,7 @@ def _check_stride(stride: Any, where: str) -> None:
 # the free-form fields of a checkpoint
 
 
-def plain_fields(ckpt: dict) -> dict[str, Any]:
+def plain_fields(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's metadata as plain, JSON-safe values (unusable entries are left out).
 
     Returns a dict with ``version``, ``date`` (strings or None), ``train_args`` (the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ def sample_images() -> list[Path]:
     return sorted(p for p in assets.iterdir() if p.suffix.lower() in suffixes)
 
 
-def collect_images(paths: Sequence[str | os.PathLike] | None, limit: int | None = None) -> list[Path]:
+def collect_images(paths: Sequence[str | os.PathLike[str]] | None, limit: int | None = None) -> list[Path]:
     """Image files from files and folders (sorted, deterministic); Ultralytics' samples when empty."""
     if not paths:
         return sample_images()[:limit] if limit else sample_images()
@@ -87,7 +87,7 @@ def default_images(model: Any) -> list[Path]:
 
 
 def resolve_images(
-    model: Any, images: Sequence[str | os.PathLike] | None, max_images: int | None
+    model: Any, images: Sequence[str | os.PathLike[str]] | None, max_images: int | None
 ) -> list[Path]:
     """The image files for ``model``: ``images`` (files/folders), else ``default_images(model)``."""
     if max_images is not None and max_images < 1:
@@ -264,7 +264,7 @@ def _first_frame(p: Path) -> np.ndarray | None:
     im = im[..., :3] if im is not None and im.ndim == 3 else cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if im is not None and im.dtype == np.uint16:
         im = (im >> 8).astype(np.uint8)
-    return im
+    return cast(np.ndarray | None, im)
 
 
 def run_images(

@@ -34,7 +34,7 @@ __all__ = ["BUILD_PASS", "check_model_size", "check_numbers", "meta_size", "nest
 BUILD_PASS = 256  # the image size Ultralytics' model constructors run once to find the strides
 
 
-def check_model_size(cfg: dict, text: str, guard: contextlib.AbstractContextManager) -> None:
+def check_model_size(cfg: dict[str, Any], text: str, guard: contextlib.AbstractContextManager[Any]) -> None:
     """CheckpointError (one line) unless the model of ``cfg`` fits the budgets.
 
     The numbers (``nc``, the multipliers, rows and repeats) are checked first, in ``cfg`` and in any
@@ -55,7 +55,7 @@ def check_model_size(cfg: dict, text: str, guard: contextlib.AbstractContextMana
         )
 
 
-def check_numbers(cfg: dict, text: str, where: str = "") -> None:
+def check_numbers(cfg: dict[str, Any], text: str, where: str = "") -> None:
     """``nc``, ``channels``, the multipliers, the number of rows and each row's repeats."""
     at = f"{text}: {where}" if where else f"{text}: "
     nc = cfg.get("nc")
@@ -81,7 +81,7 @@ def check_numbers(cfg: dict, text: str, where: str = "") -> None:
             check_numbers(nested, text, f"{where}layer row {i}, nested model {j + 1}: ")
 
 
-def nested_yamls(args: Any) -> Iterator[dict]:
+def nested_yamls(args: Any) -> Iterator[dict[str, Any]]:
     """The model yamls written inside a layer's arguments (a row like ``[-1, 1, DetectionModel,
     [{backbone: ...}]]`` builds a whole model from them), at any depth of lists."""
     stack = [args]
@@ -94,7 +94,7 @@ def nested_yamls(args: Any) -> Iterator[dict]:
             stack.extend(v)
 
 
-def _multipliers(cfg: dict, at: str) -> float:
+def _multipliers(cfg: dict[str, Any], at: str) -> float:
     """Check every depth/width multiplier the yaml gives; return the depth ``parse_model`` uses."""
     pairs = [("depth_multiple", cfg.get("depth_multiple")), ("width_multiple", cfg.get("width_multiple"))]
     scales = cfg.get("scales")
@@ -116,7 +116,9 @@ def _multipliers(cfg: dict, at: str) -> float:
     return float(depth) if _number(depth) else 1.0
 
 
-def meta_size(cfg: dict, text: str, guard: contextlib.AbstractContextManager) -> tuple[int, int]:
+def meta_size(
+    cfg: dict[str, Any], text: str, guard: contextlib.AbstractContextManager[Any]
+) -> tuple[int, int]:
     """(parameters + buffer elements, layer-output elements of the build pass) of the layers of
     ``cfg``, built by Ultralytics' ``parse_model`` on the ``meta`` device."""
     from ultralytics.nn import tasks

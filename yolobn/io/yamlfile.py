@@ -22,7 +22,7 @@ from yolobn.core.limits import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 __all__ = ["check_events", "load_yaml", "parse_yaml", "read_yaml"]
 
 
-def read_yaml(path: str | os.PathLike, what: str, *, hint: str = "") -> dict[str, Any]:
+def read_yaml(path: str | os.PathLike[str], what: str, *, hint: str = "") -> dict[str, Any]:
     """A yaml file that holds a mapping, read within the budgets; a one-line YolobnError otherwise.
 
     Args:
@@ -36,7 +36,7 @@ def read_yaml(path: str | os.PathLike, what: str, *, hint: str = "") -> dict[str
     return doc
 
 
-def load_yaml(path: str | os.PathLike, what: str) -> Any:
+def load_yaml(path: str | os.PathLike[str], what: str) -> Any:
     """Whatever the yaml file holds, read within the budgets (see ``read_yaml``)."""
     text = _read_text(Path(path), what)
     return parse_yaml(text, what)

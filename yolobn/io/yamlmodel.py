@@ -15,7 +15,7 @@ import reprlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict, list[str]]:
+def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict[str, Any], list[str]]:
     """Build the untrained model of a model yaml (a path, or a name shipped with Ultralytics).
 
     The yaml is read by yolobn's reader (its budgets), checked for code (unless ``trust``) and sized
@@ -72,7 +72,7 @@ def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict,
     return model.float().eval(), cfg, notes
 
 
-def read_model_yaml(text: str) -> dict:
+def read_model_yaml(text: str) -> dict[str, Any]:
     """The dict of a model yaml, as Ultralytics' ``yaml_model_load`` gives it (with ``scale`` and
     ``yaml_file``), but read by yolobn's reader: a file on disk, or one shipped with Ultralytics
     (``yolo11n.yaml`` is ``cfg/models/11/yolo11.yaml`` at scale n). Never downloaded."""
@@ -114,7 +114,7 @@ def _shipped_yaml(p: Path, text: str) -> tuple[Path, Path]:
     return p, Path(found)
 
 
-def check_model_yaml(cfg: dict, text: str) -> None:
+def check_model_yaml(cfg: dict[str, Any], text: str) -> None:
     """Refuse a model yaml whose fields Ultralytics would run as Python.
 
     ``parse_model`` calls ``eval()`` on ``activation:`` and looks module names up in its own
@@ -147,7 +147,7 @@ def check_model_yaml(cfg: dict, text: str) -> None:
             _check_nested(layer, f"{text}: {section} row {i}")
 
 
-def _check_nested(row: list, where: str) -> None:
+def _check_nested(row: list[Any], where: str) -> None:
     """A row can build a whole model (``[-1, 1, DetectionModel, [{backbone: ...}]]``): the model
     yamls written in its arguments get the same check, and a model class given a file name (which
     Ultralytics would read and build unchecked) is refused."""
@@ -254,7 +254,7 @@ def restricted_build(on: bool) -> Iterator[None]:
         local.active = was
 
 
-def _drop_torchvision_weights(cfg: dict) -> bool:
+def _drop_torchvision_weights(cfg: dict[str, Any]) -> bool:
     """TorchVision layers default to downloading pretrained weights; build them untrained instead."""
     changed = False
     for section in ("backbone", "head"):
@@ -268,7 +268,7 @@ def _drop_torchvision_weights(cfg: dict) -> bool:
     return changed
 
 
-def _model_class_for(cfg: dict, text: str) -> type:
+def _model_class_for(cfg: dict[str, Any], text: str) -> type:
     from ultralytics.nn import tasks
 
     name = Path(str(cfg.get("yaml_file", text))).name.lower()
@@ -280,7 +280,7 @@ def _model_class_for(cfg: dict, text: str) -> type:
         return tasks.RTDETRDetectionModel
     task = tasks.guess_model_task(cfg)
     if "yoloe" in name:
-        return getattr(tasks, "YOLOESegModel" if task == "segment" else "YOLOEModel")
+        return cast(type, getattr(tasks, "YOLOESegModel" if task == "segment" else "YOLOEModel"))
     if "world" in name:
         return tasks.WorldModel
     by_task = {
@@ -292,7 +292,7 @@ def _model_class_for(cfg: dict, text: str) -> type:
         "semantic": "SemanticSegmentationModel",
         "depth": "DepthModel",
     }
-    return getattr(tasks, by_task.get(task, "DetectionModel"))
+    return cast(type, getattr(tasks, by_task.get(task, "DetectionModel")))
 
 
 def first_line(e: BaseException | None) -> str:

@@ -136,9 +136,11 @@ def importance(ins: Any, criterion: str, seed: int = 0) -> np.ndarray:
     if criterion == "observed":
         if "obs_post_std" not in ch.columns:
             raise YolobnError("frontier: the observed criterion needs the model observed on images")
-        return ch["obs_post_std"].to_numpy(np.float64)
+        observed: np.ndarray = ch["obs_post_std"].to_numpy(np.float64)
+        return observed
     if criterion == "gamma":
-        return np.abs(ch["gamma"].to_numpy(np.float64))
+        gamma: np.ndarray = np.abs(ch["gamma"].to_numpy(np.float64))
+        return gamma
     if criterion == "random":
         return np.random.default_rng(seed).random(len(ch))
     raise YolobnError(f"frontier: unknown criterion {criterion!r}; use {', '.join(CRITERIA)}")
