@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from yolobn.io import ultra
+
 
 def output_difference(a: nn.Module, b: nn.Module, imgsz: int, seed: int = 0) -> dict[str, float]:
     """Largest absolute and relative difference of the raw head outputs on a fixed random batch."""
@@ -102,13 +104,7 @@ def _box_matches(
     """(matched pairs, max(count a, count b) summed over images, boxes of a, boxes of b) after NMS."""
     from ultralytics.utils.metrics import box_iou
 
-    try:
-        from ultralytics.utils.nms import non_max_suppression
-    except ImportError:  # older ultralytics kept it in ops
-        import importlib
-
-        non_max_suppression = importlib.import_module("ultralytics.utils.ops").non_max_suppression
-
+    non_max_suppression = ultra.non_max_suppression()
     pa = non_max_suppression(ta, conf, 0.7, nc=nc)
     pb = non_max_suppression(tb, conf, 0.7, nc=nc)
     matched = total = 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.core.thresholds import Thresholds
+from yolobn.io import ultra
 
 EPOCH_COLUMNS = [
     "epoch", "index", "name", "layer", "block", "role", "channels", "eps",
@@ -127,7 +128,7 @@ def track(
             f"track() needs an ultralytics YOLO model (with add_callback), got {type(model).__name__}"
         )
     tracker = BNTracker(snapshots=snapshots, thresholds=thresholds, tensorboard=tensorboard)
-    model.add_callback("on_fit_epoch_end", tracker.on_fit_epoch_end)
+    model.add_callback(ultra.EPOCH_END_CALLBACK, tracker.on_fit_epoch_end)
     return tracker
 
 

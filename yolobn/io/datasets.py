@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.core.errors import YolobnError
+from yolobn.io import ultra
 
 _ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2")
 
@@ -142,13 +143,11 @@ def _sanitised(p: Path, text: str) -> Path:
     what = f"--data {text}"
     doc = read_yaml(p, what)
     _check_fields(doc, what)
-    from ultralytics.data.utils import check_det_dataset
-
     from yolobn.io.loader import quiet_ultralytics
 
     try:
         with quiet_ultralytics():
-            checked = check_det_dataset(str(p), autodownload=False)  # never downloads, never executes
+            checked = ultra.check_det_dataset(str(p))  # downloads off: never downloads, never executes
     except FileNotFoundError as e:
         missing = re.search(r"missing path '([^']+)'", str(e))
         where = f" ({missing.group(1)})" if missing else ""

@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from yolobn.core.errors import CheckpointError
+from yolobn.io import ultra
 
 
 def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict, list[str]]:
@@ -60,6 +61,7 @@ def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict,
             model = cls(cfg, verbose=False)
     except Exception as e:
         raise CheckpointError(f"{text}: the model yaml could not be built ({first_line(e)})") from e
+    ultra.undo_stride_probe(model)
     return model.float().eval(), cfg, notes
 
 
@@ -159,14 +161,8 @@ def restricted_build(on: bool) -> Iterator[None]:
     ``parse_model`` then resolves ``activation`` without ``eval()``. yolobn's own check
     (``check_model_yaml``) does not depend on it: this is a second lock on the same door.
     """
-    local = None
-    if on:
-        try:
-            from ultralytics.nn.tasks import _SafeLoad
-
-            local = _SafeLoad._local if getattr(_SafeLoad, "SUPPORTED", False) else None
-        except (ImportError, AttributeError):
-            local = None
+    safe = ultra.restricted_build() if on else None
+    local = getattr(safe, "_local", None) if getattr(safe, "SUPPORTED", False) else None
     if local is None:
         yield
         return
