@@ -270,7 +270,8 @@ def explain_load_error(
     if "TorchScript" in text:
         return f"{path}: is a TorchScript export, not a training checkpoint; inspect the .pt it was exported from"
     refused = any(r in text for r in _REFUSALS)
-    named = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)", text)))
+    named = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)|refuses a call of ([\w.]+)", text)))
+    named = [a or b for a, b in named]
     if fmt == "legacy" and (refused or "outside the supported" in text):
         return (
             f"{path}: uses torch's pre-1.6 serialization, which yolobn cannot check against the "

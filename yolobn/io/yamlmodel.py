@@ -56,7 +56,7 @@ def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict,
         notes.append("TorchVision backbone built without its pretrained weights (yolobn never downloads)")
     try:
         cls = _model_class_for(cfg, text)
-        with warnings.catch_warnings(), restricted_build(not trust):
+        with warnings.catch_warnings(), restricted_build(not trust), ultra.keep_default_act():
             warnings.simplefilter("ignore")
             model = cls(cfg, verbose=False)
     except Exception as e:
