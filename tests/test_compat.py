@@ -207,3 +207,26 @@ def test_release_numbers():
     assert ultra.runs_it(["ultralytics.nn.modules.head.Segment26"], "8.4.7").startswith(
         "Ultralytics 8.4.0 or newer"
     )
+
+
+def test_an_rtdetr_checkpoint_runs_the_forward_check(tmp_path):
+    """8.3's RT-DETR decoder selects all 300 queries: the forward check needs an image with enough
+    anchors (at 64 px it failed with "selected index k out of range" on 8.3)."""
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    cfg = {
+        "nc": 2,
+        "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [8, 3, 2]]]
+        + [[-1, 1, "Conv", [16, 3, 2]] for _ in range(3)],  # P3, P4, P5 at layers 2, 3, 4
+        "head": [[[2, 3, 4], 1, "RTDETRDecoder", ["nc", 32, 300, 4, 4, 1]]],
+        "yaml_file": "rtdetr-tiny.yaml",
+    }
+    torch.manual_seed(0)
+    model = RTDETRDetectionModel(cfg, verbose=False)
+    ck = demo_ckpt()
+    model.names, model.args = {0: "a", 1: "b"}, ck["model"].args
+    ck["model"], ck["ema"] = model.half().eval(), None
+    path = save(ck, tmp_path / "rtdetr.pt")
+    lm = yolobn.load(path)
+    assert lm.meta.model_class == "RTDETRDetectionModel" and lm.meta.n_batchnorm > 0
+    assert lm.run_error is None, lm.run_error

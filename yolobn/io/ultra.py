@@ -17,7 +17,7 @@ legacy renames         ``temporary_modules`` exists; its attribute   ``temporary
                        renames are never undone                      changed. yolobn: ``legacy_renames`` below
 restricted yaml build  none: ``parse_model`` ``eval()``s             ``_SafeLoad.restricted`` (no ``eval``);
                        ``activation:`` (yolobn checks first)         yolobn checks first and switches it on
-default activation     a yaml's ``activation:`` stays set on ``Conv``  restored after the build
+default activation     a yaml's ``activation:`` stays on ``Conv``      restored after the build
                        for later builds (yolobn restores it)
 stride probe (build)   one forward pass in train mode: BatchNorm     in eval mode: statistics untouched
                        running statistics move (yolobn resets them)
@@ -32,6 +32,8 @@ metrics keys           ``metrics/mAP50-95(B)`` ... ``(M)``, ``(P)``,  the same
 AP (``compute_ap``)    101-point interpolation to recall 1 after     precision 0 after the last recall: mAP
                        the last recall: a higher mAP                 slightly lower (demo 0.6294 vs 0.6308)
 fitness                0.1 mAP50 + 0.9 mAP50-95                      mAP50-95
+RT-DETR head           ``anchors``/``valid_mask`` not stored;        class attributes, cast by ``_apply``;
+                       ``topk(num_queries)``: needs >= 300 anchors   clamped to the anchors there are
 ``is_fused()``         fewer than 10 torch norm layers: a model      no ``Conv`` with a ``bn`` left: a fully
                        whose BNs are all swapped is never fused,     swapped model is fused too
                        a partly swapped one is
@@ -299,6 +301,30 @@ def ap_closes_at_last_recall() -> bool:
     from ultralytics.utils.metrics import compute_ap
 
     return bool(compute_ap([0.5], [1.0])[0] < 0.6)
+
+
+def rtdetr_head_tensors() -> tuple[str, ...]:
+    """The tensors of an ``RTDETRDecoder`` that ``BaseModel._apply`` (``float()``, ``to()``) casts:
+    ``anchors`` and ``valid_mask`` in 8.4 (class attributes there); none in 8.3, whose decoder
+    computes them in each forward pass and does not store them."""
+    from ultralytics.nn.modules import RTDETRDecoder
+
+    return tuple(a for a in ("anchors", "valid_mask") if hasattr(RTDETRDecoder, a))
+
+
+def probe_size(model: Any, smallest: int = 64) -> int:
+    """The image size of the forward check after loading: ``smallest``, or for an RT-DETR head the
+    smallest multiple of 32 with at least ``num_queries`` anchors (at strides 8, 16, 32). 8.4 clamps
+    its query selection to the anchors there are; 8.3 asks ``topk`` for all ``num_queries`` and fails
+    on a small image ("selected index k out of range")."""
+    from ultralytics.nn.modules import RTDETRDecoder
+
+    head = next((m for m in model.modules() if isinstance(m, RTDETRDecoder)), None)
+    queries = int(getattr(head, "num_queries", 0) or 0) if head is not None else 0
+    size = smallest
+    while queries and sum((size // s) ** 2 for s in (8, 16, 32)) < queries and size < 2048:
+        size += 32
+    return size
 
 
 def restricted_build() -> Any:
