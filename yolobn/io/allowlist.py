@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from yolobn.io.ultra import LEGACY_ATTRIBUTES, LEGACY_MODULES
+
 _CLASS_PREFIXES = ("ultralytics.nn.modules", "torch.nn.modules")
 _CLASS_MODULES = ("ultralytics.nn.tasks", "ultralytics.nn.modules")
 _PLAIN_CLASS_MODULES = ("ultralytics.utils.loss", "ultralytics.utils.tal")
@@ -55,8 +57,6 @@ def _ultralytics_class_module(module: str) -> bool:
 
 def renamed(name: str) -> str:
     """``name`` after Ultralytics' legacy module and attribute renames."""
-    from yolobn.io.ultra import LEGACY_ATTRIBUTES, LEGACY_MODULES
-
     if name in LEGACY_ATTRIBUTES:
         return LEGACY_ATTRIBUTES[name]
     for old, new in LEGACY_MODULES.items():
