@@ -52,7 +52,7 @@ def debug_parent() -> argparse.ArgumentParser:
 
 def command(sub: Any, name: str, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """A subcommand parser with ``--debug`` and the examples epilog kept as written."""
-    return sub.add_parser(
+    p: argparse.ArgumentParser = sub.add_parser(
         name,
         parents=[debug_parent()],
         help=help,
@@ -60,6 +60,7 @@ def command(sub: Any, name: str, *, help: str, description: str, epilog: str) ->
         epilog=epilog + ("\n" if not epilog.endswith("\n") else "") + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    return p
 
 
 def number(kind: type, least: float = 0, most: float | None = None) -> Callable[[str], Any]:
@@ -193,11 +194,13 @@ def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) 
 
 
 def thresholds(args: argparse.Namespace) -> Thresholds:
-    return _build(Thresholds, args)
+    t: Thresholds = _build(Thresholds, args)
+    return t
 
 
 def observed_thresholds(args: argparse.Namespace) -> ObservedThresholds:
-    return _build(ObservedThresholds, args)
+    t: ObservedThresholds = _build(ObservedThresholds, args)
+    return t
 
 
 def _build(cls: Any, args: argparse.Namespace) -> Any:
@@ -251,7 +254,11 @@ def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> dict[
 
 
 def input_files(
-    model: str | None, *, data: str | None = None, images: list[Path] | None = None, more: dict | None = None
+    model: str | None,
+    *,
+    data: str | None = None,
+    images: list[Path] | None = None,
+    more: dict[Path, str] | None = None,
 ) -> dict[Path, str]:
     """Every input file of a command (what no output may replace): the model file (the bundled
     demo when none is given), the dataset yaml, the images, and ``more`` (path -> what it is)."""

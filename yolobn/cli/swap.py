@@ -164,7 +164,9 @@ def _variants(args: argparse.Namespace) -> list[Any]:
     return variants
 
 
-def _files(args: argparse.Namespace, res: Any, loaded: Any, images: list[Path] | None, out_dir: Path) -> dict:
+def _files(
+    args: argparse.Namespace, res: Any, loaded: Any, images: list[Path] | None, out_dir: Path
+) -> dict[Path, Any]:
     """swap.csv, swap.json and swap.html; swap.json says whether anything was validated."""
     import json
 

@@ -23,6 +23,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from yolobn.core.errors import CheckpointError
 from yolobn.core.limits import MAX_CLASSES, MAX_NAME_CHARS
+from yolobn.io import ultra
 
 __all__ = [
     "TRAIN_ARG_KEYS",
@@ -129,7 +130,8 @@ def _check_head(model: nn.Module, layers: Any, where: str) -> None:
         )
     head = layers[-1]
     needed: tuple[str, ...] = ("stride", "anchors", "strides") if isinstance(head, Detect) else ()
-    needed = ("anchors", "valid_mask") if isinstance(head, RTDETRDecoder) else needed
+    if isinstance(head, RTDETRDecoder):
+        needed = ultra.rtdetr_head_tensors()
     for attr in needed:
         v = getattr(head, attr, None)
         if not isinstance(v, torch.Tensor):
@@ -347,7 +349,7 @@ def probe(model: nn.Module, path: Any, saved: str | None) -> tuple[str, str] | N
     run the model, the note for reports), naming the module and the releases that wrote and run it."""
     import ultralytics
 
-    failure = probe_forward(model)
+    failure = probe_forward(model, ultra.probe_size(model))
     if failure is None:
         return None
     versions = f"written by ultralytics {saved or 'an unknown release'}, running ultralytics {ultralytics.__version__}"

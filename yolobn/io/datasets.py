@@ -22,7 +22,7 @@ from typing import Any
 from yolobn.core.errors import YolobnError
 from yolobn.core.limits import MAX_CLASSES, MAX_LIST_BYTES, MAX_NAME_CHARS
 from yolobn.data.synth import shapes_dataset
-from yolobn.io import yamlfile
+from yolobn.io import ultra, yamlfile
 from yolobn.io.loader import quiet_ultralytics
 
 __all__ = ["is_archive_url", "read_yaml", "resolve_data"]
@@ -30,7 +30,7 @@ __all__ = ["is_archive_url", "read_yaml", "resolve_data"]
 _ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2")
 
 
-def resolve_data(data: str | os.PathLike, *, trust: bool = False) -> str:
+def resolve_data(data: str | os.PathLike[str], *, trust: bool = False) -> str:
     """The dataset argument to give Ultralytics' validator, checked and made safe.
 
     Args:
@@ -195,11 +195,9 @@ def _sanitised(p: Path, text: str) -> Path:
     doc = read_yaml(p, what)
     _check_fields(doc, what)
     _check_val_paths(doc, p, what)
-    from ultralytics.data.utils import check_det_dataset
-
     try:
         with quiet_ultralytics():
-            checked = check_det_dataset(str(p), autodownload=False)  # never downloads, never executes
+            checked = ultra.check_det_dataset(str(p))  # downloads off: never downloads, never executes
     except FileNotFoundError as e:
         missing = re.search(r"missing path '([^']+)'", str(e))
         where = f" ({missing.group(1)})" if missing else ""

@@ -20,6 +20,7 @@ from typing import Any, cast
 from torch import nn
 
 from yolobn.core.errors import CheckpointError, YolobnError
+from yolobn.io import ultra
 from yolobn.io.modelsize import check_model_size, nested_yamls
 from yolobn.io.yamlfile import read_yaml
 
@@ -47,8 +48,6 @@ def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict[
         CheckpointError: a missing, malformed or oversized yaml, or (without ``trust``) one that would
             run code.
     """
-    from ultralytics.nn.modules import Conv
-
     cfg = read_model_yaml(text)
     if "backbone" not in cfg:
         raise CheckpointError(f"{text}: not an Ultralytics model yaml (no 'backbone' section)")
@@ -59,16 +58,14 @@ def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict[
     if _drop_torchvision_weights(cfg):
         notes.append("TorchVision backbone built without its pretrained weights (yolobn never downloads)")
     check_model_size(cfg, text, restricted_build(not trust))
-    act = Conv.default_act  # parse_model sets it process-wide and restores it only when it returns
     try:
         cls = _model_class_for(cfg, text)
-        with warnings.catch_warnings(), restricted_build(not trust):
+        with warnings.catch_warnings(), restricted_build(not trust), ultra.keep_default_act():
             warnings.simplefilter("ignore")
             model = cls(cfg, verbose=False)
     except Exception as e:
         raise CheckpointError(f"{text}: the model yaml could not be built ({first_line(e)})") from e
-    finally:
-        Conv.default_act = act
+    ultra.undo_stride_probe(model)
     return model.float().eval(), cfg, notes
 
 
@@ -235,14 +232,8 @@ def restricted_build(on: bool) -> Iterator[None]:
     ``parse_model`` then resolves ``activation`` without ``eval()``. yolobn's own check
     (``check_model_yaml``) does not depend on it: this is a second lock on the same door.
     """
-    local = None
-    if on:
-        try:
-            from ultralytics.nn.tasks import _SafeLoad
-
-            local = _SafeLoad._local if getattr(_SafeLoad, "SUPPORTED", False) else None
-        except (ImportError, AttributeError):
-            local = None
+    safe = ultra.restricted_build() if on else None
+    local = getattr(safe, "_local", None) if getattr(safe, "SUPPORTED", False) else None
     if local is None:
         yield
         return
