@@ -111,6 +111,11 @@ def render() -> str:
         "file to stdout alone. Terminal output fits the terminal's width (80 columns and up); piped, it is "
         "`COLUMNS` wide when that is set, else up to 200 columns.",
         "",
+        "Every example runs as written from the repository's root, in order (a test runs them all), after "
+        "`cp yolobn/data/demo_yolo11n_shapes.pt best.pt` (a copy of the demo is still the demo: its images "
+        "and its dataset are the defaults). `shapes` is the demo's synthetic dataset and `examples/images/` "
+        "eight of its validation images; with your own model, give your images and dataset yaml.",
+        "",
         "Contents: " + " · ".join(f"[{n}](#{n})" for n in sub.choices),
         "",
     ]

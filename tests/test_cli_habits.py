@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +15,7 @@ import pytest
 
 from tests.run_main import run_main
 from yolobn.cli import build_parser, key_values
+from yolobn.data import demo_model_path
 
 
 @pytest.mark.parametrize(
@@ -256,3 +260,19 @@ def test_a_malicious_checkpoint_never_runs_through_an_argument_value(argv, evil,
     assert code == 2, err
     assert not (evil.parent / MARKER_NAME).exists(), "the payload ran"
     assert sorted(p.name for p in evil.parent.iterdir()) == ["e.yaml", evil.name]
+
+
+@pytest.mark.parametrize("argv", [["inspect"], ["compare", "DEMO", "DEMO"]])
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(argv):
+    """`yolobn inspect | head -1`: no internal error, no traceback, the shell's SIGPIPE status."""
+    argv = [str(demo_model_path()) if a == "DEMO" else a for a in argv]
+    env = {**os.environ, "YOLO_OFFLINE": "1", "COLUMNS": "100"}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "yolobn.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.readline()
+    p.stdout.close()  # what head does after its first line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 141
+    assert err == ""

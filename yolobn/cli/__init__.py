@@ -17,7 +17,7 @@ import traceback
 
 from yolobn._version import __version__
 from yolobn.cli import activations, compare, experiment, frontier, inspect, recalibrate, report, swap
-from yolobn.cli.options import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Parser, debug_parent
+from yolobn.cli.options import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_USAGE, Parser, debug_parent
 
 COMMANDS = (inspect, report, activations, recalibrate, swap, experiment, compare, frontier)
 
@@ -93,6 +93,13 @@ def key_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
     return argv[: i + 1] + flags + ([] if "--" in flags else ["--"]) + values
 
 
+def _closed_stdout() -> int:
+    """The reader of stdout went away (``yolobn inspect | head``): stop quietly, as cat and git do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush into the closed pipe at exit
+    return EXIT_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(key_values(list(sys.argv[1:] if argv is None else argv), parser))
@@ -104,7 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("YOLO_VERBOSE", "False")
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
+    except BrokenPipeError:
+        return _closed_stdout()
+    except SystemExit as e:  # rich ends a print into a closed pipe with SystemExit(1)
+        if isinstance(e.__context__, BrokenPipeError):
+            return _closed_stdout()
+        raise
     except KeyboardInterrupt:
         print("yolobn: interrupted", file=sys.stderr)
         return 130

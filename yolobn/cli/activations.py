@@ -10,10 +10,10 @@ from yolobn.cli import options as o
 EXAMPLES = """\
 examples:
   yolobn activations                                    # demo model on the synthetic training images
-  yolobn activations best.pt --images path/to/images/ --max-images 500
-  yolobn activations best.pt --images a.jpg b.jpg --sort drift --top 15
-  yolobn activations best.pt --images val/ --csv layers.csv --channels-csv channels.csv --json obs.json
-  yolobn inspect best.pt --images path/to/images/       # data-free and observed side by side
+  yolobn activations best.pt --images examples/images/ --max-images 500
+  yolobn activations best.pt --images examples/images/shape_00000.png examples/images/shape_00001.png --sort drift --top 15
+  yolobn activations best.pt --images examples/images/ --csv obs-layers.csv --channels-csv obs-channels.csv --json obs.json
+  yolobn inspect best.pt --images examples/images/      # data-free and observed side by side
 
 what it reports (docs/numbers.md, "On images: observed statistics"):
   obs dead   post-activation std < --dead-std over all images and positions (flat), or, before

@@ -10,10 +10,10 @@ from yolobn.cli import options as o
 
 EXAMPLES = """\
 examples:
-  yolobn compare runs/train/weights/last.pt runs/train/weights/best.pt
-  yolobn compare pretrained.pt finetuned.pt --csv layers.csv --channels-csv channels.csv --json compare.json
-  yolobn compare a.pt b.pt --html compare.html # a page with plots (works offline, from file://)
-  yolobn compare a.pt b.pt c.pt d.pt          # more than two (or different architectures): an audit table
+  yolobn compare best.pt best-recal.pt                  # e.g. runs/train/weights/last.pt and best.pt
+  yolobn compare best.pt best-recal.pt --csv cmp-layers.csv --channels-csv cmp-channels.csv --json compare.json
+  yolobn compare best.pt best-recal.pt --html compare.html   # a page with plots (works offline, from file://)
+  yolobn compare best.pt best-recal.pt yolo11n.yaml yolo11s.yaml   # more than two, or other architectures: an audit table
 
 two checkpoints: layers matched by name; per channel the Gaussian KL (nats) of the running statistics
 (kl_in) and of the estimated BN output (kl_out), exactly 0 when nothing changed; dead-channel

@@ -13,7 +13,7 @@ examples:
   yolobn experiment examples/eps.yaml --trust   # the demo model: reference, folded, eps, fixed point, ...
                                                 # (--trust: the file names a custom impl, examples/custom_bn.py)
   yolobn experiment examples/eps.yaml --trust --ray            # each variant and layer a Ray task
-  yolobn experiment examples/eps.yaml --trust --ray head:6379  # on a Ray cluster (see docs/scale.md)
+                                                # (--ray HOST:PORT: on a running Ray cluster, see docs/scale.md)
 
 A rerun of the same file continues where an interrupted one stopped (finished rows are kept in
 $YOLOBN_CACHE/sweeps/); --no-resume measures everything again.

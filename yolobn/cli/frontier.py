@@ -12,9 +12,9 @@ from yolobn.core.limits import MAX_SEEDS
 EXAMPLES = """\
 examples:
   yolobn frontier                                   # the demo model on the bundled shapes dataset
-  yolobn frontier best.pt --data data.yaml --images val/images/ --max-images 500
-  yolobn frontier best.pt --data data.yaml --images imgs/ --shares 0,5,10,20 --criteria observed,gamma
-  yolobn frontier best.pt --data data.yaml --images imgs/ --ray     # each point a Ray task
+  yolobn frontier best.pt --data shapes --images examples/images/ --max-images 500
+  yolobn frontier best.pt --data shapes --shares 0,5,10,20 --criteria observed,gamma
+  yolobn frontier best.pt --data shapes --shares 0,5 --criteria observed --ray   # each point a Ray task
 
 criteria: observed = post-activation std on the images (the error ablation adds), gamma = |gamma|
 (network slimming, Torch-Pruning), random = a control averaged over --seeds rankings. Every

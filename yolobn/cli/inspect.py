@@ -10,7 +10,7 @@ from yolobn.cli import options as o
 EXAMPLES = """\
 examples:
   yolobn inspect                              # the bundled demo model (YOLO11n trained on synthetic shapes)
-  yolobn inspect yolo11n.pt                   # any Ultralytics checkpoint on disk
+  yolobn inspect best.pt                      # any Ultralytics checkpoint on disk
   yolobn inspect yolo11x.yaml                 # an untrained model built from an Ultralytics yaml
   yolobn inspect best.pt --sort dead --top 15 # the 15 layers with the most dead channels
   yolobn inspect best.pt --layers 'model.2*' --layers backbone

@@ -20,7 +20,10 @@ from yolobn.core.thresholds import ObservedThresholds, Thresholds, options
 from yolobn.data import DEMO_STEM, demo_model_path
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
-EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
+EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of stdout closed it, as a shell reports for cat or git
+EXIT_CODES = (
+    "exit codes: 0 success, 1 internal error, 2 bad input or usage, 141 stdout closed by its reader\n"
+)
 TOP = 15  # rows of a layer table by default: the rest is in the files, or --all
 
 

@@ -14,8 +14,8 @@ DRIFT_LEFT = 1e-4  # largest layer drift after recalibration that is not worth a
 EXAMPLES = """\
 examples:
   yolobn recalibrate -o demo-recal.pt                   # demo model on its synthetic training images
-  yolobn recalibrate best.pt --images path/to/target-domain/ -o best-recal.pt
-  yolobn recalibrate best.pt --images imgs/ -o best-recal.pt --data data.yaml   # and mAP before/after
+  yolobn recalibrate best.pt --images examples/images/ -o best-recal.pt   # your target domain's images
+  yolobn recalibrate best.pt --images examples/images/ -o best-recal2.pt --data shapes   # and mAP before/after
 
 Every BN's running mean and variance become the mean and population variance of its input over
 all the images, as the recalibrated model sees them in eval mode (inference): 'yolobn activations'

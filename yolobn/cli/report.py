@@ -12,9 +12,8 @@ EXAMPLES = """\
 examples:
   yolobn report                          # the bundled demo model -> reports/demo_yolo11n_shapes/ (or ...2, 3)
   yolobn report best.pt -o out/          # out/report.html, layers.csv, channels.csv, summary.json
-  yolobn report best.pt --open           # and open it in the default browser
-  yolobn report best.pt --layers backbone --off-sigma 2
-  yolobn report --run runs/detect/train  # a training tracked with yolobn.track -> reports/train/training.html
+  yolobn report best.pt --layers backbone --off-sigma 2   # --open: and open it in the default browser
+  yolobn report best.pt --images examples/images/ --data shapes   # observed columns, observed-dead ablation
 """
 
 FILES = ("report.html", "layers.csv", "channels.csv", "summary.json")  # = report.export.REPORT_FILES

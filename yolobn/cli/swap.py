@@ -12,9 +12,9 @@ from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
 EXAMPLES = """\
 examples:
   yolobn swap --impl reference --impl folded --impl identity     # demo model on the bundled shapes dataset
-  yolobn swap best.pt --impl reference --data my_data.yaml
-  yolobn swap best.pt --impl mypkg.norms:MyBatchNorm --data coco8.yaml --layers 'model.2*'
-  yolobn swap best.pt --impl reference:eps=1e-5 --impl fixedpoint:bits=8 --impl lowp:dtype=bf16 --data data.yaml
+  yolobn swap best.pt --impl reference --data shapes             # or --data your_data.yaml
+  yolobn swap best.pt --impl examples/custom_bn.py:PerTensorInt8BatchNorm --trust --layers 'model.2*'
+  yolobn swap best.pt --impl reference:eps=1e-5 --impl fixedpoint:bits=8 --impl lowp:dtype=bf16 --data shapes
 """
 
 
