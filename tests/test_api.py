@@ -23,3 +23,14 @@ def test_public_names_are_not_shadowed_by_submodules():
         and callable(yolobn.track)
         and callable(yolobn.compare)
     )
+
+
+def test_a_changed_model_says_so_in_its_repr_and_notebook_view():
+    m = yolobn.load()
+    assert "recalibrated" not in repr(m) and "swapped" not in repr(m) and m.changes() == []
+    rec = yolobn.recalibrate(m, max_images=4)
+    assert repr(rec).endswith("recalibrated on 4 images)") and "recalibrated on 4 images" in rec._repr_html_()
+    sw = yolobn.swap(m, "reference:eps=1e-5")
+    assert f"swapped {m.meta.n_batchnorm} BN to reference:eps=1e-5" in repr(sw)
+    html = m._repr_html_()
+    assert "<b>BatchNorm layers</b>: 81" in html and "&lt;demo&gt;" in html  # escaped, not raw

@@ -45,9 +45,9 @@ class SwappedModel(LoadedModel):
 
     swap: SwapResult | None = None
 
-    def __repr__(self) -> str:
-        what = f", swapped {len(self.swap.replaced)} BN to {self.swap.impl}" if self.swap else ""
-        return super().__repr__()[:-1] + what + ")"
+    def changes(self) -> list[str]:
+        what = [f"swapped {len(self.swap.replaced)} BN to {self.swap.impl}"] if self.swap else []
+        return super().changes() + what
 
 
 def swap(model: Any, impl: str | Impl, *, layers: Sequence[str] | None = None) -> Any:
