@@ -34,3 +34,14 @@ def test_a_changed_model_says_so_in_its_repr_and_notebook_view():
     assert f"swapped {m.meta.n_batchnorm} BN to reference:eps=1e-5" in repr(sw)
     html = m._repr_html_()
     assert "<b>BatchNorm layers</b>: 81" in html and "&lt;demo&gt;" in html  # escaped, not raw
+
+
+def test_every_command_has_its_python_name():
+    """The command's own word where it is free; the older names stay as aliases of the same object."""
+    from yolobn.cli import build_parser
+
+    assert yolobn.activations is yolobn.observe
+    assert yolobn.experiment is yolobn.run_experiment and yolobn.frontier is yolobn.prune_frontier
+    python_name = {"report": "write_report", "swap": "swap_validate"}  # yolobn.report is the package of pages
+    for cmd in build_parser()._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
+        assert callable(getattr(yolobn, python_name.get(cmd, cmd))), cmd

@@ -263,7 +263,7 @@ def test_compare_scatter_is_binned_for_many_channels(demo_model_loaded):
 
 def test_audit_page_is_the_audit_table():
     ins = [yolobn.inspect(yolobn.load(plant(TinyNet()))), yolobn.inspect(yolobn.load(TinyNet().eval()))]
-    t = audit(ins)
+    t = audit(ins).table
     html = compare_page.render_audit_html(t, ins, {"const_std": 1e-3})
     assert_shell(html)
     got = marks(html, "plot-audit-dead")

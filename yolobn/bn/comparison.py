@@ -24,6 +24,7 @@ per checkpoint with its headline numbers.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from yolobn.core.precision import json_safe
 from yolobn.core.thresholds import Thresholds
 from yolobn.core.verdict import Verdict
 
-__all__ = ["Comparison", "EPS_TRANSITIONS", "QUANTITIES", "TRANSITIONS", "audit", "compare"]
+__all__ = ["Audit", "Comparison", "EPS_TRANSITIONS", "QUANTITIES", "TRANSITIONS", "audit", "compare"]
 
 QUANTITIES = ("gamma", "beta", "running_mean", "running_var")
 
@@ -251,9 +252,42 @@ def _layer_changes(la: pd.DataFrame, lb: pd.DataFrame, ch: pd.DataFrame) -> pd.D
 # audit: more than two checkpoints, or different architectures
 
 
-def audit(
-    sources: Sequence[Any], *, thresholds: Thresholds | None = None, trust: bool = False
-) -> pd.DataFrame:
+@dataclass
+class Audit:
+    """A model-zoo audit: ``table`` has one row per checkpoint (``source`` as the user gave it),
+    ``inspections`` the full result behind each row."""
+
+    table: pd.DataFrame
+    inspections: list[Inspection]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return dict(
+            json_safe(
+                {
+                    "yolobn_version": __version__,
+                    "models": [i.meta.to_dict() for i in self.inspections],
+                    "audit": self.table.to_dict(orient="records"),
+                }
+            )
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n"
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{r.source}: dead {r.dead}" for r in self.table.itertuples())
+        return f"Audit({len(self)} checkpoints; {rows})"
+
+    def _repr_html_(self) -> str:
+        return notebook.kv("Audit", [("checkpoints", len(self))]) + notebook.table(
+            self.table, list(self.table.columns)
+        )
+
+
+def audit(sources: Sequence[Any], *, thresholds: Thresholds | None = None, trust: bool = False) -> Audit:
     """One row per checkpoint with its headline numbers (a model-zoo audit).
 
     Columns: source, task, family, classes, bn_layers, channels, dead, dead_share, eps_dominated,
@@ -262,15 +296,16 @@ def audit(
     """
 
     th = thresholds or Thresholds()
-    rows = []
+    rows, done = [], []
     for s in sources:
         ins = s if isinstance(s, Inspection) else inspect(s, thresholds=th, trust=trust)
+        done.append(ins)
         summ, m = ins.summary(), ins.meta
         ly = ins.layers
         near = ly["findings"].fillna("").str.contains("init", regex=False)
         rows.append(
             {
-                "source": str(m.path or m.source),
+                "source": _given(ins) or m.source,
                 "task": m.task,
                 "family": m.family,
                 "classes": m.nc,
@@ -285,7 +320,7 @@ def audit(
                 "eps": ", ".join(f"{e:g}" for e in sorted(set(ly["eps"]))),
             }
         )
-    return pd.DataFrame(rows)
+    return Audit(pd.DataFrame(rows), done)
 
 
 def _given(ins: Any) -> str | None:

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                 style="dim",
             )
     else:
-        table = audit(results, thresholds=th)
+        table = audit(results, thresholds=th).table
         if args.channels_csv is not None:
             raise YolobnError(
                 "--channels-csv: per-channel deltas need two checkpoints of the same architecture"
