@@ -45,3 +45,24 @@ def test_every_command_has_its_python_name():
     python_name = {"report": "write_report", "swap": "swap_validate"}  # yolobn.report is the package of pages
     for cmd in build_parser()._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
         assert callable(getattr(yolobn, python_name.get(cmd, cmd))), cmd
+
+
+def test_python_errors_name_parameters_not_command_line_flags(tmp_path):
+    import re
+
+    import pytest
+
+    m = yolobn.load()
+    calls = [
+        lambda: yolobn.swap(m, "nosuch"),
+        lambda: yolobn.swap(m, "reference:eps=x"),
+        lambda: yolobn.swap(m, "reference", layers=["nothing.here"]),
+        lambda: yolobn.inspect(m, select=["nothing.here"]),
+        lambda: yolobn.observe(m, batch=0),
+        lambda: yolobn.observe(m, device="banana"),
+        lambda: yolobn.validate(m, str(tmp_path / "missing.yaml")),
+    ]
+    for call in calls:
+        with pytest.raises(yolobn.YolobnError) as e:
+            call()
+        assert not re.search(r"(^|\s)--[a-z]", str(e.value)), str(e.value)

@@ -134,7 +134,7 @@ def test_ctrl_c_during_a_custom_impl_import_still_interrupts(tmp_path):
         ("imgsz: 10\nvariants: [reference]", "imgsz: 10 must be from 32 to 4096"),
         ("batch: 0\nvariants: [reference]", "batch: 0 must be from 1 to 1024"),
         ("device: [0]\nvariants: [reference]", "device [0]"),
-        ("device: banana\nvariants: [reference]", "--device banana: unknown device"),
+        ("device: banana\nvariants: [reference]", "device banana: unknown device"),
         ("model: 5\ndata: shapes\nvariants: [reference]", "model: expected a non-empty string, got 5"),
         ("data: {a: 1}\nvariants: [reference]", "data: expected a non-empty string"),
         ("variants: [{impl: reference, name: [a]}]", "variant 1: name"),

@@ -167,13 +167,13 @@ def read_run(save_dir: str | Path) -> Any:
     p = Path(save_dir).expanduser() / "yolobn" / "epochs.csv"
     if not p.is_file():
         raise YolobnError(
-            f"--run {save_dir}: no yolobn/epochs.csv in it; train with yolobn.track(model) attached to write it"
+            f"run folder {save_dir}: no yolobn/epochs.csv in it; train with yolobn.track(model) attached to write it"
         )
     try:
         df = pd.read_csv(p, keep_default_na=False, na_values=[""])
     except (ValueError, OSError) as e:
-        raise YolobnError(f"--run {save_dir}: yolobn/epochs.csv cannot be read ({e})") from None
+        raise YolobnError(f"run folder {save_dir}: yolobn/epochs.csv cannot be read ({e})") from None
     missing = [c for c in ("epoch", "name", "dead", "gamma_p50") if c not in df.columns]
     if missing:
-        raise YolobnError(f"--run {save_dir}: yolobn/epochs.csv lacks the columns {', '.join(missing)}")
+        raise YolobnError(f"run folder {save_dir}: yolobn/epochs.csv lacks the columns {', '.join(missing)}")
     return df

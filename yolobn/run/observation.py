@@ -223,7 +223,7 @@ def prepare(
     """Checked arguments, the loaded model, the image files and the inference size (observe, recalibrate)."""
 
     if batch < 1:
-        raise YolobnError(f"--batch {batch}: must be at least 1")
+        raise YolobnError(f"batch {batch}: must be at least 1")
     dev = parse_device(device)
 
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)

@@ -172,7 +172,7 @@ def run_tasks(
     if found and ex.notify:
         ex.notify(
             f"resuming: {len(out)} of {sum(map(bool, keys))} rows finished in an earlier run "
-            f"({store.path or ''}); --no-resume measures them again"
+            f"({store.path or ''}); resume=False measures them again"
         )
     todo = [i for i in range(len(tasks)) if i not in out]
     index = {id(tasks[i]): i for i in todo}
@@ -419,7 +419,7 @@ class RayExecutor:
         try:
             ray.init(address=addr, **kw)
         except (ConnectionError, ValueError, RuntimeError) as e:
-            raise YolobnError(f"--ray {self.address}: cannot reach Ray ({one_line(e)})") from None
+            raise YolobnError(f"Ray address {self.address}: cannot reach Ray ({one_line(e)})") from None
         return True
 
     def run(self, loaded: Any, settings: Any, tasks: Sequence[Task], done: Callable[[Outcome], None]) -> None:
@@ -432,8 +432,8 @@ class RayExecutor:
             if uses_gpu(settings.device) and gpus < 1:
                 # a task asking for a GPU on a cluster without one would wait forever
                 raise YolobnError(
-                    f"--device {settings.device} with --ray: the Ray cluster has no GPU; start its nodes with "
-                    "GPUs (ray start --num-gpus N) or use --device cpu"
+                    f"device {settings.device} on Ray: the cluster has no GPU; start its nodes with "
+                    "GPUs (ray start --num-gpus N) or use device cpu"
                 )
             settings = portable(settings)
             p = payload(loaded, settings.trust)
