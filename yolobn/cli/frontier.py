@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = o.input_files(args.model, data=args.data, images=images)
     guard_folder(out_dir, names, "--out", inputs)
     with o.progress_bar(err, args.quiet) as bar:
-        job = bar.add_task("observing", total=None)
+        job = bar.add_task("loading the model", total=None)
 
         def progress(label: str, done: int, total: int) -> None:
             bar.update(job, description=label, completed=done, total=total)

@@ -270,4 +270,5 @@ def frontier_table(fr: Any, *, width: int = 200) -> Group:
     if s["most_prunable_layers"]:
         top = ", ".join(f"{d['name']} {d['ablated']}/{d['channels']}" for d in s["most_prunable_layers"][:3])
         lines.append(Text.assemble(("most prunable ", "bold cyan"), top))
-    return Group(t, Panel(Group(*lines), title="yolobn frontier", title_align="left", expand=False))
+    # the answer first, the evidence under it
+    return Group(Panel(Group(*lines), title="yolobn frontier", title_align="left", expand=False), t)

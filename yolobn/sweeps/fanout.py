@@ -172,7 +172,7 @@ def run_tasks(
     if found and ex.notify:
         ex.notify(
             f"resuming: {len(out)} of {sum(map(bool, keys))} rows finished in an earlier run "
-            f"({store.path or ''}); resume=False measures them again"
+            f"({store.path or ''}); --no-resume (resume=False in Python) measures them again"
         )
     todo = [i for i in range(len(tasks)) if i not in out]
     index = {id(tasks[i]): i for i in todo}

@@ -204,7 +204,10 @@ def frontier(
         raise YolobnError(f"frontier: unknown criterion {bad[0]!r}; use {', '.join(CRITERIA)}")
     if any(not 0 <= s < 100 for s in shares):
         raise YolobnError("frontier: shares are percentages from 0 to below 100")
-    ins = observe(inspect(loaded), images, max_images=max_images, imgsz=size, batch=batch, device=device)
+    seen = (lambda d, t: progress("observing images", d, t)) if progress else None
+    ins = observe(
+        inspect(loaded), images, max_images=max_images, imgsz=size, batch=batch, device=device, progress=seen
+    )
     metric = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])[0]
     runs = [(c, "all", s) for c in criteria for s in (range(seeds) if c == "random" else [0])]
     if roles and "observed" in criteria:
