@@ -488,3 +488,25 @@ def _hover_cell(pg) -> None:
     tip = pg.locator("#gridtip")
     assert tip.is_visible()
     assert tip.text_content() == "model.1.bn · epoch 3: γ p05 0.5 · γ median 0.7 · γ p95 0.9 · dead 5"
+
+
+# every rendered chart text, in CSS pixels on the screen: its font size times the SVG's scale
+TEXT_PX = """() => Array.from(document.querySelectorAll('svg text')).filter(t => t.getClientRects().length)
+  .map(t => { const m = t.getScreenCTM(); return parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b); })"""
+
+
+@pytest.mark.parametrize("kind", [*PAGES, "report"])
+def test_chart_text_is_readable_on_a_phone(browser, tmp_path, kind):
+    """A 390-px screen (an iPhone's width): no chart text under 8 px; a wide chart scrolls sideways
+    inside its figure instead of shrinking, and the page itself does not."""
+    from yolobn.report.html import render_html
+
+    html = render_html(yolobn.inspect(yolobn.load())) if kind == "report" else PAGES[kind][0]()
+    path = tmp_path / f"{kind}.html"
+    path.write_text(html)
+    pg = browser.new_page(viewport={"width": 390, "height": 844})
+    pg.goto(path.resolve().as_uri(), wait_until="load")
+    sizes = pg.evaluate(TEXT_PX)
+    assert len(sizes) > 20 and min(sizes) >= 8, (kind, sorted(sizes)[:5])
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    pg.close()

@@ -256,6 +256,7 @@ class Axes:
         body = "".join(self.parts)
         return (
             f'<svg id="{plot_id}" class="plot" viewBox="0 0 {self.w} {self.h}" width="{self.w}" height="{self.h}" '
+            f'style="--w:{self.w}px" '
             f'role="img" aria-label="{escape(title)}">'
             f'<text x="{fmt(self.ml)}" y="17" class="title">{escape(title)}</text>{body}</svg>'
         )
