@@ -103,12 +103,21 @@ def render_html(ins: Any) -> str:
     source = meta.get("path") or meta.get("source") or "model"
     stem = source.rsplit("/", 1)[-1]
     os_ = ins.observed_summary() if ins.observation is not None else None
+    sub = (
+        f"BatchNorm statistics, observed on {os_['images']:,} images; the data-free figures are the prediction"
+        if os_
+        else "BatchNorm statistics and data-free dead channels"
+    )
     head = [
-        heading(f"yolobn report — {stem}", "BatchNorm statistics and data-free dead channels"),
+        heading(f"yolobn report — {stem}", sub),
         verdicts_html(ins.verdicts()),
         meta_table(_meta_rows(meta, summary, layers)),
         *(f"<p class='sub'>note: {escape(n)}</p>" for n in meta.get("notes") or []),
-        cards(summary_cards(summary, layers) + (observed_cards(os_) if os_ else [])),
+        cards(
+            observed_cards(os_) + summary_cards(summary, layers, predicted=True)
+            if os_
+            else summary_cards(summary, layers)
+        ),
         *([small_sample_note(os_["images"])] if os_ and os_["images"] < SMALL_SAMPLE else []),
         "<h2>Health findings</h2>",
         _findings_html(summary),
@@ -118,8 +127,8 @@ def render_html(ins: Any) -> str:
         [
             *head,
             _depth_section(layers),
-            _dead_section(layers, channels, th),
-            _observed_section(ins, os_) if os_ else "",
+            _observed_section(ins, os_) if os_ else "",  # what was seen before what was predicted
+            _dead_section(layers, channels, th, predicted=bool(os_)),
             _histogram_section(layers, channels),
             _table_section(layers),
             footer(source, meta.get("sha256")),
@@ -142,15 +151,18 @@ def eps_summary(layers: pd.DataFrame) -> str:
     )
 
 
-def summary_cards(summary: dict[str, Any], layers: pd.DataFrame) -> list[tuple[str, str, str]]:
+def summary_cards(
+    summary: dict[str, Any], layers: pd.DataFrame, *, predicted: bool = False
+) -> list[tuple[str, str, str]]:
+    """The data-free headline; ``predicted``: beside observed figures, labelled as the prediction."""
     by, n_find = summary["dead_by_reason"], int((layers["findings"] != "").sum())
     return [
         ("BN layers", f"{summary['bn_layers']}", ""),
         ("channels", f"{summary['channels']:,}", ""),
         (
-            "dead channels",
+            "predicted dead (data-free)" if predicted else "dead channels",
             f"{summary['dead']:,} ({summary['dead_share']:.1%})",
-            "bad" if summary["dead"] else "ok",
+            "" if predicted else "bad" if summary["dead"] else "ok",
         ),
         ("constant / off", f"{by['constant']:,} / {by['off']:,}", ""),
         ("eps-dominated", f"{summary['eps_dominated']:,} ({summary['eps_dominated_share']:.1%})", ""),
@@ -278,12 +290,15 @@ def _depth_section(layers: pd.DataFrame) -> str:
     )
 
 
-def _dead_section(layers: pd.DataFrame, channels: pd.DataFrame, th: dict[str, float]) -> str:
+def _dead_section(
+    layers: pd.DataFrame, channels: pd.DataFrame, th: dict[str, float], *, predicted: bool = False
+) -> str:
     scatter, clipped = plots.scatter_plot(channels, th)
     edge = (
         f" {clipped} channels outside the 0.1-99.9 percentile view are drawn at its edge." if clipped else ""
     )
-    return f"""<h2>Dead channels</h2>
+    title = "Dead channels predicted from the weights (data-free)" if predicted else "Dead channels"
+    return f"""<h2>{title}</h2>
 {figure(plots.dead_share_plot(layers), "Share of each layer's channels that are dead, stacked by reason (constant, off); blue dots: share of eps-dominated channels. Hover a bar for the counts.")}
 <div class="row2">
 {figure(scatter, f"Every channel's gamma against its beta (alive channels binned to 2-pixel cells; dead channels as circles). Shaded: the constant band |γ| &lt; {th['const_std']:g} and the off wedge β &lt; -{th['off_sigma']:g}·|γ| (exact when running_var ≫ eps).{edge}")}
