@@ -427,7 +427,10 @@ def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys, no_st
     warnings = [line for line in cap.err.splitlines() if "warning" in line]
     rec = yolobn.load(out).meta.recalibration
     before, after = rec["validation"]["mAP50-95(B) before"], rec["validation"]["mAP50-95(B) after"]
-    assert rec["batch"] == 1 and before == pytest.approx(0.629, abs=5e-4)
+    from yolobn.io.ultra import ap_closes_at_last_recall
+
+    demo_map = 0.6294 if ap_closes_at_last_recall() else 0.6308  # 8.4 / 8.3 validators (docs/compat.md)
+    assert rec["batch"] == 1 and before == pytest.approx(demo_map, abs=5e-4)
     assert after < before  # 12 plain images fit the statistics to them, not to the weights
     assert warnings == [
         f"warning: recalibration lowered mAP50-95 by {before - after:.3f}: the stored statistics fit this "

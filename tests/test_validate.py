@@ -36,8 +36,10 @@ def base(demo, cache):
 
 
 def test_fusion_would_hide_a_swap():
-    # The trap this module exists for: Ultralytics' fuse() folds any `bn` back into its conv.
-    swapped = swap(yolobn.load("yolo11n.yaml"), "reference")
+    # The trap this module exists for: Ultralytics' fuse() folds any `bn` back into its conv. Part of
+    # the layers only: 8.3's is_fused() takes a model with fewer than 10 torch BatchNorms as fused
+    # already (a full swap escapes there by accident), 8.4 folds either way.
+    swapped = swap(yolobn.load("yolo11n.yaml"), "reference", layers=["model.2.*"])
     assert sum(isinstance(m, ReferenceBatchNorm2d) for m in swapped.model.modules()) > 0
     swapped.model.fuse(verbose=False)
     assert sum(isinstance(m, ReferenceBatchNorm2d) for m in swapped.model.modules()) == 0

@@ -41,9 +41,9 @@ __all__ = ["compare", "prune_frontier", "run_experiment", "swap_validate", "writ
 
 def write_report(
     source: Any = None,
-    out: str | os.PathLike | None = None,
+    out: str | os.PathLike[str] | None = None,
     *,
-    images: Sequence[str | os.PathLike] | None = None,
+    images: Sequence[str | os.PathLike[str]] | None = None,
     thresholds: Any = None,
     select: Sequence[str] | None = None,
     exist_ok: bool = False,
@@ -99,7 +99,7 @@ def swap_validate(
     impls: Sequence[str] | str = ("reference",),
     *,
     data: str | None = None,
-    images: Sequence[str | os.PathLike] | None = None,
+    images: Sequence[str | os.PathLike[str]] | None = None,
     layers: Sequence[str] | None = None,
     imgsz: int | None = None,
     batch: int = 16,
@@ -136,7 +136,7 @@ def swap_validate(
     return run_variants(loaded, variants, settings)
 
 
-def run_experiment(config: str | os.PathLike | dict[str, Any], *, trust: bool = False) -> Any:
+def run_experiment(config: str | os.PathLike[str] | dict[str, Any], *, trust: bool = False) -> Any:
     """``yolobn experiment``: an experiment file (path) or its content (a dict, as the file would hold).
 
     Returns:
@@ -169,8 +169,8 @@ def compare(
     a: Any,
     b: Any,
     *,
-    images: Sequence[str | os.PathLike] | None = None,
-    data: str | os.PathLike | None = None,
+    images: Sequence[str | os.PathLike[str]] | None = None,
+    data: str | os.PathLike[str] | None = None,
     max_images: int | None = None,
     imgsz: int | None = None,
     batch: int = 16,

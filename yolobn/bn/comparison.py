@@ -110,17 +110,19 @@ class Comparison:
         return comparison_verdicts(self, _given(self.a), _given(self.b))
 
     def to_json_dict(self) -> dict[str, Any]:
-        return json_safe(
-            {
-                "yolobn_version": __version__,
-                "a": self.a.meta.to_dict(),
-                "b": self.b.meta.to_dict(),
-                "thresholds": self.a.thresholds.to_dict(),
-                "verdicts": [v.to_dict() for v in self.verdicts()],
-                "summary": self.summary(),
-                **({"observed": _observed_json(self.observed)} if self.observed is not None else {}),
-                "layers": self.layers.to_dict(orient="records"),
-            }
+        return dict(
+            json_safe(
+                {
+                    "yolobn_version": __version__,
+                    "a": self.a.meta.to_dict(),
+                    "b": self.b.meta.to_dict(),
+                    "thresholds": self.a.thresholds.to_dict(),
+                    "verdicts": [v.to_dict() for v in self.verdicts()],
+                    "summary": self.summary(),
+                    **({"observed": _observed_json(self.observed)} if self.observed is not None else {}),
+                    "layers": self.layers.to_dict(orient="records"),
+                }
+            )
         )
 
     def to_json(self) -> str:

@@ -194,11 +194,12 @@ class Inspection:
         """Headline numbers of the observation on images (None when not observed)."""
         if self.observation is None:
             return None
-        return self.observation.summary(self.layers, self.channels, worst)
+        observed: dict[str, Any] = self.observation.summary(self.layers, self.channels, worst)
+        return observed
 
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON document written by ``--json``: metadata, thresholds, summary and per-layer rows."""
-        return json_safe(
+        doc: dict[str, Any] = json_safe(
             {
                 "yolobn_version": __version__,
                 "model": self.meta.to_dict(),
@@ -214,6 +215,7 @@ class Inspection:
                 "layers": self.layers.to_dict(orient="records"),
             }
         )
+        return doc
 
     def to_json(self) -> str:
         return json_text(self.to_json_dict())

@@ -297,7 +297,8 @@ def _describe_exact(x: np.ndarray) -> list[list[float]]:
     a, b = s[:, lo], s[:, hi]
     d = b - a
     q = np.where(w < 0.5, a + w * d, b - d * (1 - w))
-    return np.column_stack([s[:, 0], s[:, -1], mean, std, q]).tolist()
+    rows: list[list[float]] = np.column_stack([s[:, 0], s[:, -1], mean, std, q]).tolist()
+    return rows
 
 
 def _layer_row(

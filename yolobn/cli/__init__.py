@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     # Ultralytics logs to stdout; the CLI speaks for it.
     os.environ.setdefault("YOLO_VERBOSE", "False")
     try:
-        return args.run(args)
+        code: int = args.run(args)
+        return code
     except KeyboardInterrupt:
         print("yolobn: interrupted", file=sys.stderr)
         return 130

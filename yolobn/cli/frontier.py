@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.cli import options as o
+from yolobn.core.limits import MAX_SEEDS
 
 EXAMPLES = """\
 examples:
@@ -50,7 +51,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--criteria", default="observed,gamma,random", help="observed, gamma, random (default all three)"
     )
-    p.add_argument("--seeds", type=o.number(int, 1), default=3, help="random rankings averaged (default 3)")
+    p.add_argument(
+        "--seeds", type=o.number(int, 1, MAX_SEEDS), default=3, help="random rankings averaged (default 3)"
+    )
     p.add_argument(
         "--tolerance", type=o.number(float), default=0.005, help="metric drop still removable (default 0.005)"
     )

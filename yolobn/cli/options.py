@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ, ObservedThresholds, Thresholds, options
+from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
+from yolobn.core.thresholds import ObservedThresholds, Thresholds, options
 from yolobn.data import DEMO_STEM, demo_model_path
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -51,7 +52,7 @@ def debug_parent() -> argparse.ArgumentParser:
 
 def command(sub: Any, name: str, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """A subcommand parser with ``--debug`` and the examples epilog kept as written."""
-    return sub.add_parser(
+    p: argparse.ArgumentParser = sub.add_parser(
         name,
         parents=[debug_parent()],
         help=help,
@@ -59,6 +60,7 @@ def command(sub: Any, name: str, *, help: str, description: str, epilog: str) ->
         epilog=epilog + ("\n" if not epilog.endswith("\n") else "") + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    return p
 
 
 def number(kind: type, least: float = 0, most: float | None = None) -> Callable[[str], Any]:
@@ -179,7 +181,10 @@ def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) 
         help="inference size (default: the checkpoint's training imgsz, else 640)",
     )
     g.add_argument(
-        "--batch", type=number(int, 1), default=batch, help=f"images per forward pass (default {batch})"
+        "--batch",
+        type=number(int, 1, MAX_BATCH),
+        default=batch,
+        help=f"images per forward pass (default {batch})",
     )
     g.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 (default cpu)")
 
@@ -189,11 +194,13 @@ def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) 
 
 
 def thresholds(args: argparse.Namespace) -> Thresholds:
-    return _build(Thresholds, args)
+    t: Thresholds = _build(Thresholds, args)
+    return t
 
 
 def observed_thresholds(args: argparse.Namespace) -> ObservedThresholds:
-    return _build(ObservedThresholds, args)
+    t: ObservedThresholds = _build(ObservedThresholds, args)
+    return t
 
 
 def _build(cls: Any, args: argparse.Namespace) -> Any:
@@ -247,7 +254,11 @@ def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> dict[
 
 
 def input_files(
-    model: str | None, *, data: str | None = None, images: list[Path] | None = None, more: dict | None = None
+    model: str | None,
+    *,
+    data: str | None = None,
+    images: list[Path] | None = None,
+    more: dict[Path, str] | None = None,
 ) -> dict[Path, str]:
     """Every input file of a command (what no output may replace): the model file (the bundled
     demo when none is given), the dataset yaml, the images, and ``more`` (path -> what it is)."""

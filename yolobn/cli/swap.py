@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.cli import options as o
+from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
 
 EXAMPLES = """\
 examples:
@@ -52,10 +53,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--imgsz",
-        type=o.number(int, o.MIN_IMGSZ, o.MAX_IMGSZ),
+        type=o.number(int, MIN_IMGSZ, MAX_IMGSZ),
         help="validation image size (default: the checkpoint's training imgsz)",
     )
-    p.add_argument("--batch", type=o.number(int, 1), default=16, help="validation batch size (default 16)")
+    p.add_argument(
+        "--batch", type=o.number(int, 1, MAX_BATCH), default=16, help="validation batch size (default 16)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 ... (default cpu)")
     p.add_argument(
         "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/swap/)"
@@ -161,7 +164,9 @@ def _variants(args: argparse.Namespace) -> list[Any]:
     return variants
 
 
-def _files(args: argparse.Namespace, res: Any, loaded: Any, images: list[Path] | None, out_dir: Path) -> dict:
+def _files(
+    args: argparse.Namespace, res: Any, loaded: Any, images: list[Path] | None, out_dir: Path
+) -> dict[Path, Any]:
     """swap.csv, swap.json and swap.html; swap.json says whether anything was validated."""
     import json
 

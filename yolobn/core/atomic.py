@@ -51,7 +51,7 @@ def clean_stale(folder: Path) -> list[Path]:
     return removed
 
 
-def _alive(pid: int, entry: os.DirEntry) -> bool:
+def _alive(pid: int, entry: os.DirEntry[str]) -> bool:
     if os.name != "posix":
         try:
             return time.time() - entry.stat(follow_symlinks=False).st_mtime < _STALE_S

@@ -43,7 +43,7 @@ __all__ = [
 
 TEMP_SUFFIX = ".yolobn.tmp"
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 
 def temp_path(path: Path) -> Path:

@@ -11,11 +11,16 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
 
-__all__ = ["MAX_IMGSZ", "MIN_IMGSZ", "Levels", "ObservedThresholds", "Thresholds", "options"]
+from yolobn.core.limits import MAX_IMGSZ, MIN_IMGSZ
 
-# The inference size, wherever it is given (--imgsz, an experiment, an impl option, a checkpoint):
-# 16 images of 4096 px are 3 GB of float32 input already.
-MIN_IMGSZ, MAX_IMGSZ = 32, 4096
+__all__ = [
+    "MAX_IMGSZ",
+    "MIN_IMGSZ",
+    "Levels",
+    "ObservedThresholds",
+    "Thresholds",
+    "options",
+]  # imgsz: see limits
 
 
 def _opt(default: float, flag: str, metavar: str, help: str, *, share: bool = False) -> Any:

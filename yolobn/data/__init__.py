@@ -26,7 +26,7 @@ def demo_sha256() -> str:
     return sha256(demo_model_path())
 
 
-def is_demo(model: str | os.PathLike | None) -> bool:
+def is_demo(model: str | os.PathLike[str] | None) -> bool:
     """Whether ``model`` is the bundled demo: left out (None), or a file with the demo's bytes (its
     path, or a copy: the same size, then the same sha256). Then its dataset and images are the
     defaults, as when the model is left out."""

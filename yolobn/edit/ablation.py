@@ -52,12 +52,15 @@ class Ablated(nn.Module):
         self.register_buffer("values", torch.as_tensor(list(values), dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.inner(x)
+        y: torch.Tensor = self.inner(x)
         if self.channels.numel() == 0:
             return y
         shape = (y.shape[0], self.channels.numel(), *y.shape[2:])
         fill = self.values.to(y.dtype).view(1, -1, *([1] * (y.dim() - 2))).expand(shape)
-        return y.index_copy(1, self.channels, fill)  # out of place: an in-place activation's input is safe
+        out: torch.Tensor = y.index_copy(
+            1, self.channels, fill
+        )  # out of place: an in-place activation's input is safe
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.channels.numel()} channels constant"

@@ -181,7 +181,8 @@ class FixedPointBatchNorm2d(FrozenBatchNorm2d):
         step = v.abs().max() / qmax
         if not torch.isfinite(step) or step == 0:
             return v
-        return torch.clamp(torch.round(v / step), -qmax, qmax) * step
+        out: torch.Tensor = torch.clamp(torch.round(v / step), -qmax, qmax) * step
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale, shift = self.scale_shift()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from yolobn.bn.walk import unwrap
+from yolobn.io import ultra
 from yolobn.io.images import check_decoded, iter_batches, model_stride
 
 __all__ = ["agreement", "first_tensor", "max_matching", "output_difference"]
@@ -105,13 +106,7 @@ def _box_matches(
     """(matched pairs, max(count a, count b) summed over images, boxes of a, boxes of b) after NMS."""
     from ultralytics.utils.metrics import box_iou
 
-    try:
-        from ultralytics.utils.nms import non_max_suppression
-    except ImportError:  # older ultralytics kept it in ops
-        import importlib
-
-        non_max_suppression = importlib.import_module("ultralytics.utils.ops").non_max_suppression
-
+    non_max_suppression = ultra.non_max_suppression()
     pa = non_max_suppression(ta, conf, 0.7, nc=nc)
     pb = non_max_suppression(tb, conf, 0.7, nc=nc)
     matched = total = 0

@@ -12,6 +12,7 @@ import dataclasses
 import os
 from typing import Any
 
+from yolobn.bn.comparison import Comparison
 from yolobn.evaluate.validation import KEY_METRICS, validate
 from yolobn.run.recalibration import recalibrate
 
@@ -19,13 +20,13 @@ __all__ = ["recalibration_effect"]
 
 
 def recalibration_effect(
-    cmp: Any,
-    data: str | os.PathLike,
+    cmp: Comparison,
+    data: str | os.PathLike[str],
     *,
     batch: int = 16,
     device: str = "cpu",
     trust: bool = False,
-) -> Any:
+) -> Comparison:
     """``cmp`` (a Comparison observed on images) with ``observed["effect"]`` filled in.
 
     Args:

@@ -4,7 +4,9 @@
 named ``bn`` back into its conv with the standard formula: a swapped-in BatchNorm would silently
 vanish and the validation would measure the original model. ``validate`` runs Ultralytics' own
 validator for the model's task on a private copy whose ``fuse`` does nothing, and checks after
-the run that every module it was given is still there.
+the run that every module it was given is still there. What differs between Ultralytics releases
+(the validator classes, how fusing is reached, the fp32 argument, the metrics keys) comes from
+``yolobn.io.ultra``.
 """
 
 from __future__ import annotations
@@ -23,24 +25,18 @@ from yolobn.bn.walk import unwrap
 from yolobn.core.atomic import write_files
 from yolobn.core.digest import sha256, sha256_bytes
 from yolobn.core.errors import YolobnError
+from yolobn.io import ultra
 from yolobn.io.datasets import resolve_data
 from yolobn.io.images import model_imgsz
 from yolobn.io.loader import quiet_ultralytics
+from yolobn.io.ultra import KEY_METRICS
 
 __all__ = ["KEY_METRICS", "Metrics", "baseline", "metric_columns", "validate"]
-
-_VALIDATORS = {
-    "detect": ("ultralytics.models.yolo.detect", "DetectionValidator"),
-    "segment": ("ultralytics.models.yolo.segment", "SegmentationValidator"),
-    "classify": ("ultralytics.models.yolo.classify", "ClassificationValidator"),
-    "pose": ("ultralytics.models.yolo.pose", "PoseValidator"),
-    "obb": ("ultralytics.models.yolo.obb", "OBBValidator"),
-}
 
 
 def validate(
     model: Any,
-    data: str | os.PathLike = "shapes",
+    data: str | os.PathLike[str] = "shapes",
     *,
     imgsz: int | None = None,
     batch: int = 16,
@@ -74,8 +70,8 @@ def validate(
     meta = getattr(model, "meta", None)
     root = unwrap(model)
     task = task or getattr(meta, "task", None) or getattr(root, "task", None) or "detect"
-    if task not in _VALIDATORS:
-        raise YolobnError(f"task {task!r}: validation supports {', '.join(_VALIDATORS)}")
+    if task not in ultra.VALIDATORS:
+        raise YolobnError(f"task {task!r}: validation supports {', '.join(ultra.VALIDATORS)}")
 
     imgsz = model_imgsz(model, imgsz)
     data_arg = resolve_data(data, trust=trust)
@@ -83,7 +79,7 @@ def validate(
     net = copy.deepcopy(root).eval()
     before = [type(m) for m in net.modules()]
     # The whole point: AutoBackend calls model.fuse(); on this private copy it does nothing.
-    net.fuse = _no_fuse.__get__(net)
+    ultra.no_fuse(net)
     t0 = time.perf_counter()
     stride = getattr(root, "stride", None)
     lkey = (
@@ -181,13 +177,17 @@ def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any)
     """Ultralytics' validator for ``args["task"]`` on ``net`` (settings as ``model.val()``); a missing
     dataset is a one-line YolobnError. Its save_dir is a private temporary folder, removed after the
     run: left to itself the validator makes ``runs/<task>/val*`` in the working folder."""
-    import importlib
     import tempfile
 
-    mod, cls = _VALIDATORS[args["task"]]
-    Validator = getattr(importlib.import_module(mod), cls)
+    Validator = ultra.validator_class(args["task"])
     full = dict(
-        **args, workers=0, plots=False, verbose=False, save_json=False, half=False, mode="val",
+        **args,
+        **ultra.fp32_args(),
+        workers=0,
+        plots=False,
+        verbose=False,
+        save_json=False,
+        mode="val",
         rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
     )  # fmt: skip
     with quiet_ultralytics(), tempfile.TemporaryDirectory(prefix="yolobn-val-") as save_dir:
@@ -208,20 +208,8 @@ def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any)
             raise
 
 
-def _no_fuse(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
-    return self
-
-
 # --------------------------------------------------------------------------------------------------
 # metrics and the cached baseline
-
-KEY_METRICS = {
-    "detect": ("metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"),
-    "segment": ("metrics/mAP50-95(M)", "metrics/mAP50-95(B)", "metrics/mAP50(M)", "metrics/mAP50(B)"),
-    "pose": ("metrics/mAP50-95(P)", "metrics/mAP50-95(B)", "metrics/mAP50(P)", "metrics/mAP50(B)"),
-    "obb": ("metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"),
-    "classify": ("metrics/accuracy_top1", "metrics/accuracy_top5"),
-}
 
 
 def metric_columns(m: dict[str, float], base: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
@@ -256,7 +244,7 @@ def baseline(
         p = Path(data_arg)
         if p.is_file():
             data_sig = sha256(p)
-        raw = json.dumps([sha, data_sig, imgsz, batch, device, _ultra_version()], sort_keys=True)
+        raw = json.dumps([sha, data_sig, imgsz, batch, device, ultra.installed()], sort_keys=True)
         key = _cache_dir() / f"{sha256_bytes(raw.encode())[:24]}.json"
         cached = _cached(key, getattr(meta, "task", None))
         if cached is not None:
@@ -290,9 +278,3 @@ def _cached(key: Path, task: str | None) -> dict[str, float] | None:
     return {
         str(k): float(v) for k, v in doc.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
     }
-
-
-def _ultra_version() -> str:
-    import ultralytics
-
-    return ultralytics.__version__

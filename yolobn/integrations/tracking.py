@@ -33,6 +33,7 @@ from typing import Any
 from yolobn.bn.stats import bn_stats
 from yolobn.core.errors import YolobnError
 from yolobn.core.thresholds import Thresholds
+from yolobn.io import ultra
 from yolobn.report.export import channels_csv, layers_csv, write_texts
 from yolobn.run.drift import SAMPLE, sample_drift, sample_files
 
@@ -66,6 +67,7 @@ class BNTracker:
         self.drift_note: str | None = None  # why drift was not measured, when it was not
         self.frames: list[Any] = []
         self.out_dir: Path | None = None
+        self.epochs_seen: set[int] = set()
         self.seconds: list[float] = []  # the callback's own time per epoch (bench/bench_track.py)
         self.drift_seconds: list[float] = []  # of which the drift on the sample
 
@@ -76,11 +78,14 @@ class BNTracker:
         self._record(trainer, int(getattr(trainer, "start_epoch", 0) or 0))
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
-        if getattr(trainer, "epoch", 0) >= getattr(trainer, "epochs", 1 << 30):
-            return  # Ultralytics' final validation of best.pt calls this once more, with epoch + 1
+        epoch = int(getattr(trainer, "epoch", 0)) + 1  # 1-based, as Ultralytics prints and stores
+        if epoch > getattr(trainer, "epochs", 1 << 30) or epoch in self.epochs_seen:
+            # Ultralytics' final validation of best.pt calls this once more: with epoch + 1 (8.4) or
+            # with the last epoch again (8.3; see yolobn.io.ultra)
+            return
         if _rank(trainer) not in (-1, 0):
             return  # pragma: no cover - DDP workers: the main process writes
-        self._record(trainer, int(trainer.epoch) + 1)  # 1-based, as Ultralytics prints and stores
+        self._record(trainer, epoch)
 
     def _record(self, trainer: Any, epoch: int) -> None:
         t0 = time.perf_counter()
@@ -95,6 +100,7 @@ class BNTracker:
         for c in DRIFT_EPOCH_COLUMNS:
             layers[c] = drift[c].to_numpy() if drift is not None else float("nan")
         layers.insert(0, "epoch", epoch)
+        self.epochs_seen.add(epoch)
         self.frames.append(layers[EPOCH_COLUMNS])
         self.out_dir = Path(trainer.save_dir) / "yolobn"
         files = {self.out_dir / "epochs.csv": _csv(self._table())}
@@ -145,8 +151,9 @@ def _train_files(trainer: Any) -> list[str]:
     pose, obb: ``im_files``; classification: ``samples``)."""
     ds = getattr(getattr(trainer, "train_loader", None), "dataset", None)
     files = getattr(ds, "im_files", None)
-    if files is None and getattr(ds, "samples", None) is not None:
-        files = [s[0] for s in ds.samples]
+    samples = getattr(ds, "samples", None)
+    if files is None and samples is not None:
+        files = [s[0] for s in samples]
     return [str(f) for f in files or []]
 
 
@@ -197,8 +204,8 @@ def track(
     tracker = BNTracker(
         snapshots=snapshots, thresholds=thresholds, tensorboard=tensorboard, drift_images=drift_images
     )
-    model.add_callback("on_train_start", tracker.on_train_start)
-    model.add_callback("on_fit_epoch_end", tracker.on_fit_epoch_end)
+    model.add_callback(ultra.TRAIN_START_CALLBACK, tracker.on_train_start)
+    model.add_callback(ultra.EPOCH_END_CALLBACK, tracker.on_fit_epoch_end)
     return tracker
 
 

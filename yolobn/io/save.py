@@ -20,7 +20,7 @@ __all__ = ["save_checkpoint"]
 
 
 def save_checkpoint(
-    loaded: Any, path: str | os.PathLike, *, protect: Sequence[str | os.PathLike] = ()
+    loaded: Any, path: str | os.PathLike[str], *, protect: Sequence[str | os.PathLike[str]] = ()
 ) -> Path:
     """Write ``loaded`` as an Ultralytics checkpoint (``YOLO(path)`` and ``yolobn inspect`` load it).
 

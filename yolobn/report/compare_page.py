@@ -3,6 +3,7 @@ the audit table of several; in the report's shell and look."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
@@ -203,7 +204,7 @@ def _unmatched_section(cmp: Any) -> str:
         return "<h2>Unmatched layers</h2>\n<p>None: every BN layer of A has a layer of the same name and width in B.</p>"
     wa = dict(zip(cmp.a.layers["name"], cmp.a.layers["channels"], strict=True))
     wb = dict(zip(cmp.b.layers["name"], cmp.b.layers["channels"], strict=True))
-    groups = [
+    groups: list[tuple[str, str, list[str], Callable[[str], str]]] = [
         ("a", "only in A", cmp.only_a, lambda n: f"{n} ({wa.get(n)} ch)"),
         ("b", "only in B", cmp.only_b, lambda n: f"{n} ({wb.get(n)} ch)"),
         (

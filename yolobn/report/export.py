@@ -18,11 +18,11 @@ REPORT_FILES = ("report.html", "layers.csv", "channels.csv", "summary.json")  # 
 
 
 def layers_csv(layers: pd.DataFrame) -> str:
-    return layers.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return str(layers.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
 
 
 def channels_csv(channels: pd.DataFrame) -> str:
-    return channels.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return str(channels.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
 
 
 def write_texts(files: Mapping[Path, str], inputs: Mapping[Path, str] | None = None) -> list[Path]:

@@ -22,13 +22,13 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from yolobn.bn.comparison import Comparison
 from yolobn.core.thresholds import ObservedThresholds
 from yolobn.io.images import Progress, model_imgsz, resolve_images, run_images
 from yolobn.run.observation import add_observed, observe
@@ -40,7 +40,7 @@ SAMPLE = 32  # training images the callback runs each epoch
 DRIFT_COLUMNS = ("drift_a", "drift_b", "drift_rise")
 
 
-def sample_files(files: Sequence[str | os.PathLike], n: int = SAMPLE) -> list[Path]:
+def sample_files(files: Sequence[str | os.PathLike[str]], n: int = SAMPLE) -> list[Path]:
     """``n`` files spread evenly over ``files`` sorted by name (all of them when there are fewer):
     the same sample every epoch and every run, and not only the first folder of a large split."""
     ordered = sorted(Path(os.fspath(f)) for f in files)
@@ -78,15 +78,15 @@ def sample_drift(
 
 
 def compare_images(
-    cmp: Any,
-    images: Sequence[str | os.PathLike] | None,
+    cmp: Comparison,
+    images: Sequence[str | os.PathLike[str]] | None,
     *,
     max_images: int | None = None,
     imgsz: int | None = None,
     batch: int = 16,
     device: str | torch.device | None = "cpu",
     progress: Progress | None = None,
-) -> Any:
+) -> Comparison:
     """A ``Comparison`` with drift: both checkpoints observed on the same images at the same imgsz.
 
     Args:

@@ -360,7 +360,10 @@ class LevelRun:
         moments = {
             n: Moments(self.targets[n].num_features, self.source.dev) for lv in plan.levels for n in lv
         }
-        hook = lambda n: lambda mod, args: moments[n].add_values(args[0], self.scratch)  # noqa: E731
+
+        def hook(n: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+            return lambda mod, args: moments[n].add_values(args[0], self.scratch)
+
         handles = [self.targets[n].register_forward_pre_hook(hook(n)) for n in moments]
         try:
             for x, _ in self._batches():

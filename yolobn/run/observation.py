@@ -149,7 +149,7 @@ OBS_CHANNEL_COLUMNS = [
 
 def observe(
     model: Any = None,
-    images: Sequence[str | os.PathLike] | None = None,
+    images: Sequence[str | os.PathLike[str]] | None = None,
     *,
     max_images: int | None = None,
     imgsz: int | None = None,

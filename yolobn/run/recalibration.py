@@ -73,7 +73,7 @@ CACHE_MB = 2048
 
 def recalibrate(
     model: Any = None,
-    images: Sequence[str | os.PathLike] | None = None,
+    images: Sequence[str | os.PathLike[str]] | None = None,
     *,
     max_images: int | None = None,
     imgsz: int | None = None,

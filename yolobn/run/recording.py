@@ -138,7 +138,12 @@ class LayerRecord:
             self._device = device
 
     def bn(
-        self, x: torch.Tensor, y: torch.Tensor, post: str, act: nn.Module | None, affine: tuple | None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        post: str,
+        act: nn.Module | None,
+        affine: tuple[Any, ...] | None,
     ) -> None:
         """One BN call: input ``x``, output ``y``; ``post`` says where the post-activation comes from
         (``out``: no activation, the BN output itself; ``act``: ``act(y)`` here; ``owner``: the owner's

@@ -428,7 +428,8 @@ class RayExecutor:
         started = self.connect()
         refs: dict[Any, Task] = {}
         try:
-            if uses_gpu(settings.device) and ray.cluster_resources().get("GPU", 0) < 1:
+            gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
+            if uses_gpu(settings.device) and gpus < 1:
                 # a task asking for a GPU on a cluster without one would wait forever
                 raise YolobnError(
                     f"--device {settings.device} with --ray: the Ray cluster has no GPU; start its nodes with "
@@ -457,7 +458,7 @@ class RayExecutor:
         from ray.exceptions import RayError, RayTaskError
 
         try:
-            o = ray.get(ref)
+            o: Outcome = ray.get(ref)
             o.task = task  # the caller's object, not the copy that travelled
             return o
         except RayTaskError as e:  # the task raised: only fatal tasks let exceptions out

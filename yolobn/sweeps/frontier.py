@@ -35,6 +35,7 @@ import pandas as pd
 from yolobn.bn.inspection import inspect
 from yolobn.core import notebook
 from yolobn.core.errors import YolobnError
+from yolobn.core.limits import MAX_SEEDS
 from yolobn.edit.ablation import ablate, plan_from
 from yolobn.evaluate.validation import KEY_METRICS, validate
 from yolobn.io.checks import require_runnable
@@ -135,9 +136,11 @@ def importance(ins: Any, criterion: str, seed: int = 0) -> np.ndarray:
     if criterion == "observed":
         if "obs_post_std" not in ch.columns:
             raise YolobnError("frontier: the observed criterion needs the model observed on images")
-        return ch["obs_post_std"].to_numpy(np.float64)
+        observed: np.ndarray = ch["obs_post_std"].to_numpy(np.float64)
+        return observed
     if criterion == "gamma":
-        return np.abs(ch["gamma"].to_numpy(np.float64))
+        gamma: np.ndarray = np.abs(ch["gamma"].to_numpy(np.float64))
+        return gamma
     if criterion == "random":
         return np.random.default_rng(seed).random(len(ch))
     raise YolobnError(f"frontier: unknown criterion {criterion!r}; use {', '.join(CRITERIA)}")
@@ -191,6 +194,8 @@ def frontier(
             finished rows are kept and resumed (``yolobn.sweeps.fanout.Execution``; default: here, nothing kept).
     """
 
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise YolobnError(f"frontier: seeds {seeds!r}: must be a whole number from 1 to {MAX_SEEDS}")
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust, strict=strict)
     require_runnable(loaded)
     size = model_imgsz(loaded, imgsz)
