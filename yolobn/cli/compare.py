@@ -15,9 +15,9 @@ examples:
   yolobn compare pretrained.pt finetuned.pt --csv layers.csv --channels-csv channels.csv --json compare.json
   yolobn compare a.pt b.pt --html compare.html # a page with plots (works offline, from file://)
   yolobn compare a.pt b.pt c.pt d.pt          # more than two (or different architectures): an audit table
-  yolobn compare yolobn/data/demo_yolo11n_shapes.pt tests/fixtures/broken_finetune/weights/last.pt --images --data shapes
-                                              # did the fine-tune break BN? drift of both on the demo's training
-                                              # images, and what recalibrating B recovers on the shapes val split
+  yolobn compare base.pt tuned.pt --images train/images --data data.yaml
+                                              # did the fine-tune break BN? drift of both on the training
+                                              # images, and what recalibrating B recovers (docs/demo.md)
 
 two checkpoints: layers matched by name; per channel the Gaussian KL (nats) of the running statistics
 (kl_in) and of the estimated BN output (kl_out), exactly 0 when nothing changed; dead-channel
