@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         from yolobn.io.datasets import resolve_data
 
         resolve_data(args.data, trust=args.trust)  # a missing or unsafe dataset fails before any work
-    inputs.update(o.input_files(args.models[1], data=args.data, images=images))
+    for path, what in o.input_files(args.models[1], data=args.data, images=images).items():
+        inputs.setdefault(path, what)  # the models keep their name: 'an input model'
     o.check_table_args(args, inputs)
     _check_html(args, inputs)
     th = o.thresholds(args)
