@@ -154,3 +154,21 @@ def test_recalibrating_the_fixture_recovers_map():
     (drift,) = [v for v in cmp.verdicts() if v.key == "drift"]
     assert drift.status == "act" and f"{e['b']:.3f} → {e['b_recalibrated']:.3f}" in drift.evidence
     assert drift.next is not None and "--data shapes" in drift.next
+
+
+def test_report_run_without_drift_says_it_was_not_measured(tmp_path, capsys):
+    """A run tracked by an older yolobn (no drift columns): the page and the answer say so, no crash."""
+    run = tmp_path / "old"
+    (run / "yolobn").mkdir(parents=True)
+    read_run(FIXTURE).drop(columns=["drift", "drift_max", "drift_images"]).to_csv(
+        run / "yolobn" / "epochs.csv", index=False
+    )
+    code, out, err = run_main(["report", "--run", str(run), "-o", str(tmp_path / "rep")], capsys)
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert flat.startswith(
+        "answers look the running statistics fit the training images drift was not measured"
+    )
+    assert f"yolobn activations {run}/weights/last.pt --images IMAGES" in flat
+    page = (tmp_path / "rep" / "training.html").read_text()
+    assert "Not measured in this run" in page and "the drift jumped" not in page and "plot-drift-epochs" not in page
