@@ -171,4 +171,8 @@ def test_report_run_without_drift_says_it_was_not_measured(tmp_path, capsys):
     )
     assert f"yolobn activations {run}/weights/last.pt --images IMAGES" in flat
     page = (tmp_path / "rep" / "training.html").read_text()
-    assert "Not measured in this run" in page and "the drift jumped" not in page and "plot-drift-epochs" not in page
+    assert (
+        "Not measured in this run" in page
+        and "the drift jumped" not in page
+        and "plot-drift-epochs" not in page
+    )
