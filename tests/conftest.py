@@ -28,6 +28,7 @@ ULTRA_FILES = {
     "test_cli_errors.py",
     "test_compare.py",
     "test_compat.py",
+    "test_drift.py",
     "test_corpus.py",
     "test_family.py",
     "test_inputs.py",

@@ -39,7 +39,7 @@ _LAZY = {
     "Observation": "yolobn.run.observation",
     "ObservedThresholds": "yolobn.core.thresholds",
     "track": "yolobn.integrations.tracking",
-    "compare": "yolobn.bn.comparison",
+    "compare": "yolobn.api",
     "write_report": "yolobn.api",
     "swap_validate": "yolobn.api",
     "run_experiment": "yolobn.api",
@@ -58,10 +58,10 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from yolobn.api import prune_frontier, run_experiment, swap_validate, write_report
+    from yolobn.api import compare, prune_frontier, run_experiment, swap_validate, write_report
     from yolobn.api import prune_frontier as frontier
     from yolobn.api import run_experiment as experiment
-    from yolobn.bn.comparison import Audit, audit, compare
+    from yolobn.bn.comparison import Audit, audit
     from yolobn.bn.inspection import Inspection, inspect
     from yolobn.bn.stats import bn_stats, dead_channels
     from yolobn.bn.walk import BNBlock, blocks_frame, find_blocks

@@ -57,6 +57,10 @@ class Comparison:
             ``kl_in``, ``kl_out``, ``change``, and the dead/eps-dominated transitions.
         channels: one row per channel of the matched layers: A and B values, deltas, KLs, flags.
         only_a, only_b: layer names in one model only; ``mismatched``: same name, other width.
+        observed: None (data-free), or how both were run on the same images
+            (``yolobn.run.drift.compare_images``): then ``layers`` has ``drift_a``, ``drift_b``,
+            ``drift_rise`` and ``channels`` ``drift_a``, ``drift_b``; ``observed["effect"]`` is what
+            recalibrating B on the images did to its accuracy, when measured.
     """
 
     a: Any
@@ -66,6 +70,7 @@ class Comparison:
     only_a: list[str] = field(default_factory=list)
     only_b: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    observed: dict[str, Any] | None = None
 
     def summary(self, worst: int = 5) -> dict[str, Any]:
         ly, ch = self.layers, self.channels
@@ -98,6 +103,7 @@ class Comparison:
                 }
                 for r in ranked.head(worst).itertuples()
             ],  # fmt: skip
+            **({"drift": _drift_summary(ly, self.observed, worst)} if self.observed is not None else {}),
         }
 
     def verdicts(self) -> list[Verdict]:
@@ -114,6 +120,7 @@ class Comparison:
                     "thresholds": self.a.thresholds.to_dict(),
                     "verdicts": [v.to_dict() for v in self.verdicts()],
                     "summary": self.summary(),
+                    **({"observed": _observed_json(self.observed)} if self.observed is not None else {}),
                     "layers": self.layers.to_dict(orient="records"),
                 }
             )
@@ -149,11 +156,49 @@ class Comparison:
         ]
         ly = self.layers.sort_values(["change", "index"], ascending=[False, True], kind="stable")
         cols = ["name", "block", "channels", "kl_in", "kl_out", "change", "newly_dead", "revived"]
+        if self.observed is not None:
+            cols += ["drift_a", "drift_b", "drift_rise"]
+            items.append(
+                ("drift (mean, nats)", f"A {s['drift']['mean_a']:.3g}, B {s['drift']['mean_b']:.3g}")
+            )
         return notebook.kv("yolobn compare", items) + notebook.table(ly, cols)
 
 
 TRANSITIONS = ("newly_dead", "revived", "dead_both")
 EPS_TRANSITIONS = ("newly_eps_dominated", "no_longer_eps_dominated")
+
+
+def _drift_summary(ly: pd.DataFrame, observed: dict[str, Any], worst: int) -> dict[str, Any]:
+    """Drift of A and B on the same images: means over the layers that ran, the layers whose drift
+    rose most."""
+    rise = ly["drift_rise"].to_numpy(dtype=float)
+    ran = np.isfinite(ly["drift_b"].to_numpy(dtype=float))
+    order = ly[ran & np.isfinite(rise)].assign(_r=rise[ran & np.isfinite(rise)])
+    order = order.sort_values(["_r", "index"], ascending=[False, True], kind="stable")
+    return {
+        "images": observed["images"],
+        "imgsz": observed["imgsz"],
+        "layers_run": int(ran.sum()),
+        "mean_a": observed["drift_mean_a"],
+        "mean_b": observed["drift_mean_b"],
+        "max_b": float(np.nanmax(ly["drift_b"].to_numpy(dtype=float))) if ran.any() else math.nan,
+        "most_risen": [
+            {
+                "name": r.name,
+                "drift_a": float(r.drift_a),
+                "drift_b": float(r.drift_b),
+                "rise": float(r.drift_rise),
+            }
+            for r in order.head(worst).itertuples()
+        ],
+        "effect": observed.get("effect"),
+    }
+
+
+def _observed_json(observed: dict[str, Any]) -> dict[str, Any]:
+    """How the images were run (the file list as read, the arguments as given)."""
+    keys = ("sources", "images", "files", "skipped", "imgsz", "batch", "device", "effect")
+    return {k: observed.get(k) for k in keys}
 
 
 def _source(ins: Any) -> str:

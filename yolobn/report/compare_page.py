@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from yolobn.core.thresholds import Levels
 from yolobn.report import charts
-from yolobn.report.page import cards, figure, footer, heading, meta_table, page, spec_table
+from yolobn.report.page import cards, figure, footer, heading, meta_table, page, spec_table, verdicts_html
 
 __all__ = [
     "AUDIT_SPEC",
+    "DRIFT_SPEC",
     "KL_IN",
     "KL_OUT",
     "LAYER_SPEC",
@@ -45,6 +47,22 @@ LAYER_SPEC = [  # key, header, kind, tooltip
     ("newly_eps_dominated", "eps-dom new", "int", "channels eps-dominated in B, not in A"),
     ("no_longer_eps_dominated", "eps-dom gone", "int", "channels eps-dominated in A, not in B"),
 ]
+DRIFT_SPEC = [  # with --images: the drift columns, after the name/block/role/channels columns
+    (
+        "drift_a",
+        "drift A",
+        "g3",
+        "mean channel KL of the BN input on the images vs A's running statistics, nats",
+    ),
+    (
+        "drift_b",
+        "drift B",
+        "g3",
+        "mean channel KL of the BN input on the images vs B's running statistics, nats",
+    ),
+    ("drift_rise", "drift rise", "g3", "drift B - drift A: how much less B's statistics fit (nats)"),
+]
+DRIFT_A, DRIFT_B = "#4dac26", "#b2182b"
 AUDIT_SPEC = [
     ("source", "checkpoint", "text", "the file"),
     ("task", "task", "text", "Ultralytics task"),
@@ -79,6 +97,41 @@ def _cards(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("eps-dominated: new / gone", f"{e['newly_eps_dominated']:,} / {e['no_longer_eps_dominated']:,}", ""),
         ("unmatched layers", f"{unmatched}", "bad" if unmatched else "ok"),
     ]  # fmt: skip
+
+
+def _drift_cards(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """With --images: the mean drift of A and B on the images and, when measured, the recalibration effect."""
+    lv = Levels()
+    d = s["drift"]
+    mb = d["mean_b"]
+    level = "bad" if mb >= lv.drift_act else "warn" if mb >= lv.drift_look else "ok"
+    out = [("mean drift A → B (nats)", f"{d['mean_a']:.3g} → {mb:.3g}", level),
+           ("images", f"{d['images']} at imgsz {d['imgsz']}", "")]  # fmt: skip
+    e = d.get("effect")
+    if e:
+        metric = str(e["metric"]).replace("metrics/", "")
+        gain = e["b_recalibrated"] - e["b"]
+        out.append((f"{metric}: A / B / B recalibrated", f"{e['a']:.3f} / {e['b']:.3f} / {e['b_recalibrated']:.3f}",
+                    "ok" if gain > 0 else ""))  # fmt: skip
+    return out
+
+
+def _drift_section(ly: pd.DataFrame) -> str:
+    chart = charts.depth_series(
+        list(ly["name"]), list(ly["layer"]),
+        {"drift A": (ly["drift_a"].to_numpy(float), DRIFT_A), "drift B": (ly["drift_b"].to_numpy(float), DRIFT_B)},
+        title="Drift per layer on the same images (mean KL over channels)", plot_id="plot-drift",
+        ylabel="drift (nats, log scale)", roles=list(ly["role"]),
+    )  # fmt: skip
+    lv = Levels()
+    return "<h2>Drift on the images</h2>\n" + figure(
+        chart,
+        "Per layer, the mean over its channels of the Gaussian KL of the BN input, measured on the images, "
+        "against the running statistics each checkpoint stores: how well the stored statistics fit the weights "
+        f"on these images. Where B (red) is far above A (green), B's statistics no longer fit (a layer from "
+        f"{lv.drift_layer_act:g} nats, a mean from {lv.drift_act:g}): recalibrating them on the images fixes it "
+        "without training. Hover a dot for the values.",
+    )
 
 
 def _meta_rows(cmp: Any) -> list[tuple[str, Any]]:
@@ -177,16 +230,20 @@ def render_html(cmp: Any) -> str:
     s = cmp.summary()
     a, b = _stem(s["a"]), _stem(s["b"])
     ly = cmp.layers
+    observed = cmp.observed is not None
+    spec = [*LAYER_SPEC[:5], *DRIFT_SPEC, *LAYER_SPEC[5:]] if observed else LAYER_SPEC
     body = [
         heading(f"yolobn compare — {a} → {b}", "What changed in the BatchNorm layers from A to B"),
         meta_table(_meta_rows(cmp)),
-        cards(_cards(s)),
+        verdicts_html(cmp.verdicts()),
+        cards(_cards(s) + (_drift_cards(s) if observed else [])),
+        _drift_section(ly) if observed and len(ly) else "",
         _depth_sections(ly) if len(ly) else "<p>No layer of A matches a layer of B.</p>",
         _scatter_section(cmp.channels) if len(cmp.channels) else "",
         "<h2>Layers</h2>",
         '<p class="sub">Every matched layer in model order; click a column to sort (e.g. by change). The same '
         "numbers as --csv / --json.</p>",
-        spec_table(ly.to_dict(orient="records"), LAYER_SPEC, table_id="layers-compare"),
+        spec_table(ly.to_dict(orient="records"), spec, table_id="layers-compare"),
         _unmatched_section(cmp),
         footer(f"{s['a']} and {s['b']}"),
     ]

@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from yolobn.core.thresholds import Levels
 from yolobn.report.fit import Col, fit_table
 from yolobn.report.fit import delta as _delta
 from yolobn.report.fit import metric as _metric
@@ -147,6 +148,19 @@ def compare_panel(s: dict[str, Any]) -> Panel:
     if s["most_changed"]:
         top = ", ".join(f"{d['name']} {_g(d['change'])}" for d in s["most_changed"][:3])
         lines.append(Text.assemble(("most changed  ", "bold cyan"), top))
+    if "drift" in s:
+        d = s["drift"]
+        lines.append(
+            Text.assemble(
+                ("drift         ", "bold cyan"),
+                f"on {d['images']} images at imgsz {d['imgsz']}: mean A {_g(d['mean_a'])} → B ",
+                (_g(d["mean_b"]), "bold red" if d["mean_b"] >= Levels().drift_act else ""),
+                " nats (Gaussian KL of each BN input vs its running statistics)",
+            )
+        )
+        if d["most_risen"]:
+            top = ", ".join(f"{r['name']} {_g(r['drift_a'])}→{_g(r['drift_b'])}" for r in d["most_risen"][:3])
+            lines.append(Text.assemble(("most risen    ", "bold cyan"), top))
     for key, what in (("only_a", "only in A"), ("only_b", "only in B"), ("mismatched", "other width")):
         if s[key]:
             names = ", ".join(s[key][:3]) + (" ..." if len(s[key]) > 3 else "")
@@ -169,22 +183,35 @@ COMPARE_COLS = [
 
 
 def compare_table(layers: pd.DataFrame, *, width: int = 200) -> Table:
-    """The matched layers of a comparison, in the order given (most changed first)."""
+    """The matched layers of a comparison, in the order given (most changed first; with drift, the
+    layers whose drift rose most first)."""
+    drift = "drift_rise" in layers.columns
+    rise_level = Levels().drift_layer_look
     rows = []
     for r in layers.itertuples():
-        rows.append(
-            [
-                r.name, r.block, str(r.channels), f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
-                f"{_g(r.running_var_p50_a)}→{_g(r.running_var_p50_b)}", _g(r.kl_in), _g(r.kl_out),
-                f"[red]{r.newly_dead}[/]" if r.newly_dead else "·", str(r.revived) if r.revived else "·",
-                f"+{r.newly_eps_dominated}/-{r.no_longer_eps_dominated}"
-                if r.newly_eps_dominated or r.no_longer_eps_dominated else "·",
-            ]
-        )  # fmt: skip
+        row = [
+            r.name, r.block, str(r.channels), f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
+            f"{_g(r.running_var_p50_a)}→{_g(r.running_var_p50_b)}", _g(r.kl_in), _g(r.kl_out),
+            f"[red]{r.newly_dead}[/]" if r.newly_dead else "·", str(r.revived) if r.revived else "·",
+            f"+{r.newly_eps_dominated}/-{r.no_longer_eps_dominated}"
+            if r.newly_eps_dominated or r.no_longer_eps_dominated else "·",
+        ]  # fmt: skip
+        if drift:
+            text = f"{_g(r.drift_a)}→{_g(r.drift_b)}"
+            row.insert(3, f"[red]{text}[/]" if r.drift_rise >= rise_level else text)
+        rows.append(row)
     caption = (
         "kl in / kl out: mean channel Gaussian KL (nats) of the running statistics / the BN output, B vs A"
     )
-    return fit_table(COMPARE_COLS, rows, width=width, title="most changed BN layers", caption=caption)
+    cols = COMPARE_COLS
+    if drift:
+        caption += (
+            f"; drift A→B: mean channel KL of the BN input on the images vs the running statistics (red: rose "
+            f"by ≥{rise_level:g})"
+        )
+        cols = [*COMPARE_COLS[:3], Col("drift A→B"), *COMPARE_COLS[3:]]
+    title = "BN layers whose drift rose most" if drift else "most changed BN layers"
+    return fit_table(cols, rows, width=width, title=title, caption=caption)
 
 
 AUDIT_COLS = [
