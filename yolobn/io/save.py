@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,20 @@ from yolobn.core.errors import YolobnError
 
 
 def save_checkpoint(
-    loaded: Any, path: str | os.PathLike, *, protect: Sequence[str | os.PathLike] = ()
+    loaded: Any,
+    path: str | os.PathLike,
+    *,
+    protect: Sequence[str | os.PathLike] = (),
+    record: Mapping[str, Any] | None = None,
+    drop: Sequence[str] = (),
 ) -> Path:
     """Write ``loaded`` as an Ultralytics checkpoint (``YOLO(path)`` and ``yolobn inspect`` load it).
 
     Keeps everything the source checkpoint stored except the optimizer and EMA (re-read safely
-    from ``meta.path`` when there is one), stores the model in its on-disk dtype, adds
-    ``yolobn: {recalibration: ...}``, and writes atomically (temporary file, then rename).
-    Never overwrites a path in ``protect`` or the model's own file.
+    from ``meta.path`` when there is one) and the keys in ``drop`` (numbers that no longer
+    describe the model), stores the model in its on-disk dtype, adds
+    ``yolobn: {recalibration: ..., **record}``, and writes atomically (temporary file, then
+    rename). Never overwrites a path in ``protect`` or the model's own file.
     """
     import ultralytics
 
@@ -52,7 +58,8 @@ def save_checkpoint(
         except CheckpointError:
             raw = None
         if isinstance(raw, dict):
-            base = {k: v for k, v in raw.items() if k not in ("model", "ema", "optimizer", "updates")}
+            gone = ("model", "ema", "optimizer", "updates", *drop)
+            base = {k: v for k, v in raw.items() if k not in gone}
     if not base.get("train_args"):
         base["train_args"] = dict(loaded.meta.train_args)
     m = copy.deepcopy(loaded.model).cpu().eval()
@@ -68,7 +75,11 @@ def save_checkpoint(
         "ema": None,
         "optimizer": None,
         "updates": None,
-        "yolobn": {"recalibration": loaded.meta.recalibration, "source_date": base.get("date")},
+        "yolobn": {
+            "recalibration": loaded.meta.recalibration,
+            "source_date": base.get("date"),
+            **(record or {}),
+        },
     }
     write_files({out: lambda tmp: torch.save(ckpt, tmp)})
     return out
