@@ -44,6 +44,9 @@ _LAZY = {
     "swap_validate": "yolobn.api",
     "run_experiment": "yolobn.api",
     "prune_frontier": "yolobn.api",
+    "prune": "yolobn.sweeps.pruning",
+    "PruneResult": "yolobn.sweeps.pruning",
+    "finetune": "yolobn.integrations.finetune",
     "make_shapes": "yolobn.data.synth",
     "shapes_dataset": "yolobn.data.synth",
 }
@@ -61,11 +64,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from yolobn.data.synth import make_shapes, shapes_dataset
     from yolobn.edit.swapping import swap
     from yolobn.evaluate.validation import validate
+    from yolobn.integrations.finetune import finetune
     from yolobn.integrations.tracking import track
     from yolobn.io.loader import LoadedModel, ModelMeta, demo_model_path, load
     from yolobn.io.save import save_checkpoint
     from yolobn.run.observation import Observation, observe
     from yolobn.run.recalibration import recalibrate
+    from yolobn.sweeps.pruning import PruneResult, prune
 
 
 def __getattr__(name: str) -> Any:

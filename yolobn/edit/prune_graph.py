@@ -137,8 +137,9 @@ def build_graph(model: nn.Module, imgsz: int = 64) -> Graph:
     """The dependency graph of an Ultralytics model (``model.model`` a list of layers with ``f``).
 
     Args:
-        model: the model (not changed: the widths of opaque blocks are read on a copy).
-        imgsz: the side of the dummy image used to read those widths.
+        model: the model (not changed: the output widths of blocks left whole are read by one
+            forward pass on a copy, when there is such a block).
+        imgsz: the side of the dummy image of that pass.
 
     Raises:
         YolobnError: not an Ultralytics layer list, or a model fused already (no BatchNorm left).
@@ -148,7 +149,7 @@ def build_graph(model: nn.Module, imgsz: int = 64) -> Graph:
         raise YolobnError("prune: needs an Ultralytics model (a list of layers with their 'from' indices)")
     if not any(isinstance(m, _BatchNorm) for m in model.modules()):
         raise YolobnError("prune: the model has no BatchNorm (fused?): nothing to rank or remove")
-    return _Tracer(model, _widths(model, imgsz)).run()
+    return _Tracer(model, imgsz).run()
 
 
 def _widths(model: nn.Module, imgsz: int) -> dict[str, int]:
@@ -187,9 +188,10 @@ def _in_channels(model: nn.Module) -> int:
 class _Tracer:
     """Follows each layer's forward symbolically (one rule per Ultralytics block type)."""
 
-    def __init__(self, model: nn.Module, widths: dict[str, int]) -> None:
+    def __init__(self, model: nn.Module, imgsz: int) -> None:
         self.model = model
-        self.widths = widths
+        self.imgsz = imgsz
+        self.widths: dict[str, int] | None = None  # read once, when a block is left whole
         self.g = Graph()
         self.visited: set[str] = set()
         self.rules: dict[type, Callable[[str, Any, Any], Any]] = rules(self)
@@ -222,7 +224,7 @@ class _Tracer:
                 return out
             why = f"the pruner cannot follow {type(layer).__name__} ({path}): {ok.reason}"
         else:
-            why = f"read by {type(layer).__name__} ({path}), a block the pruner does not know"
+            why = f"in or next to {type(layer).__name__} ({path}), a block the pruner does not know (left whole)"
         return self.opaque(path, layer, x, why)
 
     @contextlib.contextmanager
@@ -254,8 +256,9 @@ class _Tracer:
             self.visited.add(name)
             if isinstance(m, _BatchNorm):  # its channels stay: recorded so that the report can say why
                 self._fixed_producer(name, name, int(m.num_features), why)
-        width = self.widths.get(path)
-        return self.fresh(width or 0, why)
+        if self.widths is None:
+            self.widths = _widths(self.model, self.imgsz)
+        return self.fresh(self.widths.get(path) or 0, why)
 
     # ---- channel bookkeeping
 
@@ -343,7 +346,7 @@ class _Tracer:
         rule = self.rules.get(type(m))
         if rule is not None:
             return rule(path, m, x)
-        why = f"read by {type(m).__name__} ({path}), a block the pruner does not know"
+        why = f"in or next to {type(m).__name__} ({path}), a block the pruner does not know (left whole)"
         return self.opaque(path, m, x, why)
 
 

@@ -74,15 +74,25 @@ def rules(t: Any) -> dict[type, Rule]:
         (c, "DWConv"): t.conv,
         (c, "Concat"): lambda p, m, x: _concat(p, m, x),
         (b, "Bottleneck"): lambda p, m, x: _bottleneck(t, p, m, x),
-        (b, "C2f"): lambda p, m, x: _c2f(t, p, m, x),
-        (b, "C3k2"): lambda p, m, x: _c2f(t, p, m, x),
-        (b, "C2fPSA"): lambda p, m, x: _c2f(t, p, m, x),
-        (b, "C2fCIB"): lambda p, m, x: _c2f(t, p, m, x),
+        (b, "RepBottleneck"): lambda p, m, x: _bottleneck(t, p, m, x),
+        (b, "C2f"): lambda p, m, x: _c2f(t, p, m, x, _inner(p, m)),
+        (b, "C3k2"): lambda p, m, x: _c2f(t, p, m, x, _inner(p, m)),
+        (b, "C2fPSA"): lambda p, m, x: _c2f(t, p, m, x, _inner(p, m)),
+        (b, "C2fCIB"): lambda p, m, x: _c2f(t, p, m, x, _inner(p, m)),
+        (b, "ELAN1"): lambda p, m, x: _c2f(t, p, m, x, [(f"{p}.cv2", m.cv2), (f"{p}.cv3", m.cv3)], "cv4"),
+        (b, "RepNCSPELAN4"): lambda p, m, x: _c2f(
+            t, p, m, x, [(f"{p}.cv2", m.cv2), (f"{p}.cv3", m.cv3)], "cv4"
+        ),
         (b, "C3"): lambda p, m, x: _c3(t, p, m, x),
+        (b, "RepCSP"): lambda p, m, x: _c3(t, p, m, x),
         (b, "C3k"): lambda p, m, x: _c3(t, p, m, x),
         (b, "C3x"): lambda p, m, x: _c3(t, p, m, x),
         (b, "SPPF"): lambda p, m, x: _sppf(t, p, m, x),
         (b, "SPP"): lambda p, m, x: _spp(t, p, m, x),
+        (b, "SPPELAN"): lambda p, m, x: _sppelan(t, p, m, x),
+        (b, "AConv"): lambda p, m, x: t.apply(f"{p}.cv1", m.cv1, one(x)),  # a 2x2 average pool, no padding
+        (b, "ADown"): lambda p, m, x: _adown(t, p, m, x),
+        (b, "SCDown"): lambda p, m, x: t.apply(f"{p}.cv2", m.cv2, t.apply(f"{p}.cv1", m.cv1, one(x))),
         (b, "C2PSA"): lambda p, m, x: _c2psa(t, p, m, x),
         (b, "PSA"): lambda p, m, x: _psa(t, p, m, x),
         (b, "PSABlock"): lambda p, m, x: _psablock(t, p, m, x),
@@ -118,22 +128,28 @@ def _bottleneck(t: Any, path: str, m: Any, x: Any) -> Desc:
     return t.add(x, y) if getattr(m, "add", False) else y
 
 
-def _c2f(t: Any, path: str, m: Any, x: Any) -> Desc:
-    """``C2f``/``C3k2``: cv1's output is chunked in two equal halves; every inner block reads the
-    last output; cv2 reads them all concatenated."""
-    y = t.apply(f"{path}.cv1", m.cv1, one(x))
-    if len(y) % 2:
-        raise Mismatch(f"{path}.cv1 has an odd width")
+def _inner(path: str, m: Any) -> list[tuple[str, Any]]:
+    return [(f"{path}.m.{j}", sub) for j, sub in enumerate(m.m)]
+
+
+def _halves(t: Any, path: str, y: Desc) -> tuple[Desc, Desc]:
+    """``chunk(2)``: two equal halves, which must lose the same number of channels."""
+    if len(y) % 2 or not all(len(chan) == 1 for chan in y):
+        raise Mismatch(f"{path}: a chunk in two of {len(y)} channels (odd, or sums)")
     h = len(y) // 2
-    a, b = y[:h], y[h:]
-    if not all(len(chan) == 1 for chan in y):
-        raise Mismatch(f"{path}.cv1's output is a sum")
-    t.g.pairs.append(([chan[0] for chan in a], [chan[0] for chan in b], path))
-    t.g.halves[path] = f"{path}.cv1.bn"
+    t.g.pairs.append(([chan[0] for chan in y[:h]], [chan[0] for chan in y[h:]], path))
+    return y[:h], y[h:]
+
+
+def _c2f(t: Any, path: str, m: Any, x: Any, inner: list[tuple[str, Any]], last: str = "cv2") -> Desc:
+    """``C2f``/``C3k2`` (and ``ELAN1``, ``RepNCSPELAN4``): cv1's output is chunked in two equal halves;
+    every inner block reads the previous output; the last conv reads them all concatenated."""
+    a, b = _halves(t, path, t.apply(f"{path}.cv1", m.cv1, one(x)))
+    t.g.halves[path] = f"{path}.cv1.bn"  # its .c is the half width
     ys = [a, b]
-    for j, sub in enumerate(m.m):
-        ys.append(t.apply(f"{path}.m.{j}", sub, ys[-1]))
-    return t.apply(f"{path}.cv2", m.cv2, [chan for part in ys for chan in part])
+    for name, sub in inner:
+        ys.append(t.apply(name, sub, ys[-1]))
+    return t.apply(f"{path}.{last}", getattr(m, last), [chan for part in ys for chan in part])
 
 
 def _c3(t: Any, path: str, m: Any, x: Any) -> Desc:
@@ -154,6 +170,18 @@ def _sppf(t: Any, path: str, m: Any, x: Any) -> Desc:
 def _spp(t: Any, path: str, m: Any, x: Any) -> Desc:
     y = t.apply(f"{path}.cv1", m.cv1, one(x))
     return t.apply(f"{path}.cv2", m.cv2, y * (len(m.m) + 1))
+
+
+def _sppelan(t: Any, path: str, m: Any, x: Any) -> Desc:
+    y = t.apply(f"{path}.cv1", m.cv1, one(x))
+    return t.apply(f"{path}.cv5", m.cv5, y * 4)  # cv2..cv4 are max-pools of it
+
+
+def _adown(t: Any, path: str, m: Any, x: Any) -> Desc:
+    """A 2x2 average pool (no padding), the input chunked in two halves: cv1 reads the first, a
+    max-pool then cv2 the second."""
+    a, b = _halves(t, path, one(x))
+    return t.apply(f"{path}.cv1", m.cv1, a) + t.apply(f"{path}.cv2", m.cv2, b)
 
 
 def _split_for_attention(t: Any, path: str, m: Any, x: Any) -> tuple[Desc, Desc]:

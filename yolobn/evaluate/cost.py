@@ -2,13 +2,13 @@
 
 Latency is only meaningful as a ratio measured in one run (these machines are shared and noisy):
 ``latency`` times several models in alternation, each fused as Ultralytics fuses it for
-inference, and reports the median of each.
+inference, on one CPU thread (several threads on a busy machine wait for each other far longer than
+they compute), and reports the fastest run of each (what the model costs when nothing interferes).
 """
 
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -42,22 +42,29 @@ def latency(
     warmup: int = 3,
     batch: int = 1,
     channels: int = 3,
+    threads: int = 1,
 ) -> list[float]:
-    """Median milliseconds per forward pass of each model (fused copies, CPU, ``torch.inference_mode``),
-    timed in alternation so that a slow moment of the machine costs every model alike."""
+    """Milliseconds per forward pass of each model, the fastest of ``repeats`` (fused copies, CPU,
+    ``threads`` threads, ``torch.inference_mode``), timed in alternation so that a slow moment of
+    the machine costs every model alike."""
     nets = [_fused(m) for m in models]
     x = torch.rand(batch, channels, imgsz, imgsz)
     times: list[list[float]] = [[] for _ in nets]
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for n in nets:
-                n(x)
-        for _ in range(repeats):
-            for k, n in enumerate(nets):
-                t0 = time.perf_counter()
-                n(x)
-                times[k].append(1000 * (time.perf_counter() - t0))
-    return [statistics.median(t) for t in times]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                for n in nets:
+                    n(x)
+            for _ in range(repeats):
+                for k, n in enumerate(nets):
+                    t0 = time.perf_counter()
+                    n(x)
+                    times[k].append(1000 * (time.perf_counter() - t0))
+    finally:
+        torch.set_num_threads(before)
+    return [min(t) for t in times]
 
 
 def _fused(model: nn.Module) -> nn.Module:

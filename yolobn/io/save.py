@@ -30,8 +30,6 @@ def save_checkpoint(
     ``yolobn: {recalibration: ..., **record}``, and writes atomically (temporary file, then
     rename). Never overwrites a path in ``protect`` or the model's own file.
     """
-    import ultralytics
-
     from yolobn.core.atomic import check_not_inputs, write_files
     from yolobn.io.loader import source_file
 
@@ -48,6 +46,21 @@ def save_checkpoint(
     )
     if out.is_dir():
         raise YolobnError(f"-o {path}: is a folder; give the name of the .pt file to write")
+    ckpt = checkpoint_payload(loaded, record=record, drop=drop)
+    write_files({out: lambda tmp: torch.save(ckpt, tmp)})
+    return out
+
+
+def checkpoint_payload(
+    loaded: Any, *, record: Mapping[str, Any] | None = None, drop: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The dict ``save_checkpoint`` writes (``torch.save`` it, e.g. with other files in one
+    all-or-nothing ``yolobn.core.atomic.write_files``)."""
+    import ultralytics
+
+    from yolobn.io.loader import source_file
+
+    src = source_file(loaded.meta)
     base: dict[str, Any] = {}
     if src is not None and src.is_file():
         from yolobn.core.errors import CheckpointError
@@ -67,7 +80,7 @@ def save_checkpoint(
         m = m.half()
     for p in m.parameters():
         p.requires_grad = False
-    ckpt = {
+    return {
         **base,
         "date": datetime.datetime.now().isoformat(),
         "version": ultralytics.__version__,
@@ -81,5 +94,3 @@ def save_checkpoint(
             **(record or {}),
         },
     }
-    write_files({out: lambda tmp: torch.save(ckpt, tmp)})
-    return out

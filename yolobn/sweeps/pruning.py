@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import io
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +45,16 @@ from yolobn.evaluate.validation import KEY_METRICS, baseline, validate
 from yolobn.io.checks import require_runnable
 from yolobn.io.images import iter_batches, model_imgsz, model_stride
 from yolobn.io.loader import LoadedModel, load
+from yolobn.io.save import save_checkpoint
 from yolobn.run.observation import observe
 from yolobn.sweeps.frontier import importance
 
 CRITERIA = ("observed", "gamma", "l1")
+STALE_KEYS = (
+    "train_metrics",
+    "train_results",
+    "best_fitness",
+)  # the input's training results: not this model's
 SEARCH = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0)  # the frontier's shares
 Progress = Callable[[str, int, int], None]
 
@@ -64,7 +71,7 @@ class PruneResult:
         metrics: ``metric`` (the Ultralytics key), ``baseline``, ``ablated`` (the same channels
             ablated), ``pruned``; NaN without a dataset.
         cost: before/after pairs: ``params``, ``gflops`` (Ultralytics' counter at ``imgsz``),
-            ``latency_ms`` (CPU, fused, batch 1, median of alternated runs), ``model_bytes`` (the
+            ``latency_ms`` (CPU, fused, batch 1, one thread, the fastest of alternated runs), ``model_bytes`` (the
             module as a checkpoint stores it).
         search: the tolerance search, one row per validated share (empty with ``share``).
         residual: per folded layer, pruned vs ablated (``yolobn.edit.prune_residual``);
@@ -91,6 +98,16 @@ class PruneResult:
         return (f"PruneResult({self.criterion}: {self.selection.count} channels ({self.selection.share:.1f}%), "
                 f"params {int(p[0]):,} -> {int(p[1]):,}; {m['metric'].replace('metrics/', '')} "
                 f"{m['baseline']:.4f} -> {m['pruned']:.4f})")  # fmt: skip
+
+    def record(self) -> dict[str, Any]:
+        """What the pruned checkpoint stores under ``yolobn.prune``: the summary and the channels removed."""
+        from yolobn.report.export import json_safe
+
+        return {"prune": json_safe({**self.summary(), "channels": self.selection.channels})}
+
+    def save(self, path: str | os.PathLike, *, protect: Sequence[str | os.PathLike] = ()) -> Path:
+        """Write the pruned checkpoint (``YOLO(path)`` loads it, without yolobn); never over the input."""
+        return save_checkpoint(self.loaded, path, protect=protect, record=self.record(), drop=STALE_KEYS)
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers (what the checkpoint records under ``yolobn.prune`` and the JSON holds)."""

@@ -1,0 +1,168 @@
+"""Fine-tune a pruned model at its own widths with Ultralytics' trainer (``yolobn finetune``).
+
+``YOLO("pruned.pt").train()`` hands the trainer ``get_model(cfg=model.yaml, weights=model)``: a
+fresh model built from the yaml (the original widths), into which only the tensors whose shapes
+still match are copied (``intersect_dicts``; the log says "Transferred N/M items"). A pruned model
+trained that way silently starts from mostly new weights. The checkpoint cannot prevent it: the
+yaml describes widths by rows (``make_divisible(c2 * width, 8)`` per block, hidden widths derived
+from ratios), which cannot express per-layer channel counts inside the blocks.
+
+``finetune`` runs the task's own trainer, unchanged except for ``get_model``, which returns the
+pruned module itself: the optimizer, the EMA, the loss, validation and checkpointing are
+Ultralytics', and ``last.pt``/``best.pt`` keep the pruned widths. The pruned checkpoint is read
+with yolobn's safe loader; the dataset yaml goes through ``yolobn.io.datasets`` (its ``download:``
+never runs without ``trust``).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import importlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from yolobn.core.errors import YolobnError
+from yolobn.io.checks import require_runnable
+from yolobn.io.datasets import resolve_data
+from yolobn.io.loader import LoadedModel, load
+
+TRAINERS = {
+    "detect": ("ultralytics.models.yolo.detect", "DetectionTrainer"),
+    "segment": ("ultralytics.models.yolo.segment", "SegmentationTrainer"),
+    "classify": ("ultralytics.models.yolo.classify", "ClassificationTrainer"),
+    "pose": ("ultralytics.models.yolo.pose", "PoseTrainer"),
+    "obb": ("ultralytics.models.yolo.obb", "OBBTrainer"),
+}
+REFUSED = {
+    "model": "the pruned checkpoint is the first argument",
+    "cfg": "give the training arguments themselves (key=value)",
+    "resume": "resuming would rebuild the model from its yaml; fine-tune again from last.pt instead",
+    "mode": "this is training",
+    "task": "the task is the model's",
+    "pretrained": "the pruned model is the starting point",
+}
+
+
+@dataclass
+class FinetuneResult:
+    """Where the trainer wrote its checkpoints and what it measured.
+
+    ``params`` is the parameter count of the model that was trained (the pruned one);
+    ``metrics`` the validation of the last epoch, as Ultralytics reports it."""
+
+    save_dir: Path
+    last: Path
+    best: Path
+    params: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def parse_train_args(tokens: Sequence[str]) -> dict[str, Any]:
+    """Ultralytics' command-line style: ``key=value`` (values read as Python literals, else
+    strings; never evaluated) and a bare ``key`` for a switch that is on by default False."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    out: dict[str, Any] = {}
+    for tok in tokens:
+        key, eq, text = tok.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if key not in DEFAULT_CFG_DICT:
+            near = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise YolobnError(f"{tok}: not an Ultralytics training argument{hint}")
+        if key in REFUSED:
+            raise YolobnError(f"{tok}: {REFUSED[key]}")
+        if not eq:
+            if not isinstance(DEFAULT_CFG_DICT[key], bool):
+                raise YolobnError(f"{tok}: needs a value ({key}=...)")
+            out[key] = True
+            continue
+        out[key] = _literal(text)
+    return out
+
+
+def _literal(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def finetune(
+    model: Any,
+    data: str | os.PathLike | None = None,
+    *,
+    trust: bool = False,
+    strict: bool = False,
+    **train: Any,
+) -> FinetuneResult:
+    """Train ``model`` (a pruned checkpoint, or anything ``yolobn.load`` takes) at its own widths.
+
+    Args:
+        model: the model to train. data: the dataset (yaml, or ``shapes``); required.
+        trust: read the checkpoint with a full unpickle and let the dataset yaml's ``download:`` run.
+        **train: Ultralytics' training arguments (``epochs=30``, ``imgsz=640``, ``batch=16``,
+            ``device=0``, ``project=``, ``name=``, ...), checked as Ultralytics checks them.
+
+    Returns:
+        ``FinetuneResult`` (``last``/``best`` checkpoints, the trained parameter count, metrics).
+    """
+    from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
+
+    bad = [k for k in train if k not in DEFAULT_CFG_DICT or k in REFUSED]
+    if bad:
+        raise YolobnError(
+            f"finetune: {bad[0]}: {REFUSED.get(bad[0], 'not an Ultralytics training argument')}"
+        )
+    if data is None:
+        raise YolobnError("finetune: give the dataset to train on (data=... a dataset yaml, or 'shapes')")
+    loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust, strict=strict)
+    require_runnable(loaded)
+    task = loaded.meta.task or "detect"
+    if task not in TRAINERS:
+        raise YolobnError(f"finetune: task {task!r}; training supports {', '.join(TRAINERS)}")
+    overrides = {**train, "data": resolve_data(data, trust=trust), "task": task, "mode": "train",
+                 "model": loaded.meta.path or "pruned.pt"}  # fmt: skip
+    if "imgsz" not in overrides and loaded.meta.train_args.get("imgsz"):
+        overrides["imgsz"] = loaded.meta.train_args["imgsz"]
+    try:
+        get_cfg(overrides=dict(overrides))  # Ultralytics' own type and range checks, before any work
+    except (TypeError, ValueError, SyntaxError) as e:
+        raise YolobnError(f"finetune: {e}".splitlines()[0]) from None
+    trainer = _trainer(task, loaded.model)(overrides=overrides)
+    nc = int(trainer.data.get("nc", -1))
+    if loaded.meta.nc is not None and nc != loaded.meta.nc:
+        raise YolobnError(f"finetune: the dataset has {nc} classes, the model {loaded.meta.nc}; "
+                          "a pruned model keeps its head: train it on data with the same classes")  # fmt: skip
+    trainer.model = trainer.get_model()
+    params = int(sum(p.numel() for p in trainer.model.parameters()))
+    trainer.train()
+    metrics = {str(k): float(v) for k, v in (getattr(trainer, "metrics", None) or {}).items()
+               if isinstance(v, (int, float))}  # fmt: skip
+    return FinetuneResult(Path(trainer.save_dir), Path(trainer.last), Path(trainer.best), params, metrics)
+
+
+def _trainer(task: str, pruned: nn.Module) -> Any:
+    """The task's Ultralytics trainer whose ``get_model`` returns (a trainable copy of) ``pruned``."""
+    mod, name = TRAINERS[task]
+    base = getattr(importlib.import_module(mod), name)
+
+    def get_model(self: Any, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
+        m = copy.deepcopy(pruned).float()
+        for p in m.parameters():
+            p.requires_grad = True
+        return m
+
+    return type(f"Pruned{name}", (base,), {"get_model": get_model, "__doc__": __doc__})
