@@ -115,7 +115,7 @@ def _layers(r: Any) -> str:
         "<h2>Channels removed per layer</h2>\n"
         + figure(svg, f"The {len(top)} layers that lost the largest share (layers.csv has every layer).")
         + fixed
-        + spec_table(ly.to_dict(orient="records"), LAYER_SPEC, table_id="layers")
+        + spec_table(ly.to_dict(orient="records"), LAYER_SPEC, table_id="pruned-layers")
     )
 
 
