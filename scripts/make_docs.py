@@ -57,7 +57,7 @@ NOTES = {
     "([numbers](numbers.md#pruning-removal-that-equals-ablation)). Writes the checkpoint and, in the report "
     "folder, prune.html, prune.json, layers.csv, residual.csv and search.csv, all or nothing.",
     "finetune": "Runs the task's own Ultralytics trainer on the pruned model itself (its `get_model` returns "
-    "it): `YOLO(\"pruned.pt\").train()` would rebuild the model from its yaml at the original widths. The "
+    'it): `YOLO("pruned.pt").train()` would rebuild the model from its yaml at the original widths. The '
     "checkpoint is read with the safe loader and the dataset yaml's `download:` never runs without `--trust`.",
 }
 

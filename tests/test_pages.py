@@ -26,8 +26,7 @@ from yolobn.bn.comparison import audit, compare
 from yolobn.cli import main
 from yolobn.core.errors import YolobnError
 from yolobn.integrations.tracking import EPOCH_COLUMNS
-from yolobn.report import compare_page, frontier_page, prune_page, run_page, variants_page
-from yolobn.report import experiment_page
+from yolobn.report import compare_page, experiment_page, frontier_page, prune_page, run_page, variants_page
 from yolobn.report.page import asset
 from yolobn.report.svg import VIRIDIS
 from yolobn.sweeps.experiment import ExperimentResult
@@ -338,7 +337,10 @@ def test_prune_page_marks_are_the_result():
     assert [v for n, v, _ in got if n == "band"] == [[0.6 - 0.005, 0.6]]
     want = [[0.0, 0.6]] + [[a, m] for a, m in sorted(zip(r.search["share_actual"], r.search[M], strict=True))]
     assert sorted(v for n, v, _ in got if n == "pruned") == [pytest.approx(w) for w in want]
-    assert [(n, v) for n, v, _ in marks(html, "plot-layers")] == [("model.9.cv2.bn", [32, 64]), ("model.2.cv1.bn", [4, 32])]
+    assert [(n, v) for n, v, _ in marks(html, "plot-layers")] == [
+        ("model.9.cv2.bn", [32, 64]),
+        ("model.2.cv1.bn", [4, 32]),
+    ]
     for text in ("0.800×", "0.900×", "pruned.pt", "12 channels: split by C2PSA", "model.1.conv", "−0.0040"):
         assert text in html, text
 

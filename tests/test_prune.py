@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ultralytics.nn.modules import C2f, C2PSA, Bottleneck, Concat, Conv
+from ultralytics.nn.modules import C2PSA, Bottleneck, C2f, Concat, Conv
 from ultralytics.nn.tasks import BaseModel
 
 from tests.corpus import trained_statistics
@@ -47,11 +47,17 @@ def planted(layers: list[nn.Module], froms: list) -> Net:
 
 def consts(graph, seed: int = 1, zero: bool = False) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {n: np.zeros(p.channels) if zero else rng.uniform(-1, 2, p.channels) for n, p in graph.producers.items()}
+    return {
+        n: np.zeros(p.channels) if zero else rng.uniform(-1, 2, p.channels)
+        for n, p in graph.producers.items()
+    }
 
 
 def ablated(net: nn.Module, channels: dict, values: dict) -> nn.Module:
-    return ablate(net, Plan(channels=channels, values={n: [float(values[n][c]) for c in cs] for n, cs in channels.items()}))
+    return ablate(
+        net,
+        Plan(channels=channels, values={n: [float(values[n][c]) for c in cs] for n, cs in channels.items()}),
+    )
 
 
 def outputs(out) -> list[torch.Tensor]:
@@ -134,7 +140,9 @@ def test_c2f_halves_lose_the_same_number():
     net = planted([Conv(3, 8, 1), C2f(8, 8, n=1, shortcut=False), Conv(8, 4, 1)], [-1, -1, -1])
     g = build_graph(net)
     scores = {n: np.full(p.channels, 9.0) for n, p in g.producers.items()}
-    scores["model.1.cv1.bn"] = np.array([0.0, 0.1, 0.2, 0.3, 0.9, 0.95, 0.99, 0.999])  # half a cheap, half b dear
+    scores["model.1.cv1.bn"] = np.array(
+        [0.0, 0.1, 0.2, 0.3, 0.9, 0.95, 0.99, 0.999]
+    )  # half a cheap, half b dear
     sel = select(g, scores, 2)
     assert sel.channels == {"model.1.cv1.bn": [0, 4]}  # one from each half, not the two cheapest
     values = consts(g, zero=True)

@@ -36,7 +36,9 @@ def test_checkpoint_and_report(pruned):
     s = doc["summary"]
     assert s["channels_removed"] == 384 and s["channels_total"] == 7688  # floor(5% of 7688)
     m = s["metrics"]
-    assert m["pruned"] > m["baseline"] - 0.02 and abs(m["pruned"] - m["ablated"]) < 0.002  # removal ~ ablation
+    assert (
+        m["pruned"] > m["baseline"] - 0.02 and abs(m["pruned"] - m["ablated"]) < 0.002
+    )  # removal ~ ablation
     assert s["border_residual"]["interior_max"] < 1e-4 < s["border_residual"]["border_max"]
     loaded = yolobn.load(pruned / "pruned.pt")  # yolobn's own safe loader accepts it
     assert loaded.meta.n_params == s["cost"]["params"]["after"] < s["cost"]["params"]["before"]
@@ -81,8 +83,12 @@ def test_plain_ultralytics_loads_validates_and_exports(pruned):
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got["yolobn"] == []
     assert got["params"] == doc["summary"]["cost"]["params"]["after"]
-    assert abs(got["map"] - doc["summary"]["metrics"]["pruned"]) < 0.005  # fused, fp16 weights: the same model
-    assert got["shape"] == [1, 7, 525] and got["onnx_max"] <= 1e-4 * got["scale"]  # 4 box + 3 classes, 3 levels
+    assert (
+        abs(got["map"] - doc["summary"]["metrics"]["pruned"]) < 0.005
+    )  # fused, fp16 weights: the same model
+    assert (
+        got["shape"] == [1, 7, 525] and got["onnx_max"] <= 1e-4 * got["scale"]
+    )  # 4 box + 3 classes, 3 levels
 
 
 def test_ultralytics_train_would_rebuild_the_old_widths(pruned):
@@ -114,7 +120,9 @@ def test_finetune_arguments_are_checked():
 
     assert parse_train_args(["epochs=3", "lr0=1e-3", "cos_lr", "name=a b", "device=cpu"]) == {
         "epochs": 3, "lr0": 0.001, "cos_lr": True, "name": "a b", "device": "cpu"}  # fmt: skip
-    assert parse_train_args(["project=__import__('os').system('x')"])["project"].startswith("__import__")  # text
+    assert parse_train_args(["project=__import__('os').system('x')"])["project"].startswith(
+        "__import__"
+    )  # text
     for bad, words in (["epochz=3"], "did you mean epochs"), (["model=x.pt"], "first argument"), \
                       (["resume=True"], "resuming"), (["epochs"], "needs a value"):  # fmt: skip
         with pytest.raises(yolobn.YolobnError, match=words):
