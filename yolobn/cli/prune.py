@@ -114,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if r.selection.count == 0:
         err.print("[yellow]warning:[/] nothing could be removed within the tolerance; the checkpoint is the "
                   "model as it was", soft_wrap=True)  # fmt: skip
+    before = r.meta.get("size_bytes")
+    out.print(f"the pruned checkpoint is {out_path.stat().st_size / 1e6:.2f} MB on disk"
+              + (f" (the input: {before / 1e6:.2f} MB)" if before else ""))  # fmt: skip
     o.print_written(out, written)
     return o.EXIT_OK
 

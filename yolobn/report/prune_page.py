@@ -52,6 +52,14 @@ RESIDUAL_SPEC = [
 ]
 
 
+MONEY_SPEC = [
+    ("what", "", "text", ""),
+    ("before", "before", "text", "the input model"),
+    ("after", "after", "text", "the pruned model"),
+    ("change", "ratio / Δ", "text", "after / before (a change for the metric)"),
+]
+
+
 def _money(r: Any) -> str:
     rows = []
     for key, label, fmt in COST_ROWS:
@@ -59,17 +67,16 @@ def _money(r: Any) -> str:
         if key == "model_bytes":
             b, a = b / 1e6, a / 1e6
         ratio = a / b if b else math.nan
-        rows.append(f"<tr><th>{escape(label)}</th><td>{_fmt(fmt, b)}</td><td>{_fmt(fmt, a)}</td>"
-                    f"<td>{'–' if not math.isfinite(ratio) else f'{ratio:.3f}×'}</td></tr>")  # fmt: skip
+        rows.append({"what": label, "before": _fmt(fmt, b), "after": _fmt(fmt, a),
+                     "change": "–" if not math.isfinite(ratio) else f"{ratio:.3f}×"})  # fmt: skip
     m = r.metrics
     label = metric_label(m["metric"])
     for what, key in (("pruned", "pruned"), ("ablated (the same channels, not removed)", "ablated")):
         v, b = m.get(key, math.nan), m.get("baseline", math.nan)
         d = v - b
-        rows.append(f"<tr><th>{escape(label)}, {escape(what)}</th><td>{_fmt('{:.4f}', b)}</td>"
-                    f"<td>{_fmt('{:.4f}', v)}</td><td>{signed(d) if math.isfinite(d) else '–'}</td></tr>")  # fmt: skip
-    head = "<tr><th></th><th>before</th><th>after</th><th>ratio / Δ</th></tr>"
-    return f'<h2>Before and after</h2>\n<table class="meta">{head}{"".join(rows)}</table>'
+        rows.append({"what": f"{label}, {what}", "before": _fmt("{:.4f}", b), "after": _fmt("{:.4f}", v),
+                     "change": signed(d) if math.isfinite(d) else "–"})  # fmt: skip
+    return "<h2>Before and after</h2>\n" + spec_table(rows, MONEY_SPEC, table_id="before-after")
 
 
 def _fmt(fmt: str, v: float) -> str:
@@ -153,9 +160,9 @@ def render_html(r: Any, out_file: str | None = None) -> str:
     d = m["pruned"] - m["baseline"]
     items = [
         ("channels removed", f"{r.selection.count:,} ({r.selection.share:.1f}%)", "ok" if r.selection.count else ""),
-        ("parameters", _ratio(p), ""),
-        ("GFLOPs", _ratio(f), ""),
-        ("CPU latency", _ratio(t), ""),
+        ("parameters", _ratio(p, "{:,.0f}"), ""),
+        ("GFLOPs", _ratio(f, "{:.3f}"), ""),
+        ("CPU latency, ms (1 thread)", _ratio(t, "{:.1f}"), ""),
         (label, f"{m['baseline']:.4f} → {m['pruned']:.4f}" if math.isfinite(d) else "not validated",
          "" if not math.isfinite(d) else ("bad" if d < -(st.get("tolerance") or 0.005) else "ok")),
     ]  # fmt: skip
@@ -172,6 +179,6 @@ def render_html(r: Any, out_file: str | None = None) -> str:
     return page(f"yolobn prune — {stem}", "\n".join(b for b in body if b))
 
 
-def _ratio(pair: tuple[float, float]) -> str:
+def _ratio(pair: tuple[float, float], fmt: str) -> str:
     b, a = pair
-    return f"{a / b:.2f}× ({a:,.3g} of {b:,.3g})" if b and math.isfinite(a / b) else "–"
+    return f"{a / b:.2f}× ({fmt.format(a)} of {fmt.format(b)})" if b and math.isfinite(a / b) else "–"
