@@ -58,7 +58,9 @@ def main() -> int:
     )
     yolobn("frontier", "-o", str(OUT / "frontier"), "--no-resume", "-q")
     # the pruned checkpoint goes to runs/ (git-ignored); its report is committed
-    yolobn("prune", "-o", "runs/demo-pruned.pt", "--force", "--report", str(OUT / "prune"), "--exist-ok", "-q")
+    yolobn(
+        "prune", "-o", "runs/demo-pruned.pt", "--force", "--report", str(OUT / "prune"), "--exist-ok", "-q"
+    )
     # runs/ is git-ignored: the recalibrated copy is not committed, and its path in the reports is relative
     recal = "runs/demo-recalibrated.pt"
     yolobn("recalibrate", "-o", recal, "--force", "-q")

@@ -46,9 +46,15 @@ def test_checkpoint_and_report(pruned):
 
     from tests.corpus import pickle_record
 
-    refs = {str(a) for op, a, _ in pickletools.genops(pickle_record(pruned / "pruned.pt")) if op.name == "GLOBAL"}
+    refs = {
+        str(a) for op, a, _ in pickletools.genops(pickle_record(pruned / "pruned.pt")) if op.name == "GLOBAL"
+    }
     modules = {r.split()[0].split(".")[0] for r in refs}
-    assert modules and "yolobn" not in modules and modules <= {"ultralytics", "torch", "collections", "__builtin__"}
+    assert (
+        modules
+        and "yolobn" not in modules
+        and modules <= {"ultralytics", "torch", "collections", "__builtin__"}
+    )
     ck = torch.load(pruned / "pruned.pt", weights_only=False)
     assert ck["yolobn"]["prune"]["channels_removed"] == 384 and "train_metrics" not in ck
     assert ck["model"].model[-1].cv2[0][0].conv.weight.dtype == torch.float16  # stored as the input was
