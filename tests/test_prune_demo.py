@@ -140,6 +140,8 @@ def test_finetune_arguments_are_checked():
                       (["resume=True"], "resuming"), (["epochs"], "needs a value"):  # fmt: skip
         with pytest.raises(yolobn.YolobnError, match=words):
             parse_train_args(bad)
+    with pytest.raises(yolobn.YolobnError, match="one device at a time"):
+        yolobn.finetune("any.pt", "shapes", device="0,1")  # refused before anything is read
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,10 @@ def finetune(
         )
     if data is None:
         raise YolobnError("finetune: give the dataset to train on (data=... a dataset yaml, or 'shapes')")
+    dev = train.get("device")
+    if isinstance(dev, (list, tuple)) or "," in str(dev or ""):
+        raise YolobnError(f"finetune: device={dev}: one device at a time (multi-GPU training, which Ultralytics "
+                          "runs in new processes, is not tested with a pruned model)")  # fmt: skip
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust, strict=strict)
     require_runnable(loaded)
     task = loaded.meta.task or "detect"
