@@ -5,6 +5,7 @@ block built from its yamls, the selection rules, and nothing of the input change
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from ultralytics.nn.tasks import BaseModel
 
 from tests.corpus import trained_statistics
 from yolobn.core.errors import YolobnError
-from yolobn.edit.ablation import Plan, ablate
+from yolobn.edit.ablation import AblationPlan, ablate
 from yolobn.edit.prune import check_selection, remove, select
 from yolobn.edit.prune_graph import build_graph
 from yolobn.edit.prune_residual import border_mask, border_residual
@@ -56,7 +57,9 @@ def consts(graph, seed: int = 1, zero: bool = False) -> dict[str, np.ndarray]:
 def ablated(net: nn.Module, channels: dict, values: dict) -> nn.Module:
     return ablate(
         net,
-        Plan(channels=channels, values={n: [float(values[n][c]) for c in cs] for n, cs in channels.items()}),
+        AblationPlan(
+            channels=channels, values={n: [float(values[n][c]) for c in cs] for n, cs in channels.items()}
+        ),
     )
 
 
@@ -175,16 +178,30 @@ def test_selection_never_breaks_a_class_a_fixed_channel_or_empties_a_layer():
 # --------------------------------------------------------------------------------------------------
 # every block, on models built from Ultralytics' own yamls
 
+
+def _yaml(name: str, cls: str, *, slow: bool = True) -> object:
+    """A model yaml Ultralytics ships (YOLO26 only from 8.4); the slower ones (> 15 s here) run with
+    ``-m slow``."""
+    import ultralytics
+
+    base = name.replace("n.yaml", ".yaml").replace("n-", "-")  # yolo11n-seg.yaml -> yolo11-seg.yaml
+    shipped = any((Path(ultralytics.__file__).parent / "cfg" / "models").rglob(base))
+    marks = [pytest.mark.slow] if slow else []
+    if not shipped:
+        marks.append(pytest.mark.skip(reason=f"{name}: not shipped by Ultralytics {ultralytics.__version__}"))
+    return pytest.param(name, cls, marks=marks, id=name)
+
+
 YAMLS = [
-    ("yolo11n.yaml", "DetectionModel"),
-    ("yolo11n-seg.yaml", "SegmentationModel"),
-    ("yolo11n-pose.yaml", "PoseModel"),
-    ("yolo11n-obb.yaml", "OBBModel"),
-    ("yolo11n-cls.yaml", "ClassificationModel"),
-    ("yolov8n.yaml", "DetectionModel"),
-    ("yolo26n.yaml", "DetectionModel"),
-    ("yolo26n-seg.yaml", "SegmentationModel"),
-    ("yolo26n-pose.yaml", "PoseModel"),
+    _yaml("yolo11n.yaml", "DetectionModel"),
+    _yaml("yolo11n-seg.yaml", "SegmentationModel"),
+    _yaml("yolo11n-pose.yaml", "PoseModel"),
+    _yaml("yolo11n-obb.yaml", "OBBModel"),
+    _yaml("yolo11n-cls.yaml", "ClassificationModel", slow=False),
+    _yaml("yolov8n.yaml", "DetectionModel", slow=False),
+    _yaml("yolo26n.yaml", "DetectionModel"),
+    _yaml("yolo26n-seg.yaml", "SegmentationModel"),
+    _yaml("yolo26n-pose.yaml", "PoseModel"),
 ]
 
 
@@ -197,7 +214,7 @@ def _build(yaml: str, cls: str) -> nn.Module:
     return m.eval()
 
 
-@pytest.mark.parametrize("yaml,cls", YAMLS, ids=[y for y, _ in YAMLS])
+@pytest.mark.parametrize("yaml,cls", YAMLS)
 def test_removal_equals_ablation_on_ultralytics_models(yaml, cls):
     """30% of the channels (random ranking) removed. With constants 0 there is no border term: the
     pruned model's outputs equal the ablated model's everywhere, which checks every edge of the
@@ -254,3 +271,18 @@ def test_the_input_model_is_not_changed():
     remove(net, g, sel.channels, consts(g))
     after = net.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_the_dead_channel_answer_names_prune_with_the_users_paths(tmp_path):
+    from tests.test_activations import _images, _inputs, _plant_one_block
+    from yolobn.bn.answers import Paths, inspection_verdicts
+    from yolobn.run.observation import observe
+
+    d = _images(tmp_path)
+    ins = observe(_plant_one_block(_inputs(d)), [str(d)], imgsz=32, batch=4)  # 3 of 5 observed dead
+    user = Paths(model="runs/best.pt", images=(str(d),), data="data.yaml")
+    (dead,) = [v for v in inspection_verdicts(ins, user) if v.key == "dead"]
+    assert dead.status != "ok"
+    assert dead.next == f"yolobn prune runs/best.pt --data data.yaml --images {d} -o runs/best-pruned.pt"
+    (demo,) = [v for v in inspection_verdicts(ins, Paths(demo=True)) if v.key == "dead"]
+    assert demo.next == "yolobn prune -o demo-pruned.pt"  # the demo's images and dataset are the defaults

@@ -1,6 +1,6 @@
 """``yolobn prune`` and ``yolobn finetune`` on the demo end to end: the checkpoint plain Ultralytics
 loads, validates and exports (in a process that never imports yolobn), the report, the fine-tune
-that keeps the widths, the refusals."""
+that keeps the widths (slow: they share one prune of the demo), the refusals."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def pruned(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow  # the module's prune of the demo takes about a minute here
 def test_checkpoint_and_report(pruned):
     doc = json.loads((pruned / "report" / "prune.json").read_text())
     s = doc["summary"]
@@ -64,6 +65,7 @@ def test_checkpoint_and_report(pruned):
     assert 'id="plot-layers"' in html and "border residual" in html
 
 
+@pytest.mark.slow  # the module's prune of the demo takes about a minute here
 def test_plain_ultralytics_loads_validates_and_exports(pruned):
     """A fresh interpreter, no yolobn: YOLO(path) loads the pruned file, validates it (Ultralytics
     fuses the BatchNorms, folded running means included) and exports it to ONNX, whose outputs match
@@ -104,6 +106,7 @@ def test_plain_ultralytics_loads_validates_and_exports(pruned):
     )  # 4 box + 3 classes, 3 levels
 
 
+@pytest.mark.slow  # the module's prune of the demo takes about a minute here
 def test_ultralytics_train_would_rebuild_the_old_widths(pruned):
     """Why finetune exists: the trainer's get_model(cfg=model.yaml, weights=model) builds the yaml's
     widths and copies only what still fits."""
@@ -116,6 +119,7 @@ def test_ultralytics_train_would_rebuild_the_old_widths(pruned):
     assert n == yolobn.load().meta.n_params != sum(p.numel() for p in net.parameters())
 
 
+@pytest.mark.slow  # the module's prune of the demo takes about a minute here
 def test_finetune_keeps_the_pruned_widths(pruned):
     r = yolobn.finetune(pruned / "pruned.pt", "shapes", epochs=1, imgsz=160, batch=16, workers=0, plots=False,
                         project=str(pruned / "runs"), name="ft", exist_ok=True)  # fmt: skip
@@ -150,18 +154,32 @@ def test_finetune_arguments_are_checked():
         (["prune", "-o", "{demo}", "--share", "5"], "input"),
         (["prune", "-o", "{exists}", "--share", "5"], "exists"),
         (["prune", "-o", "{out}", "--share", "100"], "at most"),
-        (["prune", "{model}", "-o", "{out}"], "--data is needed"),
+        (["prune", "{exists}", "-o", "{out}"], "--data is needed"),  # not the demo: no default dataset
+        (["prune", "-o", "{report}/prune.json", "--share", "5", "--report", "{report}"], "same file as"),
+        (["prune", "-o", "{out}", "--share", "5", "--report", "{exists}"], "not a folder"),
+        (
+            ["prune", "-o", "{tmp}/img.png", "--force", "--share", "5", "--images", "{tmp}/img.png"],
+            "an input image",
+        ),
         (["prune", "-o", "{out}", "--share", "5", "--tolerance", "0.01"], "not allowed with"),
         (["finetune", "{model}", "epochs=1"], "data= is required"),
+        (
+            ["finetune", "{tmp}/run/weights/last.pt", "data=shapes", "project={tmp}", "name=run", "exist_ok"],
+            "the input checkpoint",
+        ),  # the trainer's last.pt would replace the model being trained
     ],
 )
 def test_refusals_are_one_line_and_write_nothing(tmp_path, capsys, argv, words):
     (tmp_path / "exists.pt").write_bytes(b"x")
     model = tmp_path / "m.pt"
     model.write_bytes(yolobn.demo_model_path().read_bytes())
+    (tmp_path / "run" / "weights").mkdir(parents=True)
+    (tmp_path / "run" / "weights" / "last.pt").write_bytes(model.read_bytes())
+    (tmp_path / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     fill = {"demo": str(yolobn.demo_model_path()), "exists": str(tmp_path / "exists.pt"),
-            "out": str(tmp_path / "out.pt"), "model": str(model)}  # fmt: skip
-    before = sorted(p.name for p in tmp_path.iterdir())
+            "out": str(tmp_path / "out.pt"), "model": str(model), "report": str(tmp_path / "rep"),
+            "tmp": str(tmp_path)}  # fmt: skip
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     code, out, err = run_main([a.format(**fill) for a in argv], capsys)
     assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         data=cfg.get("data"),
         more={args.file: "the experiment file", **impl_files},
     )
-    o.check_out_dir(out_dir, names, "--out", inputs)
+    from yolobn.core.outputs import guard_folder
+
+    guard_folder(out_dir, names, "--out", inputs)
 
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("experiment", total=None)
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         files[out_dir / "sensitivity.csv"] = res.sensitivity.to_csv(
             index=False, float_format="%.6g", lineterminator="\n"
         )
-    written = write_texts(files)
+    written = write_texts(files, inputs)
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.tables import sensitivity_table, variants_table

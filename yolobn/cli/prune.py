@@ -64,18 +64,19 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolobn.core.atomic import check_not_inputs, check_writable
     from yolobn.core.errors import YolobnError
+    from yolobn.core.outputs import guard_folder, guard_outputs
 
     out_path: Path = args.out.expanduser()
-    check_not_inputs({f"-o {args.out}": out_path}, o.input_files(args.model, data=args.data))
-    if out_path.is_dir():
-        raise YolobnError(f"-o {args.out}: is a folder; give the name of the .pt file to write")
-    if out_path.exists() and not args.force:
-        raise YolobnError(f"-o {args.out}: exists; pass --force to replace it, or choose another name")
-    check_writable(out_path, "-o")
+    label = f"-o {args.out}"
+    # Every input, by its real path and inode (the demo's too): the output never replaces one of them.
+    (target,) = guard_outputs(
+        {label: out_path}, o.input_files(args.model, data=args.data), stdout=False
+    ).values()
+    if out_path.exists() and not target.stream and not args.force:
+        raise YolobnError(f"{label}: exists; pass --force to replace it, or choose another name")
     if args.data is None and args.share is None:
-        if args.model is not None:
+        if not o.is_demo(args.model):
             raise YolobnError("--data is needed to find the share within --tolerance (a dataset yaml, or 'shapes'); "
                               "or give --share")  # fmt: skip
         args.data = "shapes"
@@ -85,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
         resolve_data(args.data, trust=args.trust)
     images = o.early_images(args)
     inputs = o.input_files(args.model, data=args.data, images=images)
-    check_not_inputs({f"-o {args.out}": out_path}, inputs)
     report = o.output_dir(args.report, Path("reports") / o.model_stem(args.model) / "prune", args.exist_ok)
-    names = ["prune.html", "prune.json", "layers.csv", "residual.csv", "search.csv"]
-    o.check_out_dir(report, names, "--report", inputs)
-    if out_path.resolve() in {(report / n).resolve() for n in names}:
-        raise YolobnError(f"-o {args.out}: is one of the report's files; choose another name")
+    names = [*REPORT_FILES, "search.csv"]
+    guard_folder(report, names, "--report", inputs)
+    # the checkpoint against the images too, and never one of the report's files
+    guard_outputs({label: out_path, **{f"--report {report}: {n}": report / n for n in names}},
+                  inputs, probe=False, stdout=False)  # fmt: skip
     out, err = o.consoles(args.quiet)
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("loading", total=None)
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             tolerance=args.tolerance, criterion=args.criterion, max_images=args.max_images, imgsz=args.imgsz,
             batch=args.batch, device=args.device, trust=args.trust, strict=args.strict, progress=progress,
         )  # fmt: skip
-    written = _write(args, r, out_path, report)
+    written = _write(r, out_path, report, inputs)
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.tables import prune_table
@@ -115,43 +116,41 @@ def run(args: argparse.Namespace) -> int:
         err.print("[yellow]warning:[/] nothing could be removed within the tolerance; the checkpoint is the "
                   "model as it was", soft_wrap=True)  # fmt: skip
     before = r.meta.get("size_bytes")
-    out.print(f"the pruned checkpoint is {out_path.stat().st_size / 1e6:.2f} MB on disk"
-              + (f" (the input: {before / 1e6:.2f} MB)" if before else ""))  # fmt: skip
+    if not target.stream:
+        out.print(f"the pruned checkpoint is {out_path.stat().st_size / 1e6:.2f} MB on disk"
+                  + (f" (the input: {before / 1e6:.2f} MB)" if before else ""))  # fmt: skip
     o.print_written(out, written)
     return o.EXIT_OK
 
 
-def _write(args: argparse.Namespace, r: Any, out_path: Path, report: Path) -> list[Path]:
-    """The checkpoint and the report, all or nothing."""
-    import json
+REPORT_FILES = ("prune.html", "prune.json", "layers.csv", "residual.csv")
 
+
+def _write(r: Any, out_path: Path, report: Path, inputs: dict[Path, str]) -> list[Path]:
+    """The checkpoint and the report, all or nothing (none of them an input)."""
     import torch
 
     from yolobn.core.atomic import write_files
+    from yolobn.core.precision import json_text
     from yolobn.io.save import checkpoint_payload
-    from yolobn.report.export import json_safe
     from yolobn.report.prune_page import render_html
+    from yolobn.sweeps.pruning import STALE_KEYS
 
-    s = r.summary()
-    record = {"prune": json_safe({**s, "channels": r.selection.channels})}
-    # the training results stored in the input describe the unpruned model
-    ckpt = checkpoint_payload(
-        r.loaded, record=record, drop=("train_metrics", "train_results", "best_fitness")
-    )
+    ckpt = checkpoint_payload(r.loaded, record=r.record(), drop=STALE_KEYS)
     doc = {
         "model": r.meta,
         "written": str(out_path),
-        "summary": s,
+        "summary": r.summary(),
         "layers": r.layers.to_dict(orient="records"),
     }
     csv = {"float_format": "%.7g", "lineterminator": "\n", "index": False}
     files: dict[Path, Any] = {
-        out_path: lambda tmp: torch.save(ckpt, tmp),
+        out_path: lambda f: torch.save(ckpt, f),
         report / "prune.html": render_html(r, str(out_path)),
-        report / "prune.json": json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n",
+        report / "prune.json": json_text(doc),
         report / "layers.csv": r.layers.to_csv(**csv),
         report / "residual.csv": r.residual.to_csv(**csv),
     }
     if len(r.search):
         files[report / "search.csv"] = r.search.to_csv(**csv)
-    return write_files(files)
+    return write_files(files, inputs)

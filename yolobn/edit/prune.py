@@ -36,6 +36,8 @@ from torch import nn
 from yolobn.core.errors import YolobnError
 from yolobn.edit.prune_graph import Graph
 
+__all__ = ["Selection", "check_selection", "layer_table", "remove", "select"]
+
 
 @dataclass
 class Selection:

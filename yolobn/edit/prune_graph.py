@@ -48,6 +48,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from yolobn.core.errors import YolobnError
 from yolobn.edit.prune_rules import HEAD_OUT, IMAGE, Desc, Mismatch, flat, one, rules
 
+__all__ = ["Consumer", "Graph", "Producer", "build_graph"]
+
 
 @dataclass
 class Producer:
@@ -246,7 +248,7 @@ class _Tracer:
                 isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, _BatchNorm))
                 and name not in self.visited
             ):
-                return name
+                return str(name)
         return ""
 
     def opaque(self, path: str, layer: nn.Module, x: Any, why: str) -> Desc:

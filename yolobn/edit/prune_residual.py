@@ -23,6 +23,8 @@ from torch import nn
 
 from yolobn.edit.prune_graph import Graph
 
+__all__ = ["border_mask", "border_residual"]
+
 
 def border_mask(conv: nn.Conv2d, h: int, w: int) -> torch.Tensor:
     """(H_out, W_out) True where the kernel window of ``conv`` on an h x w input reaches into the padding."""

@@ -17,6 +17,8 @@ from typing import Any
 
 from torch import nn
 
+__all__ = ["HEAD_OUT", "IMAGE", "Chan", "Desc", "Mismatch", "Rule", "flat", "many", "one", "rules"]
+
 Chan = tuple[int, ...]  # the producer channels (global ids) summed into one tensor channel
 Desc = list[Chan]  # a tensor: one Chan per channel
 Rule = Callable[[str, Any, Any], Any]
@@ -125,7 +127,7 @@ def _concat(path: str, m: Any, x: Any) -> Desc:
 def _bottleneck(t: Any, path: str, m: Any, x: Any) -> Desc:
     x = one(x)
     y = t.apply(f"{path}.cv2", m.cv2, t.apply(f"{path}.cv1", m.cv1, x))
-    return t.add(x, y) if getattr(m, "add", False) else y
+    return one(t.add(x, y) if getattr(m, "add", False) else y)
 
 
 def _inner(path: str, m: Any) -> list[tuple[str, Any]]:
@@ -149,13 +151,13 @@ def _c2f(t: Any, path: str, m: Any, x: Any, inner: list[tuple[str, Any]], last: 
     ys = [a, b]
     for name, sub in inner:
         ys.append(t.apply(name, sub, ys[-1]))
-    return t.apply(f"{path}.{last}", getattr(m, last), [chan for part in ys for chan in part])
+    return one(t.apply(f"{path}.{last}", getattr(m, last), [chan for part in ys for chan in part]))
 
 
 def _c3(t: Any, path: str, m: Any, x: Any) -> Desc:
     x = one(x)
     a = t.apply(f"{path}.m", m.m, t.apply(f"{path}.cv1", m.cv1, x))
-    return t.apply(f"{path}.cv3", m.cv3, a + t.apply(f"{path}.cv2", m.cv2, x))
+    return one(t.apply(f"{path}.cv3", m.cv3, a + t.apply(f"{path}.cv2", m.cv2, x)))
 
 
 def _sppf(t: Any, path: str, m: Any, x: Any) -> Desc:
@@ -164,24 +166,24 @@ def _sppf(t: Any, path: str, m: Any, x: Any) -> Desc:
     x = one(x)
     y = t.apply(f"{path}.cv1", m.cv1, x)
     out = t.apply(f"{path}.cv2", m.cv2, y * (int(getattr(m, "n", 3)) + 1))
-    return t.add(out, x) if getattr(m, "add", False) else out
+    return one(t.add(out, x) if getattr(m, "add", False) else out)
 
 
 def _spp(t: Any, path: str, m: Any, x: Any) -> Desc:
     y = t.apply(f"{path}.cv1", m.cv1, one(x))
-    return t.apply(f"{path}.cv2", m.cv2, y * (len(m.m) + 1))
+    return one(t.apply(f"{path}.cv2", m.cv2, y * (len(m.m) + 1)))
 
 
 def _sppelan(t: Any, path: str, m: Any, x: Any) -> Desc:
     y = t.apply(f"{path}.cv1", m.cv1, one(x))
-    return t.apply(f"{path}.cv5", m.cv5, y * 4)  # cv2..cv4 are max-pools of it
+    return one(t.apply(f"{path}.cv5", m.cv5, y * 4))  # cv2..cv4 are max-pools of it
 
 
 def _adown(t: Any, path: str, m: Any, x: Any) -> Desc:
     """A 2x2 average pool (no padding), the input chunked in two halves: cv1 reads the first, a
     max-pool then cv2 the second."""
     a, b = _halves(t, path, one(x))
-    return t.apply(f"{path}.cv1", m.cv1, a) + t.apply(f"{path}.cv2", m.cv2, b)
+    return one(t.apply(f"{path}.cv1", m.cv1, a) + t.apply(f"{path}.cv2", m.cv2, b))
 
 
 def _split_for_attention(t: Any, path: str, m: Any, x: Any) -> tuple[Desc, Desc]:
@@ -198,14 +200,14 @@ def _split_for_attention(t: Any, path: str, m: Any, x: Any) -> tuple[Desc, Desc]
 def _c2psa(t: Any, path: str, m: Any, x: Any) -> Desc:
     a, b = _split_for_attention(t, path, m, x)
     b = t.apply(f"{path}.m", m.m, b)
-    return t.apply(f"{path}.cv2", m.cv2, a + b)
+    return one(t.apply(f"{path}.cv2", m.cv2, a + b))
 
 
 def _psa(t: Any, path: str, m: Any, x: Any) -> Desc:
     a, b = _split_for_attention(t, path, m, x)
     b = t.add(b, t.apply(f"{path}.attn", m.attn, b))
     b = t.add(b, t.apply(f"{path}.ffn", m.ffn, b))
-    return t.apply(f"{path}.cv2", m.cv2, a + b)
+    return one(t.apply(f"{path}.cv2", m.cv2, a + b))
 
 
 def _psablock(t: Any, path: str, m: Any, x: Any) -> Desc:
@@ -216,7 +218,7 @@ def _psablock(t: Any, path: str, m: Any, x: Any) -> Desc:
     a = t.apply(f"{path}.attn", m.attn, x)
     x = t.add(x, a) if m.add else a
     f = t.apply(f"{path}.ffn", m.ffn, x)
-    return t.add(x, f) if m.add else f
+    return one(t.add(x, f) if m.add else f)
 
 
 def _attention(t: Any, path: str, m: Any, x: Any) -> Desc:
@@ -231,7 +233,7 @@ def _attention(t: Any, path: str, m: Any, x: Any) -> Desc:
     if dim != len(x) or len(qkv) < dim:
         raise Mismatch(f"{path}: {m.num_heads} heads of {m.head_dim} for {len(x)} channels")
     t.fix(t.apply(f"{path}.pe", m.pe, qkv[:dim]), why)  # depthwise on v: the same fixed widths
-    return t.apply(f"{path}.proj", m.proj, t.fresh(dim, why))
+    return one(t.apply(f"{path}.proj", m.proj, t.fresh(dim, why)))
 
 
 def _proto(t: Any, path: str, m: Any, x: Desc) -> Desc:
@@ -246,7 +248,7 @@ def _proto(t: Any, path: str, m: Any, x: Desc) -> Desc:
     y = t.apply(f"{path}.cv2", m.cv2, t.fresh(up.out_channels, f"the output of {path}.upsample"))
     y = t.apply(f"{path}.cv3", m.cv3, y)
     t.fix(y, f"the mask prototypes ({path}.cv3)")
-    return y
+    return one(y)
 
 
 def _proto26(t: Any, path: str, m: Any, x: Any) -> Desc:
@@ -287,7 +289,7 @@ def _detect(t: Any, path: str, m: Any, x: Any) -> Desc:
     proto = getattr(m, "proto", None)
     if proto is not None:
         t.apply(f"{path}.proto", proto, xs if type(proto).__name__ == "Proto26" else xs[0])
-    return t.fresh(0, HEAD_OUT)
+    return one(t.fresh(0, HEAD_OUT))
 
 
 def _classify(t: Any, path: str, m: Any, x: Any) -> Desc:
@@ -295,4 +297,4 @@ def _classify(t: Any, path: str, m: Any, x: Any) -> Desc:
     if isinstance(x, list) and x and isinstance(x[0], list):
         x = [chan for d in x for chan in d]  # a list of inputs is concatenated first
     y = t.apply(f"{path}.conv", m.conv, x)
-    return t.linear(f"{path}.linear", m.linear, y)
+    return one(t.linear(f"{path}.linear", m.linear, y))

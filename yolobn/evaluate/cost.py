@@ -11,10 +11,14 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
+from ultralytics.utils.torch_utils import get_flops
+
+from yolobn.io.loader import quiet_ultralytics
+
+__all__ = ["count_params", "gflops", "latency"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -25,10 +29,6 @@ def count_params(model: nn.Module) -> int:
 def gflops(model: nn.Module, imgsz: int) -> float:
     """GFLOPs of one ``imgsz`` image by Ultralytics' own counter (``utils.torch_utils.get_flops``,
     thop underneath); NaN when it cannot count (thop missing or the model not traceable)."""
-    from ultralytics.utils.torch_utils import get_flops
-
-    from yolobn.io.loader import quiet_ultralytics
-
     with quiet_ultralytics():
         v = float(get_flops(copy.deepcopy(model).float().eval(), imgsz))
     return v if v > 0 else float("nan")
@@ -68,11 +68,9 @@ def latency(
 
 
 def _fused(model: nn.Module) -> nn.Module:
-    net: Any = copy.deepcopy(model).float().cpu().eval()
+    net: nn.Module = copy.deepcopy(model).float().cpu().eval()
     fuse = getattr(net, "fuse", None)
     if callable(fuse):
-        from yolobn.io.loader import quiet_ultralytics
-
         with quiet_ultralytics():
             net = fuse(verbose=False) if "verbose" in fuse.__code__.co_varnames else fuse()
     return net.eval()

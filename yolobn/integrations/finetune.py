@@ -29,9 +29,15 @@ from typing import Any
 from torch import nn
 
 from yolobn.core.errors import YolobnError
+from yolobn.core.outputs import guard_folder
 from yolobn.io.checks import require_runnable
 from yolobn.io.datasets import resolve_data
-from yolobn.io.loader import LoadedModel, load
+from yolobn.io.loader import LoadedModel, load, source_file
+
+__all__ = ["REFUSED", "TRAINERS", "TRAIN_FILES", "FinetuneResult", "finetune", "parse_train_args"]
+
+# what the trainer writes into its save_dir that could replace an input (checked before training)
+TRAIN_FILES = ("args.yaml", "results.csv", "weights/last.pt", "weights/best.pt")
 
 TRAINERS = {
     "detect": ("ultralytics.models.yolo.detect", "DetectionTrainer"),
@@ -67,25 +73,29 @@ class FinetuneResult:
 def parse_train_args(tokens: Sequence[str]) -> dict[str, Any]:
     """Ultralytics' command-line style: ``key=value`` (values read as Python literals, else
     strings; never evaluated) and a bare ``key`` for a switch that is on by default False."""
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-
+    defaults = _defaults()
     out: dict[str, Any] = {}
     for tok in tokens:
         key, eq, text = tok.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
-        if key not in DEFAULT_CFG_DICT:
-            near = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT), n=1)
+        if key not in defaults:
+            near = difflib.get_close_matches(key, list(defaults), n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""
             raise YolobnError(f"{tok}: not an Ultralytics training argument{hint}")
         if key in REFUSED:
             raise YolobnError(f"{tok}: {REFUSED[key]}")
         if not eq:
-            if not isinstance(DEFAULT_CFG_DICT[key], bool):
+            if not isinstance(defaults[key], bool):
                 raise YolobnError(f"{tok}: needs a value ({key}=...)")
             out[key] = True
             continue
         out[key] = _literal(text)
     return out
+
+
+def _defaults() -> dict[str, Any]:
+    """Ultralytics' training arguments and their defaults (``ultralytics.cfg.DEFAULT_CFG_DICT``)."""
+    return dict(importlib.import_module("ultralytics.cfg").DEFAULT_CFG_DICT)
 
 
 def _literal(text: str) -> Any:
@@ -102,7 +112,7 @@ def _literal(text: str) -> Any:
 
 def finetune(
     model: Any,
-    data: str | os.PathLike | None = None,
+    data: str | os.PathLike[str] | None = None,
     *,
     trust: bool = False,
     strict: bool = False,
@@ -119,9 +129,8 @@ def finetune(
     Returns:
         ``FinetuneResult`` (``last``/``best`` checkpoints, the trained parameter count, metrics).
     """
-    from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
-
-    bad = [k for k in train if k not in DEFAULT_CFG_DICT or k in REFUSED]
+    ucfg = importlib.import_module("ultralytics.cfg")
+    bad = [k for k in train if k not in _defaults() or k in REFUSED]
     if bad:
         raise YolobnError(
             f"finetune: {bad[0]}: {REFUSED.get(bad[0], 'not an Ultralytics training argument')}"
@@ -142,10 +151,19 @@ def finetune(
     if "imgsz" not in overrides and loaded.meta.train_args.get("imgsz"):
         overrides["imgsz"] = loaded.meta.train_args["imgsz"]
     try:
-        get_cfg(overrides=dict(overrides))  # Ultralytics' own type and range checks, before any work
+        cfg = ucfg.get_cfg(
+            overrides=dict(overrides)
+        )  # Ultralytics' own type and range checks, before any work
     except (TypeError, ValueError, SyntaxError) as e:
         raise YolobnError(f"finetune: {e}".splitlines()[0]) from None
+    # The trainer's folder (project=/name=/exist_ok=/save_dir=) never lets last.pt replace an input.
+    # the path as given too: a copy of the demo is read as the demo, whose source_file is the package's
+    given = [Path(model).expanduser()] if isinstance(model, (str, os.PathLike)) else []
+    inputs = {Path(overrides["data"]): "the dataset yaml"}
+    inputs |= {p: "the input checkpoint" for p in [*given, source_file(loaded.meta)] if p is not None}
+    guard_folder(ucfg.get_save_dir(cfg), TRAIN_FILES, "finetune: save_dir", inputs)
     trainer = _trainer(task, loaded.model)(overrides=overrides)
+    guard_folder(trainer.save_dir, TRAIN_FILES, "finetune: save_dir", inputs)
     nc = int(trainer.data.get("nc", -1))
     if loaded.meta.nc is not None and nc != loaded.meta.nc:
         raise YolobnError(f"finetune: the dataset has {nc} classes, the model {loaded.meta.nc}; "

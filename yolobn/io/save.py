@@ -1,4 +1,4 @@
-"""Write Ultralytics checkpoints (the loader reads them): ``save_checkpoint``."""
+"""Write Ultralytics checkpoints (the loader reads them): ``save_checkpoint``, ``checkpoint_payload``."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import ultralytics
 
-from yolobn.core.errors import YolobnError
+from yolobn.core.atomic import write_files
+from yolobn.core.errors import CheckpointError
+from yolobn.core.outputs import guard_outputs
+from yolobn.io.loader import read_checkpoint, source_file
+
+__all__ = ["checkpoint_payload", "save_checkpoint"]
 
 
 def save_checkpoint(
     loaded: Any,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
-    protect: Sequence[str | os.PathLike] = (),
+    protect: Sequence[str | os.PathLike[str]] = (),
     record: Mapping[str, Any] | None = None,
     drop: Sequence[str] = (),
 ) -> Path:
@@ -28,26 +34,22 @@ def save_checkpoint(
     from ``meta.path`` when there is one) and the keys in ``drop`` (numbers that no longer
     describe the model), stores the model in its on-disk dtype, adds
     ``yolobn: {recalibration: ..., **record}``, and writes atomically (temporary file, then
-    rename). Never overwrites a path in ``protect`` or the model's own file.
+    rename), or into an existing character device or FIFO (``/dev/null``) without replacing it.
+    Never overwrites a path in ``protect`` or the model's own file (``yolobn.core.outputs``: links
+    and hard links included); a full disk or any other write error is a ``YolobnError`` and leaves
+    nothing.
     """
-    from yolobn.core.atomic import check_not_inputs, write_files
-    from yolobn.io.loader import source_file
-
     out = Path(path).expanduser()
     src = source_file(loaded.meta)
-    # Real resolved paths: the demo's meta.path is package-relative, and links or another working
-    # folder must not let the output replace an input.
-    check_not_inputs(
-        {f"-o {path}": out},
-        {
-            **{Path(p): "an input file" for p in protect if p},
-            **({src: "the input checkpoint"} if src else {}),
-        },
-    )
-    if out.is_dir():
-        raise YolobnError(f"-o {path}: is a folder; give the name of the .pt file to write")
+    # Real paths and inodes (the demo's meta.path is package-relative; links, hard links or another
+    # working folder must not let the output replace an input).
+    inputs = {
+        **{Path(p): "an input file" for p in protect if p},
+        **({src: "the input checkpoint"} if src else {}),
+    }
+    guard_outputs({str(path): out}, inputs, stdout=False)
     ckpt = checkpoint_payload(loaded, record=record, drop=drop)
-    write_files({out: lambda tmp: torch.save(ckpt, tmp)})
+    write_files({out: lambda f: torch.save(ckpt, f)}, inputs)
     return out
 
 
@@ -56,16 +58,9 @@ def checkpoint_payload(
 ) -> dict[str, Any]:
     """The dict ``save_checkpoint`` writes (``torch.save`` it, e.g. with other files in one
     all-or-nothing ``yolobn.core.atomic.write_files``)."""
-    import ultralytics
-
-    from yolobn.io.loader import source_file
-
     src = source_file(loaded.meta)
     base: dict[str, Any] = {}
     if src is not None and src.is_file():
-        from yolobn.core.errors import CheckpointError
-        from yolobn.io.loader import read_checkpoint
-
         try:  # always the safe reader: a model loaded with --trust keeps only what yolobn knows of it
             raw = read_checkpoint(src, trust=False)
         except CheckpointError:

@@ -11,6 +11,8 @@ from rich import box
 from rich.console import JustifyMethod
 from rich.table import Table
 
+__all__ = ["Col", "delta", "fit_table", "metric", "ms", "pct", "sci", "sig"]
+
 
 def sig(x: Any, digits: int = 3) -> str:
     """``digits`` significant digits, trailing zeros kept (1.00, 0.0349, 28.1, 1.00e-05)."""

@@ -12,6 +12,8 @@ from yolobn.report.page import cards, figure, footer, heading, meta_table, page,
 from yolobn.report.svg import nice_ticks
 from yolobn.report.variants_page import metric_label
 
+__all__ = ["render_html"]
+
 TOP_LAYERS = 20
 COST_ROWS = [
     ("params", "parameters", "{:,.0f}"),

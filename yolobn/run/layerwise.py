@@ -23,17 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.core.errors import YolobnError
+from yolobn.core.gauss import gaussian_kl
 from yolobn.io.images import check_decoded, iter_batches
 from yolobn.run.recording import Moments, Scratch
 
 
 @dataclass
-class Plan:
+class DependencyPlan:
     """In which order the BN statistics can be set exactly.
 
     Attributes:
@@ -54,7 +56,7 @@ class Plan:
     unreached: list[str]
 
 
-def dependency_plan(root: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module]) -> Plan:
+def dependency_plan(root: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module]) -> DependencyPlan:
     """One forward pass of ``x`` (one image is enough) with autograd: which selected BN feeds which.
 
     The model's parameters and buffers are not written; hooks are removed on exit.
@@ -97,7 +99,7 @@ def dependency_plan(root: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.M
     bns = [n for n in dict.fromkeys(order) if n in targets]  # first calls, in execution order
     level = _levels(bns, {n: frozenset().union(*(deps_of(t) for t in _tensors(ins[n]))) for n in bns})
     cacheable = [n for n, v in outs.items() if len(v) == 1 and isinstance(v[0], torch.Tensor)]
-    return Plan(
+    return DependencyPlan(
         levels=[[n for n in bns if level[n] == k] for k in range(1, max(level.values(), default=0) + 1)],
         calls={n: len(ins.get(n, [])) for n in targets},
         deps={n: deps_of(outs[n][0]) | {t for t in targets if t.startswith(n + ".")} for n in cacheable},
@@ -306,7 +308,7 @@ class LevelRun:
         self.progress, self.done, self.total = progress, 0, total
         self.scratch = Scratch()
 
-    def level(self, names: list[str], plan: Plan) -> None:
+    def level(self, names: list[str], plan: DependencyPlan) -> None:
         """One pass: the inputs of ``names`` (their upstream BNs are final) set their statistics."""
         try:
             moments = self._level_pass(names, plan)
@@ -324,7 +326,7 @@ class LevelRun:
                 self.missed.append(n)
         self.final.update(names)
 
-    def _level_pass(self, names: list[str], plan: Plan) -> dict[str, Moments]:
+    def _level_pass(self, names: list[str], plan: DependencyPlan) -> dict[str, Moments]:
         moments = {n: Moments(self.targets[n].num_features, self.source.dev) for n in names}
         expected = sum(plan.calls[n] for n in names)
         seen = [0]
@@ -351,14 +353,17 @@ class LevelRun:
                 h.remove()
         return moments
 
-    def verify(self, plan: Plan) -> dict[str, Any]:
+    def verify(self, plan: DependencyPlan) -> dict[str, Any]:
         """A plain full pass (no cache, no early stop): the drift left in every recalibrated BN."""
         for name in list(self.cached):
             self._drop(name)
         moments = {
             n: Moments(self.targets[n].num_features, self.source.dev) for lv in plan.levels for n in lv
         }
-        hook = lambda n: lambda mod, args: moments[n].add_values(args[0], self.scratch)  # noqa: E731
+
+        def hook(n: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+            return lambda mod, args: moments[n].add_values(args[0], self.scratch)
+
         handles = [self.targets[n].register_forward_pre_hook(hook(n)) for n in moments]
         try:
             for x, _ in self._batches():
@@ -374,7 +379,7 @@ class LevelRun:
             "worst_layer": worst,
         }
 
-    def record(self, plan: Plan) -> dict[str, Any]:
+    def record(self, plan: DependencyPlan) -> dict[str, Any]:
         """What ran, for the metadata."""
         return {
             "levels": len(plan.levels),
@@ -403,7 +408,7 @@ class LevelRun:
         """Not computed in the coming pass: replayed, or inside a replayed module."""
         return name in self.cached or any(a in self.cached for a in ancestors(name))
 
-    def _prepare_cache(self, plan: Plan) -> list[str]:
+    def _prepare_cache(self, plan: DependencyPlan) -> list[str]:
         """Drop, evict and restore kept outputs for the coming pass; the modules to keep from it."""
         for m in [m for m in self.cached if any(a in self.cached for a in ancestors(m))]:
             self._drop(m)  # inside a module kept whole: never called again
@@ -503,14 +508,11 @@ def set_statistics(name: str, bn: _BatchNorm, m: Moments) -> None:
         bn.running_var.copy_(var)
 
 
-def drift_of(bn: _BatchNorm, m: Moments) -> torch.Tensor:
-    """Per-channel KL drift of the observed input against the running statistics (observation.py)."""
+def drift_of(bn: _BatchNorm, m: Moments) -> np.ndarray:
+    """Per-channel KL drift of the observed input against the running statistics (as ``observe``)."""
     assert bn.running_mean is not None and bn.running_var is not None
-    rm = bn.running_mean.detach().double()
-    denom = bn.running_var.detach().double() + bn.eps
-    ratio = (m.var + bn.eps) / denom
-    shift = (m.mean - rm) / denom.sqrt()
-    return 0.5 * (ratio + shift * shift - 1 - ratio.log())
+    rm, rv = (t.detach().to("cpu", torch.float64) for t in (bn.running_mean, bn.running_var))
+    return gaussian_kl(m.mean.cpu(), m.var.cpu() + bn.eps, rm, rv + bn.eps)
 
 
-__all__ = ["Budget", "Images", "LevelRun", "Plan", "dependency_plan"]
+__all__ = ["Budget", "Images", "LevelRun", "DependencyPlan", "dependency_plan"]

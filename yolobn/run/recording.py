@@ -26,6 +26,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from yolobn.bn.walk import find_blocks, matches, unwrap
+
+__all__ = ["LayerRecord", "Moments", "Recorder", "Scratch", "batch_moments", "recording"]
+
 
 class Moments:
     """Streaming per-channel count, mean and M2 (sum of squared deviations), merged in float64."""
@@ -134,7 +138,12 @@ class LayerRecord:
             self._device = device
 
     def bn(
-        self, x: torch.Tensor, y: torch.Tensor, post: str, act: nn.Module | None, affine: tuple | None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        post: str,
+        act: nn.Module | None,
+        affine: tuple[Any, ...] | None,
     ) -> None:
         """One BN call: input ``x``, output ``y``; ``post`` says where the post-activation comes from
         (``out``: no activation, the BN output itself; ``act``: ``act(y)`` here; ``owner``: the owner's
@@ -220,7 +229,6 @@ def recording(model: Any, *, select: Sequence[str] | None = None) -> Iterator[Re
         ...     m.model(x)
         >>> rec.records()["model.0.bn"].out.mean
     """
-    from yolobn.bn.walk import find_blocks, matches, unwrap
 
     root = unwrap(model)
     modules = dict(root.named_modules())

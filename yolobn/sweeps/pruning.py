@@ -36,6 +36,7 @@ from torch import nn
 
 from yolobn.bn.inspection import inspect
 from yolobn.core.errors import YolobnError
+from yolobn.core.precision import json_safe
 from yolobn.edit.ablation import ablate, constants, plan_from
 from yolobn.edit.prune import Selection, layer_table, remove, select
 from yolobn.edit.prune_graph import Graph, build_graph
@@ -48,6 +49,8 @@ from yolobn.io.loader import LoadedModel, load
 from yolobn.io.save import save_checkpoint
 from yolobn.run.observation import observe
 from yolobn.sweeps.frontier import importance
+
+__all__ = ["CRITERIA", "SEARCH", "STALE_KEYS", "PruneResult", "criterion_scores", "prune"]
 
 CRITERIA = ("observed", "gamma", "l1")
 STALE_KEYS = (
@@ -101,11 +104,9 @@ class PruneResult:
 
     def record(self) -> dict[str, Any]:
         """What the pruned checkpoint stores under ``yolobn.prune``: the summary and the channels removed."""
-        from yolobn.report.export import json_safe
-
         return {"prune": json_safe({**self.summary(), "channels": self.selection.channels})}
 
-    def save(self, path: str | os.PathLike, *, protect: Sequence[str | os.PathLike] = ()) -> Path:
+    def save(self, path: str | os.PathLike[str], *, protect: Sequence[str | os.PathLike[str]] = ()) -> Path:
         """Write the pruned checkpoint (``YOLO(path)`` loads it, without yolobn); never over the input."""
         return save_checkpoint(self.loaded, path, protect=protect, record=self.record(), drop=STALE_KEYS)
 
