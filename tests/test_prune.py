@@ -198,7 +198,7 @@ YAMLS = [
     _yaml("yolo11n-pose.yaml", "PoseModel"),
     _yaml("yolo11n-obb.yaml", "OBBModel"),
     _yaml("yolo11n-cls.yaml", "ClassificationModel", slow=False),
-    _yaml("yolov8n.yaml", "DetectionModel", slow=False),
+    _yaml("yolov8n.yaml", "DetectionModel"),
     _yaml("yolo26n.yaml", "DetectionModel"),
     _yaml("yolo26n-seg.yaml", "SegmentationModel"),
     _yaml("yolo26n-pose.yaml", "PoseModel"),
