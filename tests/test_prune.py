@@ -159,7 +159,10 @@ def test_c2f_halves_lose_the_same_number():
 
 
 def test_selection_never_breaks_a_class_a_fixed_channel_or_empties_a_layer():
-    net = planted([Conv(3, 8, 1), Bottleneck(8, 8, shortcut=True), C2PSA(8, 8), Conv(8, 2, 1)], [-1] * 4)
+    # 128 wide: C2PSA's attention has c // 64 heads (Ultralytics 8.3 divides by zero below 128)
+    net = planted(
+        [Conv(3, 128, 1), Bottleneck(128, 128, shortcut=True), C2PSA(128, 128), Conv(128, 2, 1)], [-1] * 4
+    )
     g = build_graph(net)
     with pytest.raises(YolobnError, match="goes with"):
         check_selection(g, {"model.0.bn": [3]})  # added to model.1.cv2's channel 3
