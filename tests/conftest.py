@@ -34,6 +34,8 @@ ULTRA_FILES = {
     "test_inputs.py",
     "test_legacy.py",
     "test_load.py",
+    "test_prune.py",
+    "test_prune_demo.py",
     "test_recalibration.py",
     "test_report_html.py",
     "test_report_observed.py",

@@ -144,6 +144,7 @@ FILE_OUTPUTS = {
     "compare --json": ["compare", "b.pt", M, "--json", "{out}"],
     "compare --html": ["compare", "b.pt", M, "--html", "{out}"],
     "recalibrate -o": ["recalibrate", M, "-o", "{out}", "--force", "--images", "img.png"],
+    "prune -o": ["prune", M, "-o", "{out}", "--force", "--share", "5", "--images", "img.png"],
 }
 SPELLINGS = {
     "relative": "m.pt",

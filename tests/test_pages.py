@@ -26,7 +26,7 @@ from yolobn.bn.comparison import audit, compare
 from yolobn.cli import main
 from yolobn.core.errors import YolobnError
 from yolobn.integrations.tracking import EPOCH_COLUMNS
-from yolobn.report import compare_page, experiment_page, frontier_page, run_page, variants_page
+from yolobn.report import compare_page, experiment_page, frontier_page, prune_page, run_page, variants_page
 from yolobn.report.page import asset
 from yolobn.report.svg import VIRIDIS
 from yolobn.sweeps.experiment import ExperimentResult
@@ -304,6 +304,47 @@ def test_frontier_page_marks_are_the_curve():
     assert [m[0] for m in marks(html, "plot-frontier-roles")].count("backbone") == 3
 
 
+def prune_result():
+    from yolobn.edit.prune import Selection
+    from yolobn.sweeps.pruning import PruneResult
+
+    layers = pd.DataFrame({"name": ["model.9.cv2.bn", "model.2.cv1.bn", "model.0.bn"], "role": "backbone",
+                           "block": ["SPPF", "C3k2", "Conv"], "channels": [64, 32, 16], "prunable": [64, 32, 16],
+                           "removed": [32, 4, 0], "kept": [32, 28, 16], "share_removed": [0.5, 0.125, 0.0],
+                           "fixed_reason": ["", "", ""]})  # fmt: skip
+    search = pd.DataFrame({"share": [1.0, 2.0, 5.0, 3.5], "channels": [1, 2, 5, 3], "share_actual": [0.9, 1.8, 4.5, 2.7],
+                           M: [0.599, 0.597, 0.59, 0.596], "delta": [-0.001, -0.003, -0.01, -0.004],
+                           "within": [True, True, False, True]})  # fmt: skip
+    residual = pd.DataFrame({"layer": ["model.1.conv"], "kind": ["conv"], "kernel": ["3x3/2"], "removed_inputs": [3],
+                             "interior_max": [1e-6], "border_max": [0.2], "border_mean": [0.01], "border_pixels": [0.1]})  # fmt: skip
+    return PruneResult(
+        None, Selection({"model.9.cv2.bn": list(range(32)), "model.2.cv1.bn": [0, 1, 2, 3]}, 36, 112, 100), layers,
+        "observed", {"metric": M, "baseline": 0.6, "pruned": 0.596, "ablated": 0.5962},
+        {"params": (1000.0, 800.0), "gflops": (1.0, 0.9), "latency_ms": (10.0, 9.0), "model_bytes": (2e6, 1.6e6)},
+        search, residual, {"layers": 1.0, "interior_max": 1e-6, "border_max": 0.2, "border_mean": 0.01,
+                           "output_max": 0.001, "output_mean": 1e-4},
+        {"split by C2PSA (model.10) into fixed halves, one of which feeds its attention": 12},
+        settings={"data": "shapes", "imgsz": 160, "images": 16, "share_requested": None, "tolerance": 0.005},
+        meta={"path": "best.pt"},
+    )  # fmt: skip
+
+
+def test_prune_page_marks_are_the_result():
+    r = prune_result()
+    html = prune_page.render_html(r, "pruned.pt")
+    assert_shell(html)
+    got = marks(html, "plot-search")
+    assert [v for n, v, _ in got if n == "band"] == [[0.6 - 0.005, 0.6]]
+    want = [[0.0, 0.6]] + [[a, m] for a, m in sorted(zip(r.search["share_actual"], r.search[M], strict=True))]
+    assert sorted(v for n, v, _ in got if n == "pruned") == [pytest.approx(w) for w in want]
+    assert [(n, v) for n, v, _ in marks(html, "plot-layers")] == [
+        ("model.9.cv2.bn", [32, 64]),
+        ("model.2.cv1.bn", [4, 32]),
+    ]
+    for text in ("0.800×", "0.900×", "pruned.pt", "12 channels: split by C2PSA", "model.1.conv", "−0.0040"):
+        assert text in html, text
+
+
 # --------------------------------------------------------------------------------------------------
 # training
 
@@ -445,6 +486,7 @@ PAGES = {
                 ["plot-change", "plot-transitions", "plot-gamma-ab", "plot-beta-ab"]),
     "frontier": (lambda: frontier_page.render_html(frontier_result()),
                  ["plot-frontier", "plot-frontier-roles", "plot-removable", "plot-layers"]),
+    "prune": (lambda: prune_page.render_html(prune_result(), "pruned.pt"), ["plot-search", "plot-layers"]),
     "training": (lambda: run_page.render_html(epochs_frame(), "runs/detect/train"),
                  ["plot-dead-epochs", "plot-gamma-epochs"]),
 }  # fmt: skip

@@ -51,6 +51,9 @@ _LAZY = {
     "activations": "yolobn.run.observation:observe",
     "experiment": "yolobn.api:run_experiment",
     "frontier": "yolobn.api:prune_frontier",
+    "prune": "yolobn.sweeps.pruning",
+    "PruneResult": "yolobn.sweeps.pruning",
+    "finetune": "yolobn.integrations.finetune",
     "make_shapes": "yolobn.data.synth",
     "shapes_dataset": "yolobn.data.synth",
 }
@@ -72,12 +75,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from yolobn.edit.build import variant as swap
     from yolobn.evaluate.metrics import Metrics
     from yolobn.evaluate.validation import validate
+    from yolobn.integrations.finetune import finetune
     from yolobn.integrations.tracking import track
     from yolobn.io.loader import LoadedModel, ModelMeta, load
     from yolobn.io.save import save_checkpoint
     from yolobn.run.observation import Observation, observe
     from yolobn.run.observation import observe as activations
     from yolobn.run.recalibration import recalibrate
+    from yolobn.sweeps.pruning import PruneResult, prune
 
 
 def __getattr__(name: str) -> Any:

@@ -36,6 +36,7 @@ __all__ = [
     "drift_jump",
     "inspection_verdicts",
     "layer_severity",
+    "prune_name",
     "recal_name",
     "training_verdicts",
 ]
@@ -72,11 +73,20 @@ class Paths:
 
 
 def recal_name(model: str | None) -> str:
-    """Where ``recalibrate`` writes by default in the next command: beside the model, ``-recal``."""
+    """Where ``recalibrate`` writes in the next command: beside the model, ``-recal``."""
+    return _beside(model, "recal")
+
+
+def prune_name(model: str | None) -> str:
+    """Where ``prune`` writes in the next command: beside the model, ``-pruned``."""
+    return _beside(model, "pruned")
+
+
+def _beside(model: str | None, tag: str) -> str:
     if not model:
-        return "demo-recal.pt"
+        return f"demo-{tag}.pt"
     p = Path(model)
-    return str(p.with_name(f"{p.stem}-recal{p.suffix or '.pt'}"))
+    return str(p.with_name(f"{p.stem}-{tag}{p.suffix or '.pt'}"))
 
 
 def inspection_verdicts(ins: Any, paths: Paths, levels: Levels | None = None) -> list[Verdict]:
@@ -297,7 +307,11 @@ def _dead(ins: Any, ly: Table, paths: Paths, lv: Levels) -> Verdict:
     if ab is not None and math.isfinite(ab.get("delta", math.nan)):
         metric = str(ab["metric"]).replace("metrics/", "")
         evidence += f"; removing their output costs {ab['delta']:+.4f} {metric}"
-    nxt = command("frontier", paths.model, data=paths.data_arg(), images=paths.images_arg())
+    # prune ranks every channel as the frontier does, keeps the largest share within the tolerance
+    # and writes the smaller checkpoint: the step that acts on this answer
+    nxt = command(
+        "prune", paths.model, data=paths.data_arg(), images=paths.images_arg(), o=prune_name(paths.model)
+    )
     return Verdict("dead", q, lv.status(share, 0.0, lv.dead_act) if share else "ok", evidence, nxt, layers)
 
 

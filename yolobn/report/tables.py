@@ -1,4 +1,4 @@
-"""Rich renderables of swap, experiment, recalibrate, compare and frontier (built here, printed by the CLI)."""
+"""Rich renderables of swap, experiment, recalibrate, compare, frontier and prune (built here, printed by the CLI)."""
 
 from __future__ import annotations
 
@@ -299,3 +299,55 @@ def frontier_table(fr: Any, *, width: int = 200) -> Group:
         lines.append(Text.assemble(("most prunable ", "bold cyan"), top))
     # the answer first, the evidence under it
     return Group(Panel(Group(*lines), title="yolobn frontier", title_align="left", expand=False), t)
+
+
+# --------------------------------------------------------------------------------------------------
+# prune
+
+
+def prune_table(r: Any) -> Group:
+    """Before and after (parameters, FLOPs, latency, size, the metric) and what was removed."""
+    import math
+
+    t = Table(title=f"yolobn prune: {r.selection.count:,} of {r.selection.total:,} channels removed "
+                    f"({r.selection.share:.1f}%, {r.criterion} ranking)")  # fmt: skip
+    for c in ("", "before", "after", "ratio / Δ"):
+        t.add_column(c, justify="left" if not c else "right")
+    fmt = {"params": "{:,.0f}", "gflops": "{:.3f}", "latency_ms": "{:.1f}", "model_bytes": "{:.2f}"}
+    label = {
+        "params": "parameters",
+        "gflops": "GFLOPs",
+        "latency_ms": "CPU latency (ms)",
+        "model_bytes": "model (MB)",
+    }
+    for k, (b, a) in r.cost.items():
+        scale = 1e-6 if k == "model_bytes" else 1.0
+        ratio = a / b if b else math.nan
+        t.add_row(label.get(k, k), fmt[k].format(b * scale), fmt[k].format(a * scale),
+                  f"{ratio:.3f}x" if math.isfinite(ratio) else "-")  # fmt: skip
+    m = r.metrics
+    short = m["metric"].replace("metrics/", "")
+    for what in ("pruned", "ablated"):
+        t.add_row(
+            f"{short} ({what})", _metric(m["baseline"]), _metric(m[what]), _delta(m[what] - m["baseline"])
+        )
+    s = r.residual_summary
+    lines = []
+    if s:
+        lines.append(Text.assemble(
+            ("border residual ", "bold cyan"),
+            f"inside {_g(s['interior_max'])}, at the border {_g(s['border_max'])} output std at most; "
+            f"output {_g(s['output_max'])} of its largest value at most",
+        ))  # fmt: skip
+    if r.fixed:
+        lines.append(Text.assemble(("never removed   ", "bold cyan"),
+                                   f"{sum(r.fixed.values()):,} channels: " + "; ".join(r.fixed)))  # fmt: skip
+    top = r.layers[r.layers["removed"] > 0].sort_values("removed", ascending=False, kind="stable").head(3)
+    if len(top):
+        lines.append(Text.assemble(("most removed    ", "bold cyan"),
+                                   ", ".join(f"{x.name} {x.removed}/{x.channels}" for x in top.itertuples())))  # fmt: skip
+    return (
+        Group(t, Panel(Group(*lines), title="yolobn prune", title_align="left", expand=False))
+        if lines
+        else Group(t)
+    )

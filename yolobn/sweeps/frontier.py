@@ -17,9 +17,9 @@ baseline metric (every smaller share within it too); the same for the observed c
 ranked and ablated inside that role only); and the layers most ablated at the largest tolerated
 observed share.
 
-Physically removing channels (a smaller checkpoint) is not done here: it needs a dependency graph
-through concat/split blocks, and with zero padding, folding a constant into the next layer's bias
-is inexact at the borders. Ablation measures what removal would cost without those caveats.
+Physically removing channels (a smaller checkpoint) is ``yolobn prune`` (``yolobn.sweeps.pruning``):
+the same rankings and constants, through a dependency graph; removal equals this ablation except at
+border pixels (zero padding), which it measures.
 """
 
 from __future__ import annotations
