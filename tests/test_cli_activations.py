@@ -92,6 +92,7 @@ def test_inspect_with_images_adds_the_observed_columns(tmp_path, capsys):
     assert doc["summary"]["dead"] == want.summary()["dead"]  # the data-free summary is still there
 
 
+@pytest.mark.slow
 def test_recalibrate_writes_a_loadable_checkpoint_and_never_the_input(tmp_path, capsys, demo_path):
     out = tmp_path / "recal.pt"
     assert main(["recalibrate", "-o", str(out), "--max-images", "16", "--batch", "8"]) == 0

@@ -50,6 +50,7 @@ def test_removable_is_the_prefix_within_tolerance():
     assert fr.removable("observed") == 0
 
 
+@pytest.mark.slow
 def test_demo_frontier_points_are_the_direct_ablations():
     from yolobn.bn.inspection import inspect
     from yolobn.edit.ablation import ablate, plan_from
@@ -69,6 +70,7 @@ def test_demo_frontier_points_are_the_direct_ablations():
     assert set(s["removable"]) == {"observed", "gamma"} and s["baseline"] == fr.baseline
 
 
+@pytest.mark.slow
 def test_frontier_cli(tmp_path, capsys, no_stray_runs):
     code = main(
         ["frontier", "--shares", "0,2", "--criteria", "observed", "--no-roles", "-o", str(tmp_path), "-q"]

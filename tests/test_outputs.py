@@ -327,6 +327,7 @@ def fake_sweeps(monkeypatch):
     monkeypatch.setattr("yolobn.sweeps.frontier.frontier", lambda *a, **k: frontier_result())
 
 
+@pytest.mark.slow
 def test_a_character_device_is_written_into_never_replaced(ws, capsys, fake_sweeps):
     """Every command, every output a /dev/null twin: exit 0, and every node is still that device."""
     commands = _outputs_into(ws, "null")
@@ -337,6 +338,7 @@ def test_a_character_device_is_written_into_never_replaced(ws, capsys, fake_swee
     assert state(ws) == before  # no regular file in place of a device, no temporary file beside one
 
 
+@pytest.mark.slow
 def test_a_full_device_is_exit_2_and_the_other_files_are_not_written(ws, capsys):
     char_device(ws / "full", 7)  # a /dev/full twin: every write fails with ENOSPC
     before = state(ws)
@@ -350,6 +352,7 @@ def test_a_full_device_is_exit_2_and_the_other_files_are_not_written(ws, capsys)
     assert state(ws) == before
 
 
+@pytest.mark.slow
 def test_a_fifo_is_written_into(ws, capsys):
     with fifo_reader(ws / "j.fifo") as box:
         code, _, err = run_main(["inspect", "m.pt", "--json", "j.fifo", "--csv", "x.csv", "-q"], capsys)
@@ -434,6 +437,7 @@ def small_disk(tmp_path) -> Iterator[Path]:
         subprocess.run(["umount", str(d)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_exit_2_with_one_line(small_disk, ws, capsys):
     code, _, err = run_main(["inspect", "m.pt", "--json", f"{small_disk}/a.json", "--channels-csv",
                              f"{small_disk}/ch.csv"], capsys)  # fmt: skip

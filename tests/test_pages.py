@@ -442,6 +442,7 @@ def test_swap_cli_writes_swap_html(tmp_path):
     assert 'id="plot-agreement"' in html and 'id="plot-metric"' not in html  # label-free
 
 
+@pytest.mark.slow
 def test_compare_cli_html_pair_audit_and_errors(tmp_path, capsys, demo_path):
     b = tmp_path / "b.pt"
     m = yolobn.load()

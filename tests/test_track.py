@@ -16,6 +16,8 @@ from yolobn.core.errors import YolobnError
 from yolobn.integrations.tracking import DRIFT_EPOCH_COLUMNS, EPOCH_COLUMNS, read_run
 from yolobn.report.export import layers_csv
 
+pytestmark = pytest.mark.slow  # real Ultralytics trainings: CI runs them (pytest -m slow)
+
 EPOCHS = 2
 
 
