@@ -156,8 +156,9 @@ class LoadedModel:
 
 
 def source_file(meta: ModelMeta) -> Path | None:
-    """The file a model was read from, as a real path (the demo's ``meta.path`` is package-relative)."""
-    if meta.kind == "demo":
+    """The file a model was read from, as a real path (the bundled demo's ``meta.path`` is
+    package-relative; a copy of the demo is its own file)."""
+    if meta.kind == "demo" and meta.source == "<demo>":
         return demo_model_path()
     return Path(meta.path).expanduser() if meta.path else None
 
