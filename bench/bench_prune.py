@@ -76,8 +76,14 @@ def tp_child(name: str, ratio: float, imgsz: int, out: str) -> None:
         p.requires_grad_(True)
     before = sum(p.numel() for p in m.parameters())
     x = torch.randn(1, 3, imgsz, imgsz)
-    pruner = tp.pruner.MagnitudePruner(m, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-                                       ignored_layers=[m.model[-1]], global_pruning=True)  # fmt: skip
+    pruner = tp.pruner.MagnitudePruner(
+        m,
+        x,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio,
+        ignored_layers=[m.model[-1]],
+        global_pruning=True,
+    )
     print(json.dumps({"stage": "graph built", "s": time.time() - t0}), flush=True)
     pruner.step()
     with torch.no_grad():
@@ -97,13 +103,21 @@ def tp_attempt(name: str, ratio: float, imgsz: int, cap_gb: float, limit_s: floa
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     t0 = time.time()
-    p = subprocess.Popen([sys.executable, __file__, "--tp-child", name, str(ratio), str(imgsz), out],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, __file__, "--tp-child", name, str(ratio), str(imgsz), out],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limit,
+    )
     peak, killed = 0, False
     while p.poll() is None:
         try:
-            rss = next(int(ln.split()[1]) for ln in Path(f"/proc/{p.pid}/status").read_text().splitlines()
-                       if ln.startswith("VmRSS"))  # fmt: skip
+            rss = next(
+                int(ln.split()[1])
+                for ln in Path(f"/proc/{p.pid}/status").read_text().splitlines()
+                if ln.startswith("VmRSS")
+            )
             peak = max(peak, rss * 1024)
         except (OSError, StopIteration):
             pass
@@ -113,8 +127,15 @@ def tp_attempt(name: str, ratio: float, imgsz: int, cap_gb: float, limit_s: floa
         time.sleep(0.5)
     stdout, stderr = p.communicate()
     stages = [json.loads(ln) for ln in stdout.splitlines() if ln.startswith("{")]
-    res = {"model": name, "ratio": ratio, "seconds": round(time.time() - t0, 1), "peak_rss_gb": round(peak / 2**30, 2),
-           "cap_gb": cap_gb, "returncode": p.returncode, "stages": stages}  # fmt: skip
+    res = {
+        "model": name,
+        "ratio": ratio,
+        "seconds": round(time.time() - t0, 1),
+        "peak_rss_gb": round(peak / 2**30, 2),
+        "cap_gb": cap_gb,
+        "returncode": p.returncode,
+        "stages": stages,
+    }
     if killed:
         res["outcome"] = (
             f"stopped at the {limit_s:g} s limit before finishing ({stages[-1]['stage'] if stages else 'no graph yet'})"
@@ -182,14 +203,28 @@ def demo_rows(epochs: int, tmp: Path, tune: dict[str, Any]) -> dict[str, Any]:
         rows[crit] = {"share": sel.share, "channels": sel.count}
     base = yolobn.validate(demo, "shapes")[key]
     for name, net in models.items():
-        rows[name].update(params=count_params(net), gflops=gflops(net, 160),
-                          map=yolobn.validate(LoadedModel(net, demo.meta), "shapes")[key])  # fmt: skip
+        rows[name].update(
+            params=count_params(net),
+            gflops=gflops(net, 160),
+            map=yolobn.validate(LoadedModel(net, demo.meta), "shapes")[key],
+        )
     ms160 = latency([demo.model, *models.values()], 160)
     ms640 = latency([demo.model, *models.values()], 640, repeats=7)
     for k, name in enumerate(models):
         rows[name].update(latency_ms_160=ms160[k + 1], latency_ms_640=ms640[k + 1])
-    ft = {"epochs": epochs, "imgsz": 160, "batch": 16, "workers": 0, "plots": False, "warmup_epochs": 0,
-          "project": str(tmp / "runs"), "exist_ok": True, "seed": 0, "deterministic": True, **tune}  # fmt: skip
+    ft = {
+        "epochs": epochs,
+        "imgsz": 160,
+        "batch": 16,
+        "workers": 0,
+        "plots": False,
+        "warmup_epochs": 0,
+        "project": str(tmp / "runs"),
+        "exist_ok": True,
+        "seed": 0,
+        "deterministic": True,
+        **tune,
+    }
     for name, net in [("unpruned", demo.model), *models.items()]:
         t = time.time()
         f = yolobn.finetune(LoadedModel(net, demo.meta), "shapes", name=name, **ft)
@@ -197,10 +232,20 @@ def demo_rows(epochs: int, tmp: Path, tune: dict[str, Any]) -> dict[str, Any]:
         rows.setdefault(name, {}).update(
             map_finetuned=got, finetune_s=time.time() - t, finetuned_params=f.params
         )
-    return {"baseline": {"map": base, "params": count_params(demo.model), "gflops": gflops(demo.model, 160),
-                         "latency_ms_160": ms160[0], "latency_ms_640": ms640[0]},
-            "prune_seconds": prune_s, "search": r.search.to_dict(orient="records"),
-            "residual": r.residual_summary, "rows": rows, "finetune": ft}  # fmt: skip
+    return {
+        "baseline": {
+            "map": base,
+            "params": count_params(demo.model),
+            "gflops": gflops(demo.model, 160),
+            "latency_ms_160": ms160[0],
+            "latency_ms_640": ms640[0],
+        },
+        "prune_seconds": prune_s,
+        "search": r.search.to_dict(orient="records"),
+        "residual": r.residual_summary,
+        "rows": rows,
+        "finetune": ft,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,9 +260,16 @@ def structure_row(name: str) -> dict[str, Any]:
         loaded, share=10, imgsz=320, max_images=2
     )  # observed on Ultralytics' bus.jpg, zidane.jpg
     s = r.summary()
-    return {"model": name, "share": r.selection.share, "params": s["cost"]["params"], "gflops": s["cost"]["gflops"],
-            "latency_ms": s["cost"]["latency_ms"], "border_residual": s["border_residual"],
-            "not_prunable": s["not_prunable"], "prunable_share": 100 * r.selection.prunable / r.selection.total}  # fmt: skip
+    return {
+        "model": name,
+        "share": r.selection.share,
+        "params": s["cost"]["params"],
+        "gflops": s["cost"]["gflops"],
+        "latency_ms": s["cost"]["latency_ms"],
+        "border_residual": s["border_residual"],
+        "not_prunable": s["not_prunable"],
+        "prunable_share": 100 * r.selection.prunable / r.selection.total,
+    }
 
 
 def main() -> int:
@@ -259,8 +311,11 @@ def main() -> int:
             )
             res = tp_attempt(name, round(ratio, 4), imgsz, args.tp_cap_gb, args.tp_limit_s)
             result["tp"].append(res)
-            print(f"Torch-Pruning on {name}: {res['outcome']} after {res['seconds']} s, peak RSS {res['peak_rss_gb']} GB "
-                  f"(cap {res['cap_gb']} GB)", flush=True)  # fmt: skip
+            print(
+                f"Torch-Pruning on {name}: {res['outcome']} after {res['seconds']} s, peak RSS {res['peak_rss_gb']} GB "
+                f"(cap {res['cap_gb']} GB)",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
     return 0
@@ -270,24 +325,32 @@ def report_demo(demo: dict[str, Any]) -> None:
     """The demo's table. Losses are against the unpruned demo (0.6294): before fine-tuning, and
     after it (the unpruned demo's own fine-tune is the control row: what the protocol alone does)."""
     b = demo["baseline"]
-    print(f"demo: baseline mAP50-95 {b['map']:.4f}, {b['params']:,} params, {b['gflops']:.3f} GFLOPs, "
-          f"{b['latency_ms_160']:.1f} ms @160, {b['latency_ms_640']:.1f} ms @640 (1 thread); prune took "
-          f"{demo['prune_seconds']:.0f} s; fine-tune {json.dumps(demo['finetune'])}")  # fmt: skip
+    print(
+        f"demo: baseline mAP50-95 {b['map']:.4f}, {b['params']:,} params, {b['gflops']:.3f} GFLOPs, "
+        f"{b['latency_ms_160']:.1f} ms @160, {b['latency_ms_640']:.1f} ms @640 (1 thread); prune took "
+        f"{demo['prune_seconds']:.0f} s; fine-tune {json.dumps(demo['finetune'])}"
+    )
     rows = demo["rows"]
     obs = rows["observed"]
     loss0, loss1 = b["map"] - obs["map"], b["map"] - obs["map_finetuned"]
-    print(f"{'ranking':10} {'share':>6} {'params':>10} {'GFLOPs':>7} {'ms@160':>7} {'ms@640':>7} {'mAP':>7} {'loss':>7} "
-          f"{'x obs':>6} {'mAP ft':>7} {'loss ft':>8} {'x obs':>6}")  # fmt: skip
+    print(
+        f"{'ranking':10} {'share':>6} {'params':>10} {'GFLOPs':>7} {'ms@160':>7} {'ms@640':>7} {'mAP':>7} {'loss':>7} "
+        f"{'x obs':>6} {'mAP ft':>7} {'loss ft':>8} {'x obs':>6}"
+    )
     ctl = rows.get("unpruned", {}).get("map_finetuned", math.nan)
-    print(f"{'unpruned':10} {'':>6} {b['params']:>10,} {b['gflops']:7.3f} {b['latency_ms_160']:7.1f} "
-          f"{b['latency_ms_640']:7.1f} {b['map']:7.4f} {'':>7} {'':>6} {ctl:7.4f} {b['map'] - ctl:8.4f}")  # fmt: skip
+    print(
+        f"{'unpruned':10} {'':>6} {b['params']:>10,} {b['gflops']:7.3f} {b['latency_ms_160']:7.1f} "
+        f"{b['latency_ms_640']:7.1f} {b['map']:7.4f} {'':>7} {'':>6} {ctl:7.4f} {b['map'] - ctl:8.4f}"
+    )
     for name, r in rows.items():
         if name == "unpruned":
             continue
         lb, lf = b["map"] - r["map"], b["map"] - r["map_finetuned"]
-        print(f"{name:10} {r['share']:5.1f}% {r['params']:>10,} {r['gflops']:7.3f} {r['latency_ms_160']:7.1f} "
-              f"{r['latency_ms_640']:7.1f} {r['map']:7.4f} {lb:7.4f} {_x(lb, loss0):>6} {r['map_finetuned']:7.4f} "
-              f"{lf:8.4f} {_x(lf, loss1):>6}")  # fmt: skip
+        print(
+            f"{name:10} {r['share']:5.1f}% {r['params']:>10,} {r['gflops']:7.3f} {r['latency_ms_160']:7.1f} "
+            f"{r['latency_ms_640']:7.1f} {r['map']:7.4f} {lb:7.4f} {_x(lb, loss0):>6} {r['map_finetuned']:7.4f} "
+            f"{lf:8.4f} {_x(lf, loss1):>6}"
+        )
     print(f"border residual: {json.dumps(demo['residual'])}", flush=True)
 
 

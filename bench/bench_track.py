@@ -29,8 +29,22 @@ def train(data: str, project: str, name: str, tracked: bool, epochs: int, imgsz:
     m = YOLO("yolo11n.yaml")
     tracker = yolobn.track(m, drift_images=drift_images) if tracked else None
     t0 = time.perf_counter()
-    m.train(data=data, epochs=epochs, imgsz=imgsz, batch=16, workers=0, plots=False, seed=0, deterministic=True,
-            project=project, name=name, exist_ok=True, verbose=False, amp=False, device="cpu")  # fmt: skip
+    m.train(
+        data=data,
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=16,
+        workers=0,
+        plots=False,
+        seed=0,
+        deterministic=True,
+        project=project,
+        name=name,
+        exist_ok=True,
+        verbose=False,
+        amp=False,
+        device="cpu",
+    )
     return (
         time.perf_counter() - t0,
         (tracker.seconds if tracker else []),

@@ -132,8 +132,16 @@ def render() -> str:
     for name, p in sub.choices.items():
         parts.append(command_section(name, p))
         if name == "swap":
-            parts += ["### BatchNorm implementations (`--impl`)", "", "<!-- impl-table -->", markdown_table(),
-                      "<!-- /impl-table -->", "", CUSTOM, ""]  # fmt: skip
+            parts += [
+                "### BatchNorm implementations (`--impl`)",
+                "",
+                "<!-- impl-table -->",
+                markdown_table(),
+                "<!-- /impl-table -->",
+                "",
+                CUSTOM,
+                "",
+            ]
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -77,8 +77,18 @@ def main() -> int:
 def _compare(a: str, b: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # the per-channel CSV (--channels-csv) is left out here: 1.5 MB per comparison for an example
-    yolobn("compare", a, b, "--html", str(out / "compare.html"), "--csv", str(out / "layers.csv"),
-           "--json", str(out / "compare.json"), "-q")  # fmt: skip
+    yolobn(
+        "compare",
+        a,
+        b,
+        "--html",
+        str(out / "compare.html"),
+        "--csv",
+        str(out / "layers.csv"),
+        "--json",
+        str(out / "compare.json"),
+        "-q",
+    )
 
 
 if __name__ == "__main__":

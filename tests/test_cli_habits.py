@@ -83,8 +83,10 @@ def test_default_report_folder_increments(tmp_path, capsys, monkeypatch):
     code, out, _ = run_main(["report", "--exist-ok", "-q"], capsys)
     assert code == 0 and first.read_text() != "a previous report"  # --exist-ok: written in place
     assert sorted(p.name for p in Path("reports").iterdir()) == [
-        "demo_yolo11n_shapes", "demo_yolo11n_shapes2", "demo_yolo11n_shapes3",
-    ]  # fmt: skip
+        "demo_yolo11n_shapes",
+        "demo_yolo11n_shapes2",
+        "demo_yolo11n_shapes3",
+    ]
 
 
 def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):

@@ -55,9 +55,18 @@ def _observed(cmp, drift_a, drift_b, effect=None):
     """``cmp`` with planted per-layer drift, as ``compare_images`` would attach it."""
     ly = cmp.layers.assign(drift_a=drift_a, drift_b=drift_b)
     ly["drift_rise"] = ly["drift_b"] - ly["drift_a"]
-    obs = {"sources": ["imgs/"], "images": 8, "files": [], "skipped": [], "imgsz": 160, "batch": 16,
-           "device": "cpu", "drift_mean_a": float(ly["drift_a"].mean()), "drift_mean_b": float(ly["drift_b"].mean()),
-           "effect": effect}  # fmt: skip
+    obs = {
+        "sources": ["imgs/"],
+        "images": 8,
+        "files": [],
+        "skipped": [],
+        "imgsz": 160,
+        "batch": 16,
+        "device": "cpu",
+        "drift_mean_a": float(ly["drift_a"].mean()),
+        "drift_mean_b": float(ly["drift_b"].mean()),
+        "effect": effect,
+    }
     return dataclasses.replace(cmp, layers=ly, observed=obs)
 
 
@@ -121,9 +130,18 @@ def test_fixture_compare_images_points_to_recalibrate(tmp_path, capsys, demo_pat
 
 def test_fixture_activations_points_to_recalibrate(tmp_path, capsys):
     code, out, err = run_main(
-        ["activations", str(LAST), "--images", str(_train_images()), "--max-images", "16", "--json",
-         str(tmp_path / "a.json")], capsys,
-    )  # fmt: skip
+        [
+            "activations",
+            str(LAST),
+            "--images",
+            str(_train_images()),
+            "--max-images",
+            "16",
+            "--json",
+            str(tmp_path / "a.json"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     doc = json.loads((tmp_path / "a.json").read_text())
     drift = next(v for v in doc["verdicts"] if v["key"] == "drift")

@@ -42,8 +42,14 @@ def test_importance_by_criterion():
 
 
 def test_removable_is_the_prefix_within_tolerance():
-    curve = pd.DataFrame({"criterion": "observed", "scope": "all", "share": [0, 1, 5, 10, 20],
-                          "delta": [0, -0.001, -0.004, -0.02, 0.003]})  # fmt: skip
+    curve = pd.DataFrame(
+        {
+            "criterion": "observed",
+            "scope": "all",
+            "share": [0, 1, 5, 10, 20],
+            "delta": [0, -0.001, -0.004, -0.02, 0.003],
+        }
+    )
     fr = Frontier(curve, curve, "m", 0.6, 0.005, pd.DataFrame())
     assert fr.removable("observed") == 5  # 20% is back within the tolerance, but 10% was not
     fr.tolerance = 0.0005

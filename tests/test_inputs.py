@@ -158,8 +158,10 @@ def test_a_good_experiment_file_reads_as_before(tmp_path):
     from yolobn.sweeps.experiment import read_config
 
     f = tmp_path / "e.yaml"
-    f.write_text("data: shapes\nimgsz: 160\nbatch: 8\ndevice: cpu\nvariants:\n  - reference\n"
-                 "  - {impl: identity, layers: head, name: no-head}\nsensitivity: {impl: reference, top: 3}\n")  # fmt: skip
+    f.write_text(
+        "data: shapes\nimgsz: 160\nbatch: 8\ndevice: cpu\nvariants:\n  - reference\n"
+        "  - {impl: identity, layers: head, name: no-head}\nsensitivity: {impl: reference, top: 3}\n"
+    )
     cfg = read_config(f)
     assert cfg["imgsz"] == 160 and cfg["batch"] == 8 and cfg["device"] == "cpu"
     assert cfg["variants"] == [

@@ -117,8 +117,13 @@ def test_border_residual_measures_interior_and_border():
 def test_one_by_one_net_with_add_and_concat_is_exact_everywhere():
     """No padding anywhere (1x1 convs): removal equals ablation at every pixel, with constants that
     are not 0, through a residual add (the sum of both constants) and a concat."""
-    layers = [Conv(3, 8, 1), Bottleneck(8, 8, shortcut=True, k=((1, 1), (1, 1)), e=0.5), Conv(8, 6, 1),
-              Concat(1), Conv(14, 4, 1, act=False)]  # fmt: skip
+    layers = [
+        Conv(3, 8, 1),
+        Bottleneck(8, 8, shortcut=True, k=((1, 1), (1, 1)), e=0.5),
+        Conv(8, 6, 1),
+        Concat(1),
+        Conv(14, 4, 1, act=False),
+    ]
     net = planted(layers, [-1, -1, -1, [-1, 1], -1])
     g = build_graph(net)
     rng = np.random.default_rng(0)
@@ -238,8 +243,9 @@ def test_removal_equals_ablation_on_ultralytics_models(yaml, cls):
     assert same and all(torch.allclose(u, v, atol=1e-5 * max(1.0, float(u.abs().max()))) for u, v in same)
     assert sum(q.numel() for q in pruned.parameters()) < 0.8 * sum(q.numel() for q in net.parameters())
     values = consts(g)
-    layers, s = border_residual(ablated(net, sel.channels, values), remove(net, g, sel.channels, values), g,
-                                sel.channels, [x])  # fmt: skip
+    layers, s = border_residual(
+        ablated(net, sel.channels, values), remove(net, g, sel.channels, values), g, sel.channels, [x]
+    )
     assert len(layers) > 10 and s["interior_max"] < 1e-3 and s["border_max"] > s["interior_max"]
     pruned.train()
     assert outputs(pruned(x))  # the training forward pass runs at the new widths

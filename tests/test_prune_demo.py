@@ -24,8 +24,22 @@ def pruned(tmp_path_factory):
     demo_sha = sha256(yolobn.demo_model_path())
     from yolobn.cli import main
 
-    code = main(["prune", "-o", str(d / "pruned.pt"), "--share", "5", "--data", "shapes", "--max-images", "16",
-                 "--report", str(d / "report"), "-q"])  # fmt: skip
+    code = main(
+        [
+            "prune",
+            "-o",
+            str(d / "pruned.pt"),
+            "--share",
+            "5",
+            "--data",
+            "shapes",
+            "--max-images",
+            "16",
+            "--report",
+            str(d / "report"),
+            "-q",
+        ]
+    )
     assert code == 0
     assert sha256(yolobn.demo_model_path()) == demo_sha  # the input is never changed
     return d
@@ -92,8 +106,14 @@ def test_plain_ultralytics_loads_validates_and_exports(pruned):
                           "map": r.box.map, "onnx_max": float(np.abs(got - ref).max()),
                           "scale": float(np.abs(ref).max()), "shape": list(got.shape)}}))
     """)
-    p = subprocess.run([sys.executable, "-c", script], cwd=pruned, capture_output=True, text=True, timeout=600,
-                       env={**__import__("os").environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False"})  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=pruned,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False"},
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got["yolobn"] == []
@@ -121,8 +141,18 @@ def test_ultralytics_train_would_rebuild_the_old_widths(pruned):
 
 @pytest.mark.slow  # the module's prune of the demo takes about a minute here
 def test_finetune_keeps_the_pruned_widths(pruned):
-    r = yolobn.finetune(pruned / "pruned.pt", "shapes", epochs=1, imgsz=160, batch=16, workers=0, plots=False,
-                        project=str(pruned / "runs"), name="ft", exist_ok=True)  # fmt: skip
+    r = yolobn.finetune(
+        pruned / "pruned.pt",
+        "shapes",
+        epochs=1,
+        imgsz=160,
+        batch=16,
+        workers=0,
+        plots=False,
+        project=str(pruned / "runs"),
+        name="ft",
+        exist_ok=True,
+    )
     before = yolobn.load(pruned / "pruned.pt").model
     for f in (r.last, r.best):
         after = yolobn.load(f)
@@ -136,12 +166,21 @@ def test_finetune_arguments_are_checked():
     from yolobn.integrations.finetune import parse_train_args
 
     assert parse_train_args(["epochs=3", "lr0=1e-3", "cos_lr", "name=a b", "device=cpu"]) == {
-        "epochs": 3, "lr0": 0.001, "cos_lr": True, "name": "a b", "device": "cpu"}  # fmt: skip
+        "epochs": 3,
+        "lr0": 0.001,
+        "cos_lr": True,
+        "name": "a b",
+        "device": "cpu",
+    }
     assert parse_train_args(["project=__import__('os').system('x')"])["project"].startswith(
         "__import__"
     )  # text
-    for bad, words in (["epochz=3"], "did you mean epochs"), (["model=x.pt"], "first argument"), \
-                      (["resume=True"], "resuming"), (["epochs"], "needs a value"):  # fmt: skip
+    for bad, words in (
+        (["epochz=3"], "did you mean epochs"),
+        (["model=x.pt"], "first argument"),
+        (["resume=True"], "resuming"),
+        (["epochs"], "needs a value"),
+    ):
         with pytest.raises(yolobn.YolobnError, match=words):
             parse_train_args(bad)
     with pytest.raises(yolobn.YolobnError, match="one device at a time"):
@@ -176,9 +215,14 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, capsys, argv, words):
     (tmp_path / "run" / "weights").mkdir(parents=True)
     (tmp_path / "run" / "weights" / "last.pt").write_bytes(model.read_bytes())
     (tmp_path / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    fill = {"demo": str(yolobn.demo_model_path()), "exists": str(tmp_path / "exists.pt"),
-            "out": str(tmp_path / "out.pt"), "model": str(model), "report": str(tmp_path / "rep"),
-            "tmp": str(tmp_path)}  # fmt: skip
+    fill = {
+        "demo": str(yolobn.demo_model_path()),
+        "exists": str(tmp_path / "exists.pt"),
+        "out": str(tmp_path / "out.pt"),
+        "model": str(model),
+        "report": str(tmp_path / "rep"),
+        "tmp": str(tmp_path),
+    }
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     code, out, err = run_main([a.format(**fill) for a in argv], capsys)
     assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -27,9 +27,21 @@ def _train(tmp_path, name: str, tracked: bool):
     m = YOLO("yolo11n.yaml")
     tracker = yolobn.track(m, snapshots=[1, EPOCHS]) if tracked else None
     m.train(
-        data=str(yolobn.shapes_dataset()), epochs=EPOCHS, imgsz=64, batch=16, workers=0, plots=False, seed=0,
-        deterministic=True, project=str(tmp_path), name=name, exist_ok=True, verbose=False, amp=False, device="cpu",
-    )  # fmt: skip
+        data=str(yolobn.shapes_dataset()),
+        epochs=EPOCHS,
+        imgsz=64,
+        batch=16,
+        workers=0,
+        plots=False,
+        seed=0,
+        deterministic=True,
+        project=str(tmp_path),
+        name=name,
+        exist_ok=True,
+        verbose=False,
+        amp=False,
+        device="cpu",
+    )
     return tmp_path / name, tracker
 
 

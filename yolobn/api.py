@@ -130,9 +130,14 @@ def swap_validate(
     variants = [Variant.of(s, layers) for s in specs]
     paths = collect_images([os.fspath(p) for p in images]) if images is not None else None
     settings = Settings(
-        data=data, images=paths, imgsz=model_imgsz(loaded, imgsz), batch=batch, device=device, trust=trust,
+        data=data,
+        images=paths,
+        imgsz=model_imgsz(loaded, imgsz),
+        batch=batch,
+        device=device,
+        trust=trust,
         cache=cache,
-    )  # fmt: skip
+    )
     return run_variants(loaded, variants, settings)
 
 

@@ -139,10 +139,18 @@ def _compare_drift(cmp: Any, b: str | None, lv: Levels) -> Verdict:
     rise = np.where(ran, db - da, np.nan)
     mean_a, mean_b = float(np.mean(da[ran])), float(np.mean(db[ran]))
     top_b, top_rise = float(np.max(db[ran])), float(np.max(rise[ran]))
-    own = worst([lv.status(mean_b, lv.drift_look, lv.drift_act),
-                 lv.status(top_b, lv.drift_layer_look, lv.drift_layer_act)])  # fmt: skip
-    rose = worst([lv.status(mean_b - mean_a, lv.drift_look, lv.drift_act),
-                  lv.status(top_rise, lv.drift_layer_look, lv.drift_layer_act)])  # fmt: skip
+    own = worst(
+        [
+            lv.status(mean_b, lv.drift_look, lv.drift_act),
+            lv.status(top_b, lv.drift_layer_look, lv.drift_layer_act),
+        ]
+    )
+    rose = worst(
+        [
+            lv.status(mean_b - mean_a, lv.drift_look, lv.drift_act),
+            lv.status(top_rise, lv.drift_layer_look, lv.drift_layer_act),
+        ]
+    )
     risen = ran & (rise >= lv.drift_layer_look)
     order = np.flatnonzero(risen)[np.argsort(-rise[risen], kind="stable")]
     layers = tuple(str(ly["name"].iloc[i]) for i in order)
@@ -160,10 +168,19 @@ def _compare_drift(cmp: Any, b: str | None, lv: Levels) -> Verdict:
         evidence += "; A drifts as much: the images differ from what both were trained on, not B's training"
     effect = obs.get("effect")
     demo_images = not obs.get("sources") and getattr(cmp.b.meta, "kind", None) == "demo"
-    paths = Paths(model=b or "B.pt", images=tuple(obs.get("sources") or ()) or None,
-                  data=effect["data"] if effect else None, demo=demo_images)  # fmt: skip
-    nxt: str | None = command("recalibrate", paths.model, images=paths.images_arg(), o=recal_name(paths.model),
-                              data=paths.data_arg())  # fmt: skip
+    paths = Paths(
+        model=b or "B.pt",
+        images=tuple(obs.get("sources") or ()) or None,
+        data=effect["data"] if effect else None,
+        demo=demo_images,
+    )
+    nxt: str | None = command(
+        "recalibrate",
+        paths.model,
+        images=paths.images_arg(),
+        o=recal_name(paths.model),
+        data=paths.data_arg(),
+    )
     if effect is None:
         evidence += "; what recalibrating B would recover was not measured (--data)"
     else:
@@ -222,8 +239,12 @@ def training_verdicts(
         return [Verdict("drift", q, "look", evidence, command("activations", model, images=["IMAGES"]))]
     first, last = measured[0], measured[-1]
     m_last, t_last = float(mean[last]), float(top[last])
-    status = worst([lv.status(m_last, lv.drift_look, lv.drift_act),
-                    lv.status(t_last, lv.drift_layer_look, lv.drift_layer_act)])  # fmt: skip
+    status = worst(
+        [
+            lv.status(m_last, lv.drift_look, lv.drift_act),
+            lv.status(t_last, lv.drift_layer_look, lv.drift_layer_act),
+        ]
+    )
     evidence = (
         f"mean drift of the saved model on {images or '?'} training images: {float(mean[first]):.3g} at epoch "
         f"{epochs[first]}"
@@ -321,8 +342,12 @@ def _port(ly: Table, paths: Paths, lv: Levels) -> Verdict:
     fp16 = np.nan_to_num(ly["port_fp16"].astype(np.float64), nan=0.0, posinf=np.inf)
     if not len(ly):
         return Verdict("port", q, "ok", "no BatchNorm layer")
-    status = worst([lv.status(float(eps_fig.max()), lv.port_look, lv.port_act),
-                    lv.status(float(fp16.max()), lv.port_look, lv.port_act)])  # fmt: skip
+    status = worst(
+        [
+            lv.status(float(eps_fig.max()), lv.port_look, lv.port_act),
+            lv.status(float(fp16.max()), lv.port_look, lv.port_act),
+        ]
+    )
     moved = eps_fig >= lv.port_look
     if bool((ly["eps"].astype(np.float64) == TARGET_EPS).all()):
         eps_text = "its eps is already 1e-5"
@@ -353,8 +378,12 @@ def _drift(ins: Any, ly: Table, paths: Paths, lv: Levels) -> Verdict:
     if not reached.any():
         return Verdict("drift", q, "look", "no BatchNorm layer ran on the images")
     mean, top = float(np.nanmean(drift[reached])), float(np.nanmax(drift[reached]))
-    status = worst([lv.status(mean, lv.drift_look, lv.drift_act),
-                    lv.status(top, lv.drift_layer_look, lv.drift_layer_act)])  # fmt: skip
+    status = worst(
+        [
+            lv.status(mean, lv.drift_look, lv.drift_act),
+            lv.status(top, lv.drift_layer_look, lv.drift_layer_act),
+        ]
+    )
     worst_name = str(ly["name"][int(np.nanargmax(np.where(reached, drift, -np.inf)))])
     evidence = (
         f"mean drift {mean:.3g} nats over {int(reached.sum())} layers on {o['images']} images "

@@ -102,7 +102,7 @@ class Comparison:
                     "kl_out": float(r.kl_out),
                 }
                 for r in ranked.head(worst).itertuples()
-            ],  # fmt: skip
+            ],
             **({"drift": _drift_summary(ly, self.observed, worst)} if self.observed is not None else {}),
         }
 
@@ -245,9 +245,11 @@ def _channel_changes(ia: Any, ib: Any, names: list[str], th: Thresholds) -> pd.D
         out[f"{q}_a"], out[f"{q}_b"] = va, vb
         out[f"d_{q}"] = np.where(va == vb, 0.0, vb - va)  # exactly 0 for equal values (also inf/inf)
     out["kl_in"] = gaussian_kl(
-        cb["running_mean"].to_numpy(float), cb["running_var"].to_numpy(float) + eps_b,
-        ca["running_mean"].to_numpy(float), ca["running_var"].to_numpy(float) + eps_a,
-    )  # fmt: skip
+        cb["running_mean"].to_numpy(float),
+        cb["running_var"].to_numpy(float) + eps_b,
+        ca["running_mean"].to_numpy(float),
+        ca["running_var"].to_numpy(float) + eps_a,
+    )
     floor = max(th.const_std, 1e-12)
     s_a = np.maximum(ca["out_std"].to_numpy(float), floor)
     s_b = np.maximum(cb["out_std"].to_numpy(float), floor)

@@ -46,15 +46,28 @@ def add_parser(sub: Any) -> None:
         "--data", help="dataset yaml, or 'shapes' (default for the demo model); needed without --share"
     )
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--share", type=o.number(float, 0, 99.9), metavar="K",
-                     help="remove K%% of the BatchNorm channels (default: the largest share within --tolerance)")  # fmt: skip
-    how.add_argument("--tolerance", type=o.number(float), default=0.005,
-                     help="largest metric drop allowed when searching for the share (default 0.005, as frontier)")  # fmt: skip
-    p.add_argument("--criterion", default="observed", choices=("observed", "gamma", "l1"),
-                   help="ranking: observed (post-activation std), gamma (|gamma|), l1 (filter L1 norm, as "
-                   "Torch-Pruning's magnitude importance); default observed")  # fmt: skip
-    p.add_argument("--report", type=Path, metavar="DIR",
-                   help="the report folder (default: reports/<model-stem>/prune/)")  # fmt: skip
+    how.add_argument(
+        "--share",
+        type=o.number(float, 0, 99.9),
+        metavar="K",
+        help="remove K%% of the BatchNorm channels (default: the largest share within --tolerance)",
+    )
+    how.add_argument(
+        "--tolerance",
+        type=o.number(float),
+        default=0.005,
+        help="largest metric drop allowed when searching for the share (default 0.005, as frontier)",
+    )
+    p.add_argument(
+        "--criterion",
+        default="observed",
+        choices=("observed", "gamma", "l1"),
+        help="ranking: observed (post-activation std), gamma (|gamma|), l1 (filter L1 norm, as "
+        "Torch-Pruning's magnitude importance); default observed",
+    )
+    p.add_argument(
+        "--report", type=Path, metavar="DIR", help="the report folder (default: reports/<model-stem>/prune/)"
+    )
     o.exist_ok_argument(p)
     o.image_group(p, optional=False)
     o.trust_argument(p, o.TRUST_DATA)
@@ -77,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
         raise YolobnError(f"{label}: exists; pass --force to replace it, or choose another name")
     if args.data is None and args.share is None:
         if not o.is_demo(args.model):
-            raise YolobnError("--data is needed to find the share within --tolerance (a dataset yaml, or 'shapes'); "
-                              "or give --share")  # fmt: skip
+            raise YolobnError(
+                "--data is needed to find the share within --tolerance (a dataset yaml, or 'shapes'); "
+                "or give --share"
+            )
         args.data = "shapes"
     if args.data is not None:
         from yolobn.io.datasets import resolve_data
@@ -90,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
     names = [*REPORT_FILES, "search.csv"]
     guard_folder(report, names, "--report", inputs)
     # the checkpoint against the images too, and never one of the report's files
-    guard_outputs({label: out_path, **{f"--report {report}: {n}": report / n for n in names}},
-                  inputs, probe=False, stdout=False)  # fmt: skip
+    guard_outputs(
+        {label: out_path, **{f"--report {report}: {n}": report / n for n in names}},
+        inputs,
+        probe=False,
+        stdout=False,
+    )
     out, err = o.consoles(args.quiet)
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("loading", total=None)
@@ -102,10 +121,20 @@ def run(args: argparse.Namespace) -> int:
         from yolobn.sweeps.pruning import prune
 
         r = prune(
-            args.model, args.data, [str(p) for p in images] if images else None, share=args.share,
-            tolerance=args.tolerance, criterion=args.criterion, max_images=args.max_images, imgsz=args.imgsz,
-            batch=args.batch, device=args.device, trust=args.trust, strict=args.strict, progress=progress,
-        )  # fmt: skip
+            args.model,
+            args.data,
+            [str(p) for p in images] if images else None,
+            share=args.share,
+            tolerance=args.tolerance,
+            criterion=args.criterion,
+            max_images=args.max_images,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            device=args.device,
+            trust=args.trust,
+            strict=args.strict,
+            progress=progress,
+        )
     written = _write(r, out_path, report, inputs)
     if args.quiet:
         return o.EXIT_OK
@@ -113,12 +142,17 @@ def run(args: argparse.Namespace) -> int:
 
     out.print(prune_table(r))
     if r.selection.count == 0:
-        err.print("[yellow]warning:[/] nothing could be removed within the tolerance; the checkpoint is the "
-                  "model as it was", soft_wrap=True)  # fmt: skip
+        err.print(
+            "[yellow]warning:[/] nothing could be removed within the tolerance; the checkpoint is the "
+            "model as it was",
+            soft_wrap=True,
+        )
     before = r.meta.get("size_bytes")
     if not target.stream:
-        out.print(f"the pruned checkpoint is {out_path.stat().st_size / 1e6:.2f} MB on disk"
-                  + (f" (the input: {before / 1e6:.2f} MB)" if before else ""))  # fmt: skip
+        out.print(
+            f"the pruned checkpoint is {out_path.stat().st_size / 1e6:.2f} MB on disk"
+            + (f" (the input: {before / 1e6:.2f} MB)" if before else "")
+        )
     o.print_written(out, written)
     return o.EXIT_OK
 

@@ -39,11 +39,14 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--open", action="store_true", help="open the report in the default browser")
     p.add_argument(
-        "--run", type=Path, metavar="DIR", dest="run_dir",
+        "--run",
+        type=Path,
+        metavar="DIR",
+        dest="run_dir",
         help="instead of a checkpoint: the save_dir of a training tracked with yolobn.track(model); prints whether "
         "the saved model's running statistics fit the training images and writes training.html (drift, dead "
         "channels and gamma per epoch) into reports/<run-folder-name>/ (or -o)",
-    )  # fmt: skip
+    )
     o.exist_ok_argument(p)
     o.quiet_argument(p)
     o.image_group(p, optional=True)

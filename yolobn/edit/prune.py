@@ -168,8 +168,10 @@ def check_selection(graph: Graph, channels: Mapping[str, Sequence[int]]) -> set[
         missing = [j for j in classes[roots[i]] if j not in ids]
         if missing:
             bn, c = graph.owner[i]
-            raise YolobnError(f"prune: {bn} channel {c} goes with {graph.owner[missing[0]][0]} channel "
-                              f"{graph.owner[missing[0]][1]} (a residual add or a depthwise conv): remove both")  # fmt: skip
+            raise YolobnError(
+                f"prune: {bn} channel {c} goes with {graph.owner[missing[0]][0]} channel "
+                f"{graph.owner[missing[0]][1]} (a residual add or a depthwise conv): remove both"
+            )
     for a, b, block in graph.pairs:
         if sum(i in ids for i in a) != sum(i in ids for i in b):
             raise YolobnError(
@@ -271,7 +273,15 @@ def layer_table(
         p = graph.producers[name]
         why = [fixed[i] for i in p.ids if i in fixed]
         removed = len(channels.get(name, ()))
-        rows.append({"name": name, "channels": p.channels, "prunable": p.channels - len(why), "removed": removed,
-                     "kept": p.channels - removed, "share_removed": removed / p.channels if p.channels else 0.0,
-                     "fixed_reason": max(set(why), key=why.count) if why else ""})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "channels": p.channels,
+                "prunable": p.channels - len(why),
+                "removed": removed,
+                "kept": p.channels - removed,
+                "share_removed": removed / p.channels if p.channels else 0.0,
+                "fixed_reason": max(set(why), key=why.count) if why else "",
+            }
+        )
     return pd.DataFrame(rows)

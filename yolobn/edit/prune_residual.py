@@ -30,8 +30,9 @@ def border_mask(conv: nn.Conv2d, h: int, w: int) -> torch.Tensor:
     """(H_out, W_out) True where the kernel window of ``conv`` on an h x w input reaches into the padding."""
     kh, kw = conv.kernel_size
     ones = torch.ones(1, 1, h, w)
-    taps = F.conv2d(ones, torch.ones(1, 1, kh, kw), stride=conv.stride, padding=conv.padding,
-                    dilation=conv.dilation)  # fmt: skip
+    taps = F.conv2d(
+        ones, torch.ones(1, 1, kh, kw), stride=conv.stride, padding=conv.padding, dilation=conv.dilation
+    )
     return (taps[0, 0] < kh * kw - 0.5).cpu()
 
 
@@ -65,8 +66,14 @@ def border_residual(
         keep_out = _kept_outputs(graph, con.fold, ids)
         rec = stats.setdefault(con.module, {"kind": con.kind, "removed_inputs": len(rem), "n": 0})
 
-        def hook(mod: nn.Module, inp: Any, con: Any = con, keep_in: Any = keep_in, keep_out: Any = keep_out,
-                 rec: dict[str, Any] = rec) -> None:  # fmt: skip
+        def hook(
+            mod: nn.Module,
+            inp: Any,
+            con: Any = con,
+            keep_in: Any = keep_in,
+            keep_out: Any = keep_out,
+            rec: dict[str, Any] = rec,
+        ) -> None:
             _compare(mod, pmods, amods, con, inp[0], keep_in, keep_out, rec)
 
         handles.append(amods[con.module].register_forward_pre_hook(hook))
@@ -75,14 +82,29 @@ def border_residual(
         with torch.no_grad():
             for x in batches:
                 a, p = _first(ablated(x)), _first(pruned(x))
-                out_diff.append(((a - p).abs().max() / a.abs().max().clamp_min(1e-12), (a - p).abs().mean()
-                                 / a.abs().mean().clamp_min(1e-12)))  # fmt: skip
+                out_diff.append(
+                    (
+                        (a - p).abs().max() / a.abs().max().clamp_min(1e-12),
+                        (a - p).abs().mean() / a.abs().mean().clamp_min(1e-12),
+                    )
+                )
     finally:
         for h in handles:
             h.remove()
     rows = [_row(name, r) for name, r in stats.items() if r["n"]]
-    layers = pd.DataFrame(rows, columns=["layer", "kind", "kernel", "removed_inputs", "interior_max", "border_max",
-                                         "border_mean", "border_pixels"])  # fmt: skip
+    layers = pd.DataFrame(
+        rows,
+        columns=[
+            "layer",
+            "kind",
+            "kernel",
+            "removed_inputs",
+            "interior_max",
+            "border_max",
+            "border_mean",
+            "border_pixels",
+        ],
+    )
     summary = {
         "layers": float(len(layers)),
         "interior_max": float(layers["interior_max"].max()) if len(layers) else 0.0,
@@ -146,10 +168,16 @@ def _compare(
 
 
 def _row(name: str, r: dict[str, Any]) -> dict[str, Any]:
-    return {"layer": name, "kind": r["kind"], "kernel": r["kernel"], "removed_inputs": r["removed_inputs"],
-            "interior_max": r["interior_max"], "border_max": r["border_max"],
-            "border_mean": r["border_sum"] / r["border_n"] if r["border_n"] else 0.0,
-            "border_pixels": r["border_pixels"]}  # fmt: skip
+    return {
+        "layer": name,
+        "kind": r["kind"],
+        "kernel": r["kernel"],
+        "removed_inputs": r["removed_inputs"],
+        "interior_max": r["interior_max"],
+        "border_max": r["border_max"],
+        "border_mean": r["border_sum"] / r["border_n"] if r["border_n"] else 0.0,
+        "border_pixels": r["border_pixels"],
+    }
 
 
 def _first(out: Any) -> torch.Tensor:

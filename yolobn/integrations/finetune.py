@@ -139,15 +139,22 @@ def finetune(
         raise YolobnError("finetune: give the dataset to train on (data=... a dataset yaml, or 'shapes')")
     dev = train.get("device")
     if isinstance(dev, (list, tuple)) or "," in str(dev or ""):
-        raise YolobnError(f"finetune: device={dev}: one device at a time (multi-GPU training, which Ultralytics "
-                          "runs in new processes, is not tested with a pruned model)")  # fmt: skip
+        raise YolobnError(
+            f"finetune: device={dev}: one device at a time (multi-GPU training, which Ultralytics "
+            "runs in new processes, is not tested with a pruned model)"
+        )
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust, strict=strict)
     require_runnable(loaded)
     task = loaded.meta.task or "detect"
     if task not in TRAINERS:
         raise YolobnError(f"finetune: task {task!r}; training supports {', '.join(TRAINERS)}")
-    overrides = {**train, "data": resolve_data(data, trust=trust), "task": task, "mode": "train",
-                 "model": loaded.meta.path or "pruned.pt"}  # fmt: skip
+    overrides = {
+        **train,
+        "data": resolve_data(data, trust=trust),
+        "task": task,
+        "mode": "train",
+        "model": loaded.meta.path or "pruned.pt",
+    }
     if "imgsz" not in overrides and loaded.meta.train_args.get("imgsz"):
         overrides["imgsz"] = loaded.meta.train_args["imgsz"]
     try:
@@ -166,13 +173,18 @@ def finetune(
     guard_folder(trainer.save_dir, TRAIN_FILES, "finetune: save_dir", inputs)
     nc = int(trainer.data.get("nc", -1))
     if loaded.meta.nc is not None and nc != loaded.meta.nc:
-        raise YolobnError(f"finetune: the dataset has {nc} classes, the model {loaded.meta.nc}; "
-                          "a pruned model keeps its head: train it on data with the same classes")  # fmt: skip
+        raise YolobnError(
+            f"finetune: the dataset has {nc} classes, the model {loaded.meta.nc}; "
+            "a pruned model keeps its head: train it on data with the same classes"
+        )
     trainer.model = trainer.get_model()
     params = int(sum(p.numel() for p in trainer.model.parameters()))
     trainer.train()
-    metrics = {str(k): float(v) for k, v in (getattr(trainer, "metrics", None) or {}).items()
-               if isinstance(v, (int, float))}  # fmt: skip
+    metrics = {
+        str(k): float(v)
+        for k, v in (getattr(trainer, "metrics", None) or {}).items()
+        if isinstance(v, (int, float))
+    }
     return FinetuneResult(Path(trainer.save_dir), Path(trainer.last), Path(trainer.best), params, metrics)
 
 

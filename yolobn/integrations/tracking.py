@@ -42,10 +42,26 @@ __all__ = ["BNTracker", "DRIFT_EPOCH_COLUMNS", "EPOCH_COLUMNS", "epoch_stats", "
 DRIFT_EPOCH_COLUMNS = ["drift", "drift_max", "drift_images"]
 
 EPOCH_COLUMNS = [
-    "epoch", "index", "name", "layer", "block", "role", "channels", "eps",
-    *(f"{q}_{s}" for q in ("gamma", "beta", "running_var", "scale") for s in ("mean", "std", "p05", "p50", "p95")),
-    "dead", "constant", "off", "eps_dominated", "findings", *DRIFT_EPOCH_COLUMNS,
-]  # fmt: skip
+    "epoch",
+    "index",
+    "name",
+    "layer",
+    "block",
+    "role",
+    "channels",
+    "eps",
+    *(
+        f"{q}_{s}"
+        for q in ("gamma", "beta", "running_var", "scale")
+        for s in ("mean", "std", "p05", "p50", "p95")
+    ),
+    "dead",
+    "constant",
+    "off",
+    "eps_dominated",
+    "findings",
+    *DRIFT_EPOCH_COLUMNS,
+]
 
 
 class BNTracker:

@@ -56,8 +56,13 @@ __all__ = [
 SMALL_SAMPLE = 32  # fewer images than this: observed dead and drift are noisy (as the console says)
 DETAIL_COLUMNS = ("gamma", "beta", "running_mean", "running_var")
 OBSERVED_DETAIL_COLUMNS = (
-    "obs_pre_mean", "obs_pre_std", "obs_positive_share", "obs_post_std", "mean_shift", "log_var_ratio",
-)  # fmt: skip
+    "obs_pre_mean",
+    "obs_pre_std",
+    "obs_positive_share",
+    "obs_post_std",
+    "mean_shift",
+    "log_var_ratio",
+)
 FLAG_CODES = ["", "constant", "off", "eps-dominated"]
 OBS_CODES = ["", "flat", "never positive", "not run"]
 
@@ -91,8 +96,18 @@ OBSERVED_COLUMNS = [  # with --images, before "findings"
     ("log_var_ratio_abs", "|ln var ratio|", "num"),
     ("drift", "drift", "num"),
 ]
-INT_COLUMNS = ("index", "layer", "channels", "dead", "constant", "off", "eps_dominated", "obs_dead",
-               "dead_predicted_only", "dead_observed_only")  # fmt: skip
+INT_COLUMNS = (
+    "index",
+    "layer",
+    "channels",
+    "dead",
+    "constant",
+    "off",
+    "eps_dominated",
+    "obs_dead",
+    "dead_predicted_only",
+    "dead_observed_only",
+)
 DEAD_COLUMNS = {"dead": "dead", "obs_dead": "obsdead"}  # column -> CSS class of its cells when > 0
 
 
@@ -175,11 +190,17 @@ def observed_cards(os_: dict[str, Any]) -> list[tuple[str, str, str]]:
     observed dead channels when the summary carries them (``prediction``)."""
     c = os_["confusion"]
     out = [
-        (f"observed dead ({os_['images']} images)", f"{os_['observed_dead']:,} ({os_['observed_dead_share']:.1%})",
-         "bad" if os_["observed_dead"] else "ok"),
-        ("observed only / predicted only", f"{c['observed_only']:,} / {c['predicted_only']:,}",
-         "bad" if c["observed_only"] or c["predicted_only"] else "ok"),
-    ]  # fmt: skip
+        (
+            f"observed dead ({os_['images']} images)",
+            f"{os_['observed_dead']:,} ({os_['observed_dead_share']:.1%})",
+            "bad" if os_["observed_dead"] else "ok",
+        ),
+        (
+            "observed only / predicted only",
+            f"{c['observed_only']:,} / {c['predicted_only']:,}",
+            "bad" if c["observed_only"] or c["predicted_only"] else "ok",
+        ),
+    ]
     pred = os_.get("prediction")
     if pred is not None:
         p, r = (_share(pred.get(k)) for k in ("precision", "recall"))

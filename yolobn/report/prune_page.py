@@ -69,15 +69,27 @@ def _money(r: Any) -> str:
         if key == "model_bytes":
             b, a = b / 1e6, a / 1e6
         ratio = a / b if b else math.nan
-        rows.append({"what": label, "before": _fmt(fmt, b), "after": _fmt(fmt, a),
-                     "change": "–" if not math.isfinite(ratio) else f"{ratio:.3f}×"})  # fmt: skip
+        rows.append(
+            {
+                "what": label,
+                "before": _fmt(fmt, b),
+                "after": _fmt(fmt, a),
+                "change": "–" if not math.isfinite(ratio) else f"{ratio:.3f}×",
+            }
+        )
     m = r.metrics
     label = metric_label(m["metric"])
     for what, key in (("pruned", "pruned"), ("ablated (the same channels, not removed)", "ablated")):
         v, b = m.get(key, math.nan), m.get("baseline", math.nan)
         d = v - b
-        rows.append({"what": f"{label}, {what}", "before": _fmt("{:.4f}", b), "after": _fmt("{:.4f}", v),
-                     "change": signed(d) if math.isfinite(d) else "–"})  # fmt: skip
+        rows.append(
+            {
+                "what": f"{label}, {what}",
+                "before": _fmt("{:.4f}", b),
+                "after": _fmt("{:.4f}", v),
+                "change": signed(d) if math.isfinite(d) else "–",
+            }
+        )
     return "<h2>Before and after</h2>\n" + spec_table(rows, MONEY_SPEC, table_id="before-after")
 
 
@@ -93,18 +105,26 @@ def _search(r: Any) -> str:
     tol = r.settings.get("tolerance") or 0.0
     x = [0.0, *s["share_actual"]]
     y = [base, *s[key]]
-    tips = ["0% (the baseline)"] + [f"{a:.2f}% removed ({int(n):,} channels): {v:.4f} ({signed(d)})"
-                                     for a, n, v, d in zip(s["share_actual"], s["channels"], s[key], s["delta"], strict=True)]  # fmt: skip
+    tips = ["0% (the baseline)"] + [
+        f"{a:.2f}% removed ({int(n):,} channels): {v:.4f} ({signed(d)})"
+        for a, n, v, d in zip(s["share_actual"], s["channels"], s[key], s["delta"], strict=True)
+    ]
     hi = float(max(x)) or 1.0
     svg = charts.line_chart(
-        [charts.Series("pruned", "#2166ac", x, y, tips)], title=f"{metric_label(key)} of the pruned model",
-        plot_id="plot-search", xlabel="channels removed (% of the BatchNorm channels)", ylabel=metric_label(key),
+        [charts.Series("pruned", "#2166ac", x, y, tips)],
+        title=f"{metric_label(key)} of the pruned model",
+        plot_id="plot-search",
+        xlabel="channels removed (% of the BatchNorm channels)",
+        ylabel=metric_label(key),
         band=(base - tol, base, f"within the tolerance: at most {tol:g} below {base:.4f}"),
-        xticks=[(v, f"{v:g}%") for v in nice_ticks(0.0, hi)], height=300,
-    )  # fmt: skip
-    cap = ("Each point is a pruned model (removed, not ablated) validated with Ultralytics' validator: the "
-           "frontier's shares, then a bisection between the last share within the tolerance and the first "
-           "beyond it. The chosen share is the largest such that it and every smaller share stayed within.")  # fmt: skip
+        xticks=[(v, f"{v:g}%") for v in nice_ticks(0.0, hi)],
+        height=300,
+    )
+    cap = (
+        "Each point is a pruned model (removed, not ablated) validated with Ultralytics' validator: the "
+        "frontier's shares, then a bisection between the last share within the tolerance and the first "
+        "beyond it. The chosen share is the largest such that it and every smaller share stayed within."
+    )
     return "<h2>How much can go</h2>\n" + figure(svg, cap)
 
 
@@ -112,14 +132,30 @@ def _layers(r: Any) -> str:
     ly = r.layers
     top = ly[ly["removed"] > 0].sort_values(["share_removed", "removed"], ascending=False, kind="stable")
     top = top.head(TOP_LAYERS)
-    bars = [charts.Bar(str(x.name), 100 * float(x.share_removed), f"{int(x.removed)} of {int(x.channels)}",
-                       f"{x.name} ({x.role}): {int(x.removed)} of {int(x.channels)} channels removed",
-                       charts.NEUTRAL, [int(x.removed), int(x.channels)]) for x in top.itertuples()]  # fmt: skip
-    svg = charts.hbar_chart(bars, title="Channels removed per layer", plot_id="plot-layers",
-                            xlabel="share of the layer's channels removed", min_span=10.0)  # fmt: skip
+    bars = [
+        charts.Bar(
+            str(x.name),
+            100 * float(x.share_removed),
+            f"{int(x.removed)} of {int(x.channels)}",
+            f"{x.name} ({x.role}): {int(x.removed)} of {int(x.channels)} channels removed",
+            charts.NEUTRAL,
+            [int(x.removed), int(x.channels)],
+        )
+        for x in top.itertuples()
+    ]
+    svg = charts.hbar_chart(
+        bars,
+        title="Channels removed per layer",
+        plot_id="plot-layers",
+        xlabel="share of the layer's channels removed",
+        min_span=10.0,
+    )
     why = "".join(f"<li>{n:,} channels: {escape(k)}</li>" for k, n in r.fixed.items())
-    fixed = (f"<p>Never removed ({sum(r.fixed.values()):,} of {r.selection.total:,} channels):</p><ul>{why}</ul>"
-             if r.fixed else "<p>Every channel of this model could be removed.</p>")  # fmt: skip
+    fixed = (
+        f"<p>Never removed ({sum(r.fixed.values()):,} of {r.selection.total:,} channels):</p><ul>{why}</ul>"
+        if r.fixed
+        else "<p>Every channel of this model could be removed.</p>"
+    )
     return (
         "<h2>Channels removed per layer</h2>\n"
         + figure(svg, f"The {len(top)} layers that lost the largest share (layers.csv has every layer).")
@@ -143,8 +179,11 @@ def _residual(r: Any) -> str:
         f"{s['output_max']:.2g} of the largest output (mean {s['output_mean']:.2g}).</p>"
     )
     rows = r.residual.sort_values("border_max", ascending=False, kind="stable").to_dict(orient="records")
-    return "<h2>Removal against ablation: the border residual</h2>\n" + text + spec_table(rows, RESIDUAL_SPEC,
-                                                                                      table_id="residual")  # fmt: skip
+    return (
+        "<h2>Removal against ablation: the border residual</h2>\n"
+        + text
+        + spec_table(rows, RESIDUAL_SPEC, table_id="residual")
+    )
 
 
 def render_html(r: Any, out_file: str | None = None) -> str:
@@ -153,21 +192,38 @@ def render_html(r: Any, out_file: str | None = None) -> str:
     source = str(meta.get("path") or meta.get("source") or "model")
     stem = source.replace("\\", "/").rsplit("/", 1)[-1]
     label = metric_label(m["metric"])
-    how = (f"{st['share_requested']:g}% requested" if st.get("share_requested") is not None
-           else f"the largest share within {st.get('tolerance'):g} of the baseline")  # fmt: skip
-    rows = [("model", source), ("written", out_file), ("data", st.get("data")), ("imgsz", st.get("imgsz")),
-            ("images observed", st.get("images")), ("criterion", r.criterion), ("how much", how),
-            ("metric", label)]  # fmt: skip
+    how = (
+        f"{st['share_requested']:g}% requested"
+        if st.get("share_requested") is not None
+        else f"the largest share within {st.get('tolerance'):g} of the baseline"
+    )
+    rows = [
+        ("model", source),
+        ("written", out_file),
+        ("data", st.get("data")),
+        ("imgsz", st.get("imgsz")),
+        ("images observed", st.get("images")),
+        ("criterion", r.criterion),
+        ("how much", how),
+        ("metric", label),
+    ]
     p, f, t = (r.cost.get(k, (math.nan, math.nan)) for k in ("params", "gflops", "latency_ms"))
     d = m["pruned"] - m["baseline"]
     items = [
-        ("channels removed", f"{r.selection.count:,} ({r.selection.share:.1f}%)", "ok" if r.selection.count else ""),
+        (
+            "channels removed",
+            f"{r.selection.count:,} ({r.selection.share:.1f}%)",
+            "ok" if r.selection.count else "",
+        ),
         ("parameters", _ratio(p, "{:,.0f}"), ""),
         ("GFLOPs", _ratio(f, "{:.3f}"), ""),
         ("CPU latency, ms (1 thread)", _ratio(t, "{:.1f}"), ""),
-        (label, f"{m['baseline']:.4f} → {m['pruned']:.4f}" if math.isfinite(d) else "not validated",
-         "" if not math.isfinite(d) else ("bad" if d < -(st.get("tolerance") or 0.005) else "ok")),
-    ]  # fmt: skip
+        (
+            label,
+            f"{m['baseline']:.4f} → {m['pruned']:.4f}" if math.isfinite(d) else "not validated",
+            "" if not math.isfinite(d) else ("bad" if d < -(st.get("tolerance") or 0.005) else "ok"),
+        ),
+    ]
     body = [
         heading(f"yolobn prune — {stem}", "The lowest-ranked channels removed, their constants folded in"),
         meta_table(rows),

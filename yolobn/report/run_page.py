@@ -38,10 +38,35 @@ __all__ = [
     "run_verdicts",
 ]
 
-NUMERIC = ("epoch", "index", "layer", "channels", "eps", "gamma_p05", "gamma_p50", "gamma_p95", "dead",
-           "constant", "off", "eps_dominated", "drift", "drift_max", "drift_images")  # fmt: skip
-GRIDS = ("gamma_p05", "gamma_p50", "gamma_p95", "dead", "constant", "off", "eps_dominated", "drift", "drift_max",
-         "drift_images")  # fmt: skip
+NUMERIC = (
+    "epoch",
+    "index",
+    "layer",
+    "channels",
+    "eps",
+    "gamma_p05",
+    "gamma_p50",
+    "gamma_p95",
+    "dead",
+    "constant",
+    "off",
+    "eps_dominated",
+    "drift",
+    "drift_max",
+    "drift_images",
+)
+GRIDS = (
+    "gamma_p05",
+    "gamma_p50",
+    "gamma_p95",
+    "dead",
+    "constant",
+    "off",
+    "eps_dominated",
+    "drift",
+    "drift_max",
+    "drift_images",
+)
 DRIFT, TOP, JUMPED = "#2166ac", "#e69f00", "#e8112d"
 GRID = "gamma-grid"  # id of the JSON the heat map's tooltip reads
 
@@ -119,14 +144,31 @@ def dead_chart(run: Run) -> str:
         if k != "dead" and not any(y > 0 for y in ys if math.isfinite(y)):
             continue  # a reason that never occurs is left out of the legend
         label = k.replace("_", "-")
-        series.append(charts.Series(label, color, e, ys, [f"epoch {x}: {y:,.0f} {label} channels" for x, y in zip(e, ys, strict=True)]))  # fmt: skip
+        series.append(
+            charts.Series(
+                label,
+                color,
+                e,
+                ys,
+                [f"epoch {x}: {y:,.0f} {label} channels" for x, y in zip(e, ys, strict=True)],
+            )
+        )
     top = max([y for s in series for y in s.y if math.isfinite(y)] + [1.0])
     xt = [(float(x), str(x)) for x in _int_ticks(e[0], e[-1])]
     yt = [(float(y), f"{y:,}") for y in _int_ticks(0, int(math.ceil(top * 1.1)))]
     none = None if any(y > 0 for y in series[0].y if math.isfinite(y)) else "no dead channel at any epoch"
-    return charts.line_chart(series, title="Dead channels per epoch (whole model)", plot_id="plot-dead-epochs",
-                             xlabel="epoch", ylabel="channels", xticks=xt, yticks=yt, ylim=(0, top * 1.1),
-                             height=300, note=none)  # fmt: skip
+    return charts.line_chart(
+        series,
+        title="Dead channels per epoch (whole model)",
+        plot_id="plot-dead-epochs",
+        xlabel="epoch",
+        ylabel="channels",
+        xticks=xt,
+        yticks=yt,
+        ylim=(0, top * 1.1),
+        height=300,
+        note=none,
+    )
 
 
 def _int_ticks(lo: int, hi: int) -> list[int]:
@@ -183,21 +225,47 @@ def drift_chart(run: Run, d: EpochDrift, levels: Levels | None = None) -> str:
         return math.log10(max(v, 10.0**lo)) if math.isfinite(v) else math.nan
 
     series = [
-        charts.Series("mean over layers", DRIFT, e, [y(v) for v in d.mean],
-                      [f"epoch {x}: mean drift {v:.3g} nats" for x, v in zip(e, d.mean, strict=True)]),
-        charts.Series("largest layer", TOP, e, [y(v) for v in d.top],
-                      [f"epoch {x}: {n} {v:.3g} nats" for x, n, v in zip(e, d.top_names, d.top, strict=True)]),
-    ]  # fmt: skip
+        charts.Series(
+            "mean over layers",
+            DRIFT,
+            e,
+            [y(v) for v in d.mean],
+            [f"epoch {x}: mean drift {v:.3g} nats" for x, v in zip(e, d.mean, strict=True)],
+        ),
+        charts.Series(
+            "largest layer",
+            TOP,
+            e,
+            [y(v) for v in d.top],
+            [f"epoch {x}: {n} {v:.3g} nats" for x, n, v in zip(e, d.top_names, d.top, strict=True)],
+        ),
+    ]
     if d.jump is not None:
         j = e.index(d.jump)
-        series.append(charts.Series("jump", JUMPED, [d.jump], [y(d.mean[j])],
-                                    [f"epoch {d.jump}: the drift jumped ({d.mean[j]:.3g} nats)"]))  # fmt: skip
+        series.append(
+            charts.Series(
+                "jump",
+                JUMPED,
+                [d.jump],
+                [y(d.mean[j])],
+                [f"epoch {d.jump}: the drift jumped ({d.mean[j]:.3g} nats)"],
+            )
+        )
     yt = [(float(k), tick_label(10.0**k)) for k in range(lo, hi + 1)]
     xt = [(float(x), str(x)) for x in _int_ticks(e[0], e[-1])]
     band = (math.log10(lv.drift_act), float(hi), f"mean drift ≥ {lv.drift_act:g}: needs recalibration")
-    return charts.line_chart(series, title="Drift of the running statistics on the training sample",
-                             plot_id="plot-drift-epochs", xlabel="epoch", ylabel="drift (nats, log scale)",
-                             band=band, xticks=xt, yticks=yt, ylim=(lo - 0.1, hi + 0.1), height=300)  # fmt: skip
+    return charts.line_chart(
+        series,
+        title="Drift of the running statistics on the training sample",
+        plot_id="plot-drift-epochs",
+        xlabel="epoch",
+        ylabel="drift (nats, log scale)",
+        band=band,
+        xticks=xt,
+        yticks=yt,
+        ylim=(lo - 0.1, hi + 0.1),
+        height=300,
+    )
 
 
 def grid_payload(run: Run) -> str:
@@ -210,9 +278,13 @@ def grid_payload(run: Run) -> str:
         "rows": list(run.layers["name"]),
         "cols": run.epochs,
         "col_label": "epoch",
-        "fields": [["γ p05", rows(run.grids["gamma_p05"], ".4g")], ["γ median", rows(run.grids["gamma_p50"], ".4g")],
-                   ["γ p95", rows(run.grids["gamma_p95"], ".4g")], ["dead", rows(run.grids["dead"], ".0f")]],
-    }  # fmt: skip
+        "fields": [
+            ["γ p05", rows(run.grids["gamma_p05"], ".4g")],
+            ["γ median", rows(run.grids["gamma_p50"], ".4g")],
+            ["γ p95", rows(run.grids["gamma_p95"], ".4g")],
+            ["dead", rows(run.grids["dead"], ".0f")],
+        ],
+    }
     return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 
 
@@ -241,22 +313,34 @@ def _table_rows(run: Run) -> list[dict[str, Any]]:
         fin = np.flatnonzero(np.isfinite(g[i]))
         seen = np.flatnonzero(np.isfinite(dr[i]))
         peak = int(seen[np.argmax(dr[i, seen])]) if seen.size else None
-        out.append({**r, "first_dead": run.first_dead[i], "dead_last": d[i, -1],
-                    "dead_max": np.nanmax(d[i]) if np.isfinite(d[i]).any() else math.nan,
-                    "gamma_first": g[i, fin[0]] if fin.size else math.nan,
-                    "gamma_last": g[i, fin[-1]] if fin.size else math.nan,
-                    "eps_last": run.grids["eps_dominated"][i, -1], "drift_last": dr[i, -1],
-                    "drift_peak": dr[i, peak] if peak is not None else math.nan,
-                    "drift_peak_epoch": run.epochs[peak] if peak is not None else None})  # fmt: skip
+        out.append(
+            {
+                **r,
+                "first_dead": run.first_dead[i],
+                "dead_last": d[i, -1],
+                "dead_max": np.nanmax(d[i]) if np.isfinite(d[i]).any() else math.nan,
+                "gamma_first": g[i, fin[0]] if fin.size else math.nan,
+                "gamma_last": g[i, fin[-1]] if fin.size else math.nan,
+                "eps_last": run.grids["eps_dominated"][i, -1],
+                "drift_last": dr[i, -1],
+                "drift_peak": dr[i, peak] if peak is not None else math.nan,
+                "drift_peak_epoch": run.epochs[peak] if peak is not None else None,
+            }
+        )
     return out
 
 
 def _drift_section(run: Run, d: EpochDrift) -> str:
     if not any(math.isfinite(v) for v in d.mean):
-        return ("<h2>Drift</h2>\n<p>Not measured in this run (tracked with <code>drift_images=0</code>, or by an "
-                "older yolobn): whether the running statistics fit the weights needs images.</p>")  # fmt: skip
-    jump = (f' The drift jumped at <b class="jump">epoch {d.jump}</b> (red dot).' if d.jump is not None
-            else " No epoch where the drift jumped.")  # fmt: skip
+        return (
+            "<h2>Drift</h2>\n<p>Not measured in this run (tracked with <code>drift_images=0</code>, or by an "
+            "older yolobn): whether the running statistics fit the weights needs images.</p>"
+        )
+    jump = (
+        f' The drift jumped at <b class="jump">epoch {d.jump}</b> (red dot).'
+        if d.jump is not None
+        else " No epoch where the drift jumped."
+    )
     return "<h2>Drift</h2>\n" + figure(
         drift_chart(run, d),
         f"Per epoch, the Gaussian KL (nats) of each BN input on the same {d.images or '?'} training images "
@@ -277,20 +361,44 @@ def render_html(df: pd.DataFrame, source: str) -> str:
     channels = float(np.nansum(run.layers["channels"].to_numpy(float)))
     died = [e for e in run.first_dead if e is not None]
     heat = charts.epoch_heatmap(
-        run.grids["gamma_p50"], list(run.layers["name"]), list(run.layers["layer"]), run.epochs, run.first_dead,
-        title="Median gamma of each BN layer per epoch", plot_id="plot-gamma-epochs", label="median γ", grid=GRID,
-    )  # fmt: skip
+        run.grids["gamma_p50"],
+        list(run.layers["name"]),
+        list(run.layers["layer"]),
+        run.epochs,
+        run.first_dead,
+        title="Median gamma of each BN layer per epoch",
+        plot_id="plot-gamma-epochs",
+        label="median γ",
+        grid=GRID,
+    )
     share = f" ({dead_last / channels:.1%})" if channels > 0 and math.isfinite(dead_last) else ""
-    items = [("epochs", f"{len(run.epochs)} ({run.epochs[0]}–{run.epochs[-1]})", ""),
-             ("BN layers", f"{len(run.layers)}", ""),
-             ("dead channels at the last epoch", f"{dead_last:,.0f}{share}" if math.isfinite(dead_last) else "–",
-              "bad" if dead_last > 0 else "ok"),
-             ("layers that lost a channel", f"{len(died)}", "bad" if died else "ok"),
-             ("first death", f"epoch {min(died)}" if died else "none", ""),
-             ("mean drift at the last epoch", f"{drift_last:.3g} nats" if math.isfinite(drift_last) else "not measured",
-              "" if not math.isfinite(drift_last) else "bad" if drift_last >= Levels().drift_act else
-              "warn" if drift_last >= Levels().drift_look else "ok"),
-             ("drift jumped", f"epoch {d.jump}" if d.jump is not None else "no", "bad" if d.jump is not None else "")]  # fmt: skip
+    items = [
+        ("epochs", f"{len(run.epochs)} ({run.epochs[0]}–{run.epochs[-1]})", ""),
+        ("BN layers", f"{len(run.layers)}", ""),
+        (
+            "dead channels at the last epoch",
+            f"{dead_last:,.0f}{share}" if math.isfinite(dead_last) else "–",
+            "bad" if dead_last > 0 else "ok",
+        ),
+        ("layers that lost a channel", f"{len(died)}", "bad" if died else "ok"),
+        ("first death", f"epoch {min(died)}" if died else "none", ""),
+        (
+            "mean drift at the last epoch",
+            f"{drift_last:.3g} nats" if math.isfinite(drift_last) else "not measured",
+            ""
+            if not math.isfinite(drift_last)
+            else "bad"
+            if drift_last >= Levels().drift_act
+            else "warn"
+            if drift_last >= Levels().drift_look
+            else "ok",
+        ),
+        (
+            "drift jumped",
+            f"epoch {d.jump}" if d.jump is not None else "no",
+            "bad" if d.jump is not None else "",
+        ),
+    ]
     body = [
         heading(f"yolobn training — {name}", "BatchNorm layers over the epochs of a tracked training"),
         meta_table(
@@ -300,7 +408,7 @@ def render_html(df: pd.DataFrame, source: str) -> str:
                 ("BN layers", len(run.layers)),
                 ("channels", f"{channels:,.0f}" if channels else None),
             ]
-        ),  # fmt: skip
+        ),
         verdicts_html(run_verdicts(run, source)),
         cards(items),
         _drift_section(run, d),

@@ -126,7 +126,7 @@ class Frontier:
                     "share": float(r.share),
                 }
                 for r in self.layers.head(5).itertuples()
-            ],  # fmt: skip
+            ],
         }
 
 
@@ -229,14 +229,21 @@ def frontier(
                 "channels_ablated": ("channels_ablated", "mean"),
                 "seeds": ("seed", "nunique"),
             }
-        )  # fmt: skip
+        )
         .reset_index()
     )
     fr = Frontier(points, curve, metric, b, tolerance, pd.DataFrame(), meta=loaded.meta.to_dict())
     fr.failed, fr.resumed = failed, resumed
     fr.layers = _most_prunable(ins, fr.removable("observed") if "observed" in criteria else 0.0)
-    fr.settings = {"data": data, "imgsz": size, "batch": batch, "images": len(ins.observation.images),
-                   "shares": list(shares), "criteria": list(criteria), "seeds": seeds}  # fmt: skip
+    fr.settings = {
+        "data": data,
+        "imgsz": size,
+        "batch": batch,
+        "images": len(ins.observation.images),
+        "shares": list(shares),
+        "criteria": list(criteria),
+        "seeds": seeds,
+    }
     return fr
 
 
@@ -279,13 +286,33 @@ def _points(
     for (c, scope, seed, k), (i, n, total) in zip(todo, chosen_at, strict=True):
         o = outs[i]
         v = float(o.value["metrics"].get(metric, math.nan)) if o.ok else math.nan
-        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": float(k), "channels_ablated": n,
-                     "share_actual": 100 * n / total, metric: v, "delta": v - b})  # fmt: skip
+        rows.append(
+            {
+                "criterion": c,
+                "scope": scope,
+                "seed": seed,
+                "share": float(k),
+                "channels_ablated": n,
+                "share_actual": 100 * n / total,
+                metric: v,
+                "delta": v - b,
+            }
+        )
         if not o.ok:
             rows[-1]["error"] = o.error
     for c, scope, seed in runs:  # the 0% point of every series is the baseline
-        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": 0.0, "channels_ablated": 0,
-                     "share_actual": 0.0, metric: b, "delta": 0.0})  # fmt: skip
+        rows.append(
+            {
+                "criterion": c,
+                "scope": scope,
+                "seed": seed,
+                "share": 0.0,
+                "channels_ablated": 0,
+                "share_actual": 0.0,
+                metric: b,
+                "delta": 0.0,
+            }
+        )
     failed = [(o.task.label, o.error) for o in outs if not o.ok]
     return rows, b, failed, sum(o.resumed for o in outs)
 

@@ -98,9 +98,11 @@ class PruneResult:
     def __repr__(self) -> str:
         p = self.cost.get("params", (math.nan, math.nan))
         m = self.metrics
-        return (f"PruneResult({self.criterion}: {self.selection.count} channels ({self.selection.share:.1f}%), "
-                f"params {int(p[0]):,} -> {int(p[1]):,}; {m['metric'].replace('metrics/', '')} "
-                f"{m['baseline']:.4f} -> {m['pruned']:.4f})")  # fmt: skip
+        return (
+            f"PruneResult({self.criterion}: {self.selection.count} channels ({self.selection.share:.1f}%), "
+            f"params {int(p[0]):,} -> {int(p[1]):,}; {m['metric'].replace('metrics/', '')} "
+            f"{m['baseline']:.4f} -> {m['pruned']:.4f})"
+        )
 
     def record(self) -> dict[str, Any]:
         """What the pruned checkpoint stores under ``yolobn.prune``: the summary and the channels removed."""
@@ -127,6 +129,39 @@ class PruneResult:
             "not_prunable": dict(self.fixed),
             "settings": dict(self.settings),
         }
+
+
+def _settings(
+    data: str | None,
+    size: int,
+    batch: int,
+    images: int,
+    share: float | None,
+    tolerance: float,
+    criterion: str,
+) -> dict[str, Any]:
+    """What a prune ran with (the report and the checkpoint's record say it)."""
+    return {
+        "data": data,
+        "imgsz": size,
+        "batch": batch,
+        "images": images,
+        "share_requested": share,
+        "tolerance": tolerance if share is None else None,
+        "criterion": criterion,
+    }
+
+
+def _check_request(criterion: str, share: float | None, data: str | None) -> None:
+    """The request itself, before anything is loaded."""
+    if criterion not in CRITERIA:
+        raise YolobnError(f"prune: unknown criterion {criterion!r}; use {', '.join(CRITERIA)}")
+    if share is not None and not 0 <= share < 100:
+        raise YolobnError(f"prune: share {share:g}: a percentage from 0 to below 100")
+    if share is None and data is None:
+        raise YolobnError(
+            "prune: give a dataset (data=) to find the largest share within the tolerance, or a share"
+        )
 
 
 def prune(
@@ -158,14 +193,7 @@ def prune(
         measure: also measure FLOPs, latency and the border residual.
     """
 
-    if criterion not in CRITERIA:
-        raise YolobnError(f"prune: unknown criterion {criterion!r}; use {', '.join(CRITERIA)}")
-    if share is not None and not 0 <= share < 100:
-        raise YolobnError(f"prune: share {share:g}: a percentage from 0 to below 100")
-    if share is None and data is None:
-        raise YolobnError(
-            "prune: give a dataset (data=) to find the largest share within the tolerance, or a share"
-        )
+    _check_request(criterion, share, data)
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust, strict=strict)
     require_runnable(loaded)
     if loaded.meta.fused:
@@ -192,19 +220,29 @@ def prune(
     else:
         sel, pruned_metric, search = _search(run, graph, scores, total, base, tolerance, refine, progress)
     net = remove(loaded.model, graph, sel.channels, consts)
-    metrics = {"metric": key, "baseline": base, "pruned": pruned_metric,
-               "ablated": run.ablated(ins, sel) if data is not None else math.nan}  # fmt: skip
+    metrics = {
+        "metric": key,
+        "baseline": base,
+        "pruned": pruned_metric,
+        "ablated": run.ablated(ins, sel) if data is not None else math.nan,
+    }
     meta = dataclasses.replace(
         loaded.meta, sha256=None, n_params=int(sum(p.numel() for p in net.parameters()))
     )
-    pruned = LoadedModel(net, meta)
     result = PruneResult(
-        pruned, sel, _layers(graph, sel, ins), criterion, metrics, {}, search, pd.DataFrame(), {},
-        _fixed(graph), meta=loaded.meta.to_dict(),
-    )  # fmt: skip
-    result.settings = {"data": data, "imgsz": size, "batch": batch, "images": len(ins.observation.images),
-                       "share_requested": share, "tolerance": tolerance if share is None else None,
-                       "criterion": criterion}  # fmt: skip
+        LoadedModel(net, meta),
+        sel,
+        _layers(graph, sel, ins),
+        criterion,
+        metrics,
+        {},
+        search,
+        pd.DataFrame(),
+        {},
+        _fixed(graph),
+        meta=loaded.meta.to_dict(),
+    )
+    result.settings = _settings(data, size, batch, len(ins.observation.images), share, tolerance, criterion)
     if measure:
         _step(progress, "measuring", 0, 1)
         _measure(result, loaded, ins, graph, size, batch)
@@ -263,9 +301,15 @@ class _Runner:
 
 
 def _search(
-    run: _Runner, graph: Graph, scores: dict[str, np.ndarray], total: int, base: float, tolerance: float,
-    refine: int, progress: Progress | None,
-) -> tuple[Selection, float, pd.DataFrame]:  # fmt: skip
+    run: _Runner,
+    graph: Graph,
+    scores: dict[str, np.ndarray],
+    total: int,
+    base: float,
+    tolerance: float,
+    refine: int,
+    progress: Progress | None,
+) -> tuple[Selection, float, pd.DataFrame]:
     """The largest share within the tolerance (module docstring): its selection, metric and the points."""
     rows: list[dict[str, Any]] = []
     good: tuple[Selection, float] = (select(graph, scores, 0), base)
@@ -276,8 +320,16 @@ def _search(
         sel = select(graph, scores, _count(total, share))
         v = run.metric(sel)
         ok = v - base >= -tolerance
-        rows.append({"share": share, "channels": sel.count, "share_actual": sel.share, run.key: v,
-                     "delta": v - base, "within": ok})  # fmt: skip
+        rows.append(
+            {
+                "share": share,
+                "channels": sel.count,
+                "share_actual": sel.share,
+                run.key: v,
+                "delta": v - base,
+                "within": ok,
+            }
+        )
         return sel, v, ok
 
     for k, s in enumerate(SEARCH):
@@ -329,8 +381,11 @@ def _measure(result: PruneResult, loaded: Any, ins: Any, graph: Graph, size: int
         "params": (count_params(before), count_params(after)),
         "gflops": (gflops(before, size), gflops(after, size)),
         "latency_ms": (ms[0], ms[1]),
-        "model_bytes": (_stored_bytes(before, loaded.meta.dtype_on_disk), _stored_bytes(after, loaded.meta.dtype_on_disk)),
-    }  # fmt: skip
+        "model_bytes": (
+            _stored_bytes(before, loaded.meta.dtype_on_disk),
+            _stored_bytes(after, loaded.meta.dtype_on_disk),
+        ),
+    }
 
     paths = [Path(p) for p in ins.observation.images[:8]]
     batches = [
