@@ -153,7 +153,7 @@ def _observe(args: argparse.Namespace, cmp: Any, images: list[Path] | None, err:
     parse_device(args.device)
     model_imgsz(cmp.b.loaded, args.imgsz)
     with o.progress_bar(err, args.quiet) as bar:
-        job = bar.add_task("running A and B on the images", total=None)
+        job = bar.add_task("running A and B on the images", total=None, unit="images")
 
         def progress(done: int, total: int) -> None:
             bar.update(job, completed=done, total=total)

@@ -113,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
     )
     out, err = o.consoles(args.quiet)
     with o.progress_bar(err, args.quiet) as bar:
-        job = bar.add_task("loading", total=None)
+        job = bar.add_task("loading", total=None, unit="")
 
         def progress(label: str, done: int, total: int) -> None:
-            bar.update(job, description=label, completed=done, total=total)
+            bar.update(job, description=label, completed=done, total=total, unit=o.unit_of(label))
 
         from yolobn.sweeps.pruning import prune
 
