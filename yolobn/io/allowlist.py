@@ -70,7 +70,7 @@ def renamed(name: str) -> str:
 def resolve(name: str) -> Any:
     """The object ``name`` stands for when it is on the allow-list, else None. Imports only modules
     under ``ultralytics.nn``, ``torch.nn.modules`` and ``ultralytics.utils.loss``/``tal``."""
-    fixed = _fixed()
+    fixed = _transforms() if name.startswith("torchvision.") else _fixed()
     if name in fixed:
         return fixed[name]
     real = renamed(name)
@@ -257,15 +257,26 @@ def _fixed() -> dict[str, Any]:
             for c in ("PosixPath", "WindowsPath")
         },
     }
-    with contextlib.suppress(ImportError):  # classification transforms (torchvision ships with Ultralytics)
+    _fixed_cache.update(table)
+    return _fixed_cache
+
+
+_transforms_cache: dict[str, Any] = {}
+
+
+def _transforms() -> dict[str, Any]:
+    """The classification transforms of torchvision (it ships with Ultralytics), imported only for
+    a file that names them: importing torchvision costs seconds (it imports torch._dynamo)."""
+    if _transforms_cache:
+        return _transforms_cache
+    with contextlib.suppress(ImportError):
         import torchvision.transforms.transforms as tvt
         from torchvision.transforms.functional import InterpolationMode
 
         for n in _TRANSFORMS:
-            table[f"torchvision.transforms.transforms.{n}"] = getattr(tvt, n)
-        table["torchvision.transforms.functional.InterpolationMode"] = InterpolationMode
-    _fixed_cache.update(table)
-    return _fixed_cache
+            _transforms_cache[f"torchvision.transforms.transforms.{n}"] = getattr(tvt, n)
+        _transforms_cache["torchvision.transforms.functional.InterpolationMode"] = InterpolationMode
+    return _transforms_cache
 
 
 def _torch_defaults() -> set[str]:
@@ -283,7 +294,7 @@ def _every_candidate() -> list[str]:
     import ultralytics.nn.modules as um
     from torch import nn
 
-    names = list(_fixed())
+    names = [*_fixed(), *_transforms()]
     modules = ["ultralytics.nn.tasks", "ultralytics.nn.modules", *_PLAIN_CLASS_MODULES]
     modules += [f"ultralytics.nn.modules.{m.name}" for m in pkgutil.iter_modules(um.__path__)]
     modules += [f"torch.nn.modules.{m.name}" for m in pkgutil.iter_modules(nn.modules.__path__)]
