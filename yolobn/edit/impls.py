@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.core.errors import YolobnError
+from yolobn.core.text import one_line
 
 
 class ReferenceBatchNorm2d(nn.Module):
@@ -283,9 +284,7 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
     except (Exception, SystemExit) as e:  # sys.exit() at import must not become yolobn's exit code
         if mod_name:
             sys.modules.pop(mod_name, None)
-        raise YolobnError(
-            f"--impl {spec}: cannot import {target} ({type(e).__name__}: {_first(e)})"
-        ) from None
+        raise YolobnError(f"--impl {spec}: cannot import {target} ({one_line(e, typed=True)})") from None
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise YolobnError(f"--impl {spec}: {target} has no attribute {cls_name}")
@@ -334,9 +333,3 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
         return m
 
     return factory
-
-
-def _first(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    line = lines[0] if lines else ""
-    return line if len(line) <= 160 else line[:157] + "..."

@@ -21,6 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from yolobn.core.errors import CheckpointError
+from yolobn.core.text import one_line
 
 _MISSING = object()
 _DAMAGED = "the checkpoint is damaged or was edited; use the file training wrote"
@@ -135,7 +136,7 @@ def class_names(names: Any, where: str) -> list[str]:
         if i is None or i in keys:
             kinds = ", ".join(sorted({type(x).__name__ for x in names}))
             raise CheckpointError(
-                f"{where}: 'names' keys must be class indices 0..{len(names) - 1} (found {_short(repr(k))}; "
+                f"{where}: 'names' keys must be class indices 0..{len(names) - 1} (found {one_line(repr(k), 60)}; "
                 f"key types: {kinds}); {_DAMAGED}"
             )
         keys[i] = v
@@ -150,20 +151,22 @@ def check_batchnorm(bn: _BatchNorm, where: str) -> None:
     """One BatchNorm: attributes of the right type, tensors 1-D of ``num_features`` floats."""
     n = _attr(bn, "num_features", where)
     if not _whole(n) or n < 1:
-        raise CheckpointError(f"{where}: num_features is {_short(repr(n))}, not a channel count; {_DAMAGED}")
+        raise CheckpointError(
+            f"{where}: num_features is {one_line(repr(n), 60)}, not a channel count; {_DAMAGED}"
+        )
     flags = {}
     for flag in ("affine", "track_running_stats"):
         v = _attr(bn, flag, where)
         if not isinstance(v, bool):
-            raise CheckpointError(f"{where}: {flag} is {_short(repr(v))}, not True/False; {_DAMAGED}")
+            raise CheckpointError(f"{where}: {flag} is {one_line(repr(v), 60)}, not True/False; {_DAMAGED}")
         flags[flag] = v
     eps = _attr(bn, "eps", where)
     if not _real(eps) or not math.isfinite(eps) or eps < 0:
-        raise CheckpointError(f"{where}: eps is {_short(repr(eps))}, not a number >= 0; {_DAMAGED}")
+        raise CheckpointError(f"{where}: eps is {one_line(repr(eps), 60)}, not a number >= 0; {_DAMAGED}")
     momentum = _attr(bn, "momentum", where)
     if momentum is not None and (not _real(momentum) or not math.isfinite(momentum)):
         raise CheckpointError(
-            f"{where}: momentum is {_short(repr(momentum))}, not a number or None; {_DAMAGED}"
+            f"{where}: momentum is {one_line(repr(momentum), 60)}, not a number or None; {_DAMAGED}"
         )
     for attr, needed in (
         ("weight", flags["affine"]),
@@ -205,12 +208,14 @@ def _check_conv(conv: _ConvNd, where: str) -> None:
         v = _attr(conv, attr, where)
         if not _whole(v) or v < 1:
             raise CheckpointError(
-                f"{where}: {attr} is {_short(repr(v))}, not a positive whole number; {_DAMAGED}"
+                f"{where}: {attr} is {one_line(repr(v), 60)}, not a positive whole number; {_DAMAGED}"
             )
     for attr in ("kernel_size", "stride", "dilation"):
         v = _attr(conv, attr, where)
         if not (isinstance(v, tuple) and v and all(_whole(x) and x >= 1 for x in v)):
-            raise CheckpointError(f"{where}: {attr} is {_short(repr(v))}, not a tuple of sizes; {_DAMAGED}")
+            raise CheckpointError(
+                f"{where}: {attr} is {one_line(repr(v), 60)}, not a tuple of sizes; {_DAMAGED}"
+            )
     w = _attr(conv, "weight", where)
     if not isinstance(w, torch.Tensor):
         raise CheckpointError(f"{where}: weight is {_kind(w)}, not a tensor; {_DAMAGED}")
@@ -236,7 +241,7 @@ def _check_stride(stride: Any, where: str) -> None:
         or (values.numel() and float(values.max()) > 4096)
     ):
         raise CheckpointError(
-            f"{where}: 'stride' is {_short(repr(stride))}, not the model's strides; {_DAMAGED}"
+            f"{where}: 'stride' is {one_line(repr(stride), 60)}, not the model's strides; {_DAMAGED}"
         )
 
 
@@ -361,7 +366,7 @@ def probe_forward(model: nn.Module, size: int = 64) -> str | None:
     except Exception as e:
         culprit = running[-1] if running else model
         name = names.get(id(culprit)) or "the model"
-        return f"{name} ({type(culprit).__name__}) fails: {type(e).__name__}: {_short(str(e), 120)}"
+        return f"{name} ({type(culprit).__name__}) fails: {one_line(e, 140, typed=True)}"
     finally:
         for h in handles:
             h.remove()
@@ -425,8 +430,3 @@ def _scalar_text(v: Any) -> str | None:
     if v is None:
         return None
     return _text(v, 100) if isinstance(v, (str, numbers.Real)) else None
-
-
-def _short(s: str, n: int = 60) -> str:
-    s = " ".join(s.split())
-    return s if len(s) <= n else s[: n - 3] + "..."

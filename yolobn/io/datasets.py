@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.core.errors import YolobnError
+from yolobn.core.text import one_line
 
 _ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2")
 
@@ -164,8 +165,7 @@ def _sanitised(p: Path, text: str) -> Path:
     except YolobnError:
         raise
     except Exception as e:  # Ultralytics' own checks: names/nc mismatch, bad keys, ...
-        line = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise YolobnError(f"{what}: not a usable dataset yaml ({line[:160]})") from None
+        raise YolobnError(f"{what}: not a usable dataset yaml ({one_line(e)})") from None
     safe = {k: v for k, v in doc.items() if k != "download"}
     safe["path"] = str(Path(checked["path"]).resolve())
     return _write_cached(safe, p.name)

@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from yolobn.core.errors import CheckpointError
+from yolobn.core.text import one_line
 
 
 def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict, list[str]]:
@@ -44,7 +45,7 @@ def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict,
             f"{text}: no such model yaml (not on disk nor shipped with Ultralytics); check the name or path"
         ) from e
     except Exception as e:
-        raise CheckpointError(f"{text}: cannot read the model yaml ({first_line(e)})") from e
+        raise CheckpointError(f"{text}: cannot read the model yaml ({one_line(e)})") from e
     if not isinstance(cfg, dict) or "backbone" not in cfg:
         raise CheckpointError(f"{text}: not an Ultralytics model yaml (no 'backbone' section)")
     if not trust:
@@ -59,7 +60,7 @@ def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict,
             warnings.simplefilter("ignore")
             model = cls(cfg, verbose=False)
     except Exception as e:
-        raise CheckpointError(f"{text}: the model yaml could not be built ({first_line(e)})") from e
+        raise CheckpointError(f"{text}: the model yaml could not be built ({one_line(e)})") from e
     return model.float().eval(), cfg, notes
 
 
@@ -74,7 +75,7 @@ def check_model_yaml(cfg: dict, text: str) -> None:
     act = cfg.get("activation")
     if act is not None and not literal_nn_call(act):
         raise CheckpointError(
-            f"{text}: refused: 'activation: {short(act)}' is Python code, not a torch.nn activation such as "
+            f"{text}: refused: 'activation: {one_line(act, 60)}' is Python code, not a torch.nn activation such as "
             "nn.SiLU() or nn.LeakyReLU(0.1); re-run with --trust if you trust this yaml"
         )
     for section in ("backbone", "head"):
@@ -86,19 +87,13 @@ def check_model_yaml(cfg: dict, text: str) -> None:
         for i, layer in enumerate(layers):
             if not (isinstance(layer, list) and len(layer) == 4 and isinstance(layer[3], list)):
                 raise CheckpointError(
-                    f"{text}: {section} row {i}: expected [from, repeats, module, args], got {short(layer)}"
+                    f"{text}: {section} row {i}: expected [from, repeats, module, args], got {one_line(layer, 60)}"
                 )
             if not is_layer_class(layer[2]):
                 raise CheckpointError(
-                    f"{text}: refused: {section} row {i} names {short(layer[2])}, which is not a model layer "
+                    f"{text}: refused: {section} row {i} names {one_line(layer[2], 60)}, which is not a model layer "
                     "(an nn.Module class); re-run with --trust if you trust this yaml"
                 )
-
-
-def short(v: Any, n: int = 60) -> str:
-    s = repr(v) if not isinstance(v, str) else v
-    s = " ".join(s.split())
-    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 def literal_nn_call(act: Any) -> bool:
@@ -217,12 +212,3 @@ def _model_class_for(cfg: dict, text: str) -> type:
         "depth": "DepthModel",
     }
     return getattr(tasks, by_task.get(task, "DetectionModel"))
-
-
-def first_line(e: BaseException | None) -> str:
-    """The first line of an exception's message, at most 160 characters (its type when empty)."""
-    if e is None:
-        return ""
-    text = str(e).strip().splitlines()
-    line = text[0] if text else type(e).__name__
-    return line if len(line) <= 160 else line[:157] + "..."

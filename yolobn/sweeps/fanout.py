@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.core.errors import YolobnError
+from yolobn.core.text import one_line
 from yolobn.sweeps.rows import Row, RowStore, code_version, file_sha256, row_key
 
 RAY_HINT = "pip install 'yolobn[ray]'"
@@ -235,15 +236,9 @@ def execute(loaded: Any, settings: Any, task: Task, ctx: Context = CONTEXT) -> O
     except Exception as e:
         if task.fatal:
             raise
-        value, ok, error = {}, False, one_line(e)
+        value, ok, error = {}, False, one_line(e, 300, typed=True)
     dt = time.perf_counter() - t0
     return Outcome(task, ok, value, error, dt, worker_name(), loads=ctx.loads.get(ctx.token, 0))
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e) if isinstance(e, YolobnError) else f"{type(e).__name__}: {e}"
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def worker_name() -> str:
