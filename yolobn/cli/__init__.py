@@ -86,14 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:
         from yolobn.core.errors import YolobnError
+        from yolobn.core.text import visible
 
         if debug:
             raise
         if isinstance(e, YolobnError):
-            print(f"yolobn: error: {e}", file=sys.stderr)
+            print(visible(f"yolobn: error: {e}"), file=sys.stderr)  # messages quote file content
             return EXIT_USAGE
         print(
-            f"yolobn: internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)",
+            visible(
+                f"yolobn: internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)"
+            ),
             file=sys.stderr,
         )
         return EXIT_INTERNAL

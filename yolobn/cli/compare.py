@@ -151,7 +151,7 @@ def _write_audit(args: argparse.Namespace, table: Any, results: list[Any], th: A
     import json
     import sys
 
-    from yolobn.report.export import json_safe, write_texts
+    from yolobn.report.export import csv_text, json_safe, write_texts
 
     texts = {}
     if args.html:
@@ -159,7 +159,7 @@ def _write_audit(args: argparse.Namespace, table: Any, results: list[Any], th: A
 
         texts[args.html] = render_audit_html(table, results, th.to_dict())
     if args.csv:
-        texts[args.csv] = table.to_csv(index=False, float_format="%.7g", lineterminator="\n")
+        texts[args.csv] = csv_text(table)
     if args.json:
         doc = {"models": [r.meta.to_dict() for r in results], "audit": table.to_dict(orient="records")}
         texts[args.json] = json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"

@@ -115,14 +115,14 @@ def run(args: argparse.Namespace) -> int:
             execution=execution,
         )  # fmt: skip
     o.warn_failed(fr.failed, int((fr.points["share"] > 0).sum()))
-    from yolobn.report.export import json_safe
+    from yolobn.report.export import csv_text, json_safe
     from yolobn.report.frontier_page import render_html
 
     doc = {"model": fr.meta, "settings": fr.settings, "summary": fr.summary(),
            "curve": fr.curve.to_dict(orient="records"), "layers": fr.layers.to_dict(orient="records")}  # fmt: skip
     written = write_texts({
-        out_dir / "frontier.csv": fr.curve.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
-        out_dir / "points.csv": fr.points.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
+        out_dir / "frontier.csv": csv_text(fr.curve),
+        out_dir / "points.csv": csv_text(fr.points),
         out_dir / "frontier.json": json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n",
         out_dir / "frontier.html": render_html(fr),
     })  # fmt: skip

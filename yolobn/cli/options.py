@@ -348,13 +348,18 @@ def warn_cannot_run(err: Any, loaded: Any, quiet: bool) -> None:
     if getattr(loaded, "run_error", None) and not quiet:
         from rich.text import Text
 
-        err.print(Text.assemble(("warning: ", "yellow"), loaded.run_error), soft_wrap=True)
+        from yolobn.core.text import visible
+
+        err.print(Text.assemble(("warning: ", "yellow"), visible(loaded.run_error)), soft_wrap=True)
 
 
 def warn_skipped(err: Any, skipped: list[str]) -> None:
+    from yolobn.report.fit import markup_safe
+
     if skipped:
         err.print(
-            f"[yellow]warning:[/] {len(skipped)} image(s) could not be decoded and were skipped (first: {skipped[0]})",
+            f"[yellow]warning:[/] {len(skipped)} image(s) could not be decoded and were skipped "
+            f"(first: {markup_safe(skipped[0])})",
             soft_wrap=True,
         )
 
@@ -372,11 +377,12 @@ def progress_bar(err: Any, quiet: bool) -> Any:
 
 def consoles(quiet: bool = False) -> tuple[Any, Any]:
     """(stdout, stderr) rich consoles. stdout fits the terminal, or ``COLUMNS`` when it is set; piped
-    into a file or another program without ``COLUMNS``, it is 200 columns wide (not rich's 80)."""
-    from rich.console import Console
+    into a file or another program without ``COLUMNS``, it is 200 columns wide (not rich's 80). Both
+    write control characters from input files visibly (``report.fit.VisibleConsole``)."""
+    from yolobn.report.fit import VisibleConsole
 
     fitted = sys.stdout.isatty() or os.environ.get("COLUMNS", "").strip().isdigit()
-    return Console(width=None if fitted else 200), Console(stderr=True, quiet=quiet)
+    return VisibleConsole(width=None if fitted else 200), VisibleConsole(stderr=True, quiet=quiet)
 
 
 def layer_rows(
@@ -459,15 +465,17 @@ def execution(args: argparse.Namespace, err: Any) -> Any:
         require_ray()
 
     def notify(line: str) -> None:
-        err.print(line, soft_wrap=True, highlight=False)
+        err.print(line, soft_wrap=True, highlight=False, markup=False)
 
     return Execution(ray=args.ray, resume=args.resume, notify=notify)
 
 
 def warn_failed(failed: list[tuple[str, str]], total: int) -> None:
     """Each failed task of a sweep, one line on stderr (also with --quiet: the run did not fully succeed)."""
+    from yolobn.core.text import visible
+
     for label, why in failed:
-        print(f"yolobn: warning: {label}: failed: {why}", file=sys.stderr)
+        print(visible(f"yolobn: warning: {label}: failed: {why}"), file=sys.stderr)
     if failed:
         print(
             f"yolobn: warning: {len(failed)} of {total} measurements failed; the others are complete "

@@ -29,26 +29,18 @@ _UNSAFE = [
     *range(0x2066, 0x206A),
 ]
 _VISIBLE = {c: repr(chr(c))[1:-1] for c in _UNSAFE}  # "\x1b", "\n", "\u202e", as repr writes them
-# What json.dumps(ensure_ascii=False) leaves raw (it escapes C0 itself).
-_JSON_RAW = {c: f"\\u{c:04x}" for c in _UNSAFE if c >= 0x7F}
+_VISIBLE_LINES = {c: v for c, v in _VISIBLE.items() if c != 0x0A}
 
 
-def visible(s: str) -> str:
-    """``s`` with every control character, DEL and bidi control written as ``repr`` does.
+def visible(s: str, *, newlines: bool = False) -> str:
+    """``s`` with every control character, DEL and bidi control written as ``repr`` does
+    (``newlines``: except ``\\n``, for text already laid out in lines).
 
     ``"a\\x1b[2Jb"`` -> ``"a\\\\x1b[2Jb"`` (a backslash, then ``x1b``); é, 中文 and emoji stay as
     they are. Backslashes are left alone, so ``visible(visible(s)) == visible(s)``: applying it at
     more than one layer is harmless.
     """
-    return s.translate(_VISIBLE)
-
-
-def safe_json(text: str) -> str:
-    """JSON text with the C1 controls and bidi characters that ``json.dumps(ensure_ascii=False)``
-    leaves raw written as ``\\uXXXX`` escapes: the same document, safe to ``cat`` to a terminal.
-    (With the default ``ensure_ascii=True`` there is nothing left to do.) Outside strings JSON has no
-    such characters, so every one replaced sits inside a string."""
-    return text.translate(_JSON_RAW)
+    return s.translate(_VISIBLE_LINES if newlines else _VISIBLE)
 
 
 def one_line(x: Any, n: int = 160, *, typed: bool = False) -> str:
@@ -98,4 +90,4 @@ def _where(e: BaseException) -> str:
     return f" at {path}:{f.lineno} in {f.name}"
 
 
-__all__ = ["one_line", "safe_json", "visible"]
+__all__ = ["one_line", "visible"]

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from yolobn.core.errors import YolobnError
+from yolobn.core.text import visible
 
 # The precision the data carries (float32/float16 tensors: about 7 significant digits), not more:
 # the float64 digits beyond it differ between CPUs and thread counts (observed statistics, sums),
@@ -18,12 +19,30 @@ from yolobn.core.errors import YolobnError
 FLOAT_FORMAT = "%.7g"
 
 
+def csv_text(table: pd.DataFrame, float_format: str = FLOAT_FORMAT) -> str:
+    """``table`` as the CSV text yolobn writes. Strings (layer and class names, paths, labels: they can
+    come from input files) have their control characters made visible (``core.text.visible``): CSV
+    has no escape of its own, and a raw escape sequence would reach the terminal of whoever runs
+    ``cat`` on the file."""
+
+    def cell(v: Any) -> Any:
+        return visible(v) if isinstance(v, str) else v
+
+    shown = table.rename(columns=lambda c: visible(str(c)))
+    text_cols = [
+        c for c in shown.columns if shown[c].dtype == object or pd.api.types.is_string_dtype(shown[c])
+    ]
+    if text_cols:
+        shown = shown.assign(**{c: shown[c].map(cell) for c in text_cols})
+    return shown.to_csv(index=False, float_format=float_format, lineterminator="\n")
+
+
 def layers_csv(layers: pd.DataFrame) -> str:
-    return layers.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return csv_text(layers)
 
 
 def channels_csv(channels: pd.DataFrame) -> str:
-    return channels.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return csv_text(channels)
 
 
 def check_output_paths(paths: Mapping[str, Path | None], protect: list[Path] | None = None) -> None:
@@ -90,7 +109,8 @@ def json_safe(obj: Any) -> Any:
 
 
 def json_text(doc: Any) -> str:
-    """``doc`` as the JSON text yolobn writes: strict (no NaN), indented, 7 significant digits."""
+    """``doc`` as the JSON text yolobn writes: strict (no NaN), indented, 7 significant digits, ASCII
+    only (``ensure_ascii``: control and bidi characters from input files are ``\\uXXXX`` escapes)."""
     import json
 
     return json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
