@@ -456,12 +456,14 @@ def execution(args: argparse.Namespace, err: Any) -> Any:
     """The ``Execution`` of ``--ray``/``--resume``; a missing Ray is a one-line error, before any work."""
     from yolobn.core.errors import YolobnError
     from yolobn.sweeps.fanout import Execution, require_ray
+    from yolobn.sweeps.rayconnect import parse_ray_address
 
     if args.ray is not None:
         if Path(args.ray).suffix.lower() in (".pt", ".yaml", ".yml", ".pth") or Path(args.ray).is_file():
             raise YolobnError(
                 f"--ray {args.ray}: is a file, not a Ray address; put --ray after it, or write --ray auto"
             )
+        parse_ray_address(args.ray)  # a malformed address: one line, before any work
         require_ray()
 
     def notify(line: str) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from yolobn.core.errors import YolobnError
 from yolobn.core.text import one_line
+from yolobn.sweeps import rayconnect
 from yolobn.sweeps.rows import Row, RowStore, code_version, file_sha256, row_key
 
 RAY_HINT = "pip install 'yolobn[ray]'"
@@ -378,27 +379,10 @@ class RayExecutor:
         self.max_retries = max_retries
 
     def connect(self) -> bool:
-        """Connect; True when this call started Ray (and so must shut it down)."""
+        """Connect, within a stated time (``rayconnect``); True when this call connected (and so must
+        shut the connection down, and the local Ray it started)."""
         require_ray()
-        import logging
-
-        import ray
-
-        if ray.is_initialized():
-            return False
-        kw: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "logging_level": logging.ERROR,
-        }
-        addr = None if self.address in ("", "auto") else self.address
-        if addr is None or addr == "local":
-            kw["num_cpus"] = self.num_cpus
-        try:
-            ray.init(address=addr, **kw)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise YolobnError(f"--ray {self.address}: cannot reach Ray ({one_line(e)})") from None
-        return True
+        return rayconnect.connect(self.address, self.num_cpus)
 
     def run(self, loaded: Any, settings: Any, tasks: Sequence[Task], done: Callable[[Outcome], None]) -> None:
         import ray
