@@ -176,7 +176,7 @@ def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any)
     dataset is a one-line YolobnError."""
     import importlib
 
-    from yolobn.io.loader import quiet_ultralytics
+    from yolobn.io.quiet import quiet_ultralytics
 
     mod, cls = _VALIDATORS[args["task"]]
     Validator = getattr(importlib.import_module(mod), cls)

@@ -145,7 +145,7 @@ def _sanitised(p: Path, text: str) -> Path:
     _check_fields(doc, what)
     from ultralytics.data.utils import check_det_dataset
 
-    from yolobn.io.loader import quiet_ultralytics
+    from yolobn.io.quiet import quiet_ultralytics
 
     try:
         with quiet_ultralytics():

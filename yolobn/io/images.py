@@ -19,6 +19,7 @@ from torch import nn
 
 from yolobn.core.errors import YolobnError
 from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ
+from yolobn.io.quiet import quiet_ultralytics
 
 Progress = Callable[[int, int], None]
 
@@ -194,9 +195,11 @@ def iter_batches(
 def _decoded(p: Path, imread: Callable[[str], Any], prep: Callable[[np.ndarray], Any]) -> Any:
     """The preprocessed image, or None when the file cannot be decoded. Decoders raise as well as
     return None: OpenCV asserts on a header declaring more than 2**30 pixels, PIL refuses
-    decompression bombs; either way the file is skipped as undecodable, not an internal error."""
+    decompression bombs; either way the file is skipped as undecodable, not an internal error.
+    Ultralytics' reader would pip-install a decoder for a file PIL cannot identify: not here."""
     try:
-        im = imread(str(p))
+        with quiet_ultralytics():
+            im = imread(str(p))
         return None if im is None or im.size == 0 else prep(im)
     except Exception:  # cv2.error, PIL.Image.DecompressionBombError, MemoryError, ...
         return None

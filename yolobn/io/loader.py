@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import os
 import tempfile
 import warnings
@@ -34,6 +33,7 @@ from yolobn.core.digest import scan as scan_file
 from yolobn.core.errors import CheckpointError
 from yolobn.io import checks
 from yolobn.io.family import infer_family
+from yolobn.io.quiet import quiet_ultralytics
 from yolobn.io.sniff import bare_model_class, detail, explain_load_error, explain_missing_module, sniff
 from yolobn.io.yamlmodel import build_from_yaml, check_model_yaml, literal_nn_call
 
@@ -472,18 +472,3 @@ def _param_dtype(model: nn.Module) -> str | None:
 def _scan(path: Path) -> Digest:
     """SHA-256 and zip CRC check of ``path`` (when the CLI did not start it early)."""
     return scan_file(path)
-
-
-@contextlib.contextmanager
-def quiet_ultralytics() -> Iterator[None]:
-    """The library never prints: hush Ultralytics' logger while it loads or builds a model."""
-    # Import first: Ultralytics configures (and resets the level of) its logger at import time.
-    import ultralytics.utils  # noqa: F401
-
-    logger = logging.getLogger("ultralytics")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
