@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from yolobn.core.errors import YolobnError
+
 
 class Moments:
     """Streaming per-channel count, mean and M2 (sum of squared deviations), merged in float64."""
@@ -296,3 +298,26 @@ def _owner_hook(t: _Target) -> Callable[..., None]:
             t.record.owner(output.detach())
 
     return hook
+
+
+def set_statistics(name: str, bn: _BatchNorm, m: Moments) -> None:
+    """Running mean and population variance from ``m``."""
+    var = m.var
+    if not (torch.isfinite(m.mean).all() and torch.isfinite(var).all()):
+        raise YolobnError(
+            f"BN layer {name}: its input is not finite (inf/NaN) on these images; the model is broken before it"
+        )
+    assert bn.running_mean is not None and bn.running_var is not None  # only tracking BNs are recalibrated
+    with torch.no_grad():
+        bn.running_mean.copy_(m.mean)
+        bn.running_var.copy_(var)
+
+
+def drift_of(bn: _BatchNorm, m: Moments) -> torch.Tensor:
+    """Per-channel KL drift of the observed input against the running statistics (observation.py)."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    rm = bn.running_mean.detach().double()
+    denom = bn.running_var.detach().double() + bn.eps
+    ratio = (m.var + bn.eps) / denom
+    shift = (m.mean - rm) / denom.sqrt()
+    return 0.5 * (ratio + shift * shift - 1 - ratio.log())
