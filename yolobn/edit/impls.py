@@ -306,7 +306,7 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
                 m.load_state_dict(bn.state_dict())
         except (Exception, SystemExit) as e:
             raise YolobnError(
-                f"--impl {spec}: building {cls_name} from a BatchNorm failed ({type(e).__name__}: {e})"
+                f"--impl {spec}: building {cls_name} from a BatchNorm failed ({one_line(e, 200, typed=True)})"
             ) from None
         if not isinstance(m, nn.Module):
             raise YolobnError(
@@ -321,7 +321,7 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
                 out = m.eval()(probe)
         except (Exception, SystemExit) as e:
             raise YolobnError(
-                f"--impl {spec}: {cls_name} fails on a {tuple(probe.shape)} input ({type(e).__name__}: {e})"
+                f"--impl {spec}: {cls_name} fails on a {tuple(probe.shape)} input ({one_line(e, 200, typed=True)})"
             ) from None
         finally:
             m.train(was)
