@@ -33,7 +33,7 @@ def main() -> int:
     import os
 
     import yolobn
-    from yolobn.report.export import report_files
+    from yolobn.report.html import report_files
 
     exe = shutil.which("yolobn") or sys.exit("the yolobn console script is not on PATH (pip install -e .)")
     env = {**os.environ, "YOLO_VERBOSE": "False"}

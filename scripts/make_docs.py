@@ -101,10 +101,20 @@ def render() -> str:
         "",
         "Generated from the CLI's own parsers by `python scripts/make_docs.py` (a test keeps it in step). "
         "Every command accepts Ultralytics-style `key=value` arguments too (`yolobn swap model=best.pt "
-        "data=data.yaml impl=reference`), prints one line and exits 2 on bad input (1 is a bug), and writes "
-        "its files all or nothing. `-` as the file of `--csv`, `--channels-csv` or `--json` writes that file "
-        "to stdout alone. Terminal output fits the terminal's width (80 columns and up); piped, it is "
+        "data=data.yaml impl=reference`): a value is always a value, never a flag (`model=--trust` names a "
+        "file called `--trust`), a switch takes `true` or `false` (`exist_ok=true`), and `trust=` is refused: "
+        "trust is given only by typing `--trust`. Options are never matched by a prefix (`--tru` is an "
+        "error, not `--trust`). Every command prints one line and exits 2 on bad input (1 is a bug; "
+        "`--debug` adds the traceback and keeps the exit code), and writes its files all or nothing, never "
+        "over an input, never over a device or pipe (`/dev/null`, a FIFO: written into, not replaced; see "
+        "[safety](safety.md#outputs)). `-` as the file of `--csv`, `--channels-csv` or `--json` writes that "
+        "file to stdout alone. Terminal output fits the terminal's width (80 columns and up); piped, it is "
         "`COLUMNS` wide when that is set, else up to 200 columns.",
+        "",
+        "Every example runs as written from the repository's root, in order (a test runs them all), after "
+        "`cp yolobn/data/demo_yolo11n_shapes.pt best.pt` (a copy of the demo is still the demo: its images "
+        "and its dataset are the defaults). `shapes` is the demo's synthetic dataset and `examples/images/` "
+        "eight of its validation images; with your own model, give your images and dataset yaml.",
         "",
         "Contents: " + " · ".join(f"[{n}](#{n})" for n in sub.choices),
         "",

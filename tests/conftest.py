@@ -14,6 +14,43 @@ os.environ.setdefault("YOLO_VERBOSE", "False")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
+# The test files that exercise Ultralytics itself (loading, walking, statistics, validation, swap,
+# activations, recalibrate, compare, the training callback, security). They carry the ``ultra``
+# marker, and CI runs them a second time with the oldest supported release (``.ci/run``,
+# docs/compat.md). The files left out need no Ultralytics behaviour (layout, pages, docs) or compare
+# validation numbers with golden files written by the newest release (the AP formula changed).
+ULTRA_FILES = {
+    "test_ablation.py",
+    "test_activations.py",
+    "test_agreement.py",
+    "test_cli.py",
+    "test_cli_activations.py",
+    "test_cli_errors.py",
+    "test_compare.py",
+    "test_compat.py",
+    "test_corpus.py",
+    "test_family.py",
+    "test_inputs.py",
+    "test_legacy.py",
+    "test_load.py",
+    "test_recalibration.py",
+    "test_report_html.py",
+    "test_report_observed.py",
+    "test_security.py",
+    "test_stats.py",
+    "test_swap.py",
+    "test_track.py",
+    "test_validate.py",
+    "test_walk.py",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in ULTRA_FILES:
+            item.add_marker(pytest.mark.ultra)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden",
@@ -73,3 +110,25 @@ def offline_network(monkeypatch):
     monkeypatch.setattr(dl, "attempt_download_asset", offline_asset)
     monkeypatch.setattr("yolobn.io.loader._download", offline_download)
     return calls
+
+
+@pytest.fixture
+def no_stray_runs(tmp_path, monkeypatch):
+    """Run in tmp_path; the returned check asserts that no validation left a runs/ folder behind:
+    neither in the working folder (where Ultralytics' validator puts ``runs/detect/val*``) nor in
+    the folder it uses instead under pytest (``<site-packages>/tests/tmp/runs``)."""
+    from ultralytics.utils import ROOT
+
+    elsewhere = ROOT.parent / "tests" / "tmp" / "runs"
+
+    def listing() -> set[Path]:
+        return set(elsewhere.rglob("*")) if elsewhere.is_dir() else set()
+
+    before = listing()
+    monkeypatch.chdir(tmp_path)
+
+    def check() -> None:
+        assert not (tmp_path / "runs").exists()
+        assert listing() - before == set()
+
+    return check

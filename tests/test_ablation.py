@@ -12,7 +12,7 @@ from PIL import Image
 import yolobn
 from tests.models import TinyNet, plant
 from yolobn.core.errors import YolobnError
-from yolobn.edit.ablation import Plan, ablate, constants, plan_dead, plan_from
+from yolobn.edit.ablation import AblationPlan, ablate, constants, plan_dead, plan_from
 
 
 def _images(d, n=4):
@@ -84,7 +84,7 @@ def test_the_original_model_is_untouched():
 def test_empty_plan_changes_nothing():
     m = yolobn.load(plant(TinyNet()))
     with torch.no_grad():
-        assert torch.equal(m.model(_x()), ablate(m, Plan())(_x()))
+        assert torch.equal(m.model(_x()), ablate(m, AblationPlan())(_x()))
 
 
 def test_ablate_through_swap_on_the_demo(demo_model_loaded):

@@ -16,8 +16,6 @@ import pytest
 
 from tests import corpus as shared
 from tests.run_main import run_main
-from yolobn.cli import main
-from yolobn.core.errors import CheckpointError
 
 OUTPUTS = ("out.csv", "out.json", "ch.csv")
 OUTPUT_ARGS = ["--csv", "out.csv", "--json", "out.json", "--channels-csv", "ch.csv"]
@@ -115,12 +113,27 @@ def test_real_process_exit_code_on_malicious_checkpoint(tmp_path, model):
 
 
 @pytest.mark.parametrize("where", ["subcommand", "top_level"])
-def test_debug_reraises(where, tmp_path, monkeypatch):
+def test_debug_adds_the_traceback_and_keeps_exit_2(where, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     Path("empty.pt").write_bytes(b"")
     argv = ["inspect", "--debug", "empty.pt"] if where == "subcommand" else ["--debug", "inspect", "empty.pt"]
-    with pytest.raises(CheckpointError, match="empty"):
-        main(argv)
+    code, out, err = run_main(argv, capsys)
+    assert code == 2 and out == ""
+    assert "Traceback (most recent call last)" in err and "CheckpointError" in err
+    assert err.splitlines()[-1].startswith("yolobn: error: empty.pt: the file is empty")
+
+
+def test_debug_keeps_exit_1_for_an_internal_error(tmp_path, monkeypatch, capsys):
+    from yolobn.cli import inspect as inspect_cmd
+
+    def boom(args):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(inspect_cmd, "run", boom)
+    for extra, traceback in (([], False), (["--debug"], True)):
+        code, _, err = run_main(["inspect", *extra], capsys)
+        assert code == 1 and ("Traceback" in err) is traceback
+        assert err.splitlines()[-1].startswith("yolobn: internal error: ZeroDivisionError: planted")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,7 +179,7 @@ def test_csv_pointing_at_a_directory(tmp_path, monkeypatch, capsys, good_ckpt):
     )
     assert code == 2 and out == ""
     line = assert_one_error_line(err)
-    assert "reports" in line and "directory" in line
+    assert "reports" in line and "is a folder" in line
     assert listing(tmp_path) == ["reports"]  # nothing written, not even the other outputs
 
 
@@ -179,7 +192,7 @@ def test_output_equal_to_the_model_is_refused(option, tmp_path, monkeypatch, cap
     code, out, err = run_main(["inspect", "best.pt", option, str(model_path)], capsys)
     assert code == 2 and out == ""
     line = assert_one_error_line(err)
-    assert option in line and "input model" in line
+    assert option in line and "is the input checkpoint" in line
     assert (shared.sha256(model_path), model_path.stat().st_mtime_ns) == before
     assert listing(tmp_path) == ["best.pt"]
 

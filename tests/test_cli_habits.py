@@ -3,7 +3,11 @@ increment instead of overwriting, and the same one-line errors either way."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +15,7 @@ import pytest
 
 from tests.run_main import run_main
 from yolobn.cli import build_parser, key_values
+from yolobn.data import demo_model_path
 
 
 @pytest.mark.parametrize(
@@ -18,19 +23,26 @@ from yolobn.cli import build_parser, key_values
     [
         (
             ["swap", "model=best.pt", "data=coco8.yaml", "impl=reference"],
-            ["swap", "best.pt", "--data", "coco8.yaml", "--impl", "reference"],
+            ["swap", "--data=coco8.yaml", "--impl=reference", "--", "best.pt"],
         ),
         (
             ["swap", "impl=reference", "impl=reference:eps=1e-5"],
-            ["swap", "--impl", "reference", "--impl", "reference:eps=1e-5"],
+            ["swap", "--impl=reference", "--impl=reference:eps=1e-5"],
         ),
         (["report", "exist_ok=True", "quiet=false"], ["report", "--exist-ok"]),
-        (["activations", "--images", "a.jpg", "model=b.pt"], ["activations", "b.pt", "--images", "a.jpg"]),
-        (["inspect", "max_images=5", "colour=red"], ["inspect", "--max-images", "5", "colour=red"]),
+        (
+            ["activations", "--images", "a.jpg", "model=b.pt"],
+            ["activations", "--images", "a.jpg", "--", "b.pt"],
+        ),
+        (["inspect", "max_images=5", "colour=red"], ["inspect", "--max-images=5", "colour=red"]),
         (["swap", "--impl", "reference:eps=1e-5"], ["swap", "--impl", "reference:eps=1e-5"]),
-        (["experiment", "file=e.yaml", "trust=1"], ["experiment", "e.yaml", "--trust"]),
-        (["experiment", "file=e.yaml", "resume=false"], ["experiment", "e.yaml", "--no-resume"]),
-        (["experiment", "file=e.yaml", "resume=true"], ["experiment", "e.yaml", "--resume"]),
+        (["experiment", "file=e.yaml", "resume=false"], ["experiment", "--no-resume", "--", "e.yaml"]),
+        (["experiment", "file=e.yaml", "resume=true"], ["experiment", "--resume", "--", "e.yaml"]),
+        (["experiment", "file=e.yaml", "--trust"], ["experiment", "--trust", "--", "e.yaml"]),
+        (
+            ["inspect", "--", "model=x.pt"],
+            ["inspect", "--", "model=x.pt"],
+        ),  # after --: the user's own positional
     ],
 )
 def test_key_value_arguments_become_flags(argv, expected):
@@ -107,3 +119,160 @@ def test_piped_output_honours_columns(columns, widest, capsys, monkeypatch):
         assert width == widest  # the summary panel spans the width it was given
     else:
         assert width > 120  # 200 is room, not a target: the panel fits its content
+
+
+# --------------------------------------------------------------------------------------------------
+# a value is always a value (issue 18 §2): key=value never turns into a flag, --trust is the user's own
+
+
+def _subparsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, dict(sub.choices)
+
+
+COMMANDS = list(_subparsers()[1])
+REQUIRED = {  # what each command needs besides the key under test, so that only the key decides
+    "swap": ("impl", ["--impl", "reference"]),
+    "recalibrate": ("out", ["-o", "x.pt"]),
+    "experiment": ("file", ["e.yaml"]),
+    "compare": ("", ["a.pt"]),
+}
+HOSTILE = ["--trust", "--debug", "-o", "a=b.pt", "--trust=true"]
+
+
+def _keys(cmd: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Every key a user can write as key=value: each positional, and each long option (as
+    Ultralytics spells keys: max_images)."""
+    keys = {}
+    for a in cmd._actions:
+        if not a.option_strings:
+            keys[a.dest] = a
+        for s in a.option_strings:
+            negation = isinstance(a, argparse.BooleanOptionalAction) and s.startswith("--no-")
+            if s.startswith("--") and not negation:
+                keys[s[2:].replace("-", "_")] = a
+    return keys
+
+
+def _plain(action: argparse.Action) -> bool:
+    """An argument whose value is any string (no number type, no choices, not a switch)."""
+    return action.nargs != 0 and action.choices is None and action.type in (None, str, Path)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_key_value_is_always_a_value(command, capsys):
+    """Every command, every key, hostile values: either exit 2 (a switch, a number, trust=), or
+    the value lands in that key's own argument, and --trust and --debug stay off."""
+    parser, cmds = _subparsers()
+    keys = _keys(cmds[command])
+    assert {"trust", "debug"} <= set(keys)
+    skip, required = REQUIRED.get(command, ("", []))
+    landed = 0
+    for key, action in keys.items():
+        for value in HOSTILE:
+            argv = [command, *(required if key != skip else []), f"{key}={value}"]
+            try:
+                ns = parser.parse_args(key_values(argv, parser))
+            except SystemExit as e:
+                assert e.code == 2, argv
+                assert key == "trust" or not _plain(action), f"{argv}: a plain value was refused"
+                continue
+            assert _plain(action) and key != "trust", f"{argv}: parsed as {ns}"
+            assert ns.trust is False and not getattr(ns, "debug", False), argv
+            got = getattr(ns, action.dest)
+            want = Path(value) if action.type is Path else value
+            assert got == want or got == [want] or got == ["a.pt", want], (argv, got)
+            landed += 1
+    capsys.readouterr()
+    assert landed >= 4 * 2  # the model (or file) and at least one more key took every value
+
+
+def test_trust_as_a_key_value_is_refused(capsys):
+    for value in ("true", "1", "--trust"):
+        code, out, err = run_main(["inspect", f"trust={value}"], capsys)
+        assert code == 2 and out == ""
+        assert err.strip() == (
+            f"yolobn: error: trust={value}: key=value arguments never grant trust; pass --trust yourself if "
+            "you trust the files (see yolobn inspect --help)"
+        )
+
+
+def test_a_switch_takes_true_or_false_only(capsys):
+    code, _, err = run_main(["inspect", "quiet=--trust"], capsys)
+    assert code == 2 and "quiet=--trust: quiet is a switch; use quiet=true or quiet=false" in err
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_no_option_is_matched_by_a_prefix(command, capsys):
+    """--tru is not --trust (argparse's allow_abbrev is off in every parser)."""
+    parser, cmds = _subparsers()
+    cmd = cmds[command] if command else parser
+    skip, required = REQUIRED.get(command, ("", []))
+    head = [command, *required] if command else []
+    tried = 0
+    for s in [s for s in cmd._option_string_actions if s.startswith("--")]:
+        for n in range(3, len(s)):
+            if s[:n] in cmd._option_string_actions:
+                continue
+            with pytest.raises(SystemExit) as ei:
+                parser.parse_args(key_values([*head, s[:n]], parser))
+            assert ei.value.code == 2
+            assert f"unrecognized arguments: {s[:n]}" in capsys.readouterr().err
+            tried += 1
+    assert tried >= 10
+
+
+@pytest.fixture
+def evil(tmp_path, monkeypatch) -> Path:
+    """A checkpoint whose unpickling creates tmp_path/pwned.marker; the working folder is tmp_path."""
+    from tests.corpus import MARKER_NAME, make_bad_input
+
+    monkeypatch.chdir(tmp_path)
+    path = make_bad_input("malicious", tmp_path, None)
+    (tmp_path / "e.yaml").write_text(f"model: {path}\ndata: shapes\nvariants: [reference]\n")
+    assert path.is_file() and not (tmp_path / MARKER_NAME).exists()
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["inspect", "{evil}", "model=--trust"],  # issue 18's two examples
+        ["activations", "{evil}", "images=--trust"],
+        ["inspect", "model={evil}", "model=--trust"],
+        ["report", "{evil}", "model=--trust"],
+        ["recalibrate", "{evil}", "out=--trust"],
+        ["recalibrate", "-o", "r.pt", "{evil}", "model=--trust"],
+        ["swap", "{evil}", "impl=reference", "data=shapes", "model=--trust"],
+        ["frontier", "{evil}", "data=shapes", "model=--trust"],
+        ["compare", "{evil}", "{evil}", "models=--trust"],
+        ["experiment", "file=e.yaml", "file=--trust"],
+        ["inspect", "{evil}", "trust=true"],
+        ["inspect", "{evil}", "--tru"],
+        ["inspect", "{evil}", "layers=--trust"],
+    ],
+)
+def test_a_malicious_checkpoint_never_runs_through_an_argument_value(argv, evil, capsys):
+    from tests.corpus import MARKER_NAME
+
+    code, _, err = run_main([a.format(evil=evil) for a in argv], capsys)
+    assert code == 2, err
+    assert not (evil.parent / MARKER_NAME).exists(), "the payload ran"
+    assert sorted(p.name for p in evil.parent.iterdir()) == ["e.yaml", evil.name]
+
+
+@pytest.mark.parametrize("argv", [["inspect"], ["compare", "DEMO", "DEMO"]])
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(argv):
+    """`yolobn inspect | head -1`: no internal error, no traceback, the shell's SIGPIPE status."""
+    argv = [str(demo_model_path()) if a == "DEMO" else a for a in argv]
+    env = {**os.environ, "YOLO_OFFLINE": "1", "COLUMNS": "100"}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "yolobn.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.readline()
+    p.stdout.close()  # what head does after its first line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 141
+    assert err == ""

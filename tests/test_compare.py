@@ -42,6 +42,7 @@ def test_planted_changes_have_closed_form_answers():
         m.b1.bn.weight[0] = 1.0  # channel 0 was constant (gamma 0): revived
         m.b1.bn.weight[6] = 0.0  # channel 6 was healthy: newly dead (constant)
         m.b1.bn.running_mean[7] = 0.0  # channel 7: mean -1 -> 0 (var 0.25)
+        m.b1.bn.running_var[5] = 4.0  # channel 5: var 1 -> 4, mean 0 (KL is not symmetric here)
     c = compare(a, yolobn.load(m))
     ch = c.channels.set_index(["name", "channel"])
     assert ch.loc[("b1.bn", 3), "d_gamma"] == 1.0
@@ -50,10 +51,13 @@ def test_planted_changes_have_closed_form_answers():
     assert ch.loc[("b1.bn", 3), "kl_in"] == 0.0
     v0 = 0.25 + 1e-3  # KL(N(0, v0) || N(-1, v0)) = (0 - (-1))^2 / (2 v0)
     assert ch.loc[("b1.bn", 7), "kl_in"] == pytest.approx(1 / (2 * v0), rel=1e-6)
+    # KL(B || A): the new checkpoint's statistics described by the old ones (0.3137 the other way round)
+    r5 = (4.0 + 1e-3) / (1.0 + 1e-3)
+    assert ch.loc[("b1.bn", 5), "kl_in"] == pytest.approx(0.5 * (r5 - 1 - math.log(r5)), rel=1e-6)
     assert ch.loc[("b1.bn", 0), "transition"] == "revived"
     assert ch.loc[("b1.bn", 6), "transition"] == "newly dead"
     assert ch.loc[("b1.bn", 1), "transition"] == "dead in both"  # var 0 in both
-    untouched = ch.drop(index=[("b1.bn", k) for k in (0, 3, 6, 7)])
+    untouched = ch.drop(index=[("b1.bn", k) for k in (0, 3, 5, 6, 7)])
     assert (untouched[["kl_in", "kl_out"]] == 0).all().all()
     s = c.summary()
     # dead in both: b1.bn channels 1 (var 0) and 2 (off), seq.1 channel 3 (off before ReLU)
@@ -119,3 +123,12 @@ def test_cli_files_and_errors(tmp_path, capsys, demo_path):
     assert code == 2 and "at least two" in err
     code, _, err = run_main(["compare", str(demo_path), str(tmp_path / "nope.pt")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_the_one_gaussian_kl_in_closed_form():
+    from yolobn.core.gauss import gaussian_kl
+
+    kl = gaussian_kl([0.0, 1.0, 2.0], [4.0, 1.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0])
+    assert kl[0] == pytest.approx(0.5 * (4 - 1 - math.log(4)))  # 0.807; reversed it would be 0.318
+    assert kl[1] == 0.0  # equal Gaussians: exactly zero
+    assert kl[2] == pytest.approx(2.0)  # (2 - 0)^2 / 2

@@ -38,7 +38,7 @@ def test_bad_experiment_files(tmp_path, text, msg):
     assert msg in str(ei.value) and "\n" not in str(ei.value)
 
 
-def test_experiment_end_to_end(tmp_path, cache, capsys):
+def test_experiment_end_to_end(tmp_path, cache, capsys, no_stray_runs):
     f = tmp_path / "e.yaml"
     f.write_text(
         "data: shapes\nvariants:\n  - reference\n  - {impl: identity, layers: [head], name: no-head-bn}\n"
@@ -58,6 +58,7 @@ def test_experiment_end_to_end(tmp_path, cache, capsys):
     html = (out / "experiment.html").read_text()
     assert 'id="plot-sensitivity"' in html and "http" not in html.replace("http-equiv", "")
     assert "most sensitive" in capsys.readouterr().out
+    no_stray_runs()  # the validator's save_dir was private, and is gone
 
 
 def test_experiment_bad_file_writes_nothing(tmp_path, capsys):

@@ -99,15 +99,18 @@ def test_unknown_says_why():
         "train_args.model",
     )
     assert infer_family(torch.nn.Conv2d(1, 1, 1), None) == (None, "the model carries no yaml")
-    # YOLO11-cls and YOLO26-cls have the same yaml: the structure alone cannot tell them apart
+    # YOLO11-cls and YOLO26-cls (8.4 on) have the same yaml: the structure alone cannot tell them apart
     from ultralytics.nn.tasks import yaml_model_load
 
     cls = copy.deepcopy(yaml_model_load("yolo11n-cls.yaml"))
     cls.pop("yaml_file")
-    assert infer_family(SimpleNamespace(yaml=cls), None) == (
-        None,
-        "the structure matches 2 shipped yamls: yolo11n-cls.yaml, yolo26n-cls.yaml",
-    )
+    if (MODELS / "26" / "yolo26-cls.yaml").is_file():
+        assert infer_family(SimpleNamespace(yaml=cls), None) == (
+            None,
+            "the structure matches 2 shipped yamls: yolo11n-cls.yaml, yolo26n-cls.yaml",
+        )
+    else:  # 8.3: the only match
+        assert infer_family(SimpleNamespace(yaml=cls), None) == ("yolo11n-cls.yaml", "structure")
     assert infer_family(SimpleNamespace(yaml=cls), {"model": "yolo11n-cls.pt"}) == (
         "yolo11n-cls.yaml",
         "train_args.model",
@@ -139,7 +142,7 @@ def test_scaled_names_are_the_ones_ultralytics_resolves():
             assert guess_model_scale(name) == s, name
             assert yaml_model_load(name)["backbone"] == d["backbone"], name
             checked += 1
-    assert checked > 150
+    assert checked > 100  # 125 in 8.3.0, more than 150 in 8.4
 
 
 def test_loader_fills_the_family_of_an_old_checkpoint(v8n, tmp_path, capsys):

@@ -69,7 +69,7 @@ def test_demo_frontier_points_are_the_direct_ablations():
     assert set(s["removable"]) == {"observed", "gamma"} and s["baseline"] == fr.baseline
 
 
-def test_frontier_cli(tmp_path, capsys):
+def test_frontier_cli(tmp_path, capsys, no_stray_runs):
     code = main(
         ["frontier", "--shares", "0,2", "--criteria", "observed", "--no-roles", "-o", str(tmp_path), "-q"]
     )
@@ -77,6 +77,7 @@ def test_frontier_cli(tmp_path, capsys):
     curve = pd.read_csv(tmp_path / "frontier.csv")
     assert list(curve["share"]) == [0, 2] and set(curve["criterion"]) == {"observed"}
     assert 'id="plot-frontier"' in (tmp_path / "frontier.html").read_text()  # the page beside the CSV
+    no_stray_runs()  # the validator's save_dir was private, and is gone
     capsys.readouterr()
     assert main(["frontier", "--criteria", "size"]) == 2
     assert "use some of observed, gamma, random" in capsys.readouterr().err

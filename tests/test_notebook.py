@@ -32,7 +32,10 @@ def test_the_notebook_runs_and_shows_rich_results(tmp_path):
         and "model.23.cv2.2.0.bn" in first["data"]["text/html"]
     )
     text = "".join(o.get("data", {}).get("text/plain", "") for c in code for o in c.outputs)
-    assert "0.6294" in text  # the demo's mAP50-95 from m.box.map
+    from yolobn.io.ultra import ap_closes_at_last_recall
+
+    # the demo's mAP50-95 from m.box.map, with the 8.4 / 8.3 validator (docs/compat.md)
+    assert ("0.6294" if ap_closes_at_last_recall() else "0.6308") in text
 
 
 def test_committed_notebook_matches_the_script():

@@ -26,8 +26,7 @@ from yolobn.bn.comparison import audit, compare
 from yolobn.cli import main
 from yolobn.core.errors import YolobnError
 from yolobn.integrations.tracking import EPOCH_COLUMNS
-from yolobn.report import compare_page, frontier_page, run_page, variants_page
-from yolobn.report import experiment_page
+from yolobn.report import compare_page, experiment_page, frontier_page, run_page, variants_page
 from yolobn.report.page import asset
 from yolobn.report.svg import VIRIDIS
 from yolobn.sweeps.experiment import ExperimentResult

@@ -389,6 +389,9 @@ def test_recalibrated_swap_variant_uses_the_same_estimator(demo_model_loaded):
     from yolobn.core.registry import parse_impl
     from yolobn.edit.swapping import swap
 
+    with pytest.raises(YolobnError, match="built from images"):  # swap only swaps
+        swap(demo_model_loaded, "recalibrated")
+    swap = yolobn.swap  # the one dispatch builds the data-dependent variants
     m = demo_model_loaded
     s = swap(m, "recalibrated:max=16,batch=8", layers=["backbone"])
     direct = recalibrate(m, max_images=16, batch=8, select=["backbone"])
@@ -409,7 +412,7 @@ def test_recalibrated_swap_variant_uses_the_same_estimator(demo_model_loaded):
         swap(plain, "recalibrated")
 
 
-def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys):
+def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys, no_stray_runs):
     from yolobn.cli import recalibrate as cli
     from yolobn.run.recalibration import CACHE_MB
 
@@ -418,12 +421,16 @@ def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys):
     assert (
         main(["recalibrate", "-o", str(out), "--max-images", "12", "--batch", "1", "--data", "shapes"]) == 0
     )
+    no_stray_runs()  # the validator's save_dir was private, and is gone
     cap = capsys.readouterr()
     assert "on 12 images (imgsz 160, batch 1; exact, " in cap.out
     warnings = [line for line in cap.err.splitlines() if "warning" in line]
     rec = yolobn.load(out).meta.recalibration
     before, after = rec["validation"]["mAP50-95(B) before"], rec["validation"]["mAP50-95(B) after"]
-    assert rec["batch"] == 1 and before == pytest.approx(0.629, abs=5e-4)
+    from yolobn.io.ultra import ap_closes_at_last_recall
+
+    demo_map = 0.6294 if ap_closes_at_last_recall() else 0.6308  # 8.4 / 8.3 validators (docs/compat.md)
+    assert rec["batch"] == 1 and before == pytest.approx(demo_map, abs=5e-4)
     assert after < before  # 12 plain images fit the statistics to them, not to the weights
     assert warnings == [
         f"warning: recalibration lowered mAP50-95 by {before - after:.3f}: the stored statistics fit this "

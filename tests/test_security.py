@@ -153,9 +153,9 @@ def test_plain_activations_and_shipped_yamls_still_build():
     ],
 )
 def test_activation_rule(act, ok):
-    from yolobn.io.loader import _literal_nn_call
+    from yolobn.io.yamlmodel import literal_nn_call
 
-    assert _literal_nn_call(act) is ok
+    assert literal_nn_call(act) is ok
 
 
 # --------------------------------------------------------------------------------------------------

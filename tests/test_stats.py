@@ -153,7 +153,7 @@ def test_affine_at_or_near_init_within_tolerances(tiny, gamma, beta, code):
         tiny.b2.bn.weight[1] = gamma  # one channel carries the largest deviation
         tiny.b2.bn.bias[3] = beta
     layers, _, findings = stats_and_findings(tiny)
-    r = layers.set_index("name").loc["b2.bn"]
+    r = layers.to_frame().set_index("name").loc["b2.bn"]
     assert bool(r["init_affine"]) == (code == "init_affine")
     assert bool(r["near_init"]) == (code == "near_init")
     dev = max(abs(np.float32(gamma) - 1.0), abs(np.float32(beta)))
@@ -217,7 +217,7 @@ def _wide_model() -> nn.Module:
 
 
 def test_statistics_and_written_bytes_do_not_depend_on_the_thread_count(demo_model_loaded, tmp_path):
-    from yolobn.report.export import report_files
+    from yolobn.report.html import report_files
 
     threads = torch.get_num_threads()
     out: dict[int, tuple] = {}

@@ -10,8 +10,8 @@ from torch import nn
 
 import yolobn
 from yolobn.core.errors import YolobnError
-from yolobn.core.registry import parse_impl
 from yolobn.edit.impls import FixedPointBatchNorm2d, FrozenBatchNorm2d, ReferenceBatchNorm2d, fold_into_conv
+from yolobn.edit.impls import parse as parse_impl
 from yolobn.edit.swapping import swap
 
 
@@ -193,3 +193,14 @@ def test_custom_class_from_file(tmp_path):
         swap(net, f"{f}:Squash")
     with pytest.raises(YolobnError, match="is not a file"):
         parse_impl(f"{tmp_path / 'missing.py'}:X")
+
+
+def test_parsing_a_custom_spec_names_it_and_only_the_edit_layer_imports_it(tmp_path):
+    from yolobn.core.registry import parse_impl as name_only
+
+    f = tmp_path / "marker_impl.py"
+    marker = tmp_path / "imported"
+    f.write_text(f"open({str(marker)!r}, 'w').close()\nimport torch\nNorm = torch.nn.BatchNorm2d\n")
+    impl = name_only(f"{f}:Norm")
+    assert impl.is_custom and impl.custom is None and impl.kind == "layer" and not marker.exists()
+    assert parse_impl(impl).custom is not None and marker.exists()

@@ -36,8 +36,10 @@ def base(demo, cache):
 
 
 def test_fusion_would_hide_a_swap():
-    # The trap this module exists for: Ultralytics' fuse() folds any `bn` back into its conv.
-    swapped = swap(yolobn.load("yolo11n.yaml"), "reference")
+    # The trap this module exists for: Ultralytics' fuse() folds any `bn` back into its conv. Part of
+    # the layers only: 8.3's is_fused() takes a model with fewer than 10 torch BatchNorms as fused
+    # already (a full swap escapes there by accident), 8.4 folds either way.
+    swapped = swap(yolobn.load("yolo11n.yaml"), "reference", layers=["model.2.*"])
     assert sum(isinstance(m, ReferenceBatchNorm2d) for m in swapped.model.modules()) > 0
     swapped.model.fuse(verbose=False)
     assert sum(isinstance(m, ReferenceBatchNorm2d) for m in swapped.model.modules()) == 0
@@ -73,7 +75,7 @@ def test_baseline_is_cached_by_checkpoint_and_settings(demo, cache):
     assert len(list((cache / "val").glob("*.json"))) == 1
 
 
-def test_cli_swap_writes_table(tmp_path, cache, capsys):
+def test_cli_swap_writes_table(tmp_path, cache, capsys, no_stray_runs):
     out = tmp_path / "swap"
     assert main(["swap", "--impl", "reference", "--impl", "identity", "-o", str(out)]) == 0
     doc = json.loads((out / "swap.json").read_text())
@@ -83,6 +85,7 @@ def test_cli_swap_writes_table(tmp_path, cache, capsys):
     assert rows["reference"]["swapped"] == 81 and rows["reference"]["max_rel_diff"] < 1e-4
     assert (out / "swap.csv").read_text().startswith("variant,")
     assert "identity" in capsys.readouterr().out
+    no_stray_runs()  # the validator's save_dir was private, and is gone
 
 
 @pytest.mark.parametrize(

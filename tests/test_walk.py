@@ -21,7 +21,7 @@ def _bn_names(model: nn.Module) -> list[str]:
 
 
 def test_every_shipped_yaml_is_found():
-    assert len(YAMLS) >= 50, "Ultralytics ships ~66 model yamls; the glob found too few"
+    assert len(YAMLS) >= 40, "Ultralytics ships 45 (8.3.0) to ~66 (8.4) model yamls; the glob found too few"
 
 
 @pytest.mark.parametrize("yaml_path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")

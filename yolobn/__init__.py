@@ -21,7 +21,7 @@ _LAZY = {
     "load": "yolobn.io.loader",
     "LoadedModel": "yolobn.io.loader",
     "ModelMeta": "yolobn.io.loader",
-    "demo_model_path": "yolobn.io.loader",
+    "demo_model_path": "yolobn.data",
     "find_blocks": "yolobn.bn.walk",
     "blocks_frame": "yolobn.bn.walk",
     "BNBlock": "yolobn.bn.walk",
@@ -31,7 +31,7 @@ _LAZY = {
     "Inspection": "yolobn.bn.inspection",
     "inspect": "yolobn.bn.inspection",
     "YolobnError": "yolobn.core.errors",
-    "swap": "yolobn.edit.swapping",
+    "swap": "yolobn.edit.build:variant",  # the one dispatch: swaps, and the variants built from images
     "validate": "yolobn.evaluate.validation",
     "observe": "yolobn.run.observation",
     "recalibrate": "yolobn.run.recalibration",
@@ -58,21 +58,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from yolobn.bn.walk import BNBlock, blocks_frame, find_blocks
     from yolobn.core.errors import YolobnError
     from yolobn.core.thresholds import ObservedThresholds, Thresholds
+    from yolobn.data import demo_model_path
     from yolobn.data.synth import make_shapes, shapes_dataset
-    from yolobn.edit.swapping import swap
+    from yolobn.edit.build import variant as swap
     from yolobn.evaluate.validation import validate
     from yolobn.integrations.tracking import track
-    from yolobn.io.loader import LoadedModel, ModelMeta, demo_model_path, load
+    from yolobn.io.loader import LoadedModel, ModelMeta, load
     from yolobn.io.save import save_checkpoint
     from yolobn.run.observation import Observation, observe
     from yolobn.run.recalibration import recalibrate
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    where = _LAZY.get(name)
+    if where is None:
         raise AttributeError(f"module 'yolobn' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attr = where.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
     globals()[name] = value
     return value
 

@@ -17,12 +17,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from yolobn.bn.inspection import Inspection, inspect
+from yolobn.core.errors import YolobnError
+from yolobn.core.outputs import guard_folder, output_folder
+from yolobn.data import DEMO_STEM
+from yolobn.io.images import collect_images, model_imgsz
+from yolobn.io.loader import LoadedModel, load, source_file
+from yolobn.report.export import REPORT_FILES, write_texts
+from yolobn.report.html import report_files
+from yolobn.run.observation import observe
+from yolobn.sweeps import experiment as ex
+from yolobn.sweeps.frontier import frontier
+from yolobn.sweeps.variants import Settings, Variant, run_variants
+
+__all__ = ["prune_frontier", "run_experiment", "swap_validate", "write_report"]
+
 
 def write_report(
     source: Any = None,
-    out: str | os.PathLike | None = None,
+    out: str | os.PathLike[str] | None = None,
     *,
-    images: Sequence[str | os.PathLike] | None = None,
+    images: Sequence[str | os.PathLike[str]] | None = None,
     thresholds: Any = None,
     select: Sequence[str] | None = None,
     exist_ok: bool = False,
@@ -40,23 +55,37 @@ def write_report(
     Returns:
         The path of report.html.
     """
-    from yolobn.bn.inspection import Inspection, inspect
-    from yolobn.core.atomic import output_folder
-    from yolobn.report.export import report_files, write_texts
 
+    given = {Path(p): "an input image" for p in images or []}
+    if isinstance(source, (str, os.PathLike)):
+        given[Path(source)] = "the input model"
+    if out is not None:  # before any work: the folder, and the files it would hold
+        guard_folder(out, REPORT_FILES, "", given)
     ins = (
         source
         if isinstance(source, Inspection)
         else inspect(source, thresholds=thresholds, select=select, trust=trust)
     )
     if images is not None and ins.observation is None:
-        from yolobn.run.observation import observe
-
         ins = observe(ins, list(images) or None)
-    stem = Path(ins.meta.path).stem if ins.meta.path else "demo_yolo11n_shapes"
+    stem = Path(ins.meta.path).stem if ins.meta.path else DEMO_STEM
     folder = output_folder(Path(out) if out is not None else None, Path("reports") / stem, exist_ok)
-    write_texts(report_files(ins, folder))
+    inputs = {**given, **_report_inputs(ins)}
+    guard_folder(folder, REPORT_FILES, "", inputs)
+    write_texts(report_files(ins, folder), inputs)
     return folder / "report.html"
+
+
+def _report_inputs(ins: Any) -> dict[Path, str]:
+    """The input files behind an Inspection (its checkpoint, the images it was observed on):
+    what its report may never replace."""
+    inputs: dict[Path, str] = {}
+    src = source_file(ins.meta)
+    if src is not None:
+        inputs[src] = "the input model"
+    if ins.observation is not None:
+        inputs.update({Path(p): "an input image" for p in ins.observation.images})
+    return inputs
 
 
 def swap_validate(
@@ -64,7 +93,7 @@ def swap_validate(
     impls: Sequence[str] | str = ("reference",),
     *,
     data: str | None = None,
-    images: Sequence[str | os.PathLike] | None = None,
+    images: Sequence[str | os.PathLike[str]] | None = None,
     layers: Sequence[str] | None = None,
     imgsz: int | None = None,
     batch: int = 16,
@@ -85,10 +114,6 @@ def swap_validate(
     Returns:
         ``yolobn.sweeps.variants.VariantsResult``: ``.table`` (one row per variant), ``.metrics``.
     """
-    from yolobn.core.errors import YolobnError
-    from yolobn.io.images import collect_images, model_imgsz
-    from yolobn.io.loader import LoadedModel, load
-    from yolobn.sweeps.variants import Settings, Variant, run_variants
 
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
     if data is None and images is None:
@@ -105,15 +130,13 @@ def swap_validate(
     return run_variants(loaded, variants, settings)
 
 
-def run_experiment(config: str | os.PathLike | dict[str, Any], *, trust: bool = False) -> Any:
+def run_experiment(config: str | os.PathLike[str] | dict[str, Any], *, trust: bool = False) -> Any:
     """``yolobn experiment``: an experiment file (path) or its content (a dict, as the file would hold).
 
     Returns:
         ``yolobn.sweeps.experiment.ExperimentResult`` (``.results``, ``.sensitivity``, ``.metric``).
     """
     import tempfile
-
-    from yolobn.sweeps import experiment as ex
 
     if isinstance(config, dict):
         import yaml
@@ -132,6 +155,5 @@ def prune_frontier(
     model: Any = None, data: str = "shapes", images: Sequence[str] | None = None, **kwargs: Any
 ) -> Any:
     """``yolobn frontier`` (see ``yolobn.sweeps.frontier.frontier`` for the options)."""
-    from yolobn.sweeps.frontier import frontier
 
     return frontier(model, data, images, **kwargs)

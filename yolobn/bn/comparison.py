@@ -32,7 +32,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from yolobn._version import __version__
+from yolobn.bn.answers import comparison_verdicts
+from yolobn.bn.inspection import Inspection, inspect
+from yolobn.core import notebook
+from yolobn.core.gauss import gaussian_kl
+from yolobn.core.precision import json_safe
 from yolobn.core.thresholds import Thresholds
+from yolobn.core.verdict import Verdict
+
+__all__ = ["Comparison", "EPS_TRANSITIONS", "QUANTITIES", "TRANSITIONS", "audit", "compare"]
 
 QUANTITIES = ("gamma", "beta", "running_mean", "running_var")
 
@@ -90,19 +99,23 @@ class Comparison:
             ],  # fmt: skip
         }
 
-    def to_json_dict(self) -> dict[str, Any]:
-        from yolobn._version import __version__
-        from yolobn.report.export import json_safe
+    def verdicts(self) -> list[Verdict]:
+        """The answer to "what changed, and did it break BN" (``yolobn.bn.answers``)."""
+        return comparison_verdicts(self, _given(self.a), _given(self.b))
 
-        return json_safe(
-            {
-                "yolobn_version": __version__,
-                "a": self.a.meta.to_dict(),
-                "b": self.b.meta.to_dict(),
-                "thresholds": self.a.thresholds.to_dict(),
-                "summary": self.summary(),
-                "layers": self.layers.to_dict(orient="records"),
-            }
+    def to_json_dict(self) -> dict[str, Any]:
+        return dict(
+            json_safe(
+                {
+                    "yolobn_version": __version__,
+                    "a": self.a.meta.to_dict(),
+                    "b": self.b.meta.to_dict(),
+                    "thresholds": self.a.thresholds.to_dict(),
+                    "verdicts": [v.to_dict() for v in self.verdicts()],
+                    "summary": self.summary(),
+                    "layers": self.layers.to_dict(orient="records"),
+                }
+            )
         )
 
     def to_json(self) -> str:
@@ -120,9 +133,22 @@ class Comparison:
         return f"Comparison({s['a']} -> {s['b']}: {what})"
 
     def _repr_html_(self) -> str:
-        from yolobn.report.notebook import comparison_html
-
-        return comparison_html(self)
+        s = self.summary()
+        change = (
+            "none: identical" if s["identical"] else f"{s['changed_layers']} of {s['matched_layers']} layers"
+        )
+        items = [
+            ("A", s["a"]),
+            ("B", s["b"]),
+            ("change", change),
+            (
+                "dead transitions",
+                ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s["transitions"].items()),
+            ),
+        ]
+        ly = self.layers.sort_values(["change", "index"], ascending=[False, True], kind="stable")
+        cols = ["name", "block", "channels", "kl_in", "kl_out", "change", "newly_dead", "revived"]
+        return notebook.kv("yolobn compare", items) + notebook.table(ly, cols)
 
 
 TRANSITIONS = ("newly_dead", "revived", "dead_both")
@@ -141,7 +167,6 @@ def compare(a: Any, b: Any, *, thresholds: Thresholds | None = None, trust: bool
         thresholds: dead-channel thresholds, the same for both.
         trust: full unpickle (trusted files only).
     """
-    from yolobn.bn.inspection import Inspection, inspect
 
     th = thresholds or Thresholds()
     ia = a if isinstance(a, Inspection) else inspect(a, thresholds=th, trust=trust)
@@ -191,15 +216,6 @@ def _channel_changes(ia: Any, ib: Any, names: list[str], th: Thresholds) -> pd.D
     return out
 
 
-def gaussian_kl(m1: np.ndarray, v1: np.ndarray, m0: np.ndarray, v0: np.ndarray) -> np.ndarray:
-    """``KL(N(m1, v1) || N(m0, v0))`` per element, in nats; exactly 0 where both are equal."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = v1 / v0
-        kl = 0.5 * (r + (m1 - m0) ** 2 / v0 - 1 - np.log(r))
-    same = (m1 == m0) & (v1 == v0)
-    return np.where(same, 0.0, kl)
-
-
 def _layer_changes(la: pd.DataFrame, lb: pd.DataFrame, ch: pd.DataFrame) -> pd.DataFrame:
     cols = ["index", "name", "layer", "block", "role", "channels"]
     out = la[cols].copy().reset_index(drop=True)
@@ -244,7 +260,6 @@ def audit(
     findings, gamma_p50 (the median of all channels' gamma), near_initial_share (the share of
     layers whose gamma/beta are at or near their initial 1/0), eps (the distinct eps values).
     """
-    from yolobn.bn.inspection import Inspection, inspect
 
     th = thresholds or Thresholds()
     rows = []
@@ -271,3 +286,11 @@ def audit(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _given(ins: Any) -> str | None:
+    """The model's file as the user gave it (the demo's path in a clone; None for an in-memory model)."""
+    m = ins.meta
+    if m.kind == "demo":
+        return str(m.path)
+    return None if m.source.startswith("<") else m.source

@@ -28,28 +28,10 @@ import torch
 
 from yolobn.core.thresholds import Thresholds
 
+__all__ = ["FLOOR_ACTIVATIONS", "criteria"]
+
 # Activations whose output is (close to) constant for very negative input.
 FLOOR_ACTIVATIONS = frozenset({"SiLU", "ReLU", "ReLU6", "GELU", "Hardswish", "Mish", "ELU", "CELU", "SELU"})
-
-
-REASONS = ("constant", "off")
-
-
-def classify(
-    gamma: torch.Tensor,
-    beta: torch.Tensor,
-    var: torch.Tensor,
-    eps: float,
-    act: str,
-    th: Thresholds,
-) -> dict[str, torch.Tensor]:
-    """Vectorised criteria for one BatchNorm's channels (float64 tensors of equal length).
-
-    Returns:
-        dict of tensors: ``out_std``, ``constant``, ``off``, ``eps_dominated``, ``dead`` and
-        ``reason`` (int codes: 0 alive, 1 constant, 2 off; constant wins over off).
-    """
-    return criteria(gamma, beta, var, eps, act in FLOOR_ACTIVATIONS, th)
 
 
 def criteria(
@@ -60,8 +42,14 @@ def criteria(
     floor: bool | torch.Tensor,
     th: Thresholds,
 ) -> dict[str, torch.Tensor]:
-    """``classify`` for tensors of any shape: ``eps`` and ``floor`` (the activation has a floor)
-    broadcast against them, e.g. a (layers, 1) column for a stack of equal-width layers."""
+    """The data-free criteria of BatchNorm channels, vectorised (float64 tensors of any shape):
+    ``eps`` and ``floor`` (the activation has a floor) broadcast against them, e.g. a (layers, 1)
+    column for a stack of equal-width layers.
+
+    Returns:
+        dict of tensors: ``out_std``, ``constant``, ``off``, ``eps_dominated``, ``dead`` and
+        ``reason`` (int codes: 0 alive, 1 constant, 2 off; constant wins over off).
+    """
     out_std = gamma.abs() * torch.sqrt(var / (var + eps))
     constant = out_std < th.const_std
     off = ((beta + th.off_sigma * out_std) < 0) & floor

@@ -1,21 +1,45 @@
-"""One call that does the whole data-free inspection: load, walk, statistics, dead channels, summary."""
+"""One call that does the whole data-free inspection: load, walk, statistics, dead channels, summary.
+
+The inspection is computed and summarised on tables of columns (``yolobn.core.table``): the terminal
+path never imports pandas. ``Inspection.layers`` and ``.channels`` are pandas DataFrames, built when
+asked for.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import numpy as np
 
 from yolobn._version import __version__
+from yolobn.bn.answers import Paths, inspection_verdicts, layer_severity
 from yolobn.bn.stats import stats_and_findings
+from yolobn.bn.walk import matches
+from yolobn.core import notebook
 from yolobn.core.errors import NoBatchNormError, YolobnError
 from yolobn.core.findings import Finding, by_kind, describe
-from yolobn.core.thresholds import Thresholds
+from yolobn.core.precision import json_safe, json_text
+from yolobn.core.table import Table
+from yolobn.core.thresholds import Levels, Thresholds
+from yolobn.core.verdict import Verdict
 from yolobn.io.loader import LoadedModel, ModelMeta, load
-from yolobn.report.export import json_safe
+
+if TYPE_CHECKING:
+    import pandas as pd  # the Python API's tables; the inspection itself runs without it
+
+__all__ = [
+    "Inspection",
+    "SORT_KEYS",
+    "eps_counts",
+    "inspect",
+    "rank_layers",
+    "require_batchnorm",
+    "select_layers",
+    "sort_layers",
+]
 
 SORT_KEYS = {
     "index": ("index", True),
@@ -37,11 +61,21 @@ class Inspection:
 
     loaded: LoadedModel
     thresholds: Thresholds
-    layers: pd.DataFrame
-    channels: pd.DataFrame
+    layer_table: Table  # one row per BN layer (``bn_stats``' columns; observed ones after ``observe``)
+    channel_table: Table  # one row per channel
     selection: list[str] = field(default_factory=list)
     observation: Any = None  # yolobn.run.observation.Observation, when observed on images (observe())
     layer_findings: list[Finding] = field(default_factory=list)  # of the selected layers, in layer order
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """One row per BN layer, as a pandas DataFrame (see ``yolobn.bn_stats``)."""
+        return self.layer_table.to_frame()
+
+    @property
+    def channels(self) -> pd.DataFrame:
+        """One row per channel, as a pandas DataFrame (see ``yolobn.bn_stats``)."""
+        return self.channel_table.to_frame()
 
     @property
     def meta(self) -> ModelMeta:
@@ -56,9 +90,49 @@ class Inspection:
         )
 
     def _repr_html_(self) -> str:
-        from yolobn.report.notebook import inspection_html
+        s, m = self.summary(), self.meta
+        items = [
+            ("model", m.path or m.source),
+            ("task", f"{m.task} · {m.nc or 0} classes"),
+            ("BatchNorm", f"{s['bn_layers']} layers, {s['channels']:,} channels"),
+            ("dead", f"{s['dead']:,} ({s['dead_share']:.1%})"),
+            ("eps-dominated", f"{s['eps_dominated']:,}"),
+            ("findings", ", ".join(f"{k} ×{v}" for k, v in s["findings_by_kind"].items()) or "none"),
+        ]
+        obs = self.observed_summary()
+        cols = [
+            "name",
+            "block",
+            "channels",
+            "gamma_mean",
+            "running_var_p50",
+            "dead",
+            "eps_dominated",
+            "findings",
+        ]
+        if obs is not None:
+            items.append(("observed dead", f"{obs['observed_dead']:,} on {obs['images']} images"))
+            cols[-1:-1] = ["obs_dead", "drift"]
+        return (
+            notebook.kv("yolobn inspection", items)
+            + notebook.answers(self.verdicts())
+            + notebook.table(rank_layers(self.layer_table), cols)
+        )
 
-        return inspection_html(self, rank_layers(self.layers))
+    def verdicts(self, paths: Paths | None = None, levels: Levels | None = None) -> list[Verdict]:
+        """The answers of this inspection (``yolobn.bn.answers``), with next commands for ``paths``
+        (default: the model as it was given, the images it was observed on)."""
+        return inspection_verdicts(self, paths or self.paths(), levels)
+
+    def paths(self) -> Paths:
+        """The user's paths as far as the inspection knows them (the model, the observed images)."""
+        m = self.meta
+        demo = m.kind == "demo"
+        model = None if demo or m.source.startswith("<") else m.source
+        obs = self.observation
+        images = tuple(obs.sources) if obs is not None and obs.sources else None
+        data = str(obs.ablation["data"]) if obs is not None and obs.ablation else None
+        return Paths(model, images, data, demo)
 
     def findings(self) -> list[Finding]:
         """The health findings of the (selected) BN layers, as records, in layer order."""
@@ -71,14 +145,14 @@ class Inspection:
         number of layers using it, smallest eps first: ``{"0.001": 81}`` for a YOLO detector.
         ``findings`` lists ``{name, finding}`` (the words) and ``findings_by_kind`` counts them by code.
         """
-        ly, ch = self.layers, self.channels
+        ly, ch = self.layer_table, self.channel_table
         n_ch = len(ch)
-        dead_by = {r: int((ch["dead_reason"] == r).sum()) for r in ("constant", "off")}
+        reasons = ch["dead_reason"] if n_ch else np.array([], dtype=object)
+        dead_by = {r: int((reasons == r).sum()) for r in ("constant", "off")}
         n_dead = int(ch["dead"].sum()) if n_ch else 0
-        ranked = ly.sort_values(
-            ["dead_share", "eps_share", "index"], ascending=[False, False, True], kind="stable"
-        )
-        ranked = ranked[(ranked["dead"] > 0) | (ranked["eps_dominated"] > 0)]
+        n_eps = int(ch["eps_dominated"].sum()) if n_ch else 0
+        worst_rows = [i for i in _order(ly, [("dead_share", False), ("eps_share", False)])]
+        worst_rows = [i for i in worst_rows if ly["dead"][i] > 0 or ly["eps_dominated"][i] > 0][:worst]
         records = self.findings()
         model_findings = []
         if not self.meta.trained:
@@ -94,42 +168,44 @@ class Inspection:
             "dead_share": _ratio(n_dead, n_ch),
             "dead_by_reason": dead_by,
             "dead_share_by_reason": {k: _ratio(v, n_ch) for k, v in dead_by.items()},
-            "eps_dominated": int(ch["eps_dominated"].sum()) if n_ch else 0,
-            "eps_dominated_share": _ratio(int(ch["eps_dominated"].sum()) if n_ch else 0, n_ch),
-            "layers_with_dead": int((ly["dead"] > 0).sum()),
+            "eps_dominated": n_eps,
+            "eps_dominated_share": _ratio(n_eps, n_ch),
+            "layers_with_dead": int((ly["dead"] > 0).sum()) if len(ly) else 0,
             "worst_layers": [
                 {
-                    "name": r.name,
-                    "block": r.block,
-                    "dead": int(r.dead),
-                    "channels": int(r.channels),
-                    "dead_share": float(r.dead_share),
-                    "eps_share": float(r.eps_share),
+                    "name": str(ly["name"][i]),
+                    "block": str(ly["block"][i]),
+                    "dead": int(ly["dead"][i]),
+                    "channels": int(ly["channels"][i]),
+                    "dead_share": float(ly["dead_share"][i]),
+                    "eps_share": float(ly["eps_share"][i]),
                 }
-                for r in ranked.head(worst).itertuples()
+                for i in worst_rows
             ],
             "eps": eps_counts(ly),
             "findings_by_kind": by_kind(records),
             "findings": [{"name": f.name, "finding": describe(f)} for f in records],
             "model_findings": model_findings,
-            "bn_types": {k: int(v) for k, v in ly["bn_type"].value_counts().sort_index().items()},
-            "roles": {k: int(v) for k, v in ly["role"].value_counts().sort_index().items()},
+            "bn_types": _counts(ly["bn_type"]),
+            "roles": _counts(ly["role"]),
         }
 
     def observed_summary(self, worst: int = 5) -> dict[str, Any] | None:
         """Headline numbers of the observation on images (None when not observed)."""
         if self.observation is None:
             return None
-        return self.observation.summary(self.layers, self.channels, worst)
+        observed: dict[str, Any] = self.observation.summary(self.layers, self.channels, worst)
+        return observed
 
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON document written by ``--json``: metadata, thresholds, summary and per-layer rows."""
-        return json_safe(
+        doc: dict[str, Any] = json_safe(
             {
                 "yolobn_version": __version__,
                 "model": self.meta.to_dict(),
                 "thresholds": self.thresholds.to_dict(),
                 "selection": self.selection,
+                "verdicts": [v.to_dict() for v in self.verdicts()],
                 "summary": self.summary(),
                 **(
                     {"observed": self.observation.to_json_dict(self.layers, self.channels)}
@@ -139,9 +215,10 @@ class Inspection:
                 "layers": self.layers.to_dict(orient="records"),
             }
         )
+        return doc
 
     def to_json(self) -> str:
-        return json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n"
+        return json_text(self.to_json_dict())
 
 
 def inspect(
@@ -175,14 +252,18 @@ def inspect(
                 f"--layers {' '.join(selection)}: matches none of the {len(layers)} BN layers; "
                 "use a glob on names such as 'model.2*', a block type such as C3k2, or a role (backbone/neck/head)"
             )
-        layers = layers[keep].reset_index(drop=True)
-        kept = set(layers["name"])
-        channels = channels[channels["name"].isin(kept)].reset_index(drop=True)
+        layers = layers.filter(keep)
+        kept = set(layers["name"].tolist())
+        channels = channels.filter(np.array([n in kept for n in channels["name"]], dtype=bool))
         findings = [f for f in findings if f.name in kept]
     return Inspection(
-        loaded=loaded, thresholds=th, layers=layers, channels=channels, selection=selection,
+        loaded=loaded,
+        thresholds=th,
+        layer_table=layers,
+        channel_table=channels,
+        selection=selection,
         layer_findings=findings,
-    )  # fmt: skip
+    )
 
 
 def require_batchnorm(loaded: LoadedModel) -> None:
@@ -195,72 +276,68 @@ def require_batchnorm(loaded: LoadedModel) -> None:
         )
 
 
-def select_layers(layers: pd.DataFrame, patterns: Sequence[str]) -> pd.Series:
+def select_layers(layers: Table, patterns: Sequence[str]) -> np.ndarray:
     """Boolean mask of the layers matched by any pattern (name glob, block/owner type, or role)."""
-    from yolobn.bn.walk import matches
-
-    return pd.Series([matches(r, patterns) for r in layers.itertuples()], index=layers.index, dtype=bool)
+    return np.array([matches(r, patterns) for r in layers.itertuples()], dtype=bool)
 
 
-RANK_RULE = (
-    "the most severe finding (non-finite, negative var, all dead, untrained stats, at init, near init), the number "
-    "of findings, dead share, observed dead share, eps-dominated share, drift (on images), then model order"
-)
-
-
-def sort_layers(
-    layers: pd.DataFrame, key: str, keys: dict[str, tuple[str, bool]] | None = None
-) -> pd.DataFrame:
+def sort_layers(layers: Any, key: str, keys: dict[str, tuple[str, bool]] | None = None) -> Any:
     """Rows ordered by ``keys[key]`` (column, ascending; ``SORT_KEYS`` by default), then model order;
-    NaN last. ``rank``: the layers most worth a look first (``RANK_RULE``)."""
+    NaN last. ``rank``: the layers most worth a look first (``rank_layers``). A ``Table`` in, a
+    ``Table`` out; a DataFrame in, a DataFrame out."""
     if key == "rank":
         return rank_layers(layers)
     col, ascending = (keys or SORT_KEYS)[key]
-    return layers.sort_values([col, "index"], ascending=[ascending, True], kind="stable")
+    return _take(layers, _order(_table(layers), [(col, ascending)]))
 
 
-def rank_layers(layers: pd.DataFrame) -> pd.DataFrame:
-    """The layers most worth a look first: see ``RANK_RULE``."""
-    score = pd.DataFrame(index=layers.index)
-    severity = pd.Series(0, index=layers.index)
-    for level, flag in enumerate(
-        _SEVERITY[::-1], start=1
-    ):  # the last condition that holds is the most severe
-        cond = flag(layers)
-        if cond is not None:
-            severity = severity.where(~cond.fillna(False).astype(bool), level)
-    score["severity"] = severity
-    score["findings"] = layers["findings"].fillna("").map(lambda t: t.count("; ") + 1 if t else 0)
-    cols = ["severity", "findings", "dead_share", "obs_dead_share", "eps_share", "drift"]
-    for c in cols[2:]:
-        score[c] = layers[c].fillna(0) if c in layers.columns else 0.0
-    score["index"] = layers["index"]
-    order = score.sort_values([*cols, "index"], ascending=[False] * len(cols) + [True], kind="stable").index
-    return layers.loc[order]
+def rank_layers(layers: Any, levels: Levels | None = None) -> Any:
+    """The layers most worth a look first: by status (act, look, ok) from the worst of each layer's
+    findings, port figures, drift and dead share (``yolobn.bn.answers.layer_severity``), then by
+    how far past its level that number is, then model order."""
+    t = _table(layers)
+    if not len(t):
+        return _take(layers, np.arange(0))
+    sev, score = layer_severity(t, levels)
+    return _take(layers, np.lexsort([t["index"], -score, -sev]))
 
 
-def _col(name: str) -> Callable[[pd.DataFrame], Any]:
-    return lambda ly: ly[name] if name in ly.columns else None
+def _order(t: Table, by: list[tuple[str, bool]]) -> np.ndarray:
+    """Row order by the columns ``by`` (name, ascending), NaN last, then model order (stable)."""
+    if not len(t):
+        return np.arange(0)
+    keys: list[np.ndarray] = [t["index"]]
+    for col, ascending in reversed(by):
+        v = t[col]
+        if v.dtype == object:  # text: ranks of the sorted distinct values
+            v = np.unique(v.astype(str), return_inverse=True)[1]
+        v = v.astype(np.float64)
+        keys += [v if ascending else -v, np.isnan(v)]  # NaN last, whichever the direction
+    return np.lexsort(keys)
 
 
-_SEVERITY = (  # most severe first
-    _col("nonfinite"),
-    lambda ly: ly["running_var_min"] < 0 if "running_var_min" in ly.columns else None,
-    lambda ly: (ly["dead"] == ly["channels"]) & (ly["channels"] > 0),
-    _col("untrained_stats"),
-    _col("init_affine"),
-    _col("near_init"),
-)
+def _table(layers: Any) -> Table:
+    return layers if isinstance(layers, Table) else Table.from_frame(layers)
 
 
-def eps_counts(layers: pd.DataFrame) -> dict[str, int]:
+def _take(layers: Any, order: np.ndarray) -> Any:
+    if isinstance(layers, Table):
+        return layers.take(order)
+    return layers.iloc[order]
+
+
+def eps_counts(layers: Any) -> dict[str, int]:
     """BN layers per eps value, keyed by the eps's ``repr`` (``{"0.001": 81}``), smallest eps first.
 
     YOLO detectors use 1e-3 and the -cls classifiers 1e-5 (PyTorch's default); a model mixing them
     shows every value with its count.
     """
-    counts = layers["eps"].value_counts().sort_index()
-    return {repr(float(e)): int(n) for e, n in counts.items()}
+    counts = Counter(float(e) for e in _table(layers)["eps"])
+    return {repr(e): n for e, n in sorted(counts.items())}
+
+
+def _counts(values: np.ndarray) -> dict[str, int]:
+    return dict(sorted(Counter(str(v) for v in values).items()))
 
 
 def _ratio(a: int, b: int) -> float:

@@ -1,4 +1,4 @@
-"""Per-layer and per-channel BatchNorm statistics as tidy pandas DataFrames.
+"""Per-layer and per-channel BatchNorm statistics: columns (``yolobn.core.table``), or pandas DataFrames.
 
 All math is vectorised over channels in float64. Every number is the same to the last bit on any
 CPU, with any thread count and in any channel order: elementwise IEEE operations (correctly
@@ -9,17 +9,32 @@ whose rounding depends on the CPU's vector width and the threads.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.bn.dead import FLOOR_ACTIVATIONS, criteria
+from yolobn.bn.port import port_figures
 from yolobn.bn.walk import BNBlock, find_blocks, unwrap
 from yolobn.core.findings import Finding, join
+from yolobn.core.table import Table
 from yolobn.core.thresholds import Thresholds
+
+if TYPE_CHECKING:
+    import pandas as pd  # the Python API's tables; computed without it
+
+__all__ = [
+    "CHANNEL_COLUMNS",
+    "QUANTITIES",
+    "REASON_NAMES",
+    "STATS",
+    "bn_stats",
+    "dead_channels",
+    "layer_columns",
+    "stats_and_findings",
+]
 
 QUANTITIES = ("gamma", "beta", "running_mean", "running_var", "scale")
 STATS = ("min", "max", "mean", "std", "p05", "p25", "p50", "p75", "p95")
@@ -54,13 +69,14 @@ def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataF
         two empty frames with the same columns.
     """
     layers, channels, _ = stats_and_findings(model, thresholds)
-    return layers, channels
+    return layers.to_frame(), channels.to_frame()
 
 
 def stats_and_findings(
     model: Any, thresholds: Thresholds | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame, list[Finding]]:
-    """``bn_stats`` and the health findings as records (``yolobn.core.findings.Finding``), in layer order.
+) -> tuple[Table, Table, list[Finding]]:
+    """``bn_stats`` as tables of columns (no pandas), and the health findings as records
+    (``yolobn.core.findings.Finding``), in layer order.
 
     The ``findings`` column of ``layers`` is these records in words (``yolobn.core.findings.join``).
     """
@@ -104,12 +120,14 @@ def stats_and_findings(
             else [float("nan")] * len(idx)  # a layer without channels is at no value at all
         )
         at_default = ((mean == 0).all(1) & (var == 1).all(1)).tolist()
+        port_eps, port_fp16 = port_figures(gamma, beta, mean, var, eps)
         for r, (i, bn) in enumerate(zip(idx, bns, strict=True)):
             where[i] = (g, r)
             row = _layer_row(
                 blocks[i], bn, desc[r], {k: v[r] for k, v in finite.items()}, neg_var[r],
                 {k: int(v[r]) for k, v in sums.items()}, max_abs[r], th,
             )  # fmt: skip
+            row.update(port_eps=port_eps[r], port_fp16=port_fp16[r])
             init_dev[i] = dev[r] if bn.affine else float("nan")
             defaults[i] = bool(bn.track_running_stats and at_default[r])
             per_layer[i] = row
@@ -118,9 +136,9 @@ def stats_and_findings(
     trained = trained_hint if trained_hint is not None else not all(defaults)
     findings = _init_findings(per_layer, defaults, init_dev, bool(trained), th)
 
-    layers = pd.DataFrame(per_layer, columns=layer_columns())
-    channels = _channel_frame(blocks, tensors, batches, where, flat)
-    return layers.reset_index(drop=True), channels, findings
+    layers = Table.from_rows(per_layer, layer_columns())
+    channels = _channel_table(blocks, tensors, batches, where, flat)
+    return layers, channels, findings
 
 
 def _width_batches(tensors: list[dict[str, Any]]) -> list[list[int]]:
@@ -178,13 +196,13 @@ def _init_findings(
     return findings
 
 
-def _channel_frame(
+def _channel_table(
     blocks: list[BNBlock], tensors: list[dict[str, Any]], batches: list[list[int]],
     where: list[tuple[int, int]], flat: list[dict[str, np.ndarray]],
-) -> pd.DataFrame:  # fmt: skip
-    """One DataFrame from the batch columns, put back in layer order (much faster than a frame per layer)."""
+) -> Table:  # fmt: skip
+    """One table from the batch columns, put back in layer order (much faster than a table per layer)."""
     if not blocks:
-        return pd.DataFrame(columns=CHANNEL_COLUMNS)
+        return Table({c: [] for c in CHANNEL_COLUMNS})
     sizes = [len(idx) * tensors[idx[0]]["gamma"].numel() for idx in batches]
     start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     counts = np.array([t["gamma"].numel() for t in tensors], dtype=np.int64)
@@ -200,7 +218,7 @@ def _channel_frame(
     }
     for c in CHANNEL_COLUMNS[4:]:
         cat[c] = np.concatenate([f[c] for f in flat])[order]
-    return pd.DataFrame(cat, columns=CHANNEL_COLUMNS)
+    return Table({c: cat[c] for c in CHANNEL_COLUMNS})
 
 
 def layer_columns() -> list[str]:
@@ -209,7 +227,8 @@ def layer_columns() -> list[str]:
     dist = [f"{q}_{s}" for q in QUANTITIES for s in STATS]
     dead = [
         "dead", "dead_share", "constant", "off", "eps_dominated", "eps_share",
-        "nonfinite", "untrained_stats", "init_affine", "near_init", "max_abs_scale", "findings",
+        "nonfinite", "untrained_stats", "init_affine", "near_init", "max_abs_scale", "port_eps", "port_fp16",
+        "findings",
     ]  # fmt: skip
     return context + bn + dist + dead
 
@@ -278,7 +297,8 @@ def _describe_exact(x: np.ndarray) -> list[list[float]]:
     a, b = s[:, lo], s[:, hi]
     d = b - a
     q = np.where(w < 0.5, a + w * d, b - d * (1 - w))
-    return np.column_stack([s[:, 0], s[:, -1], mean, std, q]).tolist()
+    rows: list[list[float]] = np.column_stack([s[:, 0], s[:, -1], mean, std, q]).tolist()
+    return rows
 
 
 def _layer_row(

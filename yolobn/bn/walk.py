@@ -17,6 +17,10 @@ from typing import Any
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from yolobn.io.loader import is_yolo_object
+
+__all__ = ["BNBlock", "blocks_frame", "find_blocks", "matches", "unwrap"]
+
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _ACT_TYPES = (
     nn.SiLU,
@@ -155,7 +159,7 @@ def blocks_frame(model: Any) -> Any:
 
 def unwrap(model: Any) -> nn.Module:
     """The nn.Module inside a LoadedModel or an ultralytics.YOLO (the module itself otherwise)."""
-    if isinstance(model, nn.Module) and not _is_yolo_wrapper(model):
+    if isinstance(model, nn.Module) and not is_yolo_object(model):
         return model
     inner = getattr(model, "model", None)
     if isinstance(inner, nn.Module):
@@ -163,15 +167,6 @@ def unwrap(model: Any) -> nn.Module:
     raise TypeError(
         f"expected an nn.Module, a yolobn.LoadedModel or an ultralytics.YOLO, got {type(model).__name__}"
     )
-
-
-def _is_yolo_wrapper(obj: Any) -> bool:
-    # ultralytics.YOLO subclasses nn.Module but wraps the real model in `.model`.
-    try:
-        from ultralytics.engine.model import Model
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(obj, Model)
 
 
 def _roles(root: nn.Module) -> dict[int, str]:

@@ -10,12 +10,12 @@ from yolobn.cli import options as o
 EXAMPLES = """\
 examples:
   yolobn activations                                    # demo model on the synthetic training images
-  yolobn activations best.pt --images path/to/images/ --max-images 500
-  yolobn activations best.pt --images a.jpg b.jpg --sort drift --top 15
-  yolobn activations best.pt --images val/ --csv layers.csv --channels-csv channels.csv --json obs.json
-  yolobn inspect best.pt --images path/to/images/       # data-free and observed side by side
+  yolobn activations best.pt --images examples/images/ --max-images 500
+  yolobn activations best.pt --images examples/images/shape_00000.png examples/images/shape_00001.png --sort drift --top 15
+  yolobn activations best.pt --images examples/images/ --csv obs-layers.csv --channels-csv obs-channels.csv --json obs.json
+  yolobn inspect best.pt --images examples/images/      # data-free and observed side by side
 
-what it reports (README, "Activations"):
+what it reports (docs/numbers.md, "On images: observed statistics"):
   obs dead   post-activation std < --dead-std over all images and positions (flat), or, before
              SiLU/ReLU..., a share of positive pre-activations <= --min-positive (never positive)
   both / pred only / obs only: data-free prediction vs observation, per layer and overall
@@ -63,14 +63,15 @@ def run(args: argparse.Namespace) -> int:
     th = o.thresholds(args)
     o.observed_thresholds(args)
     images = o.early_images(args)
-    o.protect_inputs(args, images)
+    inputs = o.protect_inputs(args, images)
     out, err = o.consoles()
     result = o.observe_images(args, o.inspect_with_status(args, th, err), err, images)
-    written = o.write_outputs(args, result)
+    written = o.write_outputs(args, result, inputs)
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.report.console import observed_panel, observed_table
+    from yolobn.report.console import observed_panel, observed_table, verdict_table
 
+    out.print(verdict_table(o.verdicts(args, result)))
     out.print(
         observed_panel(
             result.observed_summary(),

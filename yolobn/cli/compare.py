@@ -10,10 +10,10 @@ from yolobn.cli import options as o
 
 EXAMPLES = """\
 examples:
-  yolobn compare runs/train/weights/last.pt runs/train/weights/best.pt
-  yolobn compare pretrained.pt finetuned.pt --csv layers.csv --channels-csv channels.csv --json compare.json
-  yolobn compare a.pt b.pt --html compare.html # a page with plots (works offline, from file://)
-  yolobn compare a.pt b.pt c.pt d.pt          # more than two (or different architectures): an audit table
+  yolobn compare best.pt best-recal.pt                  # e.g. runs/train/weights/last.pt and best.pt
+  yolobn compare best.pt best-recal.pt --csv cmp-layers.csv --channels-csv cmp-channels.csv --json compare.json
+  yolobn compare best.pt best-recal.pt --html compare.html   # a page with plots (works offline, from file://)
+  yolobn compare best.pt best-recal.pt yolo11n.yaml yolo11s.yaml   # more than two, or other architectures: an audit table
 
 two checkpoints: layers matched by name; per channel the Gaussian KL (nats) of the running statistics
 (kl_in) and of the estimated BN output (kl_out), exactly 0 when nothing changed; dead-channel
@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if len(args.models) < 2:
         raise YolobnError("compare needs at least two checkpoints: yolobn compare A.pt B.pt")
     args.model = None
-    o.check_table_args(args)
-    _check_html(args)
+    inputs = {Path(m).expanduser(): "an input model" for m in args.models if Path(m).expanduser().exists()}
+    o.check_table_args(args, inputs)
+    _check_html(args, inputs)
     th = o.thresholds(args)
     from yolobn.bn.comparison import audit, compare
     from yolobn.bn.inspection import inspect
@@ -83,10 +84,13 @@ def run(args: argparse.Namespace) -> int:
     pair = len(results) == 2 and _same_architecture(results[0], results[1])
     if pair:
         cmp = compare(results[0], results[1], thresholds=th)
-        written = o.write_outputs(args, cmp, extra=_html(args, cmp))
+        written = o.write_outputs(args, cmp, inputs, extra=_html(args, cmp))
         if not args.quiet:
+            from yolobn.bn.answers import comparison_verdicts
+            from yolobn.report.console import verdict_table
             from yolobn.report.tables import compare_panel, compare_table
 
+            out.print(verdict_table(comparison_verdicts(cmp, args.models[0], args.models[1])))
             out.print(compare_panel(cmp.summary()))
             shown = cmp.layers.sort_values(["change", "index"], ascending=[False, True], kind="stable")
             shown = shown if args.all else shown.head(args.top)
@@ -104,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             raise YolobnError(
                 "--channels-csv: per-channel deltas need two checkpoints of the same architecture"
             )
-        written = _write_audit(args, table, results, th)
+        written = _write_audit(args, table, results, th, inputs)
         if not args.quiet:
             from yolobn.report.tables import audit_table
 
@@ -124,19 +128,17 @@ def _same_architecture(a: Any, b: Any) -> bool:
     return same >= 0.9 * max(len(wa), len(wb), 1)
 
 
-def _check_html(args: argparse.Namespace) -> None:
-    """--html is a file (not stdout), distinct from the other outputs; checked before any work."""
+def _check_html(args: argparse.Namespace, inputs: dict[Path, str]) -> None:
+    """--html is a file (not stdout), distinct from the other outputs and the inputs; checked
+    before any work."""
     from yolobn.core.errors import YolobnError
-    from yolobn.report.export import check_output_paths
+    from yolobn.core.outputs import guard_outputs
 
     if args.html is None:
         return
     if str(args.html) == "-":
         raise YolobnError("--html -: the page is a file; give a file name such as compare.html")
-    others = {k: v for k, v in (("--csv", args.csv), ("--channels-csv", args.channels_csv), ("--json", args.json))
-              if v is not None and str(v) != "-"}  # fmt: skip
-    protect = [Path(m) for m in args.models if Path(m).exists()]
-    check_output_paths({**others, "--html": args.html}, protect=protect)
+    guard_outputs({**o.table_outputs(args), f"--html {args.html}": args.html}, inputs)
 
 
 def _html(args: argparse.Namespace, cmp: Any) -> dict[Path, str]:
@@ -147,11 +149,13 @@ def _html(args: argparse.Namespace, cmp: Any) -> dict[Path, str]:
     return {args.html: render_html(cmp)}
 
 
-def _write_audit(args: argparse.Namespace, table: Any, results: list[Any], th: Any) -> list[Path]:
-    import json
+def _write_audit(
+    args: argparse.Namespace, table: Any, results: list[Any], th: Any, inputs: dict[Path, str]
+) -> list[Path]:
     import sys
 
-    from yolobn.report.export import csv_text, json_safe, write_texts
+    from yolobn.core.precision import json_text
+    from yolobn.report.export import csv_text, write_texts
 
     texts = {}
     if args.html:
@@ -162,8 +166,8 @@ def _write_audit(args: argparse.Namespace, table: Any, results: list[Any], th: A
         texts[args.csv] = csv_text(table)
     if args.json:
         doc = {"models": [r.meta.to_dict() for r in results], "audit": table.to_dict(orient="records")}
-        texts[args.json] = json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
-    written = write_texts({p: t for p, t in texts.items() if str(p) != "-"})
+        texts[args.json] = json_text(doc)
+    written = write_texts({p: t for p, t in texts.items() if str(p) != "-"}, inputs)
     for p, t in texts.items():
         if str(p) == "-":
             sys.stdout.write(t)

@@ -13,7 +13,7 @@ examples:
   yolobn experiment examples/eps.yaml --trust   # the demo model: reference, folded, eps, fixed point, ...
                                                 # (--trust: the file names a custom impl, examples/custom_bn.py)
   yolobn experiment examples/eps.yaml --trust --ray            # each variant and layer a Ray task
-  yolobn experiment examples/eps.yaml --trust --ray head:6379  # on a Ray cluster (see docs/scale.md)
+                                                # (--ray HOST:PORT: on a running Ray cluster, see docs/scale.md)
 
 A rerun of the same file continues where an interrupted one stopped (finished rows are kept in
 $YOLOBN_CACHE/sweeps/); --no-resume measures everything again.
@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         data=cfg.get("data"),
         more={args.file: "the experiment file", **impl_files},
     )
-    o.check_out_dir(out_dir, names, "--out", inputs)
+    from yolobn.core.outputs import guard_folder
+
+    guard_folder(out_dir, names, "--out", inputs)
 
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("experiment", total=None)
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if res.sensitivity is not None:
         files[out_dir / "sensitivity.csv"] = csv_text(res.sensitivity, "%.6g")
-    written = write_texts(files)
+    written = write_texts(files, inputs)
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.tables import sensitivity_table, variants_table

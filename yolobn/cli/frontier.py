@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.cli import options as o
+from yolobn.core.limits import MAX_SEEDS
 
 EXAMPLES = """\
 examples:
   yolobn frontier                                   # the demo model on the bundled shapes dataset
-  yolobn frontier best.pt --data data.yaml --images val/images/ --max-images 500
-  yolobn frontier best.pt --data data.yaml --images imgs/ --shares 0,5,10,20 --criteria observed,gamma
-  yolobn frontier best.pt --data data.yaml --images imgs/ --ray     # each point a Ray task
+  yolobn frontier best.pt --data shapes --images examples/images/ --max-images 500
+  yolobn frontier best.pt --data shapes --shares 0,5,10,20 --criteria observed,gamma
+  yolobn frontier best.pt --data shapes --shares 0,5 --criteria observed --ray   # each point a Ray task
 
 criteria: observed = post-activation std on the images (the error ablation adds), gamma = |gamma|
 (network slimming, Torch-Pruning), random = a control averaged over --seeds rankings. Every
@@ -33,7 +34,7 @@ def add_parser(sub: Any) -> None:
         sub,
         "frontier",
         help="ablate the lowest k%% of channels by each criterion and validate: the prune frontier",
-        description="Rank every channel by a criterion, replace the lowest k%% by their observed mean after the "
+        description="Rank every channel by a criterion, replace the lowest k% by their observed mean after the "
         "activation, validate each point with Ultralytics' validator (never fused), and report the largest "
         "share removable within a tolerance, per criterion and per role.",
         epilog=EXAMPLES,
@@ -50,7 +51,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--criteria", default="observed,gamma,random", help="observed, gamma, random (default all three)"
     )
-    p.add_argument("--seeds", type=o.number(int, 1), default=3, help="random rankings averaged (default 3)")
+    p.add_argument(
+        "--seeds", type=o.number(int, 1, MAX_SEEDS), default=3, help="random rankings averaged (default 3)"
+    )
     p.add_argument(
         "--tolerance", type=o.number(float), default=0.005, help="metric drop still removable (default 0.005)"
     )
@@ -74,16 +77,15 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from yolobn.core.errors import YolobnError
-    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.core.outputs import guard_folder
+    from yolobn.report.export import write_texts
     from yolobn.sweeps.frontier import CRITERIA, SHARES, frontier
 
     out, err = o.consoles(args.quiet)
     execution = o.execution(args, err)  # a missing Ray fails here, before any work
     if args.data is None:
-        if args.model is not None:
+        if not o.is_demo(args.model):
             raise YolobnError(
                 "--data is required for a model other than the demo (a dataset yaml, or 'shapes')"
             )
@@ -101,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     images = o.early_images(args)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "frontier", args.exist_ok)
     names = ("frontier.csv", "points.csv", "frontier.json", "frontier.html")
-    check_output_paths({str(out_dir / n): out_dir / n for n in names})
+    inputs = o.input_files(args.model, data=args.data, images=images)
+    guard_folder(out_dir, names, "--out", inputs)
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("observing", total=None)
 
@@ -115,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
             execution=execution,
         )  # fmt: skip
     o.warn_failed(fr.failed, int((fr.points["share"] > 0).sum()))
-    from yolobn.report.export import csv_text, json_safe
+    from yolobn.core.precision import json_text
+    from yolobn.report.export import csv_text
     from yolobn.report.frontier_page import render_html
 
     doc = {"model": fr.meta, "settings": fr.settings, "summary": fr.summary(),
@@ -123,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
     written = write_texts({
         out_dir / "frontier.csv": csv_text(fr.curve),
         out_dir / "points.csv": csv_text(fr.points),
-        out_dir / "frontier.json": json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n",
+        out_dir / "frontier.json": json_text(doc),
         out_dir / "frontier.html": render_html(fr),
-    })  # fmt: skip
+    }, inputs)  # fmt: skip
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.tables import frontier_table

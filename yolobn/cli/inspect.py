@@ -10,7 +10,7 @@ from yolobn.cli import options as o
 EXAMPLES = """\
 examples:
   yolobn inspect                              # the bundled demo model (YOLO11n trained on synthetic shapes)
-  yolobn inspect yolo11n.pt                   # any Ultralytics checkpoint on disk
+  yolobn inspect best.pt                      # any Ultralytics checkpoint on disk
   yolobn inspect yolo11x.yaml                 # an untrained model built from an Ultralytics yaml
   yolobn inspect best.pt --sort dead --top 15 # the 15 layers with the most dead channels
   yolobn inspect best.pt --layers 'model.2*' --layers backbone
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.images is not None:
         o.observed_thresholds(args)  # bad thresholds fail before any work
     images = o.early_images(args)
-    o.protect_inputs(args, images)
+    inputs = o.protect_inputs(args, images)
     out, err = o.consoles()
     result = o.inspect_with_status(args, th, err)
     o.warn_cannot_run(err, result.loaded, args.quiet)
@@ -73,11 +73,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.images is not None:
         result = o.observe_images(args, result, err, images)
-    written = o.write_outputs(args, result)
+    written = o.write_outputs(args, result, inputs)
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.report.console import layer_table, observed_panel, summary_panel
+    from yolobn.report.console import layer_table, observed_panel, summary_panel, verdict_table
 
+    out.print(verdict_table(o.verdicts(args, result)))
     out.print(summary_panel(result.meta.to_dict(), result.summary(), th.to_dict()))
     if result.observation is not None:
         out.print(
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                 result.observed_summary(), result.observation.thresholds.to_dict(), "observed on the images"
             )
         )
-    shown, line = o.layer_rows(args, result.layers)
+    shown, line = o.layer_rows(args, result.layer_table)
     if len(shown):
         out.print(layer_table(shown, title="BatchNorm layers", width=out.width))
     out.print(line, style="dim")

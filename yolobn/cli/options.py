@@ -15,16 +15,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ, ObservedThresholds, Thresholds, options
+from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
+from yolobn.core.thresholds import ObservedThresholds, Thresholds, options
+from yolobn.data import DEMO_STEM, demo_model_path
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
-EXIT_CODES = "exit codes: 0 success, 1 internal error, 2 bad input or usage\n"
-DEMO_STEM = "demo_yolo11n_shapes"
+EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of stdout closed it, as a shell reports for cat or git
+EXIT_CODES = (
+    "exit codes: 0 success, 1 internal error, 2 bad input or usage, 141 stdout closed by its reader\n"
+)
 TOP = 15  # rows of a layer table by default: the rest is in the files, or --all
-DEMO_FILE = f"{DEMO_STEM}.pt"
 
 
 class Parser(argparse.ArgumentParser):
+    """yolobn's parser: one-line errors, and no prefix matching (``--tru`` is not ``--trust``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         """One line, exit 2, like every other bad input: ``yolobn: error: --top -1: must be at least 0``."""
         m = re.fullmatch(r"argument ([^:/\s]+)(?:/\S+)?: (.*)", message, flags=re.S)
@@ -35,13 +44,18 @@ class Parser(argparse.ArgumentParser):
 
 def debug_parent() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error (the exit code stays the same)",
+    )
     return p
 
 
 def command(sub: Any, name: str, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """A subcommand parser with ``--debug`` and the examples epilog kept as written."""
-    return sub.add_parser(
+    p: argparse.ArgumentParser = sub.add_parser(
         name,
         parents=[debug_parent()],
         help=help,
@@ -49,6 +63,7 @@ def command(sub: Any, name: str, *, help: str, description: str, epilog: str) ->
         epilog=epilog + ("\n" if not epilog.endswith("\n") else "") + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    return p
 
 
 def number(kind: type, least: float = 0, most: float | None = None) -> Callable[[str], Any]:
@@ -169,7 +184,10 @@ def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) 
         help="inference size (default: the checkpoint's training imgsz, else 640)",
     )
     g.add_argument(
-        "--batch", type=number(int, 1), default=batch, help=f"images per forward pass (default {batch})"
+        "--batch",
+        type=number(int, 1, MAX_BATCH),
+        default=batch,
+        help=f"images per forward pass (default {batch})",
     )
     g.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 (default cpu)")
 
@@ -179,11 +197,13 @@ def image_group(p: argparse.ArgumentParser, *, optional: bool, batch: int = 16) 
 
 
 def thresholds(args: argparse.Namespace) -> Thresholds:
-    return _build(Thresholds, args)
+    t: Thresholds = _build(Thresholds, args)
+    return t
 
 
 def observed_thresholds(args: argparse.Namespace) -> ObservedThresholds:
-    return _build(ObservedThresholds, args)
+    t: ObservedThresholds = _build(ObservedThresholds, args)
+    return t
 
 
 def _build(cls: Any, args: argparse.Namespace) -> Any:
@@ -199,11 +219,19 @@ def model_stem(model: str | None) -> str:
     return Path(model).stem if model else DEMO_STEM
 
 
-def check_table_args(args: argparse.Namespace) -> None:
-    """The output files of inspect and activations, checked before any work; and the checkpoint's
-    hash started in a thread while torch and pandas import (the loader picks it up)."""
+def table_outputs(args: argparse.Namespace) -> dict[str, Path | None]:
+    """--csv, --channels-csv and --json, labelled as errors name them (``--json out.json``)."""
+    opts = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
+    return {f"{k} {v}": v for k, v in opts.items()}
+
+
+def check_table_args(args: argparse.Namespace, inputs: dict[Path, str] | None = None) -> dict[Path, str]:
+    """The output files of inspect, activations and compare, checked before any work (the output
+    guard, against ``inputs``, default the model's); and the checkpoint's hash started in a thread
+    while torch and pandas import (the loader picks it up). Returns the inputs checked against."""
     from yolobn.core import digest
-    from yolobn.report.export import check_output_paths
+    from yolobn.core.errors import YolobnError
+    from yolobn.core.outputs import guard_outputs
 
     model_path = Path(args.model) if args.model else None
     if model_path and model_path.suffix.lower() not in (".yaml", ".yml"):
@@ -211,36 +239,34 @@ def check_table_args(args: argparse.Namespace) -> None:
     outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
     to_stdout = [k for k, v in outputs.items() if v is not None and str(v) == "-"]
     if len(to_stdout) > 1:
-        from yolobn.core.errors import YolobnError
-
         raise YolobnError(f"{' and '.join(to_stdout)}: only one output can go to stdout ('-')")
     if to_stdout:
         args.quiet = True  # stdout carries the data alone
-    files = {k: v for k, v in outputs.items() if v is not None and str(v) != "-"}
-    check_output_paths(files, protect=[model_path] if model_path and model_path.exists() else [])
-    from yolobn.core.atomic import check_writable
-
-    for opt, path in files.items():
-        check_writable(path, opt)
+    inputs = input_files(args.model) if inputs is None else inputs
+    guard_outputs(table_outputs(args), inputs)
+    return inputs
 
 
-def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> None:
-    """No --csv/--channels-csv/--json may replace an input file (the model, an image)."""
-    from yolobn.core.atomic import check_not_inputs
+def protect_inputs(args: argparse.Namespace, images: list[Path] | None) -> dict[Path, str]:
+    """No --csv/--channels-csv/--json may be an input file (the model, an image): the inputs."""
+    from yolobn.core.outputs import guard_outputs
 
-    outputs = {"--csv": args.csv, "--channels-csv": args.channels_csv, "--json": args.json}
-    check_not_inputs({f"{k} {v}": v for k, v in outputs.items()}, input_files(args.model, images=images))
+    inputs = input_files(args.model, images=images)
+    guard_outputs(table_outputs(args), inputs, probe=False)
+    return inputs
 
 
 def input_files(
-    model: str | None, *, data: str | None = None, images: list[Path] | None = None, more: dict | None = None
+    model: str | None,
+    *,
+    data: str | None = None,
+    images: list[Path] | None = None,
+    more: dict[Path, str] | None = None,
 ) -> dict[Path, str]:
     """Every input file of a command (what no output may replace): the model file (the bundled
     demo when none is given), the dataset yaml, the images, and ``more`` (path -> what it is)."""
     files: dict[Path, str] = {}
-    model_path = (
-        Path(model).expanduser() if model else Path(__file__).resolve().parents[1] / "data" / DEMO_FILE
-    )
+    model_path = Path(model).expanduser() if model else demo_model_path()
     if model_path.exists():
         yaml = model_path.suffix.lower() in (".yaml", ".yml")
         files[model_path] = "the input model yaml" if yaml else "the input checkpoint"
@@ -252,21 +278,6 @@ def input_files(
         if p is not None and Path(p).expanduser().exists():
             files[Path(p).expanduser()] = what
     return files
-
-
-def check_out_dir(out_dir: Path, names: list[str], opt: str, inputs: dict[Path, str]) -> None:
-    """The files a command writes into ``out_dir``, checked before any work: the folder is a folder,
-    no file name is taken by a folder, none replaces an input, and the place can be written."""
-    from yolobn.core.atomic import check_not_inputs, check_writable
-    from yolobn.core.errors import YolobnError
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise YolobnError(f"{opt} {out_dir}: is a file, not a folder; give a folder name")
-    for n in names:
-        if (out_dir / n).is_dir():
-            raise YolobnError(f"{opt} {out_dir}: '{n}' in it is a folder; remove it or choose another folder")
-    check_not_inputs({f"{opt} {out_dir}: {n}": out_dir / n for n in names}, inputs)
-    check_writable(out_dir / names[0], opt)
 
 
 def early_images(args: argparse.Namespace) -> list[Path] | None:
@@ -282,8 +293,11 @@ def early_images(args: argparse.Namespace) -> list[Path] | None:
     return collect_images(args.images, args.max_images)
 
 
-def write_outputs(args: argparse.Namespace, result: Any, extra: dict[Path, str] | None = None) -> list[Path]:
-    """--csv, --channels-csv and --json of inspect and activations (and ``extra`` files), all or nothing."""
+def write_outputs(
+    args: argparse.Namespace, result: Any, inputs: dict[Path, str], extra: dict[Path, str] | None = None
+) -> list[Path]:
+    """--csv, --channels-csv and --json of inspect, activations and compare (and ``extra`` files),
+    all or nothing, none of them an input (``inputs``, and the images the result was observed on)."""
     from yolobn.report.export import channels_csv, layers_csv, write_texts
 
     texts: dict[Path, str] = dict(extra or {})
@@ -293,8 +307,10 @@ def write_outputs(args: argparse.Namespace, result: Any, extra: dict[Path, str] 
         texts[args.channels_csv] = channels_csv(result.channels)
     if args.json:
         texts[args.json] = result.to_json()
+    observation = getattr(result, "observation", None)
+    seen = {Path(p): "an input image" for p in observation.images} if observation is not None else {}
     files = {p: t for p, t in texts.items() if str(p) != "-"}
-    written = write_texts(files) if files else []
+    written = write_texts(files, {**seen, **inputs}) if files else []
     for p, t in texts.items():
         if str(p) == "-":  # after the files: nothing reaches stdout unless every file was written
             sys.stdout.write(t)
@@ -348,20 +364,17 @@ def warn_cannot_run(err: Any, loaded: Any, quiet: bool) -> None:
     if getattr(loaded, "run_error", None) and not quiet:
         from rich.text import Text
 
-        from yolobn.core.text import visible
-
-        err.print(Text.assemble(("warning: ", "yellow"), visible(loaded.run_error)), soft_wrap=True)
+        err.print(
+            Text.assemble(("warning: ", "yellow"), loaded.run_error), soft_wrap=True
+        )  # a VisibleConsole
 
 
 def warn_skipped(err: Any, skipped: list[str]) -> None:
-    from yolobn.report.fit import markup_safe
-
     if skipped:
-        err.print(
-            f"[yellow]warning:[/] {len(skipped)} image(s) could not be decoded and were skipped "
-            f"(first: {markup_safe(skipped[0])})",
-            soft_wrap=True,
-        )
+        from rich.text import Text  # a file name: text, never markup
+
+        what = f"{len(skipped)} image(s) could not be decoded and were skipped (first: {skipped[0]})"
+        err.print(Text.assemble(("warning: ", "yellow"), what), soft_wrap=True)
 
 
 def progress_bar(err: Any, quiet: bool) -> Any:
@@ -377,8 +390,8 @@ def progress_bar(err: Any, quiet: bool) -> Any:
 
 def consoles(quiet: bool = False) -> tuple[Any, Any]:
     """(stdout, stderr) rich consoles. stdout fits the terminal, or ``COLUMNS`` when it is set; piped
-    into a file or another program without ``COLUMNS``, it is 200 columns wide (not rich's 80). Both
-    write control characters from input files visibly (``report.fit.VisibleConsole``)."""
+    into a file or another program without ``COLUMNS``, it is 200 columns wide (not rich's 80); both
+    ``report.fit.VisibleConsole``: control characters from input files are written visibly."""
     from yolobn.report.fit import VisibleConsole
 
     fitted = sys.stdout.isatty() or os.environ.get("COLUMNS", "").strip().isdigit()
@@ -415,7 +428,7 @@ def exist_ok_argument(p: argparse.ArgumentParser) -> None:
 
 def output_dir(out: Path | None, default: Path, exist_ok: bool) -> Path:
     """``-o DIR`` as given, else ``default`` incremented (``reports/best2``, ...) unless ``--exist-ok``."""
-    from yolobn.core.atomic import output_folder
+    from yolobn.core.outputs import output_folder
 
     return output_folder(out, default, exist_ok, "--out")
 
@@ -454,16 +467,11 @@ def fanout_group(p: argparse.ArgumentParser) -> None:
 
 def execution(args: argparse.Namespace, err: Any) -> Any:
     """The ``Execution`` of ``--ray``/``--resume``; a missing Ray is a one-line error, before any work."""
-    from yolobn.core.errors import YolobnError
     from yolobn.sweeps.fanout import Execution, require_ray
     from yolobn.sweeps.rayconnect import parse_ray_address
 
     if args.ray is not None:
-        if Path(args.ray).suffix.lower() in (".pt", ".yaml", ".yml", ".pth") or Path(args.ray).is_file():
-            raise YolobnError(
-                f"--ray {args.ray}: is a file, not a Ray address; put --ray after it, or write --ray auto"
-            )
-        parse_ray_address(args.ray)  # a malformed address: one line, before any work
+        parse_ray_address(args.ray)  # a malformed address or a model file: one line, before any work
         require_ray()
 
     def notify(line: str) -> None:
@@ -493,3 +501,20 @@ def status(err: Any, quiet: bool, text: str) -> Any:
     if quiet or not err.is_terminal:
         return contextlib.nullcontext()
     return err.status(text)
+
+
+def verdicts(args: argparse.Namespace, result: Any) -> Any:
+    """The answers of an inspection, with the next commands written with this command's own paths."""
+    from yolobn.bn.answers import Paths
+
+    images = tuple(args.images) if getattr(args, "images", None) else None
+    data = getattr(args, "data", None)
+    demo = result.meta.kind == "demo"
+    return result.verdicts(Paths(args.model, images, data if data != "shapes" else None, demo))
+
+
+def is_demo(model: str | None) -> bool:
+    """The bundled demo: MODEL left out, or given by its path or a copy (same bytes)."""
+    from yolobn.data import is_demo as same_bytes
+
+    return same_bytes(model)

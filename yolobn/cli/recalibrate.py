@@ -14,8 +14,8 @@ DRIFT_LEFT = 1e-4  # largest layer drift after recalibration that is not worth a
 EXAMPLES = """\
 examples:
   yolobn recalibrate -o demo-recal.pt                   # demo model on its synthetic training images
-  yolobn recalibrate best.pt --images path/to/target-domain/ -o best-recal.pt
-  yolobn recalibrate best.pt --images imgs/ -o best-recal.pt --data data.yaml   # and mAP before/after
+  yolobn recalibrate best.pt --images examples/images/ -o best-recal.pt   # your target domain's images
+  yolobn recalibrate best.pt --images examples/images/ -o best-recal2.pt --data shapes   # and mAP before/after
 
 Every BN's running mean and variance become the mean and population variance of its input over
 all the images, as the recalibrated model sees them in eval mode (inference): 'yolobn activations'
@@ -62,23 +62,24 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from yolobn.core.atomic import check_not_inputs, check_writable
     from yolobn.core.errors import YolobnError
+    from yolobn.core.outputs import guard_outputs
 
     out_path: Path = args.out.expanduser()
-    # Every input, by its real path (the demo's too): the output never replaces one of them.
-    check_not_inputs({f"-o {args.out}": out_path}, o.input_files(args.model, data=args.data))
-    if out_path.is_dir():
-        raise YolobnError(f"-o {args.out}: is a folder; give the name of the .pt file to write")
-    if out_path.exists() and not args.force:
-        raise YolobnError(f"-o {args.out}: exists; pass --force to replace it, or choose another name")
-    check_writable(out_path, "-o")
+    label = f"-o {args.out}"
+    # Every input, by its real path and inode (the demo's too): the output never replaces one of them.
+    (target,) = guard_outputs(
+        {label: out_path}, o.input_files(args.model, data=args.data), stdout=False
+    ).values()
+    if out_path.exists() and not target.stream and not args.force:
+        raise YolobnError(f"{label}: exists; pass --force to replace it, or choose another name")
     if args.data is not None:
         from yolobn.io.datasets import resolve_data
 
         resolve_data(args.data, trust=args.trust)
     images = o.early_images(args)
-    check_not_inputs({f"-o {args.out}": out_path}, o.input_files(args.model, images=images))
+    inputs = o.input_files(args.model, data=args.data, images=images)
+    guard_outputs({label: out_path}, inputs, probe=False, stdout=False)
 
     from yolobn.io.checks import require_runnable
     from yolobn.io.images import model_imgsz
@@ -114,9 +115,8 @@ def run(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     metrics = _validate(args, loaded, rec, err) if args.data is not None else None
-    written = save_checkpoint(
-        rec, out_path, protect=list(o.input_files(args.model, data=args.data, images=images))
-    )
+    used = [Path(p) for p in rec.meta.recalibration.get("image_files") or [] if p != "..."]
+    written = save_checkpoint(rec, out_path, protect=[*inputs, *used])
     if args.quiet:
         return o.EXIT_OK
     r = rec.meta.recalibration

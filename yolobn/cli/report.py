@@ -12,12 +12,11 @@ EXAMPLES = """\
 examples:
   yolobn report                          # the bundled demo model -> reports/demo_yolo11n_shapes/ (or ...2, 3)
   yolobn report best.pt -o out/          # out/report.html, layers.csv, channels.csv, summary.json
-  yolobn report best.pt --open           # and open it in the default browser
-  yolobn report best.pt --layers backbone --off-sigma 2
-  yolobn report --run runs/detect/train  # a training tracked with yolobn.track -> reports/train/training.html
+  yolobn report best.pt --layers backbone --off-sigma 2   # --open: and open it in the default browser
+  yolobn report best.pt --images examples/images/ --data shapes   # observed columns, observed-dead ablation
 """
 
-FILES = ("report.html", "layers.csv", "channels.csv", "summary.json")
+FILES = ("report.html", "layers.csv", "channels.csv", "summary.json")  # = report.export.REPORT_FILES
 
 
 def add_parser(sub: Any) -> None:
@@ -69,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if args.images is not None:
         o.observed_thresholds(args)
     images = o.early_images(args)
-    o.check_out_dir(out_dir, list(FILES), "--out", o.input_files(args.model, images=images))
+    from yolobn.core.outputs import guard_folder
+
+    inputs = o.input_files(args.model, data=args.data, images=images)
+    guard_folder(out_dir, FILES, "--out", inputs)
     _, err = o.consoles()
     result = o.inspect_with_status(args, th, err)
     o.warn_cannot_run(err, result.loaded, args.quiet)
@@ -82,9 +84,12 @@ def run(args: argparse.Namespace) -> int:
                 result.observation.ablation = ablation_effect(
                     result, args.data, imgsz=args.imgsz, device=args.device, trust=args.trust
                 )
-    from yolobn.report.export import report_files, write_texts
+    from yolobn.report.export import write_texts
+    from yolobn.report.html import report_files
 
-    written = write_texts(report_files(result, out_dir))
+    if result.observation is not None:  # the images actually read, defaults included
+        inputs = {**{Path(p): "an input image" for p in result.observation.images}, **inputs}
+    written = write_texts(report_files(result, out_dir), inputs)
     if not args.quiet:
         out, _ = o.consoles()
         o.print_written(out, written)
@@ -98,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
 def _training(args: argparse.Namespace) -> int:
     """``--run DIR``: training.html from DIR/yolobn/epochs.csv."""
     from yolobn.core.errors import YolobnError
+    from yolobn.core.outputs import guard_folder
     from yolobn.integrations.tracking import read_run
-    from yolobn.report.export import check_output_paths, write_texts
+    from yolobn.report.export import write_texts
     from yolobn.report.run_page import render_html
 
     if args.model is not None:
@@ -110,8 +116,9 @@ def _training(args: argparse.Namespace) -> int:
     name = run_dir.resolve().name or "run"
     out_dir = o.output_dir(args.out, Path("reports") / name, args.exist_ok)
     page_path = out_dir / "training.html"
-    check_output_paths({str(page_path): page_path})
-    written = write_texts({page_path: render_html(read_run(run_dir), str(args.run_dir))})
+    inputs = {run_dir / "yolobn" / "epochs.csv": "the training's epochs.csv"}
+    guard_folder(out_dir, ["training.html"], "--out", inputs)
+    written = write_texts({page_path: render_html(read_run(run_dir), str(args.run_dir))}, inputs)
     if not args.quiet:
         out, _ = o.consoles()
         o.print_written(out, written)

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from yolobn.cli import options as o
+from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
 
 EXAMPLES = """\
 examples:
   yolobn swap --impl reference --impl folded --impl identity     # demo model on the bundled shapes dataset
-  yolobn swap best.pt --impl reference --data my_data.yaml
-  yolobn swap best.pt --impl mypkg.norms:MyBatchNorm --data coco8.yaml --layers 'model.2*'
-  yolobn swap best.pt --impl reference:eps=1e-5 --impl fixedpoint:bits=8 --impl lowp:dtype=bf16 --data data.yaml
+  yolobn swap best.pt --impl reference --data shapes             # or --data your_data.yaml
+  yolobn swap best.pt --impl examples/custom_bn.py:PerTensorInt8BatchNorm --trust --layers 'model.2*'
+  yolobn swap best.pt --impl reference:eps=1e-5 --impl fixedpoint:bits=8 --impl lowp:dtype=bf16 --data shapes
 """
 
 
@@ -52,10 +53,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--imgsz",
-        type=o.number(int, o.MIN_IMGSZ, o.MAX_IMGSZ),
+        type=o.number(int, MIN_IMGSZ, MAX_IMGSZ),
         help="validation image size (default: the checkpoint's training imgsz)",
     )
-    p.add_argument("--batch", type=o.number(int, 1), default=16, help="validation batch size (default 16)")
+    p.add_argument(
+        "--batch", type=o.number(int, 1, MAX_BATCH), default=16, help="validation batch size (default 16)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 ... (default cpu)")
     p.add_argument(
         "-o", "--out", type=Path, metavar="DIR", help="output folder (default: reports/<model-stem>/swap/)"
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     out, err = o.consoles(args.quiet)
     execution = o.execution(args, err)  # a missing Ray fails here, before any work
     if args.data is None and args.images is None:
-        if args.model is not None:
+        if not o.is_demo(args.model):
             raise YolobnError(
                 "--data or --images is required for a model other than the demo (a dataset yaml, 'shapes', "
                 "or --images for a label-free check)"
@@ -92,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
         resolve_data(args.data, trust=args.trust)  # a missing or unsafe dataset fails here, before any work
     images = _images(args)
     out_dir = o.output_dir(args.out, Path("reports") / o.model_stem(args.model) / "swap", args.exist_ok)
-    o.check_out_dir(
-        out_dir, ["swap.csv", "swap.json", "swap.html"], "--out",
-        o.input_files(args.model, data=args.data, images=images),
-    )  # fmt: skip
+    from yolobn.core.outputs import guard_folder
+
+    inputs = o.input_files(args.model, data=args.data, images=images)
+    guard_folder(out_dir, ["swap.csv", "swap.json", "swap.html"], "--out", inputs)
 
     from yolobn.io.checks import require_runnable
     from yolobn.io.images import model_imgsz
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         res = run_variants(loaded, variants, settings, progress=progress, execution=execution)
     o.warn_failed(res.failed, len(variants))
     table = res.table
-    written = write_texts(_files(args, res, loaded, images, out_dir))
+    written = write_texts(_files(args, res, loaded, images, out_dir), inputs)
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.tables import variants_table
@@ -141,7 +144,7 @@ def _images(args: argparse.Namespace) -> list[Path] | None:
         return None
     from yolobn.io.images import collect_images
 
-    if not args.images and args.model is None:  # the demo model sees shapes, not buses
+    if not args.images and o.is_demo(args.model):  # the demo model sees shapes, not buses
         from yolobn.data.synth import shapes_dataset
 
         return collect_images([str(shapes_dataset().parent / "images" / "val")], args.max_images)
@@ -161,7 +164,9 @@ def _variants(args: argparse.Namespace) -> list[Any]:
     return variants
 
 
-def _files(args: argparse.Namespace, res: Any, loaded: Any, images: list[Path] | None, out_dir: Path) -> dict:
+def _files(
+    args: argparse.Namespace, res: Any, loaded: Any, images: list[Path] | None, out_dir: Path
+) -> dict[Path, Any]:
     """swap.csv, swap.json and swap.html; swap.json says whether anything was validated."""
     import json
 

@@ -24,11 +24,13 @@ import zlib
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+__all__ = ["Digest", "prefetch", "scan", "sha256", "sha256_bytes", "take"]
 
 _CHUNK = 1 << 20
 _LOCAL_HEADER = 30  # fixed part of a zip local file header
-_pending: dict[tuple, Future[Digest]] = {}
+_pending: dict[tuple[object, ...], Future[Digest]] = {}
 _lock = threading.Lock()
 
 
@@ -41,28 +43,32 @@ class Digest:
     damaged: tuple[str, ...] = ()
 
 
-def sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file (hex)."""
+def sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file (hex); OSError when it cannot be read."""
     return scan(path).sha256
 
 
-def scan(path: str | os.PathLike) -> Digest:
+def sha256_bytes(data: bytes) -> str:
+    """The SHA-256 of bytes in memory (hex), as ``sha256`` gives for a file holding them."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def scan(path: str | os.PathLike[str]) -> Digest:
     """SHA-256 of the file and the CRC-32 check of every stored zip record, in one pass.
 
     A file that is not a zip archive (or whose directory cannot be read) is only hashed.
     """
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
         records = _records(f)
         f.seek(0)
-        check = _CrcCheck(records, size)
+        check = _CrcCheck(records)
         pos = 0
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
             check.feed(pos, memoryview(chunk))
             pos += len(chunk)
-    return Digest(h.hexdigest(), len(records), check.finish(pos))
+    return Digest(h.hexdigest(), len(records), check.finish())
 
 
 def _records(f: BinaryIO) -> list[tuple[int, int, int, str]]:
@@ -84,9 +90,8 @@ class _CrcCheck:
     """Follows the stream chunk by chunk: each record's local header (to find where its data
     starts), then its data through zlib.crc32, compared with the central directory's CRC."""
 
-    def __init__(self, records: list[tuple[int, int, int, str]], size: int) -> None:
+    def __init__(self, records: list[tuple[int, int, int, str]]) -> None:
         self.records = records
-        self.size = size
         self.i = 0
         self.header = bytearray()
         self.start = self.end = -1  # data range of the current record once its header is read
@@ -129,13 +134,13 @@ class _CrcCheck:
         self.header = bytearray()
         self.start = self.end = -1
 
-    def finish(self, size: int) -> tuple[str, ...]:
+    def finish(self) -> tuple[str, ...]:
         while self.i < len(self.records):  # records that reach past the end of the file
             self._done(False)
         return tuple(self.damaged)
 
 
-def _key(path: str | os.PathLike) -> tuple | None:
+def _key(path: str | os.PathLike[str]) -> tuple[Any, ...] | None:
     """Identity of the file's current content: a changed file (size, mtime, inode) gets a new key."""
     try:
         st = os.stat(path)
@@ -146,7 +151,7 @@ def _key(path: str | os.PathLike) -> tuple | None:
     return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _run(fut: Future[Digest], path: str | os.PathLike) -> None:
+def _run(fut: Future[Digest], path: str | os.PathLike[str]) -> None:
     if not fut.set_running_or_notify_cancel():  # pragma: no cover - nothing cancels these futures
         return
     try:
@@ -155,7 +160,7 @@ def _run(fut: Future[Digest], path: str | os.PathLike) -> None:
         fut.set_exception(e)
 
 
-def prefetch(path: str | os.PathLike | None) -> None:
+def prefetch(path: str | os.PathLike[str] | None) -> None:
     """Start scanning ``path`` in a daemon thread (a no-op for anything but an existing regular file).
 
     A daemon thread, so that an early error never waits for the hash of a large file at exit.
@@ -174,7 +179,7 @@ def prefetch(path: str | os.PathLike | None) -> None:
     threading.Thread(target=_run, args=(fut, path), name="yolobn-sha256", daemon=True).start()
 
 
-def take(path: str | os.PathLike) -> Future[Digest] | None:
+def take(path: str | os.PathLike[str]) -> Future[Digest] | None:
     """The prefetched scan of ``path`` if its content is unchanged since :func:`prefetch`, else None."""
     key = _key(path)
     if key is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["CheckpointError", "NoBatchNormError", "YolobnError"]
+
 
 class YolobnError(Exception):
     """An error caused by the input (a file, an option), not by a bug.

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["CODES", "Finding", "by_kind", "describe", "join"]
+
 # In the order a layer's findings are listed (most basic first).
 CODES = (
     "init_affine",

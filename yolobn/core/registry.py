@@ -16,10 +16,21 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from yolobn.core.errors import YolobnError
 from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ
+
+__all__ = [
+    "Impl",
+    "ImplRecord",
+    "Option",
+    "REGISTRY",
+    "impl_help",
+    "is_custom",
+    "markdown_table",
+    "parse_impl",
+]
 
 
 @dataclass(frozen=True)
@@ -82,25 +93,26 @@ class ImplRecord:
     Attributes:
         name: the spec name (``reference``). help: one line for ``--help`` and the README.
         options: the ``key=value`` options it accepts.
-        kind: ``layer`` (the builder makes one module from one BatchNorm: ``build(bn, options)``)
-            or ``model`` (``swap`` rewrites more than the BN: ``folded`` also replaces the conv,
-            ``recalibrated`` runs images through the whole model).
-        builder: ``"module:function"`` or the function itself (for ``register``).
+        kind: how a model is built from it, the one thing every caller dispatches on:
+            ``layer``: each chosen BatchNorm is replaced by ``builder(bn, options)``;
+            ``fold``: folded into the convolution before it where that conv feeds only this BN,
+            else replaced by ``builder(bn, options)``;
+            ``data``: built from images, by ``builder(model, impl, layers)``
+            (``yolobn.edit.build``), which runs the model (``recalibrated``, ``ablate``).
+            A custom class (``module.path:Class``) is a ``layer`` implementation.
+        builder: ``"module:function"``, imported when a model is built.
     """
 
     name: str
     help: str
     options: tuple[Option, ...] = ()
     kind: str = "layer"
-    builder: str | Callable[..., Any] | None = None
+    builder: str = ""
 
     def build_fn(self) -> Callable[..., Any]:
-        if callable(self.builder):
-            return self.builder
-        if not self.builder:
-            raise RuntimeError(f"implementation {self.name} has no builder")  # pragma: no cover
+        """The builder function (imported now: the registry itself stays torch-free)."""
         mod, _, fn = self.builder.partition(":")
-        return getattr(importlib.import_module(mod), fn)
+        return cast(Callable[..., Any], getattr(importlib.import_module(mod), fn))
 
     def usage(self) -> str:
         return self.name + (":" + ",".join(o.text() for o in self.options) if self.options else "")
@@ -126,7 +138,7 @@ REGISTRY: dict[str, ImplRecord] = {
         ImplRecord(
             "folded",
             "BN folded into the conv before it (frozen where there is no conv to fold into)",
-            kind="model",
+            kind="fold",
             builder="yolobn.edit.impls:frozen",
         ),
         ImplRecord(
@@ -166,7 +178,8 @@ REGISTRY: dict[str, ImplRecord] = {
                 Option("batch", "int", "images per forward pass", 32, least=1),
                 Option("imgsz", "int", "inference size", least=MIN_IMGSZ, most=MAX_IMGSZ),
             ),
-            kind="model",
+            kind="data",
+            builder="yolobn.edit.build:recalibrated",
         ),
         ImplRecord(
             "ablate",
@@ -184,25 +197,23 @@ REGISTRY: dict[str, ImplRecord] = {
                 Option("batch", "int", "images per forward pass", 16, least=1),
                 Option("imgsz", "int", "inference size", least=MIN_IMGSZ, most=MAX_IMGSZ),
             ),
-            kind="model",
+            kind="data",
+            builder="yolobn.edit.build:ablated",
         ),
     )
 }
 
 
-def register(name: str, help: str, options: tuple[Option, ...] = ()) -> Callable[[Callable[..., Any]], Any]:
-    """Add a named ``layer`` implementation: ``builder(bn, options: dict[str, str]) -> nn.Module``."""
-
-    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        REGISTRY[name] = ImplRecord(name, help, tuple(options), "layer", f)
-        return f
-
-    return deco
-
-
 @dataclass(frozen=True)
 class Impl:
-    """A parsed implementation spec: registry name (or custom target) and its options."""
+    """A parsed implementation spec: a registry name and its options, or a custom class.
+
+    Attributes:
+        name: the registry name, or the custom target (``module.path:Class``, ``file.py:Class``).
+        options: the checked ``key=value`` options.
+        custom: for a custom class, its factory ``custom(bn) -> nn.Module`` once imported
+            (``yolobn.edit.impls.parse`` imports it; ``parse_impl`` here never runs code).
+    """
 
     name: str
     options: dict[str, str] = field(default_factory=dict)
@@ -217,6 +228,15 @@ class Impl:
     def record(self) -> ImplRecord | None:
         return REGISTRY.get(self.name)
 
+    @property
+    def kind(self) -> str:
+        """``layer``, ``fold`` or ``data`` (see ``ImplRecord.kind``); a custom class is ``layer``."""
+        return self.record.kind if self.record is not None else "layer"
+
+    @property
+    def is_custom(self) -> bool:
+        return self.record is None
+
 
 def is_custom(spec: str) -> bool:
     """Whether ``spec`` names a custom class (Python code to import) rather than a registered one."""
@@ -226,7 +246,7 @@ def is_custom(spec: str) -> bool:
 
 def parse_impl(spec: str) -> Impl:
     """``name[:k=v,...]`` checked against its record, or a custom ``module.path:Class`` /
-    ``path/file.py:Class`` (imported here: a custom spec is code the user chose to run)."""
+    ``path/file.py:Class`` (named only: ``yolobn.edit.impls.parse`` imports the class)."""
     spec = spec.strip()
     head, _, rest = spec.partition(":")
     rec = REGISTRY.get(head)
@@ -249,9 +269,7 @@ def parse_impl(spec: str) -> Impl:
             opts[k] = v
         return Impl(head, opts)
     if is_custom(spec):
-        from yolobn.edit.impls import load_custom
-
-        return Impl(spec, {}, load_custom(spec))
+        return Impl(spec)
     raise YolobnError(
         f"--impl {spec}: unknown implementation; use one of {', '.join(sorted(REGISTRY))}, or a custom class as "
         "module.path:Class or path/to/file.py:Class"

@@ -9,6 +9,7 @@ such characters the way ``repr`` does (``\\x1b``, ``\\u202e``) and leaves ordina
 
 from __future__ import annotations
 
+import reprlib
 import traceback
 from pathlib import PurePath
 from typing import Any
@@ -50,7 +51,7 @@ def one_line(x: Any, n: int = 160, *, typed: bool = False) -> str:
     same way; with ``typed``, prefixed by its type unless it is a ``YolobnError`` (whose message is
     written for the user). An exception without a message says its type and where it was raised
     (``AssertionError at run/layerwise.py:402 in _prepare_cache``), so a reason is never empty.
-    None: ``""``. Anything else: its ``repr``.
+    None: ``""``. Anything else: its ``repr`` (bounded: ``reprlib``, 3 levels deep).
     """
     if x is None:
         return ""
@@ -73,9 +74,13 @@ def _message(e: BaseException) -> str:
         return ""
 
 
+_REPR = reprlib.Repr()  # bounded in size and depth: an unpickled list can hold itself 2^60 times
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 160, 160
+
+
 def _repr(v: Any) -> str:
     try:
-        return repr(v)
+        return _REPR.repr(v)
     except Exception:  # repr() of a damaged or absurdly nested object
         return f"<{type(v).__name__}>"
 

@@ -11,9 +11,16 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
 
-# The inference size, wherever it is given (--imgsz, an experiment, an impl option, a checkpoint):
-# 16 images of 4096 px are 3 GB of float32 input already.
-MIN_IMGSZ, MAX_IMGSZ = 32, 4096
+from yolobn.core.limits import MAX_IMGSZ, MIN_IMGSZ
+
+__all__ = [
+    "MAX_IMGSZ",
+    "MIN_IMGSZ",
+    "Levels",
+    "ObservedThresholds",
+    "Thresholds",
+    "options",
+]  # imgsz: see limits
 
 
 def _opt(default: float, flag: str, metavar: str, help: str, *, share: bool = False) -> Any:
@@ -98,6 +105,46 @@ class ObservedThresholds:
         _check(self)
         if self.min_positive >= 1:
             raise ValueError(f"threshold min_positive is a share below 1, got {self.min_positive}")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Levels:
+    """When a number makes an answer say *look* or *act* (``yolobn.core.verdict``); docs/numbers.md
+    says where each value comes from.
+
+    Attributes:
+        port_look, port_act: a layer's port figure (``yolobn.bn.port``: how much its output moves
+            with eps 1e-5, or in fp16, relative to its size). The demo's ``model.0.bn`` moves 11% with
+            eps 1e-5, and that one layer costs 0.0069 mAP50-95; a typical layer moves 0.1%.
+        drift_look, drift_act: the mean drift over the layers (nats). The demo on its own training
+            images: 0.04; a fine-tune that broke BN: 1.04; a darkened copy of the images: 3.1.
+        drift_layer_look, drift_layer_act: one layer's drift (the demo's largest on its own images
+            is 0.18; the broken fine-tune's model.1.bn is 10.7).
+        dead_act: the observed dead share above which pruning is worth measuring (the demo: 2.4%).
+    """
+
+    port_look: float = 0.01
+    port_act: float = 0.05
+    drift_look: float = 0.1
+    drift_act: float = 0.5
+    drift_layer_look: float = 0.5
+    drift_layer_act: float = 2.0
+    dead_act: float = 0.01
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"level {f.name} must be a finite number >= 0, got {v!r}")
+
+    def status(self, value: float, look: float, act: float) -> str:
+        """``act``, ``look`` or ``ok`` for ``value`` against two of these levels (NaN: ``ok``)."""
+        if not math.isfinite(value) and value != math.inf:
+            return "ok"
+        return "act" if value >= act else "look" if value >= look else "ok"
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

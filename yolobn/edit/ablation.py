@@ -29,7 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolobn.bn.walk import find_blocks, unwrap
 from yolobn.core.errors import YolobnError
+from yolobn.edit.swapping import set_child
+from yolobn.evaluate.validation import KEY_METRICS, baseline, validate
+from yolobn.io.images import model_imgsz
+from yolobn.io.loader import LoadedModel
+
+__all__ = ["Ablated", "AblationPlan", "ablate", "ablation_effect", "constants", "plan_dead", "plan_from"]
 
 
 class Ablated(nn.Module):
@@ -45,19 +52,22 @@ class Ablated(nn.Module):
         self.register_buffer("values", torch.as_tensor(list(values), dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.inner(x)
+        y: torch.Tensor = self.inner(x)
         if self.channels.numel() == 0:
             return y
         shape = (y.shape[0], self.channels.numel(), *y.shape[2:])
         fill = self.values.to(y.dtype).view(1, -1, *([1] * (y.dim() - 2))).expand(shape)
-        return y.index_copy(1, self.channels, fill)  # out of place: an in-place activation's input is safe
+        out: torch.Tensor = y.index_copy(
+            1, self.channels, fill
+        )  # out of place: an in-place activation's input is safe
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.channels.numel()} channels constant"
 
 
 @dataclass
-class Plan:
+class AblationPlan:
     """Which channels to ablate, per BN layer (dotted name), and the constant of each."""
 
     channels: dict[str, list[int]] = field(default_factory=dict)
@@ -73,7 +83,6 @@ def constants(ins: Any) -> dict[str, np.ndarray]:
     """Per layer, the constant of every channel: the observed post-activation mean when ``ins`` was
     observed on images (``act`` of the constant pre-activation for channels that were constant),
     else ``act(beta)``."""
-    from yolobn.bn.walk import find_blocks, unwrap
 
     root = unwrap(ins.loaded)
     blocks = {b.name: b for b in find_blocks(root)}
@@ -99,7 +108,7 @@ def constants(ins: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def plan_dead(ins: Any, dead: str = "observed") -> Plan:
+def plan_dead(ins: Any, dead: str = "observed") -> AblationPlan:
     """The dead channels of ``ins`` to ablate: ``observed`` (flat or never positive on the images),
     ``datafree`` (constant or off), ``both`` (dead by both) or ``any`` (by either)."""
     ch = ins.channels
@@ -109,7 +118,7 @@ def plan_dead(ins: Any, dead: str = "observed") -> Plan:
     obs = ch["obs_dead"].to_numpy(bool) if "obs_dead" in ch.columns else np.zeros(len(ch), bool)
     pick = {"observed": obs, "datafree": pred, "both": pred & obs, "any": pred | obs}[dead]
     consts = constants(ins)
-    plan = Plan(source="observed" if "obs_post_mean" in ch.columns else "data-free")
+    plan = AblationPlan(source="observed" if "obs_post_mean" in ch.columns else "data-free")
     for name, g in ch[pick].groupby("name", sort=False):
         idx = g["channel"].to_numpy(int)
         plan.channels[name] = idx.tolist()
@@ -117,9 +126,8 @@ def plan_dead(ins: Any, dead: str = "observed") -> Plan:
     return plan
 
 
-def ablate(model: Any, plan: Plan) -> nn.Module:
+def ablate(model: Any, plan: AblationPlan) -> nn.Module:
     """A deep copy of ``model``'s module with the planned channels constant after their activation."""
-    from yolobn.bn.walk import find_blocks, unwrap
 
     root = copy.deepcopy(unwrap(model))
     blocks = {b.name: b for b in find_blocks(root)}
@@ -130,27 +138,24 @@ def ablate(model: Any, plan: Plan) -> nn.Module:
         b = blocks.get(name)
         if b is None:
             raise YolobnError(f"ablate: {name} is not a BatchNorm layer of this model")
-        target, attr_owner, attr = _post_activation_site(root, modules, b)
-        setattr_or_index(attr_owner, attr, Ablated(target, idx, plan.values[name]))
+        target, site = _post_activation_site(root, modules, b)
+        set_child(root, site, Ablated(target, idx, plan.values[name]))
     return root.eval()
 
 
-def _post_activation_site(
-    root: nn.Module, modules: dict[str, nn.Module], b: Any
-) -> tuple[nn.Module, nn.Module, str]:
-    """(the module whose output is the post-activation, its parent, its attribute name)."""
+def _post_activation_site(root: nn.Module, modules: dict[str, nn.Module], b: Any) -> tuple[nn.Module, str]:
+    """(the module whose output is the post-activation, the dotted name where it sits)."""
     bn = modules[b.name]
-    parent_name, _, attr = b.name.rpartition(".")
+    parent_name = b.name.rpartition(".")[0]
     parent = modules[parent_name] if parent_name else root
     act: nn.Module | None = root.get_submodule(b.act_name) if b.act_name else None
     owned = getattr(parent, "bn", None) is bn and getattr(parent, "act", None) is act
     if act is not None and owned and _one_bn(parent):
-        return act, parent, "act"  # Ultralytics Conv and its kin: act(bn(conv(x)))
+        return act, f"{parent_name}.act" if parent_name else "act"  # Ultralytics Conv: act(bn(conv(x)))
     if act is not None and isinstance(parent, nn.Sequential) and b.act_name.startswith(f"{parent_name}."):
-        i = b.act_name.rpartition(".")[2]
-        return act, parent, i  # Sequential(conv, bn, act)
+        return act, b.act_name  # Sequential(conv, bn, act)
     if act is None or isinstance(act, nn.Identity):
-        return bn, parent, attr  # nothing after the BN: its output is what the layer hands on
+        return bn, b.name  # nothing after the BN: its output is what the layer hands on
     raise YolobnError(
         f"ablate: {b.name}: its activation ({b.act}) is applied to more than this BN's output (e.g. RepConv's sum); "
         "it cannot be ablated alone"
@@ -168,17 +173,10 @@ def _activation(root: nn.Module, b: Any) -> nn.Module:
     return root.get_submodule(b.act_name) if b.act_name else nn.Identity()
 
 
-def setattr_or_index(parent: nn.Module, attr: str, new: nn.Module) -> None:
-    if isinstance(parent, (nn.Sequential, nn.ModuleList)) and attr.isdigit():
-        parent[int(attr)] = new
-    else:
-        setattr(parent, attr, new)
-
-
-def plan_from(channels: Mapping[str, Sequence[int]], ins: Any) -> Plan:
+def plan_from(channels: Mapping[str, Sequence[int]], ins: Any) -> AblationPlan:
     """A plan for given channels of ``ins`` with their constants (see ``constants``)."""
     consts = constants(ins)
-    plan = Plan(source="observed" if "obs_post_mean" in ins.channels.columns else "data-free")
+    plan = AblationPlan(source="observed" if "obs_post_mean" in ins.channels.columns else "data-free")
     for name, idx in channels.items():
         idx = list(idx)
         if idx:
@@ -201,9 +199,6 @@ def ablation_effect(
     Returns ``channels`` (ablated), ``share`` (of all channels), ``metric`` (the Ultralytics key),
     ``baseline`` (cached, see ``yolobn.evaluate.validation.baseline``), ``ablated`` and ``delta``.
     """
-    from yolobn.evaluate.validation import KEY_METRICS, baseline, validate
-    from yolobn.io.images import model_imgsz
-    from yolobn.io.loader import LoadedModel
 
     loaded = ins.loaded
     size = model_imgsz(loaded, imgsz)

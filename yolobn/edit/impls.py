@@ -18,7 +18,24 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.core.errors import YolobnError
+from yolobn.core.registry import Impl, parse_impl
 from yolobn.core.text import one_line
+
+__all__ = [
+    "FixedPointBatchNorm2d",
+    "FrozenBatchNorm2d",
+    "LowPrecisionBatchNorm2d",
+    "ReferenceBatchNorm2d",
+    "device_of",
+    "fixedpoint",
+    "fold_into_conv",
+    "frozen",
+    "identity",
+    "load_custom",
+    "lowp",
+    "parse",
+    "reference",
+]
 
 
 class ReferenceBatchNorm2d(nn.Module):
@@ -165,7 +182,8 @@ class FixedPointBatchNorm2d(FrozenBatchNorm2d):
         step = v.abs().max() / qmax
         if not torch.isfinite(step) or step == 0:
             return v
-        return torch.clamp(torch.round(v / step), -qmax, qmax) * step
+        out: torch.Tensor = torch.clamp(torch.round(v / step), -qmax, qmax) * step
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale, shift = self.scale_shift()
@@ -253,6 +271,15 @@ def device_of(m: nn.Module) -> torch.device:
 
 # --------------------------------------------------------------------------------------------------
 # custom classes
+
+
+def parse(spec: str | Impl) -> Impl:
+    """``spec`` parsed (``yolobn.core.registry.parse_impl``) with a custom class imported: a custom
+    spec is Python code, which the caller has decided to run (``--trust`` where a file names it)."""
+    impl = spec if isinstance(spec, Impl) else parse_impl(spec)
+    if impl.is_custom and impl.custom is None:
+        return Impl(impl.name, {}, load_custom(impl.name))
+    return impl
 
 
 def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:

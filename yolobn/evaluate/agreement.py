@@ -21,6 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from yolobn.bn.walk import unwrap
+from yolobn.io import ultra
+from yolobn.io.images import check_decoded, iter_batches, model_stride
+
+__all__ = ["agreement", "first_tensor", "max_matching", "output_difference"]
+
 
 def output_difference(a: nn.Module, b: nn.Module, imgsz: int, seed: int = 0) -> dict[str, float]:
     """Largest absolute and relative difference of the raw head outputs on a fixed random batch."""
@@ -56,8 +62,6 @@ def agreement(
         IoU >= ``iou``), divided by the larger of the two box counts, over all images (NaN when
         neither model finds a box); for classifiers, ``top1_agreement``.
     """
-    from yolobn.bn.walk import unwrap
-    from yolobn.io.images import check_decoded, iter_batches, model_stride
 
     ma, mb = unwrap(a).eval(), unwrap(b).eval()
     rows = detection_rows(ma)
@@ -116,13 +120,7 @@ def _box_matches(
     """(matched pairs, max(count a, count b) summed over images, boxes of a, boxes of b) after NMS."""
     from ultralytics.utils.metrics import box_iou
 
-    try:
-        from ultralytics.utils.nms import non_max_suppression
-    except ImportError:  # older ultralytics kept it in ops
-        import importlib
-
-        non_max_suppression = importlib.import_module("ultralytics.utils.ops").non_max_suppression
-
+    non_max_suppression = ultra.non_max_suppression()
     pa = non_max_suppression(ta, conf, 0.7, nc=nc)
     pb = non_max_suppression(tb, conf, 0.7, nc=nc)
     matched = total = 0

@@ -4,13 +4,16 @@
 named ``bn`` back into its conv with the standard formula: a swapped-in BatchNorm would silently
 vanish and the validation would measure the original model. ``validate`` runs Ultralytics' own
 validator for the model's task on a private copy whose ``fuse`` does nothing, and checks after
-the run that every module it was given is still there.
+the run that every module it was given is still there. What differs between Ultralytics releases
+(the validator classes, how fusing is reached, the fp32 argument, the metrics keys) comes from
+``yolobn.io.ultra``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import time
 from pathlib import Path
@@ -18,21 +21,22 @@ from typing import Any
 
 from torch import nn
 
+from yolobn.bn.walk import unwrap
+from yolobn.core.atomic import write_files
+from yolobn.core.digest import sha256, sha256_bytes
 from yolobn.core.errors import YolobnError
+from yolobn.io import ultra
 from yolobn.io.datasets import resolve_data
+from yolobn.io.images import model_imgsz
+from yolobn.io.quiet import quiet_ultralytics
+from yolobn.io.ultra import KEY_METRICS
 
-_VALIDATORS = {
-    "detect": ("ultralytics.models.yolo.detect", "DetectionValidator"),
-    "segment": ("ultralytics.models.yolo.segment", "SegmentationValidator"),
-    "classify": ("ultralytics.models.yolo.classify", "ClassificationValidator"),
-    "pose": ("ultralytics.models.yolo.pose", "PoseValidator"),
-    "obb": ("ultralytics.models.yolo.obb", "OBBValidator"),
-}
+__all__ = ["KEY_METRICS", "Metrics", "baseline", "metric_columns", "validate"]
 
 
 def validate(
     model: Any,
-    data: str | os.PathLike = "shapes",
+    data: str | os.PathLike[str] = "shapes",
     *,
     imgsz: int | None = None,
     batch: int = 16,
@@ -62,14 +66,12 @@ def validate(
     Raises:
         YolobnError: unknown task, or a dataset that is not on disk and cannot be downloaded.
     """
-    from yolobn.bn.walk import unwrap
 
     meta = getattr(model, "meta", None)
     root = unwrap(model)
     task = task or getattr(meta, "task", None) or getattr(root, "task", None) or "detect"
-    if task not in _VALIDATORS:
-        raise YolobnError(f"task {task!r}: validation supports {', '.join(_VALIDATORS)}")
-    from yolobn.io.images import model_imgsz
+    if task not in ultra.VALIDATORS:
+        raise YolobnError(f"task {task!r}: validation supports {', '.join(ultra.VALIDATORS)}")
 
     imgsz = model_imgsz(model, imgsz)
     data_arg = resolve_data(data, trust=trust)
@@ -77,7 +79,7 @@ def validate(
     net = copy.deepcopy(root).eval()
     before = [type(m) for m in net.modules()]
     # The whole point: AutoBackend calls model.fuse(); on this private copy it does nothing.
-    net.fuse = _no_fuse.__get__(net)
+    ultra.no_fuse(net)
     t0 = time.perf_counter()
     stride = getattr(root, "stride", None)
     lkey = (
@@ -173,20 +175,24 @@ class Metrics(dict[str, float]):
 
 def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any) -> tuple[Any, Any]:
     """Ultralytics' validator for ``args["task"]`` on ``net`` (settings as ``model.val()``); a missing
-    dataset is a one-line YolobnError."""
-    import importlib
+    dataset is a one-line YolobnError. Its save_dir is a private temporary folder, removed after the
+    run: left to itself the validator makes ``runs/<task>/val*`` in the working folder."""
+    import tempfile
 
-    from yolobn.io.quiet import quiet_ultralytics
-
-    mod, cls = _VALIDATORS[args["task"]]
-    Validator = getattr(importlib.import_module(mod), cls)
+    Validator = ultra.validator_class(args["task"])
     full = dict(
-        **args, workers=0, plots=False, verbose=False, save_json=False, half=False, mode="val",
+        **args,
+        **ultra.fp32_args(),
+        workers=0,
+        plots=False,
+        verbose=False,
+        save_json=False,
+        mode="val",
         rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
     )  # fmt: skip
-    with quiet_ultralytics():
+    with quiet_ultralytics(), tempfile.TemporaryDirectory(prefix="yolobn-val-") as save_dir:
         try:
-            validator = Validator(args=full, dataloader=loader)
+            validator = Validator(args=full, dataloader=loader, save_dir=Path(save_dir))
             return validator, validator(model=net)
         except (ConnectionError, OSError, FileNotFoundError) as e:
             raise YolobnError(
@@ -202,20 +208,8 @@ def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any)
             raise
 
 
-def _no_fuse(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
-    return self
-
-
 # --------------------------------------------------------------------------------------------------
 # metrics and the cached baseline
-
-KEY_METRICS = {
-    "detect": ("metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"),
-    "segment": ("metrics/mAP50-95(M)", "metrics/mAP50-95(B)", "metrics/mAP50(M)", "metrics/mAP50(B)"),
-    "pose": ("metrics/mAP50-95(P)", "metrics/mAP50-95(B)", "metrics/mAP50(P)", "metrics/mAP50(B)"),
-    "obb": ("metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"),
-    "classify": ("metrics/accuracy_top1", "metrics/accuracy_top5"),
-}
 
 
 def metric_columns(m: dict[str, float], base: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
@@ -239,12 +233,8 @@ def baseline(
 
     Returns (metrics, from_cache). Models without a file (no sha256) are never cached.
     """
-    import hashlib
-    import json
-
     meta = getattr(model, "meta", None)
     sha = getattr(meta, "sha256", None)
-    from yolobn.io.images import model_imgsz
 
     imgsz = model_imgsz(model, imgsz)
     data_arg = resolve_data(data, trust=trust)
@@ -253,16 +243,14 @@ def baseline(
         data_sig = data_arg
         p = Path(data_arg)
         if p.is_file():
-            data_sig = hashlib.sha256(p.read_bytes()).hexdigest()
-        raw = json.dumps([sha, data_sig, imgsz, batch, device, _ultra_version()], sort_keys=True)
-        key = _cache_dir() / f"{hashlib.sha256(raw.encode()).hexdigest()[:24]}.json"
+            data_sig = sha256(p)
+        raw = json.dumps([sha, data_sig, imgsz, batch, device, ultra.installed()], sort_keys=True)
+        key = _cache_dir() / f"{sha256_bytes(raw.encode())[:24]}.json"
         cached = _cached(key, getattr(meta, "task", None))
         if cached is not None:
             return cached, True
     metrics = validate(model, data, imgsz=imgsz, batch=batch, device=device, trust=trust)
     if key is not None:
-        from yolobn.core.atomic import write_files
-
         # Unique temporary names (two runs may fill the same entry); a cache that cannot be written
         # costs a validation next time, nothing more.
         with contextlib.suppress(OSError, YolobnError):
@@ -290,9 +278,3 @@ def _cached(key: Path, task: str | None) -> dict[str, float] | None:
     return {
         str(k): float(v) for k, v in doc.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
     }
-
-
-def _ultra_version() -> str:
-    import ultralytics
-
-    return ultralytics.__version__

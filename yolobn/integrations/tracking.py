@@ -23,7 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from yolobn.bn.stats import bn_stats
+from yolobn.core.errors import YolobnError
 from yolobn.core.thresholds import Thresholds
+from yolobn.io import ultra
+from yolobn.report.export import channels_csv, layers_csv, write_texts
+
+__all__ = ["BNTracker", "EPOCH_COLUMNS", "epoch_stats", "read_run", "track"]
 
 EPOCH_COLUMNS = [
     "epoch", "index", "name", "layer", "block", "role", "channels", "eps",
@@ -47,11 +53,17 @@ class BNTracker:
         self.tensorboard = tensorboard
         self.frames: list[Any] = []
         self.out_dir: Path | None = None
+        self.epochs_seen: set[int] = set()
         self.seconds: list[float] = []  # the callback's own time per epoch (bench/bench_track.py)
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
-        if getattr(trainer, "epoch", 0) >= getattr(trainer, "epochs", 1 << 30):
-            return  # Ultralytics' final validation of best.pt calls this once more, with epoch + 1
+        epoch = (
+            int(getattr(trainer, "epoch", 0)) + 1
+        )  # 1-based, as Ultralytics prints and stores in results.csv
+        if epoch > getattr(trainer, "epochs", 1 << 30) or epoch in self.epochs_seen:
+            # Ultralytics' final validation of best.pt calls this once more: with epoch + 1 (8.4) or
+            # with the last epoch again (8.3; see yolobn.io.ultra)
+            return
         if int(getattr(trainer.args, "rank", -1) if hasattr(trainer, "args") else -1) not in (-1, 0):
             return  # pragma: no cover - DDP workers: the main process writes
         t0 = time.perf_counter()
@@ -59,8 +71,8 @@ class BNTracker:
         if ema is None:  # pragma: no cover - no EMA (custom trainers): the model being trained
             ema = trainer.model
         layers, channels = epoch_stats(ema, self.thresholds)
-        epoch = int(trainer.epoch) + 1  # 1-based, as Ultralytics prints and stores in results.csv
         layers.insert(0, "epoch", epoch)
+        self.epochs_seen.add(epoch)
         self.frames.append(layers[EPOCH_COLUMNS])
         self.out_dir = Path(trainer.save_dir) / "yolobn"
         files = {self.out_dir / "epochs.csv": _csv(self._table())}
@@ -70,10 +82,7 @@ class BNTracker:
             and last
             or (not isinstance(self.snapshots, str) and epoch in self.snapshots)
         ):
-            from yolobn.report.export import channels_csv
-
             files[self.out_dir / f"channels_epoch{epoch}.csv"] = channels_csv(channels)
-        from yolobn.report.export import write_texts
 
         write_texts(files)
         if self.tensorboard:
@@ -89,8 +98,6 @@ class BNTracker:
 def epoch_stats(model: Any, thresholds: Thresholds) -> tuple[Any, Any]:
     """``bn_stats`` of ``model`` as its checkpoint stores it: a copy cast to fp16 and back."""
     import torch
-
-    from yolobn.bn.stats import bn_stats
 
     with torch.no_grad():
         snap = copy.deepcopy(model).half().float()
@@ -121,19 +128,15 @@ def track(
         >>> model.train(data="data.yaml", epochs=50)   # writes runs/detect/train/yolobn/epochs.csv
     """
     if not hasattr(model, "add_callback"):
-        from yolobn.core.errors import YolobnError
-
         raise YolobnError(
             f"track() needs an ultralytics YOLO model (with add_callback), got {type(model).__name__}"
         )
     tracker = BNTracker(snapshots=snapshots, thresholds=thresholds, tensorboard=tensorboard)
-    model.add_callback("on_fit_epoch_end", tracker.on_fit_epoch_end)
+    model.add_callback(ultra.EPOCH_END_CALLBACK, tracker.on_fit_epoch_end)
     return tracker
 
 
 def _csv(df: Any) -> str:
-    from yolobn.report.export import layers_csv
-
     return layers_csv(df)
 
 
@@ -160,8 +163,6 @@ def _log_tensorboard(layers: Any, channels: Any, epoch: int) -> None:
 def read_run(save_dir: str | Path) -> Any:
     """The ``epochs.csv`` a tracked training wrote (a DataFrame), for ``yolobn report --run``."""
     import pandas as pd
-
-    from yolobn.core.errors import YolobnError
 
     p = Path(save_dir).expanduser() / "yolobn" / "epochs.csv"
     if not p.is_file():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import reprlib
 from typing import Any, cast
 
 import torch
@@ -21,7 +22,22 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from yolobn.core.errors import CheckpointError
+from yolobn.core.limits import MAX_CLASSES, MAX_NAME_CHARS
 from yolobn.core.text import one_line
+from yolobn.io import ultra
+
+__all__ = [
+    "TRAIN_ARG_KEYS",
+    "check_batchnorm",
+    "check_model",
+    "checkpoint_model",
+    "class_names",
+    "plain",
+    "plain_fields",
+    "probe",
+    "probe_forward",
+    "require_runnable",
+]
 
 _MISSING = object()
 _DAMAGED = "the checkpoint is damaged or was edited; use the file training wrote"
@@ -29,7 +45,7 @@ _DAMAGED = "the checkpoint is damaged or was edited; use the file training wrote
 TRAIN_ARG_KEYS = ("imgsz", "epochs", "batch", "data", "optimizer", "lr0", "model", "pretrained")
 
 
-def checkpoint_model(ckpt: dict, where: str) -> Any:
+def checkpoint_model(ckpt: dict[str, Any], where: str) -> Any:
     """The model a checkpoint dict holds: ``ema`` when it is a model, else ``model`` (as Ultralytics
     picks it). Anything else under ``ema`` than a module or None is damage."""
     ema = ckpt.get("ema")
@@ -81,7 +97,7 @@ def _check_tree(model: nn.Module, where: str) -> None:
             raise CheckpointError(
                 f"{where}: {prefix or 'the model'} ({type(m).__name__}) is incomplete; {_DAMAGED}"
             )
-        modules, params, buffers = (cast(dict, t) for t in tables)
+        modules, params, buffers = (cast(dict[str, Any], t) for t in tables)
         shadowed = set(m.__dict__) & (set(modules) | set(params) | set(buffers))
         if shadowed:  # a plain attribute hiding a registered tensor or module: never written by torch
             raise CheckpointError(
@@ -115,7 +131,8 @@ def _check_head(model: nn.Module, layers: Any, where: str) -> None:
         )
     head = layers[-1]
     needed: tuple[str, ...] = ("stride", "anchors", "strides") if isinstance(head, Detect) else ()
-    needed = ("anchors", "valid_mask") if isinstance(head, RTDETRDecoder) else needed
+    if isinstance(head, RTDETRDecoder):
+        needed = ultra.rtdetr_head_tensors()
     for attr in needed:
         v = getattr(head, attr, None)
         if not isinstance(v, torch.Tensor):
@@ -125,26 +142,45 @@ def _check_head(model: nn.Module, layers: Any, where: str) -> None:
 
 def class_names(names: Any, where: str) -> list[str]:
     """Class names in index order, as Ultralytics' ``check_class_names`` reads them: a list, or a
-    dict whose keys are whole numbers (``0`` or ``"0"``) 0..n-1."""
-    if isinstance(names, (list, tuple)):
-        return [_text(n) for n in names]
-    if not isinstance(names, dict):
-        raise CheckpointError(f"{where}: 'names' is {_kind(names)}, not class names; {_DAMAGED}")
-    keys: dict[int, Any] = {}
-    for k, v in names.items():
-        i = _index(k)
-        if i is None or i in keys:
-            kinds = ", ".join(sorted({type(x).__name__ for x in names}))
-            raise CheckpointError(
-                f"{where}: 'names' keys must be class indices 0..{len(names) - 1} (found {one_line(repr(k), 60)}; "
-                f"key types: {kinds}); {_DAMAGED}"
-            )
-        keys[i] = v
-    if sorted(keys) != list(range(len(keys))):
+    dict whose keys are whole numbers (``0`` or ``"0"``) 0..n-1; each a text or a number.
+
+    At most ``MAX_CLASSES`` names of ``MAX_NAME_CHARS`` characters in all, counted before any name is
+    copied: the unpickler can build a million references to one long string from a few bytes.
+    """
+    if isinstance(names, (list, tuple, dict)) and len(names) > MAX_CLASSES:
         raise CheckpointError(
-            f"{where}: 'names' keys are not the class indices 0..{len(keys) - 1}; {_DAMAGED}"
+            f"{where}: 'names' lists {len(names):,} class names, more than {MAX_CLASSES:,}; {_DAMAGED}"
         )
-    return [_text(keys[i]) for i in range(len(keys))]
+    if isinstance(names, (list, tuple)):
+        values = list(names)
+    elif isinstance(names, dict):
+        keys: dict[int, Any] = {}
+        for k, v in names.items():
+            i = _index(k)
+            if i is None or i in keys:
+                kinds = ", ".join(sorted({type(x).__name__ for x in names}))
+                raise CheckpointError(
+                    f"{where}: 'names' keys must be class indices 0..{len(names) - 1} (found {one_line(_shown(k), 60)}; "
+                    f"key types: {kinds}); {_DAMAGED}"
+                )
+            keys[i] = v
+        if sorted(keys) != list(range(len(keys))):
+            raise CheckpointError(
+                f"{where}: 'names' keys are not the class indices 0..{len(keys) - 1}; {_DAMAGED}"
+            )
+        values = [keys[i] for i in range(len(keys))]
+    else:
+        raise CheckpointError(f"{where}: 'names' is {_kind(names)}, not class names; {_DAMAGED}")
+    chars = 0
+    for i, v in enumerate(values):
+        if not isinstance(v, (str, numbers.Real)):
+            raise CheckpointError(f"{where}: class name {i} is {_kind(v)}, not a text; {_DAMAGED}")
+        chars += len(v) if isinstance(v, str) else 1
+        if chars > MAX_NAME_CHARS:
+            raise CheckpointError(
+                f"{where}: the class names hold more than {MAX_NAME_CHARS:,} characters in all; {_DAMAGED}"
+            )
+    return [_text(v) for v in values]
 
 
 def check_batchnorm(bn: _BatchNorm, where: str) -> None:
@@ -152,21 +188,21 @@ def check_batchnorm(bn: _BatchNorm, where: str) -> None:
     n = _attr(bn, "num_features", where)
     if not _whole(n) or n < 1:
         raise CheckpointError(
-            f"{where}: num_features is {one_line(repr(n), 60)}, not a channel count; {_DAMAGED}"
+            f"{where}: num_features is {one_line(_shown(n), 60)}, not a channel count; {_DAMAGED}"
         )
     flags = {}
     for flag in ("affine", "track_running_stats"):
         v = _attr(bn, flag, where)
         if not isinstance(v, bool):
-            raise CheckpointError(f"{where}: {flag} is {one_line(repr(v), 60)}, not True/False; {_DAMAGED}")
+            raise CheckpointError(f"{where}: {flag} is {one_line(_shown(v), 60)}, not True/False; {_DAMAGED}")
         flags[flag] = v
     eps = _attr(bn, "eps", where)
     if not _real(eps) or not math.isfinite(eps) or eps < 0:
-        raise CheckpointError(f"{where}: eps is {one_line(repr(eps), 60)}, not a number >= 0; {_DAMAGED}")
+        raise CheckpointError(f"{where}: eps is {one_line(_shown(eps), 60)}, not a number >= 0; {_DAMAGED}")
     momentum = _attr(bn, "momentum", where)
     if momentum is not None and (not _real(momentum) or not math.isfinite(momentum)):
         raise CheckpointError(
-            f"{where}: momentum is {one_line(repr(momentum), 60)}, not a number or None; {_DAMAGED}"
+            f"{where}: momentum is {one_line(_shown(momentum), 60)}, not a number or None; {_DAMAGED}"
         )
     for attr, needed in (
         ("weight", flags["affine"]),
@@ -208,13 +244,13 @@ def _check_conv(conv: _ConvNd, where: str) -> None:
         v = _attr(conv, attr, where)
         if not _whole(v) or v < 1:
             raise CheckpointError(
-                f"{where}: {attr} is {one_line(repr(v), 60)}, not a positive whole number; {_DAMAGED}"
+                f"{where}: {attr} is {one_line(_shown(v), 60)}, not a positive whole number; {_DAMAGED}"
             )
     for attr in ("kernel_size", "stride", "dilation"):
         v = _attr(conv, attr, where)
         if not (isinstance(v, tuple) and v and all(_whole(x) and x >= 1 for x in v)):
             raise CheckpointError(
-                f"{where}: {attr} is {one_line(repr(v), 60)}, not a tuple of sizes; {_DAMAGED}"
+                f"{where}: {attr} is {one_line(_shown(v), 60)}, not a tuple of sizes; {_DAMAGED}"
             )
     w = _attr(conv, "weight", where)
     if not isinstance(w, torch.Tensor):
@@ -230,8 +266,11 @@ def _check_tensor(t: torch.Tensor, where: str) -> None:
 def _check_stride(stride: Any, where: str) -> None:
     if stride is None:
         return
-    try:
-        values = torch.as_tensor(stride, dtype=torch.float64).reshape(-1)
+    try:  # a tensor, or a short flat list of numbers (a nested list can be 2^60 items: see _text)
+        flat = isinstance(stride, torch.Tensor) or (
+            isinstance(stride, (list, tuple)) and len(stride) <= 64 and all(_real(x) for x in stride)
+        )
+        values = torch.as_tensor(stride, dtype=torch.float64).reshape(-1) if flat else None
     except Exception:
         values = None
     if (
@@ -241,7 +280,7 @@ def _check_stride(stride: Any, where: str) -> None:
         or (values.numel() and float(values.max()) > 4096)
     ):
         raise CheckpointError(
-            f"{where}: 'stride' is {one_line(repr(stride), 60)}, not the model's strides; {_DAMAGED}"
+            f"{where}: 'stride' is {one_line(_shown(stride), 60)}, not the model's strides; {_DAMAGED}"
         )
 
 
@@ -249,7 +288,7 @@ def _check_stride(stride: Any, where: str) -> None:
 # the free-form fields of a checkpoint
 
 
-def plain_fields(ckpt: dict) -> dict[str, Any]:
+def plain_fields(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's metadata as plain, JSON-safe values (unusable entries are left out).
 
     Returns a dict with ``version``, ``date`` (strings or None), ``train_args`` (the
@@ -272,7 +311,11 @@ def plain_fields(ckpt: dict) -> dict[str, Any]:
                     continue
     recal = None
     extra = ckpt.get("yolobn")
-    if isinstance(extra, dict) and isinstance(extra.get("recalibration"), dict):
+    if (
+        isinstance(extra, dict)
+        and isinstance(extra.get("recalibration"), dict)
+        and _small(extra["recalibration"])
+    ):
         try:
             recal = json.loads(json.dumps(extra["recalibration"], default=str))
         except (ValueError, TypeError, RecursionError, OverflowError):
@@ -309,7 +352,7 @@ def probe(model: nn.Module, path: Any, saved: str | None) -> tuple[str, str] | N
     run the model, the note for reports), naming the module and the releases that wrote and run it."""
     import ultralytics
 
-    failure = probe_forward(model)
+    failure = probe_forward(model, ultra.probe_size(model))
     if failure is None:
         return None
     versions = f"written by ultralytics {saved or 'an unknown release'}, running ultralytics {ultralytics.__version__}"
@@ -418,10 +461,43 @@ def _kind(v: Any) -> str:
     return "None" if v is None else f"a {type(v).__name__}" if not isinstance(v, torch.Tensor) else "a Tensor"
 
 
-def _text(v: Any, n: int = 200) -> str:
+def _small(v: Any, budget: int = 10_000) -> bool:
+    """Whether ``v`` has at most ``budget`` items counted through its lists and dicts (counted
+    iteratively, stopping at the budget: shared references can make it 2^60)."""
+    stack = [v]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return False
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return True
+
+
+_REPR = reprlib.Repr()  # a repr of bounded size and depth (3.10's Repr takes no arguments)
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
+def _shown(v: Any) -> str:
+    """``repr(v)``, bounded (see ``_text``)."""
     try:
-        s = v if isinstance(v, str) else str(v)
-    except Exception:  # str() of a damaged or absurdly nested object
+        return _REPR.repr(v)
+    except Exception:  # an int with more than 4300 digits, a damaged object
+        return f"<{type(v).__name__}>"
+
+
+def _text(v: Any, n: int = 200) -> str:
+    """``str(v)``, at most ``n`` characters. Containers are shown by a bounded repr: unpickled from a
+    few bytes, a list can hold itself twice at each of 60 levels (2^60 items once printed)."""
+    try:
+        if isinstance(v, (list, tuple, dict, set, frozenset)):
+            s = _REPR.repr(v)
+        else:
+            s = v if isinstance(v, str) else str(v)
+    except Exception:  # str() of a damaged object, or of an int with more than 4300 digits
         s = f"<{type(v).__name__}>"
     return s if len(s) <= n else s[: n - 3] + "..."
 

@@ -11,19 +11,27 @@ no ``download:`` at all. Only ``trust=True`` (``--trust``) gives Ultralytics the
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 from yolobn.core.errors import YolobnError
+from yolobn.core.limits import MAX_CLASSES, MAX_LIST_BYTES, MAX_NAME_CHARS
 from yolobn.core.text import one_line
+from yolobn.data.synth import shapes_dataset
+from yolobn.io import ultra, yamlfile
+from yolobn.io.quiet import quiet_ultralytics
+
+__all__ = ["is_archive_url", "read_yaml", "resolve_data"]
 
 _ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2")
 
 
-def resolve_data(data: str | os.PathLike, *, trust: bool = False) -> str:
+def resolve_data(data: str | os.PathLike[str], *, trust: bool = False) -> str:
     """The dataset argument to give Ultralytics' validator, checked and made safe.
 
     Args:
@@ -40,8 +48,6 @@ def resolve_data(data: str | os.PathLike, *, trust: bool = False) -> str:
     """
     text = os.fspath(data)
     if text == "shapes":
-        from yolobn.data.synth import shapes_dataset
-
         return str(shapes_dataset())
     p = Path(text).expanduser()
     if p.exists():
@@ -57,7 +63,8 @@ def resolve_data(data: str | os.PathLike, *, trust: bool = False) -> str:
         p = _shipped(text)
     if p.suffix.lower() not in (".yaml", ".yml"):
         raise YolobnError(f"--data {text}: not a dataset yaml (.yaml); pass the dataset's data.yaml")
-    if trust:
+    if trust:  # Ultralytics reads the file as it is, but only once it is within yolobn's budgets
+        _check_budgets(read_yaml(p, f"--data {text}"), f"--data {text}")
         return str(p)
     return str(_sanitised(p, text))
 
@@ -78,30 +85,8 @@ def _shipped(name: str) -> Path:
 
 
 def read_yaml(p: Path, what: str) -> dict[str, Any]:
-    """A yaml mapping read with the safe loader; a one-line YolobnError otherwise."""
-    import yaml
-
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise YolobnError(f"{what}: cannot be read ({e.strerror or e})") from None
-    if len(raw) > 16 << 20:
-        raise YolobnError(f"{what}: {len(raw) >> 20} MB is too large for a yaml file")
-    try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise YolobnError(f"{what}: not a text file (not UTF-8)") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise YolobnError(f"{what}: not valid YAML{where}") from None
-    except RecursionError:
-        raise YolobnError(f"{what}: nested too deeply to be a yaml file") from None
-    if not isinstance(doc, dict):
-        raise YolobnError(
-            f"{what}: expected a mapping of keys (path, val, names, ...), got {type(doc).__name__}"
-        )
-    return doc
+    """A dataset yaml, read within yolobn's yaml budgets (``yolobn.io.yamlfile``); one line otherwise."""
+    return yamlfile.read_yaml(p, what, hint=" (path, val, names, ...)")
 
 
 def _check_fields(doc: dict[str, Any], what: str) -> None:
@@ -114,12 +99,13 @@ def _check_fields(doc: dict[str, Any], what: str) -> None:
         raise YolobnError(f"{what}: 'val' must be a path or a list of paths, got {type(val).__name__}")
     if "path" in doc and doc["path"] is not None and not isinstance(doc["path"], str):
         raise YolobnError(f"{what}: 'path' must be a folder name, got {type(doc['path']).__name__}")
-    names = doc.get("names")
+    _check_budgets(doc, what)
+    names, nc = doc.get("names"), doc.get("nc")
     if names is None:
-        nc = doc.get("nc")
         if not (isinstance(nc, int) and not isinstance(nc, bool) and nc > 0):
             raise YolobnError(f"{what}: needs 'names' (a list or {{index: name}} mapping) or a positive 'nc'")
-    elif isinstance(names, dict):
+        return
+    if isinstance(names, dict):
         if not names or not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
             raise YolobnError(f"{what}: 'names' as a mapping must map class indices 0, 1, ... to names")
         if sorted(names) != list(range(len(names))):
@@ -128,6 +114,72 @@ def _check_fields(doc: dict[str, Any], what: str) -> None:
         raise YolobnError(
             f"{what}: 'names' must be a list or {{index: name}} mapping, got {type(names).__name__}"
         )
+
+
+def _check_val_paths(doc: dict[str, Any], p: Path, what: str) -> None:
+    """Each ``val`` entry, found as Ultralytics' dataset check finds it, is a folder or a list file
+    of image paths; a device (``/dev/zero``), a pipe or a symlink loop would be read for ever or
+    block, and gets one line saying what it is."""
+    from ultralytics.utils import DATASETS_DIR
+
+    root = Path(doc.get("path") or p.parent)
+    if not root.exists() and not root.is_absolute():
+        root = DATASETS_DIR / root
+    vals = doc["val"] if isinstance(doc["val"], list) else [doc["val"]]
+    for v in vals:
+        x = root / v
+        if not os.path.lexists(x) and v.startswith("../"):
+            x = root / v[3:]
+        try:
+            st = x.stat()
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise YolobnError(f"{what}: 'val: {v}' is a symlink loop ({x}); fix the link") from None
+            continue  # missing: the dataset check below says so (and why)
+        kind = _special(st.st_mode)
+        if kind:
+            raise YolobnError(f"{what}: 'val: {v}' is {kind} ({x}), not a folder of images or a list file")
+        if stat.S_ISREG(st.st_mode) and st.st_size > MAX_LIST_BYTES:
+            raise YolobnError(
+                f"{what}: 'val: {v}' is a {st.st_size >> 20} MB file; a list of image paths is at most "
+                f"{MAX_LIST_BYTES >> 20} MB"
+            )
+
+
+def _special(mode: int) -> str:
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return ""
+
+
+def _check_budgets(doc: dict[str, Any], what: str) -> None:
+    """``nc`` and ``names`` within the class budgets (Ultralytics builds a name for each of ``nc``
+    classes): at most MAX_CLASSES names of MAX_NAME_CHARS characters in all, each a text or a number."""
+    nc = doc.get("nc")
+    if isinstance(nc, (int, float)) and not isinstance(nc, bool) and nc > MAX_CLASSES:
+        raise YolobnError(f"{what}: 'nc: {nc!r}' is more than {MAX_CLASSES:,} classes; check the file")
+    names = doc.get("names")
+    if not isinstance(names, (dict, list)):
+        return
+    if len(names) > MAX_CLASSES:
+        raise YolobnError(
+            f"{what}: 'names' lists {len(names):,} classes, more than {MAX_CLASSES:,}; check the file"
+        )
+    chars = 0
+    for v in names.values() if isinstance(names, dict) else names:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise YolobnError(
+                f"{what}: 'names' holds a {type(v).__name__}, not a class name; write each name as text"
+            )
+        chars += len(v) if isinstance(v, str) else 1
+        if chars > MAX_NAME_CHARS:
+            raise YolobnError(
+                f"{what}: 'names' holds more than {MAX_NAME_CHARS:,} characters in all; check the file"
+            )
 
 
 def is_archive_url(s: Any) -> bool:
@@ -143,13 +195,10 @@ def _sanitised(p: Path, text: str) -> Path:
     what = f"--data {text}"
     doc = read_yaml(p, what)
     _check_fields(doc, what)
-    from ultralytics.data.utils import check_det_dataset
-
-    from yolobn.io.quiet import quiet_ultralytics
-
+    _check_val_paths(doc, p, what)
     try:
         with quiet_ultralytics():
-            checked = check_det_dataset(str(p), autodownload=False)  # never downloads, never executes
+            checked = ultra.check_det_dataset(str(p))  # downloads off: never downloads, never executes
     except FileNotFoundError as e:
         missing = re.search(r"missing path '([^']+)'", str(e))
         where = f" ({missing.group(1)})" if missing else ""

@@ -21,6 +21,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from yolobn.core.errors import YolobnError
+from yolobn.io.yamlfile import load_yaml
+
+__all__ = ["infer_family", "scaled_name"]
+
 # Ultralytics' own rule (ultralytics.nn.tasks.yaml_model_load): yolov8n-seg.yaml -> yolov8-seg.yaml.
 _UNSCALE = re.compile(r"(\d+)([nslmx])(.+)?$")
 
@@ -160,15 +165,14 @@ def _close(a: Any, b: float) -> bool:
 @functools.lru_cache(maxsize=1)
 def _shipped() -> dict[str, dict[str, Any]]:
     """Every model yaml Ultralytics ships, by file name (read once, only for files without a name)."""
-    import yaml
     from ultralytics import cfg
 
     root = Path(cfg.__file__).parent / "models"
     out: dict[str, dict[str, Any]] = {}
     for p in sorted(root.rglob("*.yaml")):
         try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):  # a broken install: that file just cannot match
+            d = load_yaml(p, str(p))
+        except YolobnError:  # a broken install: that file just cannot match
             continue
         if isinstance(d, dict):
             out[p.name] = d

@@ -11,15 +11,30 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from yolobn.core.errors import YolobnError
-from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ
+from yolobn.core.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_IMGSZ, MIN_IMGSZ
+from yolobn.data.synth import shapes_dataset
 from yolobn.io.quiet import quiet_ultralytics
+
+__all__ = [
+    "Progress",
+    "check_decoded",
+    "collect_images",
+    "default_images",
+    "image_suffixes",
+    "iter_batches",
+    "model_imgsz",
+    "model_stride",
+    "resolve_images",
+    "run_images",
+    "sample_images",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -40,7 +55,7 @@ def sample_images() -> list[Path]:
     return sorted(p for p in assets.iterdir() if p.suffix.lower() in suffixes)
 
 
-def collect_images(paths: Sequence[str | os.PathLike] | None, limit: int | None = None) -> list[Path]:
+def collect_images(paths: Sequence[str | os.PathLike[str]] | None, limit: int | None = None) -> list[Path]:
     """Image files from files and folders (sorted, deterministic); Ultralytics' samples when empty."""
     if not paths:
         return sample_images()[:limit] if limit else sample_images()
@@ -68,14 +83,12 @@ def default_images(model: Any) -> list[Path]:
     """The images used when none are given: the synthetic training split for the demo model (what
     its running statistics were estimated on), Ultralytics' bus.jpg and zidane.jpg otherwise."""
     if getattr(getattr(model, "meta", None), "kind", None) == "demo":
-        from yolobn.data.synth import shapes_dataset
-
         return collect_images([str(shapes_dataset().parent / "images" / "train")])
     return sample_images()
 
 
 def resolve_images(
-    model: Any, images: Sequence[str | os.PathLike] | None, max_images: int | None
+    model: Any, images: Sequence[str | os.PathLike[str]] | None, max_images: int | None
 ) -> list[Path]:
     """The image files for ``model``: ``images`` (files/folders), else ``default_images(model)``."""
     if max_images is not None and max_images < 1:
@@ -193,16 +206,68 @@ def iter_batches(
 
 
 def _decoded(p: Path, imread: Callable[[str], Any], prep: Callable[[np.ndarray], Any]) -> Any:
-    """The preprocessed image, or None when the file cannot be decoded. Decoders raise as well as
-    return None: OpenCV asserts on a header declaring more than 2**30 pixels, PIL refuses
-    decompression bombs; either way the file is skipped as undecodable, not an internal error.
-    Ultralytics' reader would pip-install a decoder for a file PIL cannot identify: not here."""
+    """The preprocessed image, or None when the file is over the image budgets (``over_budget``) or
+    cannot be decoded. Decoders raise as well as return None: OpenCV asserts on a header declaring
+    more than 2**30 pixels, PIL refuses decompression bombs; either way the file is skipped as
+    undecodable, not an internal error. Ultralytics' reader would pip-install a decoder for a file PIL
+    cannot identify: not here (``quiet_ultralytics``)."""
     try:
+        if over_budget(p):
+            return None
         with quiet_ultralytics():
-            im = imread(str(p))
+            im = _first_frame(p) if p.suffix.lower() in (".tif", ".tiff") else imread(str(p))
         return None if im is None or im.size == 0 else prep(im)
     except Exception:  # cv2.error, PIL.Image.DecompressionBombError, MemoryError, ...
         return None
+
+
+def over_budget(p: Path) -> str:
+    """Why the image file ``p`` is over yolobn's budgets (``""`` when it is not), told from its size
+    on disk and, for the formats PIL knows, the width and height in its header (nothing is decoded)."""
+    size = p.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        return f"{size >> 20} MB on disk, more than {MAX_IMAGE_BYTES >> 20} MB"
+    dims = header_size(p)
+    if dims and dims[0] * dims[1] > MAX_IMAGE_PIXELS:
+        return f"{dims[0]}x{dims[1]} pixels, more than {MAX_IMAGE_PIXELS / 1e6:g} MP"
+    return ""
+
+
+def header_size(p: Path) -> tuple[int, int] | None:
+    """(width, height) from the image header, by PIL's format plugins (which read the header only);
+    None for a format PIL does not know. Called through PIL's registry rather than ``Image.open``,
+    which Ultralytics patches to pip-install a HEIF plugin for any file PIL cannot identify."""
+    from PIL import Image
+
+    Image.init()
+    with open(p, "rb") as f:
+        prefix = f.read(16)
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            if accept is not None and not accept(prefix):
+                continue
+            f.seek(0)
+            try:
+                im = factory(f, str(p))
+            except Exception:  # not this format, or a damaged header: try the next plugin
+                continue
+            w, h = im.size
+            return int(w), int(h)
+    return None
+
+
+def _first_frame(p: Path) -> np.ndarray | None:
+    """The first page of a TIFF, as Ultralytics' ``imread`` reads a TIFF (its colour channels as
+    stored, grey pages through OpenCV's colour conversion, 16 bits to 8), without decoding the
+    other pages as its ``cv2.imdecodemulti`` does (200 pages of 2000x2000 are 2.4 GB)."""
+    import cv2
+
+    buf = np.fromfile(p, np.uint8)
+    im: Any = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    im = im[..., :3] if im is not None and im.ndim == 3 else cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if im is not None and im.dtype == np.uint16:
+        im = (im >> 8).astype(np.uint8)
+    return cast(np.ndarray | None, im)
 
 
 def run_images(

@@ -1,9 +1,11 @@
 """Load Ultralytics models for inspection: the only module that reads checkpoints.
 
-Safe by default: a ``.pt`` is unpickled with ``torch.load(weights_only=True)`` against Ultralytics'
-own allow-list of model classes (``torch_safe_load(..., safe_only=True)``), so a checkpoint that
-would run code when unpickled is refused instead of executed. ``trust=True`` allows a full
-unpickle for checkpoints that need classes outside the allow-list.
+Safe by default: a ``.pt`` is unpickled with ``torch.load(weights_only=True)`` against yolobn's own
+allow-list, built from the installed Ultralytics (``yolobn.io.allowlist``: the same rules on every
+supported release), so a checkpoint that would run code when unpickled is refused instead of
+executed, and one that needs classes the installed release lacks says which, and which release
+runs it. ``trust=True`` allows a full unpickle for checkpoints that need classes outside the
+allow-list.
 
 Before torch sees a file, ``yolobn.io.sniff`` classifies its first bytes (a FIFO, an empty file, an
 image, an export get one line each); while torch reads it, ``yolobn.core.digest`` hashes it and checks
@@ -14,16 +16,13 @@ Model yamls are built by ``yolobn.io.yamlmodel``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,19 +30,29 @@ from torch import nn
 from yolobn.core.digest import Digest, take
 from yolobn.core.digest import scan as scan_file
 from yolobn.core.errors import CheckpointError
-from yolobn.io import checks
+from yolobn.data import DEMO_FILE, demo_model_path, demo_sha256
+from yolobn.io import allowlist, checks, ultra
 from yolobn.io.family import infer_family
 from yolobn.io.quiet import quiet_ultralytics
-from yolobn.io.sniff import bare_model_class, detail, explain_load_error, explain_missing_module, sniff
-from yolobn.io.yamlmodel import build_from_yaml, check_model_yaml, literal_nn_call
+from yolobn.io.sniff import (
+    detail,
+    explain_load_error,
+    explain_missing_module,
+    read_pickle_bytes,
+    refusal,
+    scan_pickle,
+    sniff,
+)
+from yolobn.io.yamlmodel import build_from_yaml
 
-__all__ = ["DEMO_FILE", "LoadedModel", "ModelMeta", "check_model_yaml", "demo_model_path", "load", "sniff"]
-
-if TYPE_CHECKING:  # a type only: swapping imports this module at run time
-    from yolobn.edit.swapping import SwapResult
-
-DEMO_FILE = "demo_yolo11n_shapes.pt"
-_literal_nn_call = literal_nn_call  # the name tests/test_security.py checks the activation rule under
+__all__ = [
+    "LoadedModel",
+    "ModelMeta",
+    "is_yolo_object",
+    "load",
+    "read_checkpoint",
+    "source_file",
+]
 
 
 @dataclass
@@ -104,14 +113,12 @@ class LoadedModel:
     """A model ready for inspection: fp32, eval mode, unfused, owned by yolobn (a private copy).
 
     ``run_error`` is set (a one-line message) when the model does not run with the installed
-    Ultralytics: its statistics can be read, but nothing can be run through it. ``swap`` is set on
-    the models ``yolobn.swap`` returns.
+    Ultralytics: its statistics can be read, but nothing can be run through it.
     """
 
     model: nn.Module
     meta: ModelMeta
     run_error: str | None = field(default=None, repr=False)
-    swap: SwapResult | None = field(default=None, repr=False)  # set by yolobn.swap: what was replaced
 
     def __repr__(self) -> str:
         m = self.meta
@@ -119,11 +126,6 @@ class LoadedModel:
             f"LoadedModel({m.model_class}, source={m.source!r}, task={m.task}, "
             f"bn={m.n_batchnorm}, params={m.n_params:,})"
         )
-
-
-def demo_model_path() -> Path:
-    """Path of the bundled demo checkpoint (YOLO11n trained on the synthetic shapes dataset)."""
-    return Path(__file__).resolve().parents[1] / "data" / DEMO_FILE
 
 
 def source_file(meta: ModelMeta) -> Path | None:
@@ -153,8 +155,10 @@ def load(
 
     Raises:
         CheckpointError: with a one-line message, for anything that is not a loadable model.
+        YolobnError: the installed Ultralytics is outside the releases yolobn supports.
     """
     with quiet_ultralytics():
+        ultra.check_supported()
         if source is None:
             lm = _load_checkpoint(demo_model_path(), str(demo_model_path()), trust=False, strict=strict)
             lm.meta.kind = "demo"
@@ -162,7 +166,7 @@ def load(
             # Package-relative, so that reports of the demo model are the same on every machine.
             lm.meta.path = f"yolobn/data/{DEMO_FILE}"
             return lm
-        if _is_yolo_object(source):  # before nn.Module: YOLO subclasses it but wraps the model
+        if is_yolo_object(source):  # before nn.Module: YOLO subclasses it but wraps the model
             return _from_module(source.model, "<ultralytics.YOLO>")
         if isinstance(source, nn.Module):
             return _from_module(source, "<nn.Module>")
@@ -177,7 +181,10 @@ def load(
             return _from_yaml(text, trust=trust)
         if not path.exists():
             path = _fetch_missing(text, download)
-        return _load_checkpoint(path, text, trust=trust, strict=strict)
+        lm = _load_checkpoint(path, text, trust=trust, strict=strict)
+        if lm.meta.sha256 == demo_sha256():  # the demo by its path, or a copy: its defaults apply
+            lm.meta.kind = "demo"
+        return lm
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,6 +274,13 @@ def _load_checkpoint(path: Path, source: str, *, trust: bool, strict: bool = Fal
 
 def _model_in(ckpt: Any, path: Path) -> nn.Module:
     """The Ultralytics model inside what was unpickled, or a one-line CheckpointError saying what it is."""
+    if isinstance(ckpt, nn.Module) and (
+        _is_ultralytics_model(ckpt) or _is_ultralytics_model(getattr(ckpt, "model", None))
+    ):
+        raise CheckpointError(
+            f"{path}: holds a bare {type(ckpt).__name__} saved with torch.save(model), not an Ultralytics checkpoint; "
+            "save it as a checkpoint (torch.save({'model': model}, path)) or pass the module to yolobn.load()"
+        )
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path}: holds a pickled {type(ckpt).__name__}, not an Ultralytics checkpoint; "
@@ -288,12 +302,6 @@ def _model_in(ckpt: Any, path: Path) -> nn.Module:
         keys = ", ".join(sorted(map(str, ckpt))[:6]) or "none"
         raise CheckpointError(f"{path}: is not an Ultralytics checkpoint (keys: {keys[:120]})")
     if not _is_ultralytics_model(model):
-        bare = bare_model_class(path) if list(ckpt) == ["model"] else None
-        if bare:  # torch_safe_load unwraps a bare pickled model to {"model": model.model}
-            raise CheckpointError(
-                f"{path}: holds a bare {bare} saved with torch.save(model), not an Ultralytics checkpoint; "
-                "save it as a checkpoint (torch.save({'model': model}, path)) or pass the module to yolobn.load()"
-            )
         raise CheckpointError(
             f"{path}: holds a {type(model).__name__}, not an Ultralytics model; "
             "load it in Python and pass the module to yolobn.load()"
@@ -302,76 +310,48 @@ def _model_in(ckpt: Any, path: Path) -> nn.Module:
 
 
 def read_checkpoint(path: Path, *, trust: bool, fmt: str = "zip") -> Any:
-    """Unpickle a checkpoint: Ultralytics' safe loader, or a full unpickle with ``trust``.
+    """Unpickle a checkpoint: yolobn's allow-list (``yolobn.io.allowlist``), or a full unpickle with ``trust``.
 
     Every failure is a one-line CheckpointError that says what the file is (damaged, asking to
-    run code, an unsupported pickle protocol, not a checkpoint) and names the user's path.
+    run code, needing classes the installed Ultralytics lacks, an unsupported pickle protocol, not
+    a checkpoint) and names the user's path.
     """
-    from ultralytics.nn.tasks import torch_safe_load
-
-    # torch_safe_load insists on a .pt suffix; give other names (best.pth, model.ckpt) a .pt alias.
-    with _pt_alias(path) as p:
-        if trust:
-            return _trusted_load(p, path)
-        try:
-            # An absolute path: given a bare official name (yolo11n.pt), torch_safe_load treats a
-            # damaged file as a corrupt download cache, deletes it and downloads again.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch's pickle-protocol chatter; errors still raise
-                ckpt, _ = torch_safe_load(str(p.absolute()), safe_only=True)
-            return ckpt
-        except ModuleNotFoundError as e:
-            raise CheckpointError(explain_missing_module(path, e)) from e
-        except Exception as e:  # the unpickler of a damaged file raises anything (IndexError, KeyError...)
-            raise CheckpointError(explain_load_error(path, e, fmt, alias=p)) from e
-
-
-def _trusted_load(alias: Path, path: Path) -> Any:
-    """Full unpickle with Ultralytics' legacy module renames, but without its auto pip-install."""
-    from ultralytics.nn.tasks import temporary_modules
-
+    if trust:
+        return _trusted_load(path)
+    names = None
+    if fmt == "zip":  # list what the pickle asks for before anything is unpickled
+        data = read_pickle_bytes(path)
+        scan = scan_pickle(data) if data is not None else None
+        if scan is not None and scan.ok:
+            names = scan.globals
+            bad = allowlist.refused(names)
+            if bad or scan.calling:
+                raise CheckpointError(refusal(path, bad or sorted(scan.calling)))
+            gone = allowlist.missing(names)
+            if gone:
+                raise CheckpointError(ultra.missing_classes_message(path, gone, scan.fields.get("version")))
     try:
-        with temporary_modules(
-            modules={
-                "ultralytics.yolo.utils": "ultralytics.utils",
-                "ultralytics.yolo.v8": "ultralytics.models.yolo",
-                "ultralytics.yolo.data": "ultralytics.data",
-            },
-            attributes={
-                "ultralytics.nn.modules.block.Silence": "torch.nn.Identity",
-                "ultralytics.nn.tasks.YOLOv10DetectionModel": "ultralytics.nn.tasks.DetectionModel",
-            },
-        ):
-            obj = torch.load(str(alias), map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol chatter; errors still raise
+            return allowlist.load(path, names)
+    except ModuleNotFoundError as e:
+        raise CheckpointError(explain_missing_module(path, e)) from e
+    except Exception as e:  # the unpickler of a damaged file raises anything (IndexError, KeyError...)
+        raise CheckpointError(explain_load_error(path, e, fmt, alias=path, outside=allowlist.refused)) from e
+
+
+def _trusted_load(path: Path) -> Any:
+    """Full unpickle with Ultralytics' legacy module renames, but without its auto pip-install."""
+    try:
+        with ultra.legacy_renames():
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except ModuleNotFoundError as e:
         raise CheckpointError(explain_missing_module(path, e)) from e
     except Exception as e:
-        raise CheckpointError(f"{path}: could not be unpickled ({detail(e, alias, path)})") from e
+        raise CheckpointError(f"{path}: could not be unpickled ({detail(e, path, path)})") from e
     if isinstance(obj, torch.jit.ScriptModule):
         raise CheckpointError(f"{path}: is a TorchScript export; inspect the .pt it was exported from")
-    if isinstance(obj, nn.Module) and not isinstance(obj, dict):
-        inner = getattr(obj, "model", None)
-        if _is_ultralytics_model(obj):
-            return {"model": obj}
-        if isinstance(inner, nn.Module) and _is_ultralytics_model(inner):
-            return {"model": inner}
     return obj
-
-
-@contextlib.contextmanager
-def _pt_alias(path: Path) -> Iterator[Path]:
-    if path.suffix == ".pt":
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="yolobn-") as d:
-        alias = Path(d) / (path.stem + ".pt")
-        try:
-            alias.symlink_to(path.resolve())
-        except OSError:  # no symlinks (some filesystems): fall back to reading through a copy
-            import shutil
-
-            shutil.copyfile(path, alias)
-        yield alias
 
 
 # --------------------------------------------------------------------------------------------------
@@ -439,7 +419,8 @@ def _task_of(model: nn.Module) -> str | None:
     try:
         from ultralytics.nn.tasks import guess_model_task
 
-        return guess_model_task(model)
+        task = guess_model_task(model)
+        return task if isinstance(task, str) else None
     except Exception:  # guessing is best effort; the report then says 'unknown'
         return None
 
@@ -452,7 +433,8 @@ def _is_ultralytics_model(model: Any) -> bool:
     return isinstance(model, BaseModel)
 
 
-def _is_yolo_object(obj: Any) -> bool:
+def is_yolo_object(obj: Any) -> bool:
+    """An ``ultralytics.YOLO`` (or other ``Model``): an nn.Module that wraps the real model in ``.model``."""
     try:
         from ultralytics.engine.model import Model
     except ImportError:  # pragma: no cover

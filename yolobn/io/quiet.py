@@ -24,14 +24,18 @@ def quiet_ultralytics() -> Iterator[None]:
 
     logger = logging.getLogger("ultralytics")
     level = logger.level
-    installs = utils.AUTOINSTALL, checks.AUTOINSTALL
+    # ``checks`` imports its own copy of the flag; each module's is switched where it has one.
+    holders = [m for m in (utils, checks) if hasattr(m, "AUTOINSTALL")]
+    installs = [m.AUTOINSTALL for m in holders]
     logger.setLevel(logging.ERROR)
-    utils.AUTOINSTALL = checks.AUTOINSTALL = False
+    for m in holders:
+        setattr(m, "AUTOINSTALL", False)  # noqa: B010 (ultralytics.utils.checks re-exports it untyped)
     try:
         yield
     finally:
         logger.setLevel(level)
-        utils.AUTOINSTALL, checks.AUTOINSTALL = installs
+        for m, was in zip(holders, installs, strict=True):
+            setattr(m, "AUTOINSTALL", was)  # noqa: B010
 
 
 __all__ = ["quiet_ultralytics"]

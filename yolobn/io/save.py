@@ -11,42 +11,39 @@ from typing import Any
 
 import torch
 
-from yolobn.core.errors import YolobnError
+from yolobn.core.atomic import write_files
+from yolobn.core.errors import CheckpointError
+from yolobn.core.outputs import guard_outputs
+from yolobn.io.loader import read_checkpoint, source_file
+
+__all__ = ["save_checkpoint"]
 
 
 def save_checkpoint(
-    loaded: Any, path: str | os.PathLike, *, protect: Sequence[str | os.PathLike] = ()
+    loaded: Any, path: str | os.PathLike[str], *, protect: Sequence[str | os.PathLike[str]] = ()
 ) -> Path:
     """Write ``loaded`` as an Ultralytics checkpoint (``YOLO(path)`` and ``yolobn inspect`` load it).
 
     Keeps everything the source checkpoint stored except the optimizer and EMA (re-read safely
     from ``meta.path`` when there is one), stores the model in its on-disk dtype, adds
-    ``yolobn: {recalibration: ...}``, and writes atomically (temporary file, then rename).
-    Never overwrites a path in ``protect`` or the model's own file.
+    ``yolobn: {recalibration: ...}``, and writes atomically (temporary file, then rename), or into
+    an existing character device or FIFO (``/dev/null``) without replacing it. Never overwrites a
+    path in ``protect`` or the model's own file (``yolobn.core.outputs``: links and hard links
+    included); a full disk or any other write error is a ``YolobnError`` and leaves nothing.
     """
     import ultralytics
 
-    from yolobn.core.atomic import check_not_inputs, write_files
-    from yolobn.io.loader import source_file
-
     out = Path(path).expanduser()
     src = source_file(loaded.meta)
-    # Real resolved paths: the demo's meta.path is package-relative, and links or another working
-    # folder must not let the output replace an input.
-    check_not_inputs(
-        {f"-o {path}": out},
-        {
-            **{Path(p): "an input file" for p in protect if p},
-            **({src: "the input checkpoint"} if src else {}),
-        },
-    )
-    if out.is_dir():
-        raise YolobnError(f"-o {path}: is a folder; give the name of the .pt file to write")
+    # Real paths and inodes (the demo's meta.path is package-relative; links, hard links or another
+    # working folder must not let the output replace an input).
+    inputs = {
+        **{Path(p): "an input file" for p in protect if p},
+        **({src: "the input checkpoint"} if src else {}),
+    }
+    guard_outputs({str(path): out}, inputs, stdout=False)
     base: dict[str, Any] = {}
     if src is not None and src.is_file():
-        from yolobn.core.errors import CheckpointError
-        from yolobn.io.loader import read_checkpoint
-
         try:  # always the safe reader: a model loaded with --trust keeps only what yolobn knows of it
             raw = read_checkpoint(src, trust=False)
         except CheckpointError:
@@ -70,5 +67,5 @@ def save_checkpoint(
         "updates": None,
         "yolobn": {"recalibration": loaded.meta.recalibration, "source_date": base.get("date")},
     }
-    write_files({out: lambda tmp: torch.save(ckpt, tmp)})
+    write_files({out: lambda f: torch.save(ckpt, f)}, inputs)
     return out

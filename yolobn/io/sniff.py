@@ -12,19 +12,32 @@ loader cannot read. This module imports neither torch nor Ultralytics.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickletools
 import re
 import stat
-import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from yolobn.core.errors import CheckpointError
+from yolobn.core.limits import MAX_INFLATE_RATIO, MIN_INFLATE_BYTES
 from yolobn.core.text import one_line
+
+__all__ = [
+    "IMAGE_MAGIC",
+    "LEGACY_MAGIC",
+    "PickleScan",
+    "detail",
+    "explain_load_error",
+    "explain_missing_module",
+    "read_pickle_bytes",
+    "regular_file",
+    "scan_pickle",
+    "sniff",
+]
 
 IMAGE_MAGIC = {
     b"\x89PNG": "a PNG image",
@@ -39,9 +52,6 @@ IMAGE_MAGIC = {
 # pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2): the magic number torch's legacy format starts with.
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
-# Opcodes that build an object by calling a class named in the stream: torch.save never writes
-# them and the safe loader cannot read them; in a checkpoint they are a way to run code.
-CALLING_OPCODES = {"INST", "OBJ"}
 _MAX_PICKLE = 256 << 20  # a data.pkl beyond this is not scanned (real ones are well under 10 MB)
 
 
@@ -97,7 +107,9 @@ def sniff(path: Path) -> str:
             f"{path}: is an ONNX export, not a training checkpoint; inspect the .pt it was exported from"
         )
     if head.startswith(b"PK"):
-        names = _zip_names(path)
+        infos = _zip_infos(path)
+        _check_inflation(path, infos, st.st_size)
+        names = [i.filename for i in infos]
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             raise CheckpointError(
                 f"{path}: is a TorchScript export, not a training checkpoint; inspect the .pt it was exported from"
@@ -114,10 +126,25 @@ def sniff(path: Path) -> str:
     )
 
 
-def _zip_names(path: Path) -> list[str]:
+def _check_inflation(path: Path, infos: list[zipfile.ZipInfo], size: int) -> None:
+    """Refuse an archive whose records declare far more bytes than the file holds, from the central
+    directory alone (before torch allocates and inflates a record): torch.save stores records
+    uncompressed, while a record compressed by another tool can inflate 1000-fold."""
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_INFLATE_RATIO * size + MIN_INFLATE_BYTES:
+        packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]
+        which = f" (compressed: {packed[0].filename}{', ...' if len(packed) > 1 else ''})" if packed else ""
+        raise CheckpointError(
+            f"{path}: its zip records would inflate to {declared >> 20:,} MB from a {size >> 20:,} MB file"
+            f"{which}, more than {MAX_INFLATE_RATIO}x; torch.save writes them uncompressed: refused as "
+            "damaged or edited"
+        )
+
+
+def _zip_infos(path: Path) -> list[zipfile.ZipInfo]:
     try:
         with zipfile.ZipFile(path) as z:
-            return z.namelist()
+            return z.infolist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
         raise CheckpointError(
             f"{path}: the zip archive is truncated or corrupt ({one_line(e)}); copy or download the checkpoint again"
@@ -138,6 +165,8 @@ class PickleScan:
         globals: every ``module.name`` it imports (GLOBAL, STACK_GLOBAL, INST), in order, once each.
         calling: opcodes that call a class directly (INST, OBJ), which torch.save never writes.
         top: the class of the top-level object when it is an object rather than a dict.
+        fields: the first string stored under each key in ``FIELDS`` (``version``: the Ultralytics
+            release that saved the file), read without unpickling.
     """
 
     ok: bool = False
@@ -146,6 +175,12 @@ class PickleScan:
     globals: list[str] = field(default_factory=list)
     calling: set[str] = field(default_factory=set)
     top: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+FIELDS = ("version", "date")
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"}
+_MEMO_OPS = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"}
 
 
 def read_pickle_bytes(path: Path) -> bytes | None:
@@ -161,15 +196,6 @@ def read_pickle_bytes(path: Path) -> bytes | None:
         return None
 
 
-def bare_model_class(path: Path) -> str | None:
-    """The Ultralytics class of a model pickled bare (``torch.save(model)``), else None."""
-    data = read_pickle_bytes(path)
-    top = scan_pickle(data).top if data else None
-    if top and top.startswith("ultralytics."):
-        return top.rpartition(".")[2]
-    return None
-
-
 def scan_pickle(data: bytes) -> PickleScan:
     """Parse ``data`` opcode by opcode (nothing is imported or called) and list what it asks for."""
     scan = PickleScan()
@@ -177,9 +203,16 @@ def scan_pickle(data: bytes) -> PickleScan:
     memo: dict[int, object] = {}
     seen: dict[str, None] = {}
     first = True
+    key: str | None = None  # the string just pushed (a dict key when a string value follows)
     try:
         for op, arg, _ in pickletools.genops(io.BytesIO(data)):
             name = op.name
+            if name in _STRING_OPS:
+                if key in FIELDS and key not in scan.fields:
+                    scan.fields[key] = str(arg)[:64]
+                key = str(arg)
+            elif name not in _MEMO_OPS:
+                key = None
             if name == "PROTO":
                 scan.protocol = int(arg or 0)
                 continue
@@ -240,38 +273,6 @@ def _py3_name(full: str) -> str:
     return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
 
 
-def outside(names: list[str], allowed: set[str]) -> list[str]:
-    """The names that are neither in ``allowed`` nor an already-imported ``torch``/``ultralytics``
-    class (resolved through ``sys.modules`` only: nothing is imported for an untrusted file)."""
-    out = []
-    for full in names:
-        if full in allowed or _known_class(full):
-            continue
-        out.append(full)
-    return out
-
-
-def _known_class(full: str) -> bool:
-    parts = full.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        module = sys.modules.get(".".join(parts[:i]))
-        if module is None:
-            continue
-        obj: object = module
-        for attr in parts[i:]:
-            if attr.startswith("_"):
-                return False
-            obj = getattr(obj, attr, None)
-        top = parts[0]
-        return isinstance(obj, type) and top in ("torch", "ultralytics") and _is_module_class(obj)
-    return False
-
-
-def _is_module_class(obj: type) -> bool:
-    nn = sys.modules.get("torch.nn")
-    return nn is not None and issubclass(obj, nn.Module)
-
-
 # --------------------------------------------------------------------------------------------------
 # why a load failed
 
@@ -284,22 +285,22 @@ _REFUSALS = (
     "Can only build Tensor",
     "call reduce for unrecognized function",
     "unsafe getattr",
+    "yolobn's allow-list refuses",
 )
 
 
-def explain_load_error(path: Path, e: Exception, fmt: str, *, alias: Path) -> str:
+def explain_load_error(
+    path: Path, e: Exception, fmt: str, *, alias: Path, outside: Callable[[list[str]], list[str]]
+) -> str:
+    """One line for a checkpoint the safe loader could not read; ``outside`` lists the names the
+    allow-list does not accept (``yolobn.io.allowlist.refused``)."""
     chain = _chain(e)
     text = " | ".join(str(x) for x in chain)
     if "TorchScript" in text:
         return f"{path}: is a TorchScript export, not a training checkpoint; inspect the .pt it was exported from"
-    m = re.search(r"'(\w+)' object has no attribute 'model'", str(e))
-    if isinstance(e, AttributeError) and m:  # torch_safe_load read `.model` off a bare pickled object
-        return (
-            f"{path}: holds a pickled {m.group(1)}, not an Ultralytics checkpoint; "
-            "load it in Python and pass the module to yolobn.load()"
-        )
     refused = any(r in text for r in _REFUSALS)
-    named = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)", text)))
+    named = list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)|refuses a call of ([\w.]+)", text)))
+    named = [a or b for a, b in named]
     if fmt == "legacy" and (refused or "outside the supported" in text):
         return (
             f"{path}: uses torch's pre-1.6 serialization, which yolobn cannot check against the "
@@ -308,10 +309,10 @@ def explain_load_error(path: Path, e: Exception, fmt: str, *, alias: Path) -> st
     data = read_pickle_bytes(path) if fmt == "zip" else None
     scan = scan_pickle(data) if data is not None else None
     if scan is not None and scan.ok:
-        names = outside(scan.globals, _allowed_globals())
+        names = outside(scan.globals)
         if refused or names or scan.calling:
             what = names or named or sorted(scan.calling)
-            return _refusal(path, what)
+            return refusal(path, what)
         if scan.protocol > 2:
             return (
                 f"{path}: uses pickle protocol {scan.protocol}, which the safe loader cannot read (torch.save "
@@ -319,37 +320,18 @@ def explain_load_error(path: Path, e: Exception, fmt: str, *, alias: Path) -> st
                 "its source"
             )
     elif scan is None and refused:
-        return _refusal(path, named)
+        return refusal(path, named)
     cause = chain[-1] if len(chain) > 1 else e
     why = scan.error if scan is not None and scan.error else detail(cause, alias, path)
     return f"{path}: the checkpoint is truncated or corrupt ({why}); copy or download it again"
 
 
-def _refusal(path: Path, names: list[str]) -> str:
+def refusal(path: Path, names: list[str]) -> str:
     what = f" ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})" if names else ""
     return (
         f"{path}: refused: the file asks to run code outside the allow-list{what}; it may run code when "
         "loaded. If you trust its source, re-run with --trust"
     )
-
-
-def _allowed_globals() -> set[str]:
-    """Names the safe loader accepts: torch's defaults, plus what is registered (Ultralytics' list),
-    plus the restricted getattr Ultralytics maps ``builtins.getattr`` to (registered only once a
-    checkpoint needs it)."""
-    names: set[str] = {"builtins.getattr"}
-    import torch
-
-    with contextlib.suppress(Exception):  # a private torch helper: best effort
-        from torch._weights_only_unpickler import _get_allowed_globals
-
-        names |= set(_get_allowed_globals())
-    for entry in torch.serialization.get_safe_globals():
-        if isinstance(entry, tuple):
-            names.add(str(entry[1]))
-        else:
-            names.add(f"{getattr(entry, '__module__', '')}.{getattr(entry, '__qualname__', '')}")
-    return names
 
 
 def _chain(e: BaseException) -> list[BaseException]:

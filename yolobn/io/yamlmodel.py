@@ -10,43 +10,44 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import stat
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
-from yolobn.core.errors import CheckpointError
+from yolobn.core.errors import CheckpointError, YolobnError
 from yolobn.core.text import one_line
+from yolobn.io import ultra
+from yolobn.io.modelsize import check_model_size, nested_yamls
+from yolobn.io.yamlfile import read_yaml
+
+__all__ = [
+    "build_from_yaml",
+    "check_model_yaml",
+    "is_layer_class",
+    "literal_nn_call",
+    "restricted_build",
+]
 
 
-def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict, list[str]]:
+def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict[str, Any], list[str]]:
     """Build the untrained model of a model yaml (a path, or a name shipped with Ultralytics).
+
+    The yaml is read by yolobn's reader (its budgets), checked for code (unless ``trust``) and sized
+    on the ``meta`` device (``yolobn.io.modelsize``) before Ultralytics builds anything from it.
 
     Returns:
         (fp32 eval-mode model, the yaml's dict, notes for the report).
 
     Raises:
-        CheckpointError: a missing or malformed yaml, or (without ``trust``) one that would run code.
+        CheckpointError: a missing, malformed or oversized yaml, or (without ``trust``) one that would
+            run code.
     """
-    from ultralytics.nn import tasks
-
-    p = Path(text).expanduser()
-    if p.exists():
-        st = p.stat()
-        if stat.S_ISDIR(st.st_mode) or not stat.S_ISREG(st.st_mode):
-            raise CheckpointError(f"{text}: not a regular file; pass a model yaml file")
-    try:
-        cfg = tasks.yaml_model_load(text)
-    except (FileNotFoundError, AssertionError) as e:
-        raise CheckpointError(
-            f"{text}: no such model yaml (not on disk nor shipped with Ultralytics); check the name or path"
-        ) from e
-    except Exception as e:
-        raise CheckpointError(f"{text}: cannot read the model yaml ({one_line(e)})") from e
-    if not isinstance(cfg, dict) or "backbone" not in cfg:
+    cfg = read_model_yaml(text)
+    if "backbone" not in cfg:
         raise CheckpointError(f"{text}: not an Ultralytics model yaml (no 'backbone' section)")
     if not trust:
         check_model_yaml(cfg, text)
@@ -54,17 +55,61 @@ def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict,
     cfg = copy.deepcopy(cfg)
     if _drop_torchvision_weights(cfg):
         notes.append("TorchVision backbone built without its pretrained weights (yolobn never downloads)")
+    check_model_size(cfg, text, restricted_build(not trust))
     try:
         cls = _model_class_for(cfg, text)
-        with warnings.catch_warnings(), restricted_build(not trust):
+        with warnings.catch_warnings(), restricted_build(not trust), ultra.keep_default_act():
             warnings.simplefilter("ignore")
             model = cls(cfg, verbose=False)
     except Exception as e:
         raise CheckpointError(f"{text}: the model yaml could not be built ({one_line(e)})") from e
+    ultra.undo_stride_probe(model)
     return model.float().eval(), cfg, notes
 
 
-def check_model_yaml(cfg: dict, text: str) -> None:
+def read_model_yaml(text: str) -> dict[str, Any]:
+    """The dict of a model yaml, as Ultralytics' ``yaml_model_load`` gives it (with ``scale`` and
+    ``yaml_file``), but read by yolobn's reader: a file on disk, or one shipped with Ultralytics
+    (``yolo11n.yaml`` is ``cfg/models/11/yolo11.yaml`` at scale n). Never downloaded."""
+    from ultralytics.nn import tasks
+
+    p = Path(text).expanduser()
+    if p.exists() or p.is_symlink():
+        found = p
+    elif "://" in text:
+        raise CheckpointError(f"{text}: yolobn reads model yamls from disk; download it and pass its path")
+    else:
+        p, found = _shipped_yaml(p, text)
+    try:
+        cfg = read_yaml(found, text, hint=" (backbone, head, nc, ...)")
+    except CheckpointError:
+        raise
+    except YolobnError as e:
+        raise CheckpointError(str(e)) from None
+    cfg["scale"] = tasks.guess_model_scale(p)
+    cfg["yaml_file"] = str(p)
+    return cfg
+
+
+def _shipped_yaml(p: Path, text: str) -> tuple[Path, Path]:
+    """(the name as Ultralytics renames it, the shipped file) for a model yaml name not on disk."""
+    from ultralytics.utils.checks import check_yaml
+
+    if p.stem in (f"yolov{d}{x}6" for x in "nsmlx" for d in (5, 8)):  # yolov8n6 -> yolov8n-p6
+        p = p.with_name(re.sub(r"(\d+)([nslmx])6(.+)?$", r"\1\2-p6\3", p.stem) + p.suffix)
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", str(p))  # yolo11n.yaml -> yolo11.yaml
+    try:
+        found = check_yaml(p, hard=False) or check_yaml(unified)
+    except (FileNotFoundError, AssertionError, OSError):
+        found = None
+    if not found:
+        raise CheckpointError(
+            f"{text}: no such model yaml (not on disk nor shipped with Ultralytics); check the name or path"
+        )
+    return p, Path(found)
+
+
+def check_model_yaml(cfg: dict[str, Any], text: str) -> None:
     """Refuse a model yaml whose fields Ultralytics would run as Python.
 
     ``parse_model`` calls ``eval()`` on ``activation:`` and looks module names up in its own
@@ -94,6 +139,27 @@ def check_model_yaml(cfg: dict, text: str) -> None:
                     f"{text}: refused: {section} row {i} names {one_line(layer[2], 60)}, which is not a model layer "
                     "(an nn.Module class); re-run with --trust if you trust this yaml"
                 )
+            _check_nested(layer, f"{text}: {section} row {i}")
+
+
+def _check_nested(row: list[Any], where: str) -> None:
+    """A row can build a whole model (``[-1, 1, DetectionModel, [{backbone: ...}]]``): the model
+    yamls written in its arguments get the same check, and a model class given a file name (which
+    Ultralytics would read and build unchecked) is refused."""
+    for nested in nested_yamls(row[3]):
+        check_model_yaml(nested, f"{where} (a nested model)")
+    if _is_model_class(row[2]) and any(isinstance(a, str) for a in row[3]):
+        raise CheckpointError(
+            f"{where}: refused: builds a nested {row[2]} from a file name; write the nested model's yaml "
+            "inline, or re-run with --trust if you trust this yaml"
+        )
+
+
+def _is_model_class(m: Any) -> bool:
+    from ultralytics.nn import tasks
+
+    obj = vars(tasks).get(m) if isinstance(m, str) else None
+    return isinstance(obj, type) and issubclass(obj, tasks.BaseModel)
 
 
 def literal_nn_call(act: Any) -> bool:
@@ -154,14 +220,8 @@ def restricted_build(on: bool) -> Iterator[None]:
     ``parse_model`` then resolves ``activation`` without ``eval()``. yolobn's own check
     (``check_model_yaml``) does not depend on it: this is a second lock on the same door.
     """
-    local = None
-    if on:
-        try:
-            from ultralytics.nn.tasks import _SafeLoad
-
-            local = _SafeLoad._local if getattr(_SafeLoad, "SUPPORTED", False) else None
-        except (ImportError, AttributeError):
-            local = None
+    safe = ultra.restricted_build() if on else None
+    local = getattr(safe, "_local", None) if getattr(safe, "SUPPORTED", False) else None
     if local is None:
         yield
         return
@@ -173,7 +233,7 @@ def restricted_build(on: bool) -> Iterator[None]:
         local.active = was
 
 
-def _drop_torchvision_weights(cfg: dict) -> bool:
+def _drop_torchvision_weights(cfg: dict[str, Any]) -> bool:
     """TorchVision layers default to downloading pretrained weights; build them untrained instead."""
     changed = False
     for section in ("backbone", "head"):
@@ -187,7 +247,7 @@ def _drop_torchvision_weights(cfg: dict) -> bool:
     return changed
 
 
-def _model_class_for(cfg: dict, text: str) -> type:
+def _model_class_for(cfg: dict[str, Any], text: str) -> type:
     from ultralytics.nn import tasks
 
     name = Path(str(cfg.get("yaml_file", text))).name.lower()
@@ -199,7 +259,7 @@ def _model_class_for(cfg: dict, text: str) -> type:
         return tasks.RTDETRDetectionModel
     task = tasks.guess_model_task(cfg)
     if "yoloe" in name:
-        return getattr(tasks, "YOLOESegModel" if task == "segment" else "YOLOEModel")
+        return cast(type, getattr(tasks, "YOLOESegModel" if task == "segment" else "YOLOEModel"))
     if "world" in name:
         return tasks.WorldModel
     by_task = {
@@ -211,4 +271,4 @@ def _model_class_for(cfg: dict, text: str) -> type:
         "semantic": "SemanticSegmentationModel",
         "depth": "DepthModel",
     }
-    return getattr(tasks, by_task.get(task, "DetectionModel"))
+    return cast(type, getattr(tasks, by_task.get(task, "DetectionModel")))

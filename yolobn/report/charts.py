@@ -28,6 +28,25 @@ from yolobn.report.svg import (
     viridis,
 )
 
+__all__ = [
+    "BETTER",
+    "Bar",
+    "MAX_LABEL",
+    "NEUTRAL",
+    "ROW",
+    "SCATTER_POINTS",
+    "Series",
+    "WORSE",
+    "ab_scatter",
+    "depth_bars",
+    "depth_series",
+    "depth_stacked",
+    "epoch_heatmap",
+    "hbar_chart",
+    "layer_axes",
+    "line_chart",
+]
+
 WORSE, BETTER, NEUTRAL = "#b2182b", "#1a7f37", BOX_COLOR
 ROW = 20  # px per bar of a horizontal bar chart
 MAX_LABEL = 48  # characters of a bar label before it is shortened (the tooltip has it whole)

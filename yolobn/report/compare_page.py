@@ -3,6 +3,7 @@ the audit table of several; in the report's shell and look."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
@@ -11,6 +12,17 @@ import pandas as pd
 
 from yolobn.report import charts
 from yolobn.report.page import cards, figure, footer, heading, meta_table, page, spec_table
+
+__all__ = [
+    "AUDIT_SPEC",
+    "KL_IN",
+    "KL_OUT",
+    "LAYER_SPEC",
+    "LIST_MAX",
+    "TRANSITION_COLORS",
+    "render_audit_html",
+    "render_html",
+]
 
 KL_IN, KL_OUT = "#2166ac", "#e69f00"
 TRANSITION_COLORS = {"newly dead": "#b2182b", "revived": "#4dac26", "dead in both": "#555555"}
@@ -139,7 +151,7 @@ def _unmatched_section(cmp: Any) -> str:
         return "<h2>Unmatched layers</h2>\n<p>None: every BN layer of A has a layer of the same name and width in B.</p>"
     wa = dict(zip(cmp.a.layers["name"], cmp.a.layers["channels"], strict=True))
     wb = dict(zip(cmp.b.layers["name"], cmp.b.layers["channels"], strict=True))
-    groups = [
+    groups: list[tuple[str, str, list[str], Callable[[str], str]]] = [
         ("a", "only in A", cmp.only_a, lambda n: f"{n} ({wa.get(n)} ch)"),
         ("b", "only in B", cmp.only_b, lambda n: f"{n} ({wb.get(n)} ch)"),
         (

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from yolobn.core.table import Table as TableOfColumns
 from yolobn.core.text import visible
 from yolobn.report.fit import Col, fit_table, markup_safe
 from yolobn.report.fit import pct as _pct
 from yolobn.report.fit import sig as _g
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "LAYER_COLS",
+    "OBSERVED_COLS",
+    "layer_table",
+    "observed_panel",
+    "observed_table",
+    "summary_panel",
+    "verdict_table",
+]
 
 
 def _conv(r: Any) -> str:
@@ -67,7 +80,9 @@ LAYER_COLS = [  # dropped to fit, first to last: conv, act, role, #, block, β, 
 ]
 
 
-def layer_table(layers: pd.DataFrame, title: str = "BatchNorm layers", *, width: int = 200) -> Table:
+def layer_table(
+    layers: pd.DataFrame | TableOfColumns, title: str = "BatchNorm layers", *, width: int = 200
+) -> Table:
     """One row per BN layer, in the order of ``layers``, fitted to ``width`` columns."""
     observed = "obs_dead" in layers.columns  # inspect --images: the observed columns too
     cols = [
@@ -236,6 +251,27 @@ def _eps(counts: dict[str, int]) -> str:
         ((e, n),) = counts.items()
         return f"{float(e):g} (all {n} layers)"
     return " · ".join(f"{float(e):g} ×{n}" for e, n in counts.items())
+
+
+STATUS_STYLE = {"ok": "green", "look": "yellow", "act": "bold red"}
+
+
+def verdict_table(verdicts: list[Any], title: str = "answers") -> Table:
+    """The answers first: each question with its status, the evidence (wrapping under itself) and
+    the next command on a line of its own, ready to paste."""
+    g = Table.grid(padding=(0, 1))
+    g.add_column(no_wrap=True, width=4)
+    g.add_column(overflow="fold")
+    g.title = title
+    g.title_justify = "left"
+    g.title_style = "bold"
+    for v in verdicts:
+        style = STATUS_STYLE.get(v.status, "")
+        g.add_row(Text(v.status, style=style), Text(v.question, style="bold"))
+        g.add_row("", Text(v.evidence))
+        if v.next:
+            g.add_row("", Text.assemble(("→ ", "dim"), (v.next, "cyan")))
+    return g
 
 
 def _grid() -> Table:

@@ -17,6 +17,8 @@ from rich.table import Table
 
 from yolobn.core.text import visible
 
+__all__ = ["Col", "VisibleConsole", "delta", "fit_table", "markup_safe", "metric", "ms", "pct", "sci", "sig"]
+
 
 def markup_safe(s: Any) -> str:
     """A string from an input file (a layer or class name, a path, a version) as rich markup: its

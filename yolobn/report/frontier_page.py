@@ -14,6 +14,16 @@ from yolobn.report.page import cards, figure, footer, heading, meta_table, page,
 from yolobn.report.svg import nice_ticks
 from yolobn.report.variants_page import metric_label
 
+__all__ = [
+    "CRITERION_COLORS",
+    "CRITERION_TEXT",
+    "CURVE_SPEC",
+    "ROLE_LINE_COLORS",
+    "TOP_LAYERS",
+    "ordered",
+    "render_html",
+]
+
 CRITERION_COLORS = {"observed": "#2166ac", "gamma": "#e69f00", "random": "#7a8594"}
 ROLE_LINE_COLORS = {"backbone": "#2166ac", "neck": "#1a9850", "head": "#d95f02"}
 CRITERION_TEXT = {

@@ -10,14 +10,48 @@ from __future__ import annotations
 import json
 import math
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from yolobn.report import plots
-from yolobn.report.page import cards, cell, data_table, figure, footer, header_cell, heading, meta_table, page
+from yolobn.report.export import channels_csv, layers_csv
+from yolobn.report.page import (
+    cards,
+    cell,
+    data_table,
+    figure,
+    footer,
+    header_cell,
+    heading,
+    meta_table,
+    page,
+    verdicts_html,
+)
 from yolobn.report.svg import num, roles_present
+
+__all__ = [
+    "report_files",
+    "DEAD_COLUMNS",
+    "DETAIL_COLUMNS",
+    "FLAG_CODES",
+    "INT_COLUMNS",
+    "OBSERVED_COLUMNS",
+    "OBSERVED_DETAIL_COLUMNS",
+    "OBS_CODES",
+    "SMALL_SAMPLE",
+    "TABLE_COLUMNS",
+    "channel_data",
+    "eps_summary",
+    "layer_table",
+    "observed_cards",
+    "render_html",
+    "small_sample_note",
+    "summary_cards",
+    "table_columns",
+]
 
 SMALL_SAMPLE = 32  # fewer images than this: observed dead and drift are noisy (as the console says)
 DETAIL_COLUMNS = ("gamma", "beta", "running_mean", "running_var")
@@ -71,6 +105,7 @@ def render_html(ins: Any) -> str:
     os_ = ins.observed_summary() if ins.observation is not None else None
     head = [
         heading(f"yolobn report — {stem}", "BatchNorm statistics and data-free dead channels"),
+        verdicts_html(ins.verdicts()),
         meta_table(_meta_rows(meta, summary, layers)),
         *(f"<p class='sub'>note: {escape(n)}</p>" for n in meta.get("notes") or []),
         cards(summary_cards(summary, layers) + (observed_cards(os_) if os_ else [])),
@@ -401,3 +436,13 @@ def channel_data(channels: pd.DataFrame) -> str:
         parts.append(f"{json.dumps(str(names[a]))}:[{arrays}]")
     head = f'"columns":{json.dumps(columns)},"codes":{json.dumps(codes)}'
     return "{" + head + ',"layers":{' + ",".join(parts) + "}}"
+
+
+def report_files(inspection: Any, out_dir: Path) -> dict[Path, str]:
+    """The four files of ``yolobn report``: one source of truth (the Inspection) for all of them."""
+    return {
+        out_dir / "report.html": render_html(inspection),
+        out_dir / "layers.csv": layers_csv(inspection.layers),
+        out_dir / "channels.csv": channels_csv(inspection.channels),
+        out_dir / "summary.json": inspection.to_json(),
+    }

@@ -30,6 +30,22 @@ from yolobn.report.svg import (
     viridis,
 )
 
+__all__ = [
+    "CONFUSION_COLORS",
+    "DEAD_HEX",
+    "LAYER_AXIS",
+    "WIDTH",
+    "confusion_plot",
+    "dead_share_plot",
+    "depth_plot",
+    "drift_plot",
+    "eps_label",
+    "heatmap_plot",
+    "histogram_plot",
+    "png_uri",
+    "scatter_plot",
+]
+
 WIDTH = 1100
 LAYER_AXIS = "BN layer (model order; tick = Ultralytics layer index)"
 CONFUSION_COLORS = {"both dead": "#c0392b", "predicted only": "#e69f00", "observed only": "#8e44ad"}

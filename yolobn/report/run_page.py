@@ -16,6 +16,9 @@ import pandas as pd
 from yolobn.core.errors import YolobnError
 from yolobn.report import charts
 from yolobn.report.page import cards, figure, footer, heading, meta_table, page, spec_table
+from yolobn.report.svg import nice_ticks
+
+__all__ = ["GRID", "LAYER_SPEC", "NUMERIC", "Run", "dead_chart", "grid_payload", "render_html", "run_grids"]
 
 NUMERIC = ("epoch", "index", "layer", "channels", "eps", "gamma_p05", "gamma_p50", "gamma_p95", "dead",
            "constant", "off", "eps_dominated")  # fmt: skip
@@ -106,8 +109,6 @@ def dead_chart(run: Run) -> str:
 
 
 def _int_ticks(lo: int, hi: int) -> list[int]:
-    from yolobn.report.svg import nice_ticks
-
     if hi <= lo:
         return [lo]
     return sorted({int(round(t)) for t in nice_ticks(lo, hi, 8) if float(t).is_integer()} | {lo})

@@ -17,6 +17,26 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "Axes",
+    "BOX_COLOR",
+    "DEAD_RGB",
+    "EPS_COLOR",
+    "REASON_COLORS",
+    "ROLE_COLORS",
+    "ROLE_ORDER",
+    "VIRIDIS",
+    "element",
+    "fmt",
+    "legend",
+    "nice_ticks",
+    "num",
+    "role_bands",
+    "roles_present",
+    "tick_label",
+    "viridis",
+]
+
 ROLE_COLORS = {"backbone": "#e8f0fb", "neck": "#eaf6ea", "head": "#fdf0e2", "unknown": "#f2f2f2"}
 ROLE_ORDER = ("backbone", "neck", "head", "unknown")
 REASON_COLORS = {"constant": "#b2182b", "off": "#f4a582"}

@@ -18,6 +18,19 @@ from yolobn.report.fit import ms as _ms
 from yolobn.report.fit import pct as _pct
 from yolobn.report.fit import sci as _sci
 from yolobn.report.fit import sig as _g
+from yolobn.sweeps.frontier import CRITERIA
+
+__all__ = [
+    "AUDIT_COLS",
+    "COMPARE_COLS",
+    "audit_table",
+    "before_after_table",
+    "compare_panel",
+    "compare_table",
+    "frontier_table",
+    "sensitivity_table",
+    "variants_table",
+]
 
 
 def variants_table(
@@ -214,7 +227,6 @@ def audit_table(table: pd.DataFrame, *, width: int = 200) -> Table:
 def frontier_table(fr: Any, *, width: int = 200) -> Group:
     """The metric change at each share ablated, one column per criterion, and the removable shares."""
     c = fr.curve[fr.curve["scope"] == "all"]
-    from yolobn.sweeps.frontier import CRITERIA
 
     crits = sorted(dict.fromkeys(c["criterion"]), key=lambda k: CRITERIA.index(k) if k in CRITERIA else 9)
     cols = [Col("ablated", "right")] + [Col(k) for k in crits]

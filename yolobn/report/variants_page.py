@@ -26,6 +26,20 @@ from yolobn.report.page import (
 )
 from yolobn.report.svg import num
 
+__all__ = [
+    "BASELINE_PREFIX",
+    "SAME",
+    "agreement_bars",
+    "difference_bars",
+    "metric_bars",
+    "metric_label",
+    "metric_set",
+    "render_html",
+    "table",
+    "variant_cards",
+    "variant_sections",
+]
+
 BASELINE_PREFIX = "baseline"
 SAME = 5e-5  # a change below this is shown as 0.0000 (4 decimals), and the bar is neutral
 

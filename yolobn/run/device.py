@@ -9,6 +9,8 @@ from torch import nn
 
 from yolobn.core.errors import YolobnError
 
+__all__ = ["on_device", "parse_device"]
+
 
 def parse_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "":

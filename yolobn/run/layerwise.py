@@ -34,7 +34,7 @@ from yolobn.run.recording import Moments, Scratch, drift_of, set_statistics
 
 
 @dataclass
-class Plan:
+class DependencyPlan:
     """In which order the BN statistics can be set exactly.
 
     Attributes:
@@ -55,7 +55,7 @@ class Plan:
     unreached: list[str]
 
 
-def dependency_plan(root: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module]) -> Plan:
+def dependency_plan(root: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.Module]) -> DependencyPlan:
     """One forward pass of ``x`` (one image is enough) with autograd: which selected BN feeds which.
 
     The model's parameters and buffers are not written; hooks are removed on exit.
@@ -98,7 +98,7 @@ def dependency_plan(root: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.M
     bns = [n for n in dict.fromkeys(order) if n in targets]  # first calls, in execution order
     level = _levels(bns, {n: frozenset().union(*(deps_of(t) for t in _tensors(ins[n]))) for n in bns})
     cacheable = [n for n, v in outs.items() if len(v) == 1 and isinstance(v[0], torch.Tensor)]
-    return Plan(
+    return DependencyPlan(
         levels=[[n for n in bns if level[n] == k] for k in range(1, max(level.values(), default=0) + 1)],
         calls={n: len(ins.get(n, [])) for n in targets},
         deps={n: deps_of(outs[n][0]) | {t for t in targets if t.startswith(n + ".")} for n in cacheable},
@@ -315,7 +315,7 @@ class LevelRun:
         self.progress, self.done, self.total = progress, 0, total
         self.scratch = Scratch()
 
-    def level(self, names: list[str], plan: Plan) -> None:
+    def level(self, names: list[str], plan: DependencyPlan) -> None:
         """One pass: the inputs of ``names`` (their upstream BNs are final) set their statistics."""
         try:
             moments = self._level_pass(names, plan)
@@ -333,7 +333,7 @@ class LevelRun:
                 self.missed.append(n)
         self.final.update(names)
 
-    def _level_pass(self, names: list[str], plan: Plan) -> dict[str, Moments]:
+    def _level_pass(self, names: list[str], plan: DependencyPlan) -> dict[str, Moments]:
         moments = {n: Moments(self.targets[n].num_features, self.source.dev) for n in names}
         expected = sum(plan.calls[n] for n in names)
         seen = [0]
@@ -360,14 +360,17 @@ class LevelRun:
                 h.remove()
         return moments
 
-    def verify(self, plan: Plan) -> dict[str, Any]:
+    def verify(self, plan: DependencyPlan) -> dict[str, Any]:
         """A plain full pass (no cache, no early stop): the drift left in every recalibrated BN."""
         for name in list(self.cached):
             self._drop(name)
         moments = {
             n: Moments(self.targets[n].num_features, self.source.dev) for lv in plan.levels for n in lv
         }
-        hook = lambda n: lambda mod, args: moments[n].add_values(args[0], self.scratch)  # noqa: E731
+
+        def hook(n: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+            return lambda mod, args: moments[n].add_values(args[0], self.scratch)
+
         handles = [self.targets[n].register_forward_pre_hook(hook(n)) for n in moments]
         try:
             for x, _ in self._batches():
@@ -383,7 +386,7 @@ class LevelRun:
             "worst_layer": worst,
         }
 
-    def record(self, plan: Plan) -> dict[str, Any]:
+    def record(self, plan: DependencyPlan) -> dict[str, Any]:
         """What ran, for the metadata."""
         return {
             "levels": len(plan.levels),
@@ -412,7 +415,7 @@ class LevelRun:
         """Not computed in the coming pass: replayed, or inside a replayed module."""
         return name in self.cached or any(a in self.cached for a in ancestors(name))
 
-    def _prepare_cache(self, plan: Plan) -> list[str]:
+    def _prepare_cache(self, plan: DependencyPlan) -> list[str]:
         """Drop, evict and restore kept outputs for the coming pass; the modules to keep from it."""
         for m in [m for m in self.cached if any(a in self.cached for a in ancestors(m))]:
             self._drop(m)  # inside a module kept whole: never called again
@@ -499,4 +502,4 @@ def ancestors(name: str) -> Iterator[str]:
         yield ".".join(parts[:k])
 
 
-__all__ = ["Budget", "Images", "LevelRun", "Plan", "dependency_plan"]
+__all__ = ["Budget", "Images", "LevelRun", "DependencyPlan", "dependency_plan"]

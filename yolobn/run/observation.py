@@ -27,11 +27,17 @@ import torch
 from torch import nn
 
 from yolobn.bn.dead import FLOOR_ACTIVATIONS
+from yolobn.bn.inspection import Inspection, inspect, require_batchnorm
 from yolobn.core.errors import YolobnError
+from yolobn.core.gauss import gaussian_kl
+from yolobn.core.table import Table
 from yolobn.core.thresholds import ObservedThresholds
 from yolobn.io.images import Progress, model_imgsz, resolve_images, run_images
+from yolobn.io.loader import LoadedModel, load
 from yolobn.run.device import on_device, parse_device
 from yolobn.run.recording import LayerRecord, recording
+
+__all__ = ["OBS_CHANNEL_COLUMNS", "Observation", "add_observed", "observe", "prediction_scores", "prepare"]
 
 
 @dataclass
@@ -49,7 +55,10 @@ class Observation:
     device: str
     thresholds: ObservedThresholds
     skipped: list[str] = field(default_factory=list)
-    ablation: dict[str, Any] | None = None  # what ablating the observed-dead channels costs (ablation_effect)
+    ablation: dict[str, Any] | None = None
+    sources: list[str] = field(
+        default_factory=list
+    )  # the images argument as given (files, folders)  # what ablating the observed-dead channels costs (ablation_effect)
 
     def summary(self, layers: Any, channels: Any, worst: int = 5) -> dict[str, Any]:
         """Headline numbers of the observed columns of ``layers``/``channels``.
@@ -140,7 +149,7 @@ OBS_CHANNEL_COLUMNS = [
 
 def observe(
     model: Any = None,
-    images: Sequence[str | os.PathLike] | None = None,
+    images: Sequence[str | os.PathLike[str]] | None = None,
     *,
     max_images: int | None = None,
     imgsz: int | None = None,
@@ -172,7 +181,6 @@ def observe(
         says how the images were run (``observed_summary()`` for the headline numbers). The
         model, and the caller's object, are left as they were.
     """
-    from yolobn.bn.inspection import Inspection, inspect
 
     obs_th = observed or ObservedThresholds()
     base = model if isinstance(model, Inspection) else None
@@ -193,6 +201,7 @@ def observe(
     layers, channels = add_observed(layers, channels, records, modules, obs_th)
     bad = set(skipped)
     observation = Observation(
+        sources=[os.fspath(p) for p in images] if images else [],
         images=[str(p) for p in paths if p not in bad],
         imgsz=size,
         batch=batch,
@@ -200,19 +209,22 @@ def observe(
         thresholds=obs_th,
         skipped=[str(p) for p in skipped],
     )
-    return dataclasses.replace(base, layers=layers, channels=channels, observation=observation)
+    return dataclasses.replace(
+        base,
+        layer_table=Table.from_frame(layers),
+        channel_table=Table.from_frame(channels),
+        observation=observation,
+    )
 
 
 def prepare(
     model: Any, images: Any, max_images: int | None, imgsz: int | None, batch: int, device: Any, trust: bool
 ) -> tuple[Any, torch.device, list[Path], int]:
     """Checked arguments, the loaded model, the image files and the inference size (observe, recalibrate)."""
-    from yolobn.io.loader import LoadedModel, load
 
     if batch < 1:
         raise YolobnError(f"--batch {batch}: must be at least 1")
     dev = parse_device(device)
-    from yolobn.bn.inspection import require_batchnorm
 
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)
     require_batchnorm(loaded)
@@ -316,7 +328,7 @@ def _channel_values(
         shift = (in_mean - rm64) / denom.sqrt()
         ratio = (in_var + eps) / denom
         log_ratio = ratio.log()
-        drift = 0.5 * (ratio + shift * shift - 1 - log_ratio)
+        drift = torch.from_numpy(gaussian_kl(in_mean, in_var + eps, rm64, denom))
     else:  # no stored statistics: nothing to drift from
         shift = log_ratio = drift = torch.full((c,), float("nan"), dtype=torch.float64)
     return {

@@ -57,8 +57,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from yolobn.bn.walk import find_blocks, matches, unwrap
 from yolobn.core.errors import YolobnError
 from yolobn.io.images import Progress, check_decoded, model_stride
+from yolobn.io.loader import LoadedModel
 from yolobn.run.layerwise import Budget, Images, LevelRun, dependency_plan
 from yolobn.run.observation import prepare
 
@@ -71,7 +73,7 @@ CACHE_MB = 2048
 
 def recalibrate(
     model: Any = None,
-    images: Sequence[str | os.PathLike] | None = None,
+    images: Sequence[str | os.PathLike[str]] | None = None,
     *,
     max_images: int | None = None,
     imgsz: int | None = None,
@@ -103,8 +105,6 @@ def recalibrate(
     Returns:
         A new ``LoadedModel`` (the input is untouched) whose ``meta.recalibration`` records what ran.
     """
-    from yolobn.bn.walk import unwrap
-    from yolobn.io.loader import LoadedModel
 
     if not cache_mb >= 0:
         raise YolobnError(f"cache_mb {cache_mb}: must be at least 0")
@@ -153,7 +153,6 @@ def recalibrate(
 
 def _targets(root: nn.Module, select: Sequence[str] | None) -> tuple[dict[str, _BatchNorm], list[str]]:
     """The selected BNs with running statistics, by name, and the names of those without."""
-    from yolobn.bn.walk import find_blocks, matches
 
     bns = {n: m for n, m in root.named_modules() if isinstance(m, _BatchNorm)}
     blocks = [b for b in find_blocks(root) if not select or matches(b, select)]

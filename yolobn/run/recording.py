@@ -22,11 +22,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from yolobn.bn.walk import find_blocks, matches, unwrap
 from yolobn.core.errors import YolobnError
+from yolobn.core.gauss import gaussian_kl
+
+__all__ = [
+    "LayerRecord",
+    "Moments",
+    "Recorder",
+    "Scratch",
+    "batch_moments",
+    "drift_of",
+    "recording",
+    "set_statistics",
+]
 
 
 class Moments:
@@ -136,7 +150,12 @@ class LayerRecord:
             self._device = device
 
     def bn(
-        self, x: torch.Tensor, y: torch.Tensor, post: str, act: nn.Module | None, affine: tuple | None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        post: str,
+        act: nn.Module | None,
+        affine: tuple[Any, ...] | None,
     ) -> None:
         """One BN call: input ``x``, output ``y``; ``post`` says where the post-activation comes from
         (``out``: no activation, the BN output itself; ``act``: ``act(y)`` here; ``owner``: the owner's
@@ -222,7 +241,6 @@ def recording(model: Any, *, select: Sequence[str] | None = None) -> Iterator[Re
         ...     m.model(x)
         >>> rec.records()["model.0.bn"].out.mean
     """
-    from yolobn.bn.walk import find_blocks, matches, unwrap
 
     root = unwrap(model)
     modules = dict(root.named_modules())
@@ -313,11 +331,8 @@ def set_statistics(name: str, bn: _BatchNorm, m: Moments) -> None:
         bn.running_var.copy_(var)
 
 
-def drift_of(bn: _BatchNorm, m: Moments) -> torch.Tensor:
-    """Per-channel KL drift of the observed input against the running statistics (observation.py)."""
+def drift_of(bn: _BatchNorm, m: Moments) -> np.ndarray:
+    """Per-channel KL drift of the observed input against the running statistics (as ``observe``)."""
     assert bn.running_mean is not None and bn.running_var is not None
-    rm = bn.running_mean.detach().double()
-    denom = bn.running_var.detach().double() + bn.eps
-    ratio = (m.var + bn.eps) / denom
-    shift = (m.mean - rm) / denom.sqrt()
-    return 0.5 * (ratio + shift * shift - 1 - ratio.log())
+    rm, rv = (t.detach().to("cpu", torch.float64) for t in (bn.running_mean, bn.running_var))
+    return gaussian_kl(m.mean.cpu(), m.var.cpu() + bn.eps, rm, rv + bn.eps)

@@ -21,6 +21,7 @@ A YAML file::
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,16 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from yolobn.bn.walk import find_blocks, matches
+from yolobn.core import notebook
 from yolobn.core.errors import YolobnError
+from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
+from yolobn.core.registry import is_custom
 from yolobn.core.text import one_line
+from yolobn.edit.impls import parse
 from yolobn.io.checks import require_runnable
 from yolobn.io.images import model_imgsz
 from yolobn.io.loader import load
+from yolobn.io.yamlfile import read_yaml
 from yolobn.run.device import parse_device
 from yolobn.sweeps.fanout import run_tasks
 from yolobn.sweeps.variants import (
@@ -47,6 +53,8 @@ from yolobn.sweeps.variants import (
 
 if TYPE_CHECKING:
     from yolobn.sweeps.fanout import Execution
+
+__all__ = ["ExperimentResult", "model_source", "read_config", "run_experiment"]
 
 _KEYS = {"model", "data", "imgsz", "batch", "device", "variants", "sensitivity"}
 _VARIANT_KEYS = {"impl", "layers", "name"}
@@ -69,9 +77,15 @@ class ExperimentResult:
         return f"ExperimentResult({len(self.results) - 1} variants on {self.config.get('data')}{sens})"
 
     def _repr_html_(self) -> str:
-        from yolobn.report.notebook import experiment_html
-
-        return experiment_html(self)
+        short = self.metric.replace("metrics/", "")
+        out = notebook.kv("yolobn experiment", [("data", self.config.get("data")), ("metric", short)])
+        out += notebook.table(
+            self.results, ["variant", "swapped", short, f"{short} delta", "max_abs_diff"], 50
+        )
+        if self.sensitivity is not None:
+            cols = ["rank", "layer", self.metric, "delta"]
+            out += "<h4>most sensitive layers</h4>" + notebook.table(self.sensitivity, cols)
+        return out
 
 
 def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
@@ -81,28 +95,10 @@ def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     runs, a custom ``impl`` (a Python file or module it names) is imported only with
     ``trust=True``, and the file cannot grant trust itself.
     """
-    import yaml
-
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise YolobnError(f"{path}: no such experiment file")
-    if not p.is_file():
-        raise YolobnError(f"{path}: not a regular file; pass an experiment yaml")
-    try:
-        raw = p.read_bytes()
-        cfg = yaml.safe_load(raw.decode("utf-8")) if len(raw) <= 16 << 20 else None
-    except OSError as e:
-        raise YolobnError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise YolobnError(f"{path}: not a text file (not UTF-8)") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise YolobnError(f"{path}: not valid YAML{where}") from None
-    except RecursionError:
-        raise YolobnError(f"{path}: nested too deeply to be an experiment file") from None
-    if not isinstance(cfg, dict):
-        raise YolobnError(f"{path}: expected a mapping with 'variants' (see yolobn experiment --help)")
+    cfg = read_yaml(p, str(path), hint=" with 'variants' (see yolobn experiment --help)")
     if "trust" in cfg:
         raise YolobnError(f"{path}: 'trust' cannot be set by the file; pass --trust on the command line")
     unknown = set(map(str, cfg)) - _KEYS
@@ -155,7 +151,6 @@ def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
 
 def _check_settings(cfg: dict[str, Any], path: str | Path) -> None:
     """model, data, imgsz, batch and device: their types and ranges, as the CLI options check them."""
-    from yolobn.core.thresholds import MAX_IMGSZ, MIN_IMGSZ
 
     for key in ("model", "data"):
         if cfg.get(key) is not None:
@@ -163,12 +158,11 @@ def _check_settings(cfg: dict[str, Any], path: str | Path) -> None:
     if cfg.get("imgsz") is not None:
         cfg["imgsz"] = _whole(cfg["imgsz"], f"{path}: imgsz", least=MIN_IMGSZ, most=MAX_IMGSZ)
     if cfg.get("batch") is not None:
-        cfg["batch"] = _whole(cfg["batch"], f"{path}: batch", least=1)
+        cfg["batch"] = _whole(cfg["batch"], f"{path}: batch", least=1, most=MAX_BATCH)
     if cfg.get("device") is not None:
         dev = cfg["device"]
         if isinstance(dev, bool) or not isinstance(dev, (str, int)):
             raise YolobnError(f"{path}: device {dev!r}: use cpu, 0 or cuda:0")
-        from yolobn.run.device import parse_device
 
         try:
             cfg["device"] = str(parse_device(str(dev)))
@@ -178,7 +172,7 @@ def _check_settings(cfg: dict[str, Any], path: str | Path) -> None:
 
 def _text(v: Any, what: str) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise YolobnError(f"{what}: expected a non-empty string, got {one_line(repr(v), 40)}")
+        raise YolobnError(f"{what}: expected a non-empty string, got {one_line(_shown(v), 40)}")
     return v
 
 
@@ -189,35 +183,40 @@ def _patterns(v: Any, what: str) -> list[str] | None:
         v = [v]
     if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
         raise YolobnError(
-            f"{what}: expected a list of layer patterns (['model.2*', 'backbone']), got {one_line(repr(v), 40)}"
+            f"{what}: expected a list of layer patterns (['model.2*', 'backbone']), got {one_line(_shown(v), 40)}"
         )
     return v
 
 
 def _whole(v: Any, what: str, *, least: int, most: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise YolobnError(f"{what}: expected a whole number, got {one_line(repr(v), 40)}")
+        raise YolobnError(f"{what}: expected a whole number, got {one_line(_shown(v), 40)}")
     if v < least or (most is not None and v > most):
         limit = f"from {least} to {most}" if most is not None else f"at least {least}"
         raise YolobnError(f"{what}: {v} must be {limit}")
     return v
 
 
-def _label(impl: Any, layers: list[str] | None, name: str | None) -> str:
-    from yolobn.sweeps.variants import Variant
+def _shown(v: Any) -> str:
+    s = _REPR.repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
 
+
+_REPR = reprlib.Repr()  # bounded in size and depth, whatever the file holds
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
+def _label(impl: Any, layers: list[str] | None, name: str | None) -> str:
     return Variant(impl, tuple(layers or ()), name or "").label
 
 
 def _check_impl(spec: str, path: str | Path, trust: bool) -> Any:
-    from yolobn.core.registry import is_custom, parse_impl
-
     if is_custom(spec) and not trust:
         raise YolobnError(
             f"{path}: impl {spec}: a custom implementation is Python code named by the file; yolobn imports "
             "it only with --trust (or pass it yourself: yolobn swap --impl ...)"
         )
-    return parse_impl(spec)
+    return parse(spec)
 
 
 def model_source(cfg: dict[str, Any], base_dir: Path | None) -> str | None:

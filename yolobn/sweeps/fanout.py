@@ -35,10 +35,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yolobn.core.digest import sha256, sha256_bytes
 from yolobn.core.errors import YolobnError
 from yolobn.core.text import one_line
+from yolobn.edit.impls import parse
+from yolobn.io.datasets import resolve_data
+from yolobn.io.loader import load
 from yolobn.sweeps import rayconnect
-from yolobn.sweeps.rows import Row, RowStore, code_version, file_sha256, row_key
+from yolobn.sweeps.rows import Row, RowStore, code_version, row_key
+
+__all__ = [
+    "CONTEXT",
+    "Context",
+    "Execution",
+    "LocalExecutor",
+    "Outcome",
+    "Payload",
+    "Progress",
+    "RAY_HINT",
+    "RayExecutor",
+    "Task",
+    "execute",
+    "materialize",
+    "payload",
+    "pin_threads",
+    "portable",
+    "ray_call",
+    "require_ray",
+    "run_tasks",
+    "sweep_identity",
+    "uses_gpu",
+    "worker_name",
+    "worker_settings",
+]
 
 RAY_HINT = "pip install 'yolobn[ray]'"
 Progress = Callable[[str, int, int], None]
@@ -178,9 +207,7 @@ def sweep_identity(loaded: Any, settings: Any) -> dict[str, Any] | None:
 
     data = None
     if settings.data is not None:
-        from yolobn.io.datasets import resolve_data
-
-        data = [str(settings.data), file_sha256(resolve_data(settings.data, trust=settings.trust))]
+        data = [str(settings.data), sha256(resolve_data(settings.data, trust=settings.trust))]
     device = str(settings.device).strip().lower()
     return {
         "checkpoint": sha,
@@ -217,9 +244,7 @@ class Context:
         version of its file: ``code`` is the file's sha256, so an edited class is imported again)."""
         key = f"{spec}@{code}"
         if key not in self.impls:
-            from yolobn.core.registry import parse_impl
-
-            self.impls[key] = parse_impl(spec)
+            self.impls[key] = parse(spec)
         return self.impls[key]
 
 
@@ -244,11 +269,6 @@ def execute(loaded: Any, settings: Any, task: Task, ctx: Context = CONTEXT) -> O
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def noop(loaded: Any, settings: Any, spec: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """A task that does nothing (bench/bench_sweep.py measures Ray's overhead per task with it)."""
-    return {}
 
 
 class LocalExecutor:
@@ -286,17 +306,13 @@ def payload(loaded: Any, trust: bool) -> Payload:
             data = Path(meta.path).read_bytes()
         except OSError:
             data = None
-        if data is not None:
-            import hashlib
-
-            if hashlib.sha256(data).hexdigest() == meta.sha256:  # the file is still what was loaded
-                return Payload("bytes", meta.sha256, meta, data, trust)
+        if data is not None and sha256_bytes(data) == meta.sha256:  # the file is still what was loaded
+            return Payload("bytes", meta.sha256, meta, data, trust)
     return Payload("module", f"module-{id(loaded)}-{time.time_ns()}", meta, loaded)
 
 
 def materialize(p: Payload) -> Any:
     """The LoadedModel of a payload, in a worker: the same model the driver loaded."""
-    from yolobn.io.loader import load
 
     if p.kind == "module":
         return p.data
@@ -390,7 +406,8 @@ class RayExecutor:
         started = self.connect()
         refs: dict[Any, Task] = {}
         try:
-            if uses_gpu(settings.device) and ray.cluster_resources().get("GPU", 0) < 1:
+            gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
+            if uses_gpu(settings.device) and gpus < 1:
                 # a task asking for a GPU on a cluster without one would wait forever
                 raise YolobnError(
                     f"--device {settings.device} with --ray: the Ray cluster has no GPU; start its nodes with "
@@ -419,7 +436,7 @@ class RayExecutor:
         from ray.exceptions import RayError, RayTaskError
 
         try:
-            o = ray.get(ref)
+            o: Outcome = ray.get(ref)
             o.task = task  # the caller's object, not the copy that travelled
             return o
         except RayTaskError as e:  # the task raised: only fatal tasks let exceptions out

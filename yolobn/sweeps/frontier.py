@@ -32,10 +32,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from yolobn.bn.inspection import inspect
+from yolobn.core import notebook
 from yolobn.core.errors import YolobnError
+from yolobn.core.limits import MAX_SEEDS
+from yolobn.edit.ablation import ablate, plan_from
+from yolobn.evaluate.validation import KEY_METRICS, validate
+from yolobn.io.checks import require_runnable
+from yolobn.io.images import model_imgsz
+from yolobn.io.loader import LoadedModel, load
+from yolobn.run.observation import observe
+from yolobn.sweeps.fanout import Task, run_tasks
+from yolobn.sweeps.variants import Settings, baseline_task
 
 if TYPE_CHECKING:
     from yolobn.sweeps.fanout import Execution
+
+__all__ = ["CRITERIA", "Frontier", "ROLES", "SHARES", "frontier", "importance", "lowest", "measure_plan"]
 
 SHARES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0)
 CRITERIA = ("observed", "gamma", "random")
@@ -71,9 +84,17 @@ class Frontier:
         return f"Frontier({self.metric.replace('metrics/', '')} {self.baseline:.4f}; removable within {self.tolerance:g}: {rem})"
 
     def _repr_html_(self) -> str:
-        from yolobn.report.notebook import frontier_html
-
-        return frontier_html(self)
+        s = self.summary()
+        items = [
+            ("metric", f"{self.metric.replace('metrics/', '')} baseline {self.baseline:.4f}"),
+            ("removable", " · ".join(f"{k} {v:g}%" for k, v in s["removable"].items())),
+            ("by role", " · ".join(f"{k} {v:g}%" for k, v in s["removable_by_role"].items())),
+        ]
+        c = self.curve[self.curve["scope"] == "all"].pivot_table(
+            index="share", columns="criterion", values="delta"
+        )
+        c = c.reset_index()
+        return notebook.kv("yolobn frontier", items) + notebook.table(c, list(c.columns), 20)
 
     def removable(self, criterion: str, scope: str = "all") -> float:
         """The largest share (%) such that it and every smaller share stay within the tolerance
@@ -115,9 +136,11 @@ def importance(ins: Any, criterion: str, seed: int = 0) -> np.ndarray:
     if criterion == "observed":
         if "obs_post_std" not in ch.columns:
             raise YolobnError("frontier: the observed criterion needs the model observed on images")
-        return ch["obs_post_std"].to_numpy(np.float64)
+        observed: np.ndarray = ch["obs_post_std"].to_numpy(np.float64)
+        return observed
     if criterion == "gamma":
-        return np.abs(ch["gamma"].to_numpy(np.float64))
+        gamma: np.ndarray = np.abs(ch["gamma"].to_numpy(np.float64))
+        return gamma
     if criterion == "random":
         return np.random.default_rng(seed).random(len(ch))
     raise YolobnError(f"frontier: unknown criterion {criterion!r}; use {', '.join(CRITERIA)}")
@@ -170,14 +193,9 @@ def frontier(
         execution: where the points are validated (here, or one Ray task each) and whether
             finished rows are kept and resumed (``yolobn.sweeps.fanout.Execution``; default: here, nothing kept).
     """
-    from yolobn.bn.inspection import inspect
-    from yolobn.evaluate.validation import KEY_METRICS
-    from yolobn.io.checks import require_runnable
-    from yolobn.io.images import model_imgsz
-    from yolobn.io.loader import LoadedModel, load
-    from yolobn.run.observation import observe
-    from yolobn.sweeps.variants import Settings
 
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise YolobnError(f"frontier: seeds {seeds!r}: must be a whole number from 1 to {MAX_SEEDS}")
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust, strict=strict)
     require_runnable(loaded)
     size = model_imgsz(loaded, imgsz)
@@ -231,9 +249,6 @@ def _points(
 ) -> tuple[list[dict[str, Any]], float, list[tuple[str, str]], int]:
     """Validate every point: each distinct set of channels is one task (ties and small shares often
     choose the same set); returns the rows, the baseline, the failures and the resumed count."""
-    from yolobn.edit.ablation import plan_from
-    from yolobn.sweeps.fanout import Task, run_tasks
-    from yolobn.sweeps.variants import baseline_task
 
     todo = [(c, scope, seed, k) for c, scope, seed in runs for k in shares if k > 0]
     tasks, index, chosen_at = [baseline_task()], {}, []
@@ -274,9 +289,6 @@ def _points(
 
 def measure_plan(loaded: Any, s: Any, spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """Task: validate the model with the planned channels ablated (``yolobn.edit.ablation``)."""
-    from yolobn.edit.ablation import ablate
-    from yolobn.evaluate.validation import validate
-    from yolobn.io.loader import LoadedModel
 
     net = ablate(loaded, spec["plan"])
     kw = {"imgsz": s.imgsz, "batch": s.batch, "device": s.device, "trust": s.trust}

@@ -17,6 +17,7 @@ import re
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from yolobn.core.errors import YolobnError
@@ -48,8 +49,13 @@ class RayAddress:
 
 
 def parse_ray_address(text: str | None) -> RayAddress:
-    """``--ray`` as given, checked: a malformed address is a one-line YolobnError."""
+    """``--ray`` as given, checked: a malformed address (or a model file taken for one) is a one-line
+    YolobnError."""
     s = (text or "").strip()
+    if Path(s).suffix.lower() in (".pt", ".yaml", ".yml", ".pth") or Path(s).is_file():
+        raise YolobnError(
+            f"--ray {visible(s)}: is a file, not a Ray address; put --ray after it, or write --ray auto"
+        )
     if s in ("", "auto"):
         return RayAddress("auto", "auto")
     if s == "local":

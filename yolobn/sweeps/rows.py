@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = ["Row", "RowStore", "canonical", "code_version", "digest", "row_key", "sweeps_dir"]
+
 
 @dataclass
 class Row:
@@ -60,13 +62,6 @@ def digest(obj: Any) -> str:
 def row_key(identity: dict[str, Any], task: dict[str, Any]) -> str:
     """The key of one row: the sweep's identity (checkpoint, dataset, settings, versions) + the task's."""
     return digest([identity, task])
-
-
-def file_sha256(path: str | os.PathLike) -> str | None:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 _CODE: str | None = None

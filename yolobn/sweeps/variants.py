@@ -11,6 +11,7 @@ unfused copy (``yolobn.evaluate.validation``).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,39 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from yolobn.core.registry import Impl, parse_impl
+from yolobn.bn.walk import find_blocks, matches
+from yolobn.core import notebook
+from yolobn.core.digest import sha256
+from yolobn.core.errors import YolobnError
+from yolobn.core.registry import Impl
+from yolobn.edit.build import variant
+from yolobn.edit.impls import parse
+from yolobn.evaluate.agreement import agreement, output_difference
+from yolobn.evaluate.validation import KEY_METRICS, baseline, metric_columns, validate
+from yolobn.sweeps.fanout import CONTEXT, Task, execute, run_tasks
 
 if TYPE_CHECKING:
     from yolobn.sweeps.fanout import Execution, Outcome, Task
+
+__all__ = [
+    "BASELINE",
+    "RunProgress",
+    "Settings",
+    "Variant",
+    "VariantsResult",
+    "baseline_task",
+    "check_layers",
+    "custom_code",
+    "evaluate",
+    "measure",
+    "measure_baseline",
+    "metric_keys",
+    "portable_spec",
+    "run_variants",
+    "variant_row",
+    "variant_task",
+    "variants_result",
+]
 
 BASELINE = "baseline (nn.BatchNorm2d)"
 RunProgress = Callable[[str, int, int], None]
@@ -43,7 +73,7 @@ class Variant:
 
     @classmethod
     def of(cls, impl: str | Impl, layers: Sequence[str] | None = None, name: str | None = None) -> Variant:
-        spec = impl if isinstance(impl, Impl) else parse_impl(impl)
+        spec = impl if isinstance(impl, Impl) else parse(impl)
         return cls(spec, tuple(layers or ()), name or "")
 
 
@@ -81,14 +111,22 @@ class VariantsResult:
         return f"VariantsResult({len(self.table) - 1} variants on {what})"
 
     def _repr_html_(self) -> str:
-        from yolobn.report.notebook import variants_html
-
-        return variants_html(self)
+        metric = [k.replace("metrics/", "") for k in self.metrics[:1]]
+        cols = [
+            "variant",
+            "swapped",
+            *metric,
+            *(f"{k} delta" for k in metric),
+            "max_abs_diff",
+            "box_agreement",
+            "top1_agreement",
+            "channels_ablated",
+        ]
+        items = [("data", self.settings.data), ("imgsz", self.settings.imgsz)]
+        return notebook.kv("yolobn swap", items) + notebook.table(self.table, cols, 50)
 
 
 def metric_keys(task: str | None, data: str | None) -> tuple[str, ...]:
-    from yolobn.evaluate.validation import KEY_METRICS
-
     return KEY_METRICS.get(task or "detect", KEY_METRICS["detect"]) if data else ()
 
 
@@ -117,7 +155,6 @@ def run_variants(
         metric its short name and ``<short> delta``, ``max_abs_diff, max_rel_diff``, the agreement
         columns with images, ``ms_per_image`` and ``cached`` (and ``error`` when a variant failed).
     """
-    from yolobn.sweeps.fanout import run_tasks
 
     check_layers(loaded, variants)
     tasks = [baseline_task(), *(variant_task(v) for v in variants)]
@@ -132,7 +169,6 @@ def run_variants(
 
 def baseline_task() -> Task:
     """The unswapped model's validation (cached by ``yolobn.evaluate.validation.baseline``); it failing ends the run."""
-    from yolobn.sweeps.fanout import Task
 
     return Task("yolobn.sweeps.variants:measure_baseline", {}, "baseline", None, fatal=True)
 
@@ -140,7 +176,6 @@ def baseline_task() -> Task:
 def variant_task(v: Variant) -> Task:
     """A variant as a task: its implementation as a spec string (paths made absolute, so that any
     worker finds them) and what decides its result (for the row key: a custom class's source too)."""
-    from yolobn.sweeps.fanout import CONTEXT, Task
 
     spec, code = portable_spec(v.impl), custom_code(v.impl)
     CONTEXT.impls[f"{spec}@{code}"] = v.impl  # run here: the class as the caller imported it, not again
@@ -157,7 +192,7 @@ def portable_spec(impl: Impl) -> str:
     """``impl`` as a spec string with every path absolute (a custom file, an ``images=`` folder)."""
     import os
 
-    if impl.custom is not None:
+    if impl.is_custom:
         target, _, cls = impl.name.rpartition(":")
         return f"{os.path.abspath(os.path.expanduser(target))}:{cls}" if target.endswith(".py") else impl.name
     kinds = {o.name: o.kind for o in (impl.record.options if impl.record else ())}
@@ -170,23 +205,22 @@ def portable_spec(impl: Impl) -> str:
 
 def custom_code(impl: Impl) -> str | None:
     """sha256 of the file a custom class comes from (so an edited class is measured again)."""
-    import sys
-
-    from yolobn.sweeps.rows import file_sha256
-
-    if impl.custom is None:
+    if not impl.is_custom:
         return None
     target = impl.name.rpartition(":")[0]
-    if target.endswith(".py"):
-        return file_sha256(Path(target).expanduser())
-    f = getattr(sys.modules.get(target), "__file__", None)
-    return file_sha256(f) if f else None
+    f = (
+        Path(target).expanduser()
+        if target.endswith(".py")
+        else getattr(sys.modules.get(target), "__file__", None)
+    )
+    try:
+        return sha256(f) if f else None
+    except OSError:
+        return None
 
 
 def check_layers(loaded: Any, variants: Sequence[Variant]) -> None:
     """A layer selection that matches no BN layer is a usage error, found before any work."""
-    from yolobn.bn.walk import find_blocks, matches
-    from yolobn.core.errors import YolobnError
 
     chosen = [v for v in variants if v.layers]
     if not chosen:
@@ -199,7 +233,6 @@ def check_layers(loaded: Any, variants: Sequence[Variant]) -> None:
 
 def measure_baseline(loaded: Any, s: Settings, spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """Task: the baseline's metrics, from the baseline cache when ``s.cache``."""
-    from yolobn.evaluate.validation import baseline, validate
 
     if s.data is None:
         return {"metrics": {}, "cached": False}
@@ -214,11 +247,8 @@ def measure_baseline(loaded: Any, s: Settings, spec: dict[str, Any], ctx: Any) -
 
 def measure(loaded: Any, s: Settings, spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """Task: one variant: swap, compare without labels, validate when there is a dataset."""
-    from yolobn.edit.swapping import swap
-    from yolobn.evaluate.agreement import agreement, output_difference
-    from yolobn.evaluate.validation import validate
 
-    swapped = swap(loaded, ctx.impl(spec["impl"], spec.get("code")), layers=list(spec["layers"]) or None)
+    swapped = variant(loaded, ctx.impl(spec["impl"], spec.get("code")), layers=list(spec["layers"]) or None)
     if s.images is not None:
         diff = agreement(loaded, swapped, s.images, s.imgsz, batch=s.batch)
     else:
@@ -296,7 +326,6 @@ def evaluate(
     loaded: Any, v: Variant, s: Settings, base: dict[str, float], keys: tuple[str, ...]
 ) -> dict[str, Any]:
     """One variant's row, measured here: swap, compare without labels, validate when there is a dataset."""
-    from yolobn.sweeps.fanout import CONTEXT, execute
 
     return variant_row(v, execute(loaded, s, variant_task(v), CONTEXT), base, keys)
 
@@ -311,8 +340,6 @@ def _row(
     diff: dict[str, float],
     cached: bool,
 ) -> dict[str, Any]:
-    from yolobn.evaluate.validation import metric_columns
-
     row: dict[str, Any] = {"variant": label, "impl": impl, "swapped": n, **metric_columns(m, base, keys)}
     row.update({k: v for k, v in diff.items() if k != "ms_per_image"})
     # Validated: Ultralytics' own inference timing; label-free: the forward time in the agreement run.
