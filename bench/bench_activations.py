@@ -96,9 +96,13 @@ def main() -> int:
                 base.append(measure([PY, "-c", predict], env))
                 ours.append(measure(ours_cmd, env))
             bt, ot = statistics.median(t for t, _ in base), statistics.median(t for t, _ in ours)
-            results[label] = {"predict_s": bt, "activations_s": ot, "time_ratio": ot / bt,
-                              "predict_peak_mb": statistics.median(m for _, m in base),
-                              "activations_peak_mb": statistics.median(m for _, m in ours)}  # fmt: skip
+            results[label] = {
+                "predict_s": bt,
+                "activations_s": ot,
+                "time_ratio": ot / bt,
+                "predict_peak_mb": statistics.median(m for _, m in base),
+                "activations_peak_mb": statistics.median(m for _, m in ours),
+            }
 
         # memory: the same command on 10x the images (photos at 320 px, 32 and 320 of them, so that both
         # runs have full batches of 16 and only the number of images differs)
@@ -108,12 +112,22 @@ def main() -> int:
         for tag, folder in (("x1", small), ("x10", large)):
             cmd = activations_cmd(exe, model, folder, 320)
             mem[tag] = statistics.median(m for _, m in (measure(cmd, env) for _ in range(2)))
-        memory = {"images_x1": 32, "images_x10": 320, "peak_mb_x1": mem["x1"], "peak_mb_x10": mem["x10"],
-                  "memory_ratio": mem["x10"] / mem["x1"]}  # fmt: skip
+        memory = {
+            "images_x1": 32,
+            "images_x10": 320,
+            "peak_mb_x1": mem["x1"],
+            "peak_mb_x10": mem["x10"],
+            "memory_ratio": mem["x10"] / mem["x1"],
+        }
 
         # steady state: both warmed up in one process (imports, loading, first-call set-up excluded)
-        r = subprocess.run([PY, "-c", WARM.format(model=model, photos=str(photos), repeats=args.repeats)],
-                           capture_output=True, text=True, env=env, check=True)  # fmt: skip
+        r = subprocess.run(
+            [PY, "-c", WARM.format(model=model, photos=str(photos), repeats=args.repeats)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
         w = json.loads(r.stdout.strip().splitlines()[-1])
         warm = {
             "predict_s": statistics.median(w["predict"]),
@@ -125,12 +139,18 @@ def main() -> int:
         f"{'workload':<28}{'predict s':>10}{'activations s':>15}{'time x':>8}{'predict MB':>12}{'activ. MB':>11}"
     )
     for label, r in results.items():
-        print(f"{label:<28}{r['predict_s']:>10.2f}{r['activations_s']:>15.2f}{r['time_ratio']:>8.2f}"
-              f"{r['predict_peak_mb']:>12.0f}{r['activations_peak_mb']:>11.0f}")  # fmt: skip
-    print(f"steady state, {args.images} photos @640, both warmed up in one process: predict {warm['predict_s']:.2f} s, "
-          f"activations {warm['activations_s']:.2f} s, ratio {warm['time_ratio']:.2f}")  # fmt: skip
-    print(f"peak memory, 32 vs 320 photos @320: {memory['peak_mb_x1']:.0f} MB vs {memory['peak_mb_x10']:.0f} MB "
-          f"(ratio {memory['memory_ratio']:.3f})")  # fmt: skip
+        print(
+            f"{label:<28}{r['predict_s']:>10.2f}{r['activations_s']:>15.2f}{r['time_ratio']:>8.2f}"
+            f"{r['predict_peak_mb']:>12.0f}{r['activations_peak_mb']:>11.0f}"
+        )
+    print(
+        f"steady state, {args.images} photos @640, both warmed up in one process: predict {warm['predict_s']:.2f} s, "
+        f"activations {warm['activations_s']:.2f} s, ratio {warm['time_ratio']:.2f}"
+    )
+    print(
+        f"peak memory, 32 vs 320 photos @320: {memory['peak_mb_x1']:.0f} MB vs {memory['peak_mb_x10']:.0f} MB "
+        f"(ratio {memory['memory_ratio']:.3f})"
+    )
     print(json.dumps({"time": results, "steady_state": warm, "memory": memory}, indent=1))
     time_ok = all(r["time_ratio"] <= 1.3 for r in [*results.values(), warm])
     mem_ok = memory["memory_ratio"] <= 1.10

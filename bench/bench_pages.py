@@ -58,10 +58,21 @@ def training_page(layers: int = 167, epochs: int = 300) -> tuple[float, float]:
     e, i = np.meshgrid(np.arange(1, epochs + 1), np.arange(layers), indexing="ij")
     g = 1 - 0.8 * (e / epochs) * (i / layers) + rng.normal(0, 0.01, e.shape)
     df = pd.DataFrame({c: 0 for c in EPOCH_COLUMNS}, index=range(e.size))
-    df = df.assign(epoch=e.ravel(), index=i.ravel(), name=[f"model.{k // 3}.m.{k % 3}.bn" for k in i.ravel()],
-                   layer=i.ravel() // 3, block="C3k2", role="backbone", channels=256, eps=1e-3,
-                   gamma_p05=(g - 0.3).ravel(), gamma_p50=g.ravel(), gamma_p95=(g + 0.3).ravel(),
-                   dead=np.maximum(0, e - epochs // 2).ravel() * (i.ravel() % 7 == 0), findings="")  # fmt: skip
+    df = df.assign(
+        epoch=e.ravel(),
+        index=i.ravel(),
+        name=[f"model.{k // 3}.m.{k % 3}.bn" for k in i.ravel()],
+        layer=i.ravel() // 3,
+        block="C3k2",
+        role="backbone",
+        channels=256,
+        eps=1e-3,
+        gamma_p05=(g - 0.3).ravel(),
+        gamma_p50=g.ravel(),
+        gamma_p95=(g + 0.3).ravel(),
+        dead=np.maximum(0, e - epochs // 2).ravel() * (i.ravel() % 7 == 0),
+        findings="",
+    )
     t0 = time.perf_counter()
     html = render_html(df[EPOCH_COLUMNS], "runs/detect/train")
     return len(html.encode()) / 1e6, time.perf_counter() - t0

@@ -69,15 +69,21 @@ def bench_sweep(args: argparse.Namespace) -> dict:
     same = all(local.sensitivity.equals(x.sensitivity) for x in (cold, warm, again))
     n = len(local.sensitivity) + 2
     print(f"\n1. sensitivity sweep of the demo: {n - 2} layers + baseline + 1 variant = {n} validations")
-    print(f"   (load average before / after: {load0:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
-          "others' work on the machine slows the parallel runs most)")  # fmt: skip
-    print(f"   local, sequential (torch threads: {threads})          {t_local:8.1f} s  ({t_local / n:.2f} s per task; "
-          f"mean of {t_before:.1f} s before Ray and {t_again:.1f} s after)")  # fmt: skip
+    print(
+        f"   (load average before / after: {load0:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+        "others' work on the machine slows the parallel runs most)"
+    )
+    print(
+        f"   local, sequential (torch threads: {threads})          {t_local:8.1f} s  ({t_local / n:.2f} s per task; "
+        f"mean of {t_before:.1f} s before Ray and {t_again:.1f} s after)"
+    )
     print(f"   ray.init(num_cpus={args.workers})                        {t_init:8.1f} s")
     print(f"   Ray, {args.workers} workers, cold (imports, model load)  {t_cold:8.1f} s")
     print(f"   Ray, {args.workers} workers, warm                        {t_warm:8.1f} s")
-    print(f"   speedup local / Ray cold {t_local / t_cold:.2f}x, warm {t_local / t_warm:.2f}x, "
-          f"with ray.init {t_local / (t_init + t_cold):.2f}x")  # fmt: skip
+    print(
+        f"   speedup local / Ray cold {t_local / t_cold:.2f}x, warm {t_local / t_warm:.2f}x, "
+        f"with ray.init {t_local / (t_init + t_cold):.2f}x"
+    )
     print(f"   sensitivity tables equal (local twice, Ray cold, Ray warm): {same}")
     return {"t_local": t_local, "n": n, "same": same}
 
@@ -129,8 +135,10 @@ def bench_images(args: argparse.Namespace) -> None:
         walls.append(m["wall_s"])
         speeds.append(m["ms_per_image"])
     print("\n3. per image on this machine")
-    print(f"   demo validation (YOLO11n @160, 24 images): {statistics.median(walls):.2f} s a validation, "
-          f"{statistics.median(walls) / 24 * 1e3:.1f} ms per image wall, inference {statistics.median(speeds):.1f} ms")  # fmt: skip
+    print(
+        f"   demo validation (YOLO11n @160, 24 images): {statistics.median(walls):.2f} s a validation, "
+        f"{statistics.median(walls) / 24 * 1e3:.1f} ms per image wall, inference {statistics.median(speeds):.1f} ms"
+    )
     photos = [str(ASSETS / "bus.jpg"), str(ASSETS / "zidane.jpg")]
     lb = LetterBox((640, 640), auto=False, stride=32)
     t = time.perf_counter()
@@ -164,8 +172,10 @@ def bench_images(args: argparse.Namespace) -> None:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t)
         fwd[threads] = statistics.median(times)
-        print(f"     {threads} thread(s): {fwd[threads] * 1e3:.0f} ms (median of {args.repeats}); one COCO val2017 "
-              f"validation (5,000 images) = {5000 * fwd[threads] / 3600:.1f} h of forward passes")  # fmt: skip
+        print(
+            f"     {threads} thread(s): {fwd[threads] * 1e3:.0f} ms (median of {args.repeats}); one COCO val2017 "
+            f"validation (5,000 images) = {5000 * fwd[threads] / 3600:.1f} h of forward passes"
+        )
     if len(fwd) == 2:
         lo, hi = sorted(fwd)
         print(

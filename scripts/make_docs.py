@@ -49,6 +49,16 @@ NOTES = {
     "frontier": "Ranks every channel by a criterion, ablates the lowest k % (replaced after their activation "
     "by their observed mean) and validates each point; the largest share removable within the tolerance, per "
     "criterion and per role.",
+    "prune": "Removes the channels the frontier would ablate, physically: a dependency graph over Ultralytics' "
+    "blocks ties channels that must go together (residual adds, depthwise convolutions, the two halves of a "
+    "C2f split) and keeps what cannot go (attention widths, head outputs, blocks it has no rule for), and each "
+    "removed channel's observed mean after its activation is folded into what reads it. The pruned model equals "
+    "the ablated one except at border pixels (zero padding): the border residual is measured and reported "
+    "([numbers](numbers.md#pruning-removal-that-equals-ablation)). Writes the checkpoint and, in the report "
+    "folder, prune.html, prune.json, layers.csv, residual.csv and search.csv, all or nothing.",
+    "finetune": "Runs the task's own Ultralytics trainer on the pruned model itself (its `get_model` returns "
+    'it): `YOLO("pruned.pt").train()` would rebuild the model from its yaml at the original widths. The '
+    "checkpoint is read with the safe loader and the dataset yaml's `download:` never runs without `--trust`.",
 }
 
 
@@ -122,8 +132,16 @@ def render() -> str:
     for name, p in sub.choices.items():
         parts.append(command_section(name, p))
         if name == "swap":
-            parts += ["### BatchNorm implementations (`--impl`)", "", "<!-- impl-table -->", markdown_table(),
-                      "<!-- /impl-table -->", "", CUSTOM, ""]  # fmt: skip
+            parts += [
+                "### BatchNorm implementations (`--impl`)",
+                "",
+                "<!-- impl-table -->",
+                markdown_table(),
+                "<!-- /impl-table -->",
+                "",
+                CUSTOM,
+                "",
+            ]
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -9,6 +9,7 @@ Writes, with the yolobn CLI (so the examples are exactly what a user gets):
 - ``observed/``      ``yolobn report --images``: the same with the observed columns (golden files)
 - ``experiments/eps/``  ``yolobn experiment examples/eps.yaml --trust``
 - ``frontier/``      ``yolobn frontier``: the prune frontier, 3 criteria x 8 shares
+- ``prune/``         ``yolobn prune``: the largest share within 0.005 removed (the checkpoint: runs/demo-pruned.pt)
 - ``compare/recalibrated/``  the demo against its recalibrated copy (``yolobn recalibrate``)
 - ``compare/epoch10/`` and ``training/``, with ``--run``: the run folder that
   ``scripts/train_demo.py --run-dir`` keeps (its epoch-10 snapshot, and the epochs.csv that
@@ -56,6 +57,10 @@ def main() -> int:
         "-q",
     )
     yolobn("frontier", "-o", str(OUT / "frontier"), "--no-resume", "-q")
+    # the pruned checkpoint goes to runs/ (git-ignored); its report is committed
+    yolobn(
+        "prune", "-o", "runs/demo-pruned.pt", "--force", "--report", str(OUT / "prune"), "--exist-ok", "-q"
+    )
     # runs/ is git-ignored: the recalibrated copy is not committed, and its path in the reports is relative
     recal = "runs/demo-recalibrated.pt"
     yolobn("recalibrate", "-o", recal, "--force", "-q")
@@ -72,8 +77,18 @@ def main() -> int:
 def _compare(a: str, b: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # the per-channel CSV (--channels-csv) is left out here: 1.5 MB per comparison for an example
-    yolobn("compare", a, b, "--html", str(out / "compare.html"), "--csv", str(out / "layers.csv"),
-           "--json", str(out / "compare.json"), "-q")  # fmt: skip
+    yolobn(
+        "compare",
+        a,
+        b,
+        "--html",
+        str(out / "compare.html"),
+        "--csv",
+        str(out / "layers.csv"),
+        "--json",
+        str(out / "compare.json"),
+        "-q",
+    )
 
 
 if __name__ == "__main__":

@@ -20,9 +20,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def screenshot(page: Path, out: Path, *, width: int = 1200, height: int = 1370, full: bool = False) -> int:

@@ -266,7 +266,7 @@ CASES: list[Case] = [
             "out",
         ),
         ("num_batches_tracked",),
-    ),  # fmt: skip
+    ),
     # a damaged pickle stream inside a valid zip
     _model_case("pickle_indexerror", _pickle_bug("indexerror"), ("corrupt",)),
     _model_case("pickle_keyerror", _pickle_bug("keyerror"), ("corrupt",)),
@@ -338,19 +338,19 @@ CASES: list[Case] = [
             "out.pt",
         ),
         ("model.10.m.0.attn",),
-    ),  # fmt: skip
+    ),
     Case(
         "cannot_run_inspect_warns",
         _on_model(edit_ckpt(_cannot_run), "inspect", "m.pt", "--top", "0"),
         ("cannot run here",),
         code=0,
-    ),  # fmt: skip
+    ),
     # images
     Case(
         "huge_png_only",
         _argv("activations", "--images", "huge.png", *OUT, files=lambda d: huge_png(d / "huge.png")),
         ("could be decoded",),
-    ),  # fmt: skip
+    ),
     Case(
         "huge_png_skipped",
         _argv(
@@ -364,7 +364,7 @@ CASES: list[Case] = [
         ),
         ("could not be decoded and were skipped",),
         code=0,
-    ),  # fmt: skip
+    ),
     # swap's own option checks
     Case(
         "swap_device_word",
@@ -420,7 +420,7 @@ CASES: list[Case] = [
             files=lambda d: (d / "exp.yaml").write_bytes(b"\xff\xfe\x00variants"),
         ),
         ("UTF-8",),
-    ),  # fmt: skip
+    ),
     # dataset yamls
     Case("data_malformed", _data_yaml("val: [images\n"), ("YAML",)),
     Case("data_no_val", _data_yaml("path: .\nnames: [a]\n"), ("val",)),
@@ -449,7 +449,7 @@ CASES: list[Case] = [
             files=lambda d: (d / "data.yaml").write_text("val: images\nnames: [a]\n"),
         ),
         ("dataset yaml",),
-    ),  # fmt: skip
+    ),
     Case("report_html_is_folder", _folder_as_output, ("report.html",), once="report.html"),
 ]
 CASES_BY_NAME = {c.name: c for c in CASES}

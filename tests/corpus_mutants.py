@@ -48,17 +48,53 @@ class Mutant:
 def _weird(rng: random.Random, n: int) -> Any:
     """A value of the wrong type, shape or range for a BN slot of ``n`` channels."""
     choices = [
-        None, "abc", "", 5, -1, 0, 1.5, -0.5, math.nan, math.inf, True, [], [1, 2], {}, {"a": 1}, (1,),
-        10**30, b"raw", torch.zeros(0), torch.zeros(max(n - 1, 0)), torch.zeros(n + 1), torch.zeros(n, 1),
-        torch.zeros(2, n), torch.tensor(1.0), torch.arange(n), torch.ones(n, dtype=torch.bool),
-        torch.full((n,), math.nan), torch.full((n,), -math.inf), torch.zeros(n, dtype=torch.float64),
-        nn.Parameter(torch.ones(n + 2)), nn.Identity(),
-    ]  # fmt: skip
+        None,
+        "abc",
+        "",
+        5,
+        -1,
+        0,
+        1.5,
+        -0.5,
+        math.nan,
+        math.inf,
+        True,
+        [],
+        [1, 2],
+        {},
+        {"a": 1},
+        (1,),
+        10**30,
+        b"raw",
+        torch.zeros(0),
+        torch.zeros(max(n - 1, 0)),
+        torch.zeros(n + 1),
+        torch.zeros(n, 1),
+        torch.zeros(2, n),
+        torch.tensor(1.0),
+        torch.arange(n),
+        torch.ones(n, dtype=torch.bool),
+        torch.full((n,), math.nan),
+        torch.full((n,), -math.inf),
+        torch.zeros(n, dtype=torch.float64),
+        nn.Parameter(torch.ones(n + 2)),
+        nn.Identity(),
+    ]
     return rng.choice(choices)
 
 
-_BN_ATTRS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked", "eps", "momentum",
-             "num_features", "affine", "track_running_stats")  # fmt: skip
+_BN_ATTRS = (
+    "weight",
+    "bias",
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "eps",
+    "momentum",
+    "num_features",
+    "affine",
+    "track_running_stats",
+)
 _CONV_ATTRS = (
     "in_channels",
     "out_channels",
@@ -113,21 +149,61 @@ def _mutate_object(rng: random.Random, ck: dict) -> str:
             model._modules.pop(attr, None)
             model.__dict__.pop(attr, None)
             return f"del model.{attr}"
-        value = rng.choice([
-            _weird(rng, 3), {0: "a", "1": "b"}, {0: "a", "x": "b"}, {1: "a"}, ["a", 2], nn.Sequential(),
-            nn.ModuleList(), {"backbone": 5}, {"yaml_file": 5}, "detect", "nonsense",
-        ])  # fmt: skip
+        value = rng.choice(
+            [
+                _weird(rng, 3),
+                {0: "a", "1": "b"},
+                {0: "a", "x": "b"},
+                {1: "a"},
+                ["a", 2],
+                nn.Sequential(),
+                nn.ModuleList(),
+                {"backbone": 5},
+                {"yaml_file": 5},
+                "detect",
+                "nonsense",
+            ]
+        )
         set_path(f"model.{attr}", value)(ck)
         return f"model.{attr} = {_describe(value)}"
     if op == "ckpt":
         key = rng.choice(_CKPT_KEYS)
-        value = rng.choice([_weird(rng, 3), copy.deepcopy(model), {"imgsz": 160}, {"recalibration": [1]},
-                            {"recalibration": {"images": {"a": [1, {}]}}}, "x" * 10000])  # fmt: skip
+        value = rng.choice(
+            [
+                _weird(rng, 3),
+                copy.deepcopy(model),
+                {"imgsz": 160},
+                {"recalibration": [1]},
+                {"recalibration": {"images": {"a": [1, {}]}}},
+                "x" * 10000,
+            ]
+        )
         ck[key] = value
         return f"ckpt[{key!r}] = {_describe(value)}"
     if op == "imgsz":
-        value = rng.choice([40000, 10**12, "big", [640, "x"], [], -1, 0, 31, 4097, None, "640", 3.5, True,
-                            math.nan, math.inf, {}, 10**30, [10**12], ["640"]])  # fmt: skip
+        value = rng.choice(
+            [
+                40000,
+                10**12,
+                "big",
+                [640, "x"],
+                [],
+                -1,
+                0,
+                31,
+                4097,
+                None,
+                "640",
+                3.5,
+                True,
+                math.nan,
+                math.inf,
+                {},
+                10**30,
+                [10**12],
+                ["640"],
+            ]
+        )
         if not isinstance(ck.get("train_args"), dict):
             ck["train_args"] = {}
         ck["train_args"]["imgsz"] = value

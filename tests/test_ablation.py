@@ -87,6 +87,7 @@ def test_empty_plan_changes_nothing():
         assert torch.equal(m.model(_x()), ablate(m, AblationPlan())(_x()))
 
 
+@pytest.mark.slow
 def test_ablate_through_swap_on_the_demo(demo_model_loaded):
     sw = yolobn.swap(demo_model_loaded, "ablate:dead=datafree")
     assert sw.swap.detail["channels_ablated"] == 0  # the demo has no data-free dead channels

@@ -78,8 +78,10 @@ def _reference_records(model, batches):
             model(b)
     for h in handles:
         h.remove()
-    return {k: {t: torch.cat([a.transpose(0, 1).reshape(a.shape[1], -1) for a in v[t]], 1).double()
-                for t in v} for k, v in seen.items()}  # fmt: skip
+    return {
+        k: {t: torch.cat([a.transpose(0, 1).reshape(a.shape[1], -1) for a in v[t]], 1).double() for t in v}
+        for k, v in seen.items()
+    }
 
 
 @pytest.mark.parametrize("kind", ["tiny", "ultralytics-conv", "bn-subclass"])

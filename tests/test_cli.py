@@ -59,8 +59,18 @@ def test_demo_outputs_are_consistent(demo_outputs, demo_path):
 
 
 def test_csv_is_byte_identical_across_runs(demo_outputs, tmp_path):
-    rc = main(["inspect", "--csv", str(tmp_path / "l.csv"), "--channels-csv", str(tmp_path / "c.csv"), "--json",
-               str(tmp_path / "s.json"), "-q"])  # fmt: skip
+    rc = main(
+        [
+            "inspect",
+            "--csv",
+            str(tmp_path / "l.csv"),
+            "--channels-csv",
+            str(tmp_path / "c.csv"),
+            "--json",
+            str(tmp_path / "s.json"),
+            "-q",
+        ]
+    )
     assert rc == 0
     for a, b in (("layers.csv", "l.csv"), ("ch.csv", "c.csv"), ("s.json", "s.json")):
         assert (demo_outputs / a).read_bytes() == (tmp_path / b).read_bytes(), a

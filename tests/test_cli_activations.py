@@ -15,8 +15,23 @@ from yolobn.cli import main
 
 def test_activations_on_the_demo_writes_consistent_files(tmp_path, capsys):
     out = tmp_path / "o"
-    rc = main(["activations", "--max-images", "8", "--sort", "drift", "--top", "5",
-               "--csv", str(out / "l.csv"), "--channels-csv", str(out / "c.csv"), "--json", str(out / "a.json")])  # fmt: skip
+    rc = main(
+        [
+            "activations",
+            "--max-images",
+            "8",
+            "--sort",
+            "drift",
+            "--top",
+            "5",
+            "--csv",
+            str(out / "l.csv"),
+            "--channels-csv",
+            str(out / "c.csv"),
+            "--json",
+            str(out / "a.json"),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert (
@@ -55,8 +70,20 @@ def test_activations_on_the_demo_writes_consistent_files(tmp_path, capsys):
 
 
 def test_inspect_with_images_adds_the_observed_columns(tmp_path, capsys):
-    rc = main(["inspect", "--images", "--max-images", "4", "--csv", str(tmp_path / "l.csv"),
-               "--channels-csv", str(tmp_path / "c.csv"), "--json", str(tmp_path / "s.json")])  # fmt: skip
+    rc = main(
+        [
+            "inspect",
+            "--images",
+            "--max-images",
+            "4",
+            "--csv",
+            str(tmp_path / "l.csv"),
+            "--channels-csv",
+            str(tmp_path / "c.csv"),
+            "--json",
+            str(tmp_path / "s.json"),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "obs dead" in text and "observed on the images" in text
@@ -92,6 +119,7 @@ def test_inspect_with_images_adds_the_observed_columns(tmp_path, capsys):
     assert doc["summary"]["dead"] == want.summary()["dead"]  # the data-free summary is still there
 
 
+@pytest.mark.slow
 def test_recalibrate_writes_a_loadable_checkpoint_and_never_the_input(tmp_path, capsys, demo_path):
     out = tmp_path / "recal.pt"
     assert main(["recalibrate", "-o", str(out), "--max-images", "16", "--batch", "8"]) == 0

@@ -92,6 +92,7 @@ def test_pickle_like_junk_is_one_line_without_warnings(tmp_path, monkeypatch, ca
     assert "--trust" not in line
 
 
+@pytest.mark.slow
 def test_real_process_exit_code_on_malicious_checkpoint(tmp_path, model):
     path = shared.make_bad_input("malicious", tmp_path, model)
     before = listing(tmp_path)

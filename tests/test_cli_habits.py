@@ -83,8 +83,10 @@ def test_default_report_folder_increments(tmp_path, capsys, monkeypatch):
     code, out, _ = run_main(["report", "--exist-ok", "-q"], capsys)
     assert code == 0 and first.read_text() != "a previous report"  # --exist-ok: written in place
     assert sorted(p.name for p in Path("reports").iterdir()) == [
-        "demo_yolo11n_shapes", "demo_yolo11n_shapes2", "demo_yolo11n_shapes3",
-    ]  # fmt: skip
+        "demo_yolo11n_shapes",
+        "demo_yolo11n_shapes2",
+        "demo_yolo11n_shapes3",
+    ]
 
 
 def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
@@ -276,3 +278,20 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(argv):
     err = p.stderr.read().decode()
     assert p.wait(timeout=300) == 141
     assert err == ""
+
+
+def test_progress_counters_say_their_unit_and_an_unknown_total():
+    import io
+
+    from rich.console import Console
+
+    from yolobn.cli import options
+
+    err = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with options.progress_bar(err, quiet=False) as bar:
+        job = bar.add_task("observing", total=None, unit="images")
+        count = bar.columns[2]
+        assert str(count.render(bar.tasks[0])) == "0/? images"
+        bar.update(job, completed=3, total=96)
+        assert str(count.render(bar.tasks[0])) == "3/96 images"
+    assert options.unit_of("observing images") == "images" and options.unit_of("gamma 5%") == "validations"

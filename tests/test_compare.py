@@ -88,8 +88,11 @@ def test_unmatched_layers_are_listed_not_a_crash():
 
 
 def test_audit_of_several_models_and_the_cli(tmp_path, capsys, demo_path):
-    t = audit([yolobn.load(plant(TinyNet())), str(demo_path), "yolo11n-cls.yaml"])
-    assert list(t["bn_layers"]) == [3, 81, 39]
+    res = audit([yolobn.load(plant(TinyNet())), str(demo_path), "yolo11n-cls.yaml"])
+    t = res.table
+    assert list(t["bn_layers"]) == [3, 81, 39] and len(res) == 3 and len(res.inspections) == 3
+    assert list(t["source"])[1:] == [str(demo_path), "yolo11n-cls.yaml"]  # as given, not resolved
+    assert json.loads(res.to_json())["audit"][2]["bn_layers"] == 39 and "<table" in res._repr_html_()
     assert t.loc[0, "dead"] == 4 and t.loc[2, "eps"] == "1e-05" and t.loc[1, "eps"] == "0.001"
     code, out, _ = run_main(
         ["compare", str(demo_path), "yolo11n-cls.yaml", "--csv", str(tmp_path / "a.csv")], capsys

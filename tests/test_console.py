@@ -77,11 +77,26 @@ def test_observed_table_fits(demo, width, tmp_path):
 @pytest.mark.parametrize("wide", [False, True])
 def test_variants_table_fits(width, wide):
     rows = []
-    for name, d in (("baseline (nn.BatchNorm2d)", 0.0), ("reference:eps=1e-5 @ backbone,neck", -2.595e-08),
-                    ("examples/custom_bn.py:PerTensorInt8BatchNorm", -0.0127)):  # fmt: skip
-        rows.append({"variant": name, "impl": "", "swapped": 81, "mAP50-95(B)": 0.6294 + d, "mAP50-95(B) delta": d,
-                     "mAP50(B)": 0.9, "mAP50(B) delta": d, "max_abs_diff": 1.2e-5, "max_rel_diff": 3e-8,
-                     "ms_per_image": 12.25, "cached": False})  # fmt: skip
+    for name, d in (
+        ("baseline (nn.BatchNorm2d)", 0.0),
+        ("reference:eps=1e-5 @ backbone,neck", -2.595e-08),
+        ("examples/custom_bn.py:PerTensorInt8BatchNorm", -0.0127),
+    ):
+        rows.append(
+            {
+                "variant": name,
+                "impl": "",
+                "swapped": 81,
+                "mAP50-95(B)": 0.6294 + d,
+                "mAP50-95(B) delta": d,
+                "mAP50(B)": 0.9,
+                "mAP50(B) delta": d,
+                "max_abs_diff": 1.2e-5,
+                "max_rel_diff": 3e-8,
+                "ms_per_image": 12.25,
+                "cached": False,
+            }
+        )
     t = variants_table(
         pd.DataFrame(rows),
         ("metrics/mAP50-95(B)", "metrics/mAP50(B)"),

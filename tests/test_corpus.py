@@ -48,6 +48,7 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.mark.slow
 def test_seeded_mutants_keep_the_contract(tmp_path, offline_network, one_thread):
     t0 = time.perf_counter()
     broken, counted = [], {"object": 0, "bytes": 0, "payload": 0}

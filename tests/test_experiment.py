@@ -38,6 +38,7 @@ def test_bad_experiment_files(tmp_path, text, msg):
     assert msg in str(ei.value) and "\n" not in str(ei.value)
 
 
+@pytest.mark.slow
 def test_experiment_end_to_end(tmp_path, cache, capsys, no_stray_runs):
     f = tmp_path / "e.yaml"
     f.write_text(

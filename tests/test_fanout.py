@@ -125,6 +125,7 @@ def test_the_key_covers_settings_and_custom_code(demo_model_loaded, custom, rows
     assert again.resumed == 3
 
 
+@pytest.mark.slow
 def test_a_failing_task_is_recorded_and_the_rest_completes(demo_model_loaded, custom, rows_dir):
     variants = [Variant.of("reference"), Variant.of(f"{custom}:Raising"), Variant.of("identity", ["head"])]
     s = Settings(data="shapes", imgsz=160)
@@ -165,6 +166,7 @@ def test_a_line_cut_short_by_a_crash_is_skipped(demo_model_loaded, custom, rows_
     assert res.resumed == 1
 
 
+@pytest.mark.slow
 def test_validation_reuses_the_dataloader_and_a_failed_one_is_dropped(demo_model_loaded, custom):
     from yolobn.edit.swapping import swap
     from yolobn.evaluate.validation import validate
@@ -209,6 +211,7 @@ def test_ray_before_the_model_is_caught(tmp_path, capsys, demo_path):
     assert "is a file, not a Ray address" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_resumes_with_a_message_and_warns_of_failures(tmp_path, custom, capsys, monkeypatch):
     monkeypatch.setenv("YOLOBN_CACHE", str(tmp_path / "cache"))
     argv = [

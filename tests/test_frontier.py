@@ -42,14 +42,21 @@ def test_importance_by_criterion():
 
 
 def test_removable_is_the_prefix_within_tolerance():
-    curve = pd.DataFrame({"criterion": "observed", "scope": "all", "share": [0, 1, 5, 10, 20],
-                          "delta": [0, -0.001, -0.004, -0.02, 0.003]})  # fmt: skip
+    curve = pd.DataFrame(
+        {
+            "criterion": "observed",
+            "scope": "all",
+            "share": [0, 1, 5, 10, 20],
+            "delta": [0, -0.001, -0.004, -0.02, 0.003],
+        }
+    )
     fr = Frontier(curve, curve, "m", 0.6, 0.005, pd.DataFrame())
     assert fr.removable("observed") == 5  # 20% is back within the tolerance, but 10% was not
     fr.tolerance = 0.0005
     assert fr.removable("observed") == 0
 
 
+@pytest.mark.slow
 def test_demo_frontier_points_are_the_direct_ablations():
     from yolobn.bn.inspection import inspect
     from yolobn.edit.ablation import ablate, plan_from
@@ -69,6 +76,7 @@ def test_demo_frontier_points_are_the_direct_ablations():
     assert set(s["removable"]) == {"observed", "gamma"} and s["baseline"] == fr.baseline
 
 
+@pytest.mark.slow
 def test_frontier_cli(tmp_path, capsys, no_stray_runs):
     code = main(
         ["frontier", "--shares", "0,2", "--criteria", "observed", "--no-roles", "-o", str(tmp_path), "-q"]

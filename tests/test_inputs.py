@@ -134,7 +134,7 @@ def test_ctrl_c_during_a_custom_impl_import_still_interrupts(tmp_path):
         ("imgsz: 10\nvariants: [reference]", "imgsz: 10 must be from 32 to 4096"),
         ("batch: 0\nvariants: [reference]", "batch: 0 must be from 1 to 1024"),
         ("device: [0]\nvariants: [reference]", "device [0]"),
-        ("device: banana\nvariants: [reference]", "--device banana: unknown device"),
+        ("device: banana\nvariants: [reference]", "device banana: unknown device"),
         ("model: 5\ndata: shapes\nvariants: [reference]", "model: expected a non-empty string, got 5"),
         ("data: {a: 1}\nvariants: [reference]", "data: expected a non-empty string"),
         ("variants: [{impl: reference, name: [a]}]", "variant 1: name"),
@@ -158,8 +158,10 @@ def test_a_good_experiment_file_reads_as_before(tmp_path):
     from yolobn.sweeps.experiment import read_config
 
     f = tmp_path / "e.yaml"
-    f.write_text("data: shapes\nimgsz: 160\nbatch: 8\ndevice: cpu\nvariants:\n  - reference\n"
-                 "  - {impl: identity, layers: head, name: no-head}\nsensitivity: {impl: reference, top: 3}\n")  # fmt: skip
+    f.write_text(
+        "data: shapes\nimgsz: 160\nbatch: 8\ndevice: cpu\nvariants:\n  - reference\n"
+        "  - {impl: identity, layers: head, name: no-head}\nsensitivity: {impl: reference, top: 3}\n"
+    )
     cfg = read_config(f)
     assert cfg["imgsz"] == 160 and cfg["batch"] == 8 and cfg["device"] == "cpu"
     assert cfg["variants"] == [

@@ -380,6 +380,7 @@ def test_public_functions_are_not_shadowed_by_submodules():
     assert callable(yolobn.load) and callable(yolobn.inspect)
 
 
+@pytest.mark.slow
 def test_the_library_prints_nothing_even_on_first_use():
     """Ultralytics resets its logger when first imported; loading must stay quiet from a cold start
     (a classification yaml makes Ultralytics log a model summary whatever verbose says)."""

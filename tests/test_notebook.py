@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a real Jupyter kernel: CI runs them (pytest -m slow)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

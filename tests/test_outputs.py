@@ -75,8 +75,14 @@ def fifo_reader(path: Path) -> Iterator[dict[str, bytes]]:
 
 def kind(path: Path) -> str:
     mode = os.lstat(path).st_mode
-    for test, name in ((stat.S_ISLNK, "link"), (stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"),
-                       (stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "char"), (stat.S_ISSOCK, "socket")):  # fmt: skip
+    for test, name in (
+        (stat.S_ISLNK, "link"),
+        (stat.S_ISREG, "file"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISCHR, "char"),
+        (stat.S_ISSOCK, "socket"),
+    ):
         if test(mode):
             return name
     return "other"
@@ -144,6 +150,7 @@ FILE_OUTPUTS = {
     "compare --json": ["compare", "b.pt", M, "--json", "{out}"],
     "compare --html": ["compare", "b.pt", M, "--html", "{out}"],
     "recalibrate -o": ["recalibrate", M, "-o", "{out}", "--force", "--images", "img.png"],
+    "prune -o": ["prune", M, "-o", "{out}", "--force", "--share", "5", "--images", "img.png"],
 }
 SPELLINGS = {
     "relative": "m.pt",
@@ -246,8 +253,10 @@ def test_an_input_named_like_an_output_in_the_folder(ws, capsys):
     shutil.copy(ws / "m.pt", ws / "out" / "summary.json")
     shutil.copy(ws / "e.yaml", ws / "out" / "results.json")  # JSON is YAML: a valid experiment file
     before = state(ws)
-    for argv, name in ((["report", "out/summary.json", "-o", "out"], "summary.json"),
-                       (["experiment", "out/results.json", "-o", "./out"], "results.json")):  # fmt: skip
+    for argv, name in (
+        (["report", "out/summary.json", "-o", "out"], "summary.json"),
+        (["experiment", "out/results.json", "-o", "./out"], "results.json"),
+    ):
         code, _, err = run_main(argv, capsys)
         assert code == 2 and f": {name}: is the " in one_error(err)
     assert state(ws) == before
@@ -283,10 +292,12 @@ def _outputs_into(ws: Path, make: str) -> dict[str, list[str]]:
     nodes = {"null": lambda p: char_device(p), "socket": unix_socket}[make]
     for d in ("o_report", "o_swap", "o_exp", "o_frontier"):
         (ws / d).mkdir()
-    names = {"o_report": ("report.html", "layers.csv", "channels.csv", "summary.json"),
-             "o_swap": ("swap.csv", "swap.json", "swap.html"),
-             "o_exp": ("results.csv", "results.json", "experiment.html", "sensitivity.csv"),
-             "o_frontier": ("frontier.csv", "points.csv", "frontier.json", "frontier.html")}  # fmt: skip
+    names = {
+        "o_report": ("report.html", "layers.csv", "channels.csv", "summary.json"),
+        "o_swap": ("swap.csv", "swap.json", "swap.html"),
+        "o_exp": ("results.csv", "results.json", "experiment.html", "sensitivity.csv"),
+        "o_frontier": ("frontier.csv", "points.csv", "frontier.json", "frontier.html"),
+    }
     for d, files in names.items():
         for n in files:
             nodes(ws / d / n)
@@ -295,18 +306,32 @@ def _outputs_into(ws: Path, make: str) -> dict[str, list[str]]:
     return {
         "inspect": ["inspect", "m.pt", "--csv", "i.csv", "--channels-csv", "i.ch", "--json", "i.json", "-q"],
         "activations": ["activations", "m.pt", "--images", "img.png", "--json", "a.json", "-q"],
-        "compare": ["compare", "m.pt", "b.pt", "--csv", "c.csv", "--channels-csv", "c.ch", "--json", "c.json",
-                    "--html", "c.html", "-q"],
+        "compare": [
+            "compare",
+            "m.pt",
+            "b.pt",
+            "--csv",
+            "c.csv",
+            "--channels-csv",
+            "c.ch",
+            "--json",
+            "c.json",
+            "--html",
+            "c.html",
+            "-q",
+        ],
         "report": ["report", "m.pt", "-o", "o_report", "-q"],
         "recalibrate": ["recalibrate", "m.pt", "--images", "img.png", "-o", "r.pt", "-q"],
         "swap": ["swap", "m.pt", "--impl", "reference", "--data", "shapes", "-o", "o_swap", "-q"],
         "experiment": ["experiment", "e.yaml", "-o", "o_exp", "-q"],
         "frontier": ["frontier", "m.pt", "--data", "shapes", "--images", "img.png", "-o", "o_frontier", "-q"],
-    }  # fmt: skip
+    }
 
 
-@pytest.mark.parametrize("command", ["inspect", "activations", "compare", "report", "recalibrate", "swap",
-                                     "experiment", "frontier"])  # fmt: skip
+@pytest.mark.parametrize(
+    "command",
+    ["inspect", "activations", "compare", "report", "recalibrate", "swap", "experiment", "frontier"],
+)
 def test_a_socket_output_is_refused(command, ws, capsys):
     argv = _outputs_into(ws, "socket")[command]
     before = state(ws)
@@ -326,6 +351,7 @@ def fake_sweeps(monkeypatch):
     monkeypatch.setattr("yolobn.sweeps.frontier.frontier", lambda *a, **k: frontier_result())
 
 
+@pytest.mark.slow
 def test_a_character_device_is_written_into_never_replaced(ws, capsys, fake_sweeps):
     """Every command, every output a /dev/null twin: exit 0, and every node is still that device."""
     commands = _outputs_into(ws, "null")
@@ -336,6 +362,7 @@ def test_a_character_device_is_written_into_never_replaced(ws, capsys, fake_swee
     assert state(ws) == before  # no regular file in place of a device, no temporary file beside one
 
 
+@pytest.mark.slow
 def test_a_full_device_is_exit_2_and_the_other_files_are_not_written(ws, capsys):
     char_device(ws / "full", 7)  # a /dev/full twin: every write fails with ENOSPC
     before = state(ws)
@@ -349,6 +376,7 @@ def test_a_full_device_is_exit_2_and_the_other_files_are_not_written(ws, capsys)
     assert state(ws) == before
 
 
+@pytest.mark.slow
 def test_a_fifo_is_written_into(ws, capsys):
     with fifo_reader(ws / "j.fifo") as box:
         code, _, err = run_main(["inspect", "m.pt", "--json", "j.fifo", "--csv", "x.csv", "-q"], capsys)
@@ -367,8 +395,10 @@ def test_write_files_never_replaces_a_special_file(tmp_path):
     sock = unix_socket(tmp_path / "s")
     with fifo_reader(fifo) as box:
         assert write_files({tmp_path / "a.txt": "a", null: "to null", fifo: b"to the pipe"}) == [
-            tmp_path / "a.txt", null, fifo,
-        ]  # fmt: skip
+            tmp_path / "a.txt",
+            null,
+            fifo,
+        ]
     assert box["data"] == b"to the pipe" and (tmp_path / "a.txt").read_text() == "a"
     with pytest.raises(YolobnError, match="is a socket, not a regular file"):
         write_files({sock: "x"})
@@ -378,8 +408,11 @@ def test_write_files_never_replaces_a_special_file(tmp_path):
         and not classify(tmp_path / "a.txt", "x").stream
     )
     assert sorted((p.name, kind(p)) for p in tmp_path.iterdir()) == [
-        ("a.txt", "file"), ("null", "char"), ("p", "fifo"), ("s", "socket"),
-    ]  # fmt: skip
+        ("a.txt", "file"),
+        ("null", "char"),
+        ("p", "fifo"),
+        ("s", "socket"),
+    ]
 
 
 def test_a_symbolic_link_is_written_through(tmp_path):
@@ -433,9 +466,12 @@ def small_disk(tmp_path) -> Iterator[Path]:
         subprocess.run(["umount", str(d)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_exit_2_with_one_line(small_disk, ws, capsys):
-    code, _, err = run_main(["inspect", "m.pt", "--json", f"{small_disk}/a.json", "--channels-csv",
-                             f"{small_disk}/ch.csv"], capsys)  # fmt: skip
+    code, _, err = run_main(
+        ["inspect", "m.pt", "--json", f"{small_disk}/a.json", "--channels-csv", f"{small_disk}/ch.csv"],
+        capsys,
+    )
     assert code == 2 and "cannot write (No space left on device); nothing was written" in one_error(err)
     assert list(small_disk.iterdir()) == []
     code, _, err = run_main(

@@ -26,7 +26,7 @@ from yolobn.bn.comparison import audit, compare
 from yolobn.cli import main
 from yolobn.core.errors import YolobnError
 from yolobn.integrations.tracking import EPOCH_COLUMNS
-from yolobn.report import compare_page, experiment_page, frontier_page, run_page, variants_page
+from yolobn.report import compare_page, experiment_page, frontier_page, prune_page, run_page, variants_page
 from yolobn.report.page import asset
 from yolobn.report.svg import VIRIDIS
 from yolobn.sweeps.experiment import ExperimentResult
@@ -50,10 +50,22 @@ def variants_table(images: bool = True) -> pd.DataFrame:
         ("fixedpoint:bits=8", 0.605, 0.005, 0.1, 0.0015, 0.96),
     ]
     t = pd.DataFrame(
-        [{"variant": v, "impl": "" if v == BASELINE else v, "swapped": 0 if v == BASELINE else 81, S: m,
-          f"{S} delta": d, "max_abs_diff": a, "max_rel_diff": r, "box_agreement": g, "ms_per_image": 12.5,
-          "cached": False} for v, m, d, a, r, g in rows]
-    )  # fmt: skip
+        [
+            {
+                "variant": v,
+                "impl": "" if v == BASELINE else v,
+                "swapped": 0 if v == BASELINE else 81,
+                S: m,
+                f"{S} delta": d,
+                "max_abs_diff": a,
+                "max_rel_diff": r,
+                "box_agreement": g,
+                "ms_per_image": 12.5,
+                "cached": False,
+            }
+            for v, m, d, a, r, g in rows
+        ]
+    )
     return t if images else t.drop(columns="box_agreement")
 
 
@@ -63,14 +75,24 @@ def variants_result() -> VariantsResult:
 
 
 SENS = {  # layer -> delta; model order is the natural order of the names (no index column)
-    "model.0.bn": -0.007, "model.2.cv1.bn": 0.0, "model.9.bn": -0.0008, "model.10.cv1.bn": -0.002,
-    "model.10.m.0.bn": 0.0003, "model.23.cv2.0.0.bn": -0.0001,
-}  # fmt: skip
+    "model.0.bn": -0.007,
+    "model.2.cv1.bn": 0.0,
+    "model.9.bn": -0.0008,
+    "model.10.cv1.bn": -0.002,
+    "model.10.m.0.bn": 0.0003,
+    "model.23.cv2.0.0.bn": -0.0001,
+}
 
 
 def experiment_result(top: int = 3) -> ExperimentResult:
-    s = pd.DataFrame({"layer": list(SENS), "impl": "reference:eps=1e-5", M: [0.6 + d for d in SENS.values()],
-                      "delta": list(SENS.values())})  # fmt: skip
+    s = pd.DataFrame(
+        {
+            "layer": list(SENS),
+            "impl": "reference:eps=1e-5",
+            M: [0.6 + d for d in SENS.values()],
+            "delta": list(SENS.values()),
+        }
+    )
     s = s.sort_values(["delta", "layer"], kind="stable").reset_index(drop=True)
     s.insert(0, "rank", range(1, len(s) + 1))
     cfg = {"data": "shapes", "imgsz": 160, "sensitivity": {"impl": "reference:eps=1e-5", "top": top}}
@@ -95,20 +117,54 @@ def frontier_result() -> Frontier:
     for c, slope, spread in (("observed", 0.0004, 0.0), ("gamma", 0.002, 0.0), ("random", 0.004, 0.01)):
         for s in (0.0, 1.0, 5.0, 10.0, 20.0):
             d = -slope * s
-            rows.append({"criterion": c, "scope": "all", "share": s, M: 0.6 + d, "delta": d,
-                         "delta_min": d - spread * (s > 0), "delta_max": d + spread * (s > 0),
-                         "channels_ablated": int(7688 * s / 100), "seeds": 3 if c == "random" else 1})  # fmt: skip
+            rows.append(
+                {
+                    "criterion": c,
+                    "scope": "all",
+                    "share": s,
+                    M: 0.6 + d,
+                    "delta": d,
+                    "delta_min": d - spread * (s > 0),
+                    "delta_max": d + spread * (s > 0),
+                    "channels_ablated": int(7688 * s / 100),
+                    "seeds": 3 if c == "random" else 1,
+                }
+            )
     for r, slope in (("backbone", 0.002), ("head", 0.0002)):
         for s in (0.0, 5.0, 20.0):
-            rows.append({"criterion": "observed", "scope": r, "share": s, M: 0.6 - slope * s, "delta": -slope * s,
-                         "delta_min": -slope * s, "delta_max": -slope * s, "channels_ablated": int(40 * s),
-                         "seeds": 1})  # fmt: skip
+            rows.append(
+                {
+                    "criterion": "observed",
+                    "scope": r,
+                    "share": s,
+                    M: 0.6 - slope * s,
+                    "delta": -slope * s,
+                    "delta_min": -slope * s,
+                    "delta_max": -slope * s,
+                    "channels_ablated": int(40 * s),
+                    "seeds": 1,
+                }
+            )
     curve = pd.DataFrame(rows)
-    layers = pd.DataFrame({"name": ["model.9.cv2.bn", "model.2.cv1.bn", "model.0.bn"], "role": "backbone",
-                           "channels": [64, 32, 16], "ablated": [32, 4, 0]})  # fmt: skip
+    layers = pd.DataFrame(
+        {
+            "name": ["model.9.cv2.bn", "model.2.cv1.bn", "model.0.bn"],
+            "role": "backbone",
+            "channels": [64, 32, 16],
+            "ablated": [32, 4, 0],
+        }
+    )
     layers["share"] = layers["ablated"] / layers["channels"]
-    return Frontier(curve, curve, M, 0.6, 0.005, layers, {"data": "shapes", "shares": [0, 1, 5, 10, 20]},
-                    {"path": "best.pt"})  # fmt: skip
+    return Frontier(
+        curve,
+        curve,
+        M,
+        0.6,
+        0.005,
+        layers,
+        {"data": "shapes", "shares": [0, 1, 5, 10, 20]},
+        {"path": "best.pt"},
+    )
 
 
 def epochs_frame() -> pd.DataFrame:
@@ -116,13 +172,28 @@ def epochs_frame() -> pd.DataFrame:
     epoch 4; gamma medians planted per layer and epoch."""
     rows = []
     for e in range(1, 5):
-        for i, (name, dead) in enumerate((("model.0.bn", [0] * 4), ("model.1.bn", [0, 0, 5, 5]),
-                                          ("model.2.bn", [0, 0, 0, 1]))):  # fmt: skip
+        for i, (name, dead) in enumerate(
+            (("model.0.bn", [0] * 4), ("model.1.bn", [0, 0, 5, 5]), ("model.2.bn", [0, 0, 0, 1]))
+        ):
             r = dict.fromkeys(EPOCH_COLUMNS, 0)
             g = 1.0 - 0.1 * i * e
-            r.update(epoch=e, index=i, name=name, layer=i, block="Conv", role="backbone", channels=16, eps=1e-3,
-                     gamma_p05=g - 0.2, gamma_p50=g, gamma_p95=g + 0.2, dead=dead[e - 1],
-                     constant=dead[e - 1], eps_dominated=e == 4, findings="")  # fmt: skip
+            r.update(
+                epoch=e,
+                index=i,
+                name=name,
+                layer=i,
+                block="Conv",
+                role="backbone",
+                channels=16,
+                eps=1e-3,
+                gamma_p05=g - 0.2,
+                gamma_p50=g,
+                gamma_p95=g + 0.2,
+                dead=dead[e - 1],
+                constant=dead[e - 1],
+                eps_dominated=e == 4,
+                findings="",
+            )
             rows.append(r)
     return pd.DataFrame(rows)[EPOCH_COLUMNS]
 
@@ -263,7 +334,7 @@ def test_compare_scatter_is_binned_for_many_channels(demo_model_loaded):
 
 def test_audit_page_is_the_audit_table():
     ins = [yolobn.inspect(yolobn.load(plant(TinyNet()))), yolobn.inspect(yolobn.load(TinyNet().eval()))]
-    t = audit(ins)
+    t = audit(ins).table
     html = compare_page.render_audit_html(t, ins, {"const_std": 1e-3})
     assert_shell(html)
     got = marks(html, "plot-audit-dead")
@@ -295,13 +366,102 @@ def test_frontier_page_marks_are_the_curve():
     ]
     rem = {n: v for n, v, _ in marks(html, "plot-removable")}
     s = fr.summary()
-    assert rem == {"observed (whole model)": [10.0], "gamma (whole model)": [1.0], "random (whole model)": [1.0],
-                   "observed, backbone only": [0.0], "observed, head only": [20.0]}  # fmt: skip
+    assert rem == {
+        "observed (whole model)": [10.0],
+        "gamma (whole model)": [1.0],
+        "random (whole model)": [1.0],
+        "observed, backbone only": [0.0],
+        "observed, head only": [20.0],
+    }
     assert s["removable"] == {"observed": 10.0, "gamma": 1.0, "random": 1.0}
     assert [(n, v) for n, v, _ in marks(html, "plot-layers")] == [
-        ("model.9.cv2.bn", [32, 64, 0.5]), ("model.2.cv1.bn", [4, 32, 0.125])
-    ]  # fmt: skip
+        ("model.9.cv2.bn", [32, 64, 0.5]),
+        ("model.2.cv1.bn", [4, 32, 0.125]),
+    ]
     assert [m[0] for m in marks(html, "plot-frontier-roles")].count("backbone") == 3
+
+
+def prune_result():
+    from yolobn.edit.prune import Selection
+    from yolobn.sweeps.pruning import PruneResult
+
+    layers = pd.DataFrame(
+        {
+            "name": ["model.9.cv2.bn", "model.2.cv1.bn", "model.0.bn"],
+            "role": "backbone",
+            "block": ["SPPF", "C3k2", "Conv"],
+            "channels": [64, 32, 16],
+            "prunable": [64, 32, 16],
+            "removed": [32, 4, 0],
+            "kept": [32, 28, 16],
+            "share_removed": [0.5, 0.125, 0.0],
+            "fixed_reason": ["", "", ""],
+        }
+    )
+    search = pd.DataFrame(
+        {
+            "share": [1.0, 2.0, 5.0, 3.5],
+            "channels": [1, 2, 5, 3],
+            "share_actual": [0.9, 1.8, 4.5, 2.7],
+            M: [0.599, 0.597, 0.59, 0.596],
+            "delta": [-0.001, -0.003, -0.01, -0.004],
+            "within": [True, True, False, True],
+        }
+    )
+    residual = pd.DataFrame(
+        {
+            "layer": ["model.1.conv"],
+            "kind": ["conv"],
+            "kernel": ["3x3/2"],
+            "removed_inputs": [3],
+            "interior_max": [1e-6],
+            "border_max": [0.2],
+            "border_mean": [0.01],
+            "border_pixels": [0.1],
+        }
+    )
+    return PruneResult(
+        None,
+        Selection({"model.9.cv2.bn": list(range(32)), "model.2.cv1.bn": [0, 1, 2, 3]}, 36, 112, 100),
+        layers,
+        "observed",
+        {"metric": M, "baseline": 0.6, "pruned": 0.596, "ablated": 0.5962},
+        {
+            "params": (1000.0, 800.0),
+            "gflops": (1.0, 0.9),
+            "latency_ms": (10.0, 9.0),
+            "model_bytes": (2e6, 1.6e6),
+        },
+        search,
+        residual,
+        {
+            "layers": 1.0,
+            "interior_max": 1e-6,
+            "border_max": 0.2,
+            "border_mean": 0.01,
+            "output_max": 0.001,
+            "output_mean": 1e-4,
+        },
+        {"split by C2PSA (model.10) into fixed halves, one of which feeds its attention": 12},
+        settings={"data": "shapes", "imgsz": 160, "images": 16, "share_requested": None, "tolerance": 0.005},
+        meta={"path": "best.pt"},
+    )
+
+
+def test_prune_page_marks_are_the_result():
+    r = prune_result()
+    html = prune_page.render_html(r, "pruned.pt")
+    assert_shell(html)
+    got = marks(html, "plot-search")
+    assert [v for n, v, _ in got if n == "band"] == [[0.6 - 0.005, 0.6]]
+    want = [[0.0, 0.6]] + [[a, m] for a, m in sorted(zip(r.search["share_actual"], r.search[M], strict=True))]
+    assert sorted(v for n, v, _ in got if n == "pruned") == [pytest.approx(w) for w in want]
+    assert [(n, v) for n, v, _ in marks(html, "plot-layers")] == [
+        ("model.9.cv2.bn", [32, 64]),
+        ("model.2.cv1.bn", [4, 32]),
+    ]
+    for text in ("0.800×", "0.900×", "pruned.pt", "12 channels: split by C2PSA", "model.1.conv", "−0.0040"):
+        assert text in html, text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -390,8 +550,23 @@ def test_report_run_cli(tmp_path, monkeypatch, capsys):
 
 def test_swap_cli_writes_swap_html(tmp_path):
     img = Path(yolobn.shapes_dataset()).parent / "images" / "val"
-    assert main(["swap", "--impl", "reference", "--images", str(img), "--max-images", "2", "-o", str(tmp_path / "o"),
-                 "-q"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "swap",
+                "--impl",
+                "reference",
+                "--images",
+                str(img),
+                "--max-images",
+                "2",
+                "-o",
+                str(tmp_path / "o"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     html = (tmp_path / "o" / "swap.html").read_text()
     t = pd.read_csv(tmp_path / "o" / "swap.csv")
     got = marks(html, "plot-difference")
@@ -401,6 +576,7 @@ def test_swap_cli_writes_swap_html(tmp_path):
     assert 'id="plot-agreement"' in html and 'id="plot-metric"' not in html  # label-free
 
 
+@pytest.mark.slow
 def test_compare_cli_html_pair_audit_and_errors(tmp_path, capsys, demo_path):
     b = tmp_path / "b.pt"
     m = yolobn.load()
@@ -419,8 +595,10 @@ def test_compare_cli_html_pair_audit_and_errors(tmp_path, capsys, demo_path):
     assert main(["compare", str(demo_path), str(b), str(b), "--html", str(tmp_path / "a.html"), "-q"]) == 0
     assert "audit of 3 checkpoints" in (tmp_path / "a.html").read_text()
     capsys.readouterr()
-    for extra, msg in [(["--html", "-"], "give a file name"), (["--html", str(tmp_path / "j"), "--json",
-                                                                 str(tmp_path / "j")], "same file")]:  # fmt: skip
+    for extra, msg in [
+        (["--html", "-"], "give a file name"),
+        (["--html", str(tmp_path / "j"), "--json", str(tmp_path / "j")], "same file"),
+    ]:
         assert main(["compare", str(demo_path), str(b), *extra]) == 2
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "j").exists()
@@ -437,17 +615,28 @@ def browser():
 
 
 PAGES = {
-    "swap": (lambda: variants_page.render_html(variants_result(), {"path": "best.pt"}),
-             ["plot-metric", "plot-difference", "plot-agreement"]),
-    "experiment": (lambda: experiment_page.render_html(experiment_result()),
-                   ["plot-metric", "plot-difference", "plot-sensitivity", "plot-sensitivity-depth"]),
-    "compare": (lambda: compare_page.render_html(planted_pair()),
-                ["plot-change", "plot-transitions", "plot-gamma-ab", "plot-beta-ab"]),
-    "frontier": (lambda: frontier_page.render_html(frontier_result()),
-                 ["plot-frontier", "plot-frontier-roles", "plot-removable", "plot-layers"]),
-    "training": (lambda: run_page.render_html(epochs_frame(), "runs/detect/train"),
-                 ["plot-dead-epochs", "plot-gamma-epochs"]),
-}  # fmt: skip
+    "swap": (
+        lambda: variants_page.render_html(variants_result(), {"path": "best.pt"}),
+        ["plot-metric", "plot-difference", "plot-agreement"],
+    ),
+    "experiment": (
+        lambda: experiment_page.render_html(experiment_result()),
+        ["plot-metric", "plot-difference", "plot-sensitivity", "plot-sensitivity-depth"],
+    ),
+    "compare": (
+        lambda: compare_page.render_html(planted_pair()),
+        ["plot-change", "plot-transitions", "plot-gamma-ab", "plot-beta-ab"],
+    ),
+    "frontier": (
+        lambda: frontier_page.render_html(frontier_result()),
+        ["plot-frontier", "plot-frontier-roles", "plot-removable", "plot-layers"],
+    ),
+    "prune": (lambda: prune_page.render_html(prune_result(), "pruned.pt"), ["plot-search", "plot-layers"]),
+    "training": (
+        lambda: run_page.render_html(epochs_frame(), "runs/detect/train"),
+        ["plot-dead-epochs", "plot-gamma-epochs"],
+    ),
+}
 
 
 @pytest.mark.parametrize("kind", list(PAGES))
@@ -488,3 +677,25 @@ def _hover_cell(pg) -> None:
     tip = pg.locator("#gridtip")
     assert tip.is_visible()
     assert tip.text_content() == "model.1.bn · epoch 3: γ p05 0.5 · γ median 0.7 · γ p95 0.9 · dead 5"
+
+
+# every rendered chart text, in CSS pixels on the screen: its font size times the SVG's scale
+TEXT_PX = """() => Array.from(document.querySelectorAll('svg text')).filter(t => t.getClientRects().length)
+  .map(t => { const m = t.getScreenCTM(); return parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b); })"""
+
+
+@pytest.mark.parametrize("kind", [*PAGES, "report"])
+def test_chart_text_is_readable_on_a_phone(browser, tmp_path, kind):
+    """A 390-px screen (an iPhone's width): no chart text under 8 px; a wide chart scrolls sideways
+    inside its figure instead of shrinking, and the page itself does not."""
+    from yolobn.report.html import render_html
+
+    html = render_html(yolobn.inspect(yolobn.load())) if kind == "report" else PAGES[kind][0]()
+    path = tmp_path / f"{kind}.html"
+    path.write_text(html)
+    pg = browser.new_page(viewport={"width": 390, "height": 844})
+    pg.goto(path.resolve().as_uri(), wait_until="load")
+    sizes = pg.evaluate(TEXT_PX)
+    assert len(sizes) > 20 and min(sizes) >= 8, (kind, sorted(sizes)[:5])
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    pg.close()

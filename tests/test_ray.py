@@ -21,6 +21,8 @@ from yolobn.sweeps.experiment import run_experiment  # noqa: E402
 from yolobn.sweeps.fanout import Execution, run_tasks  # noqa: E402
 from yolobn.sweeps.variants import Settings, Variant, variant_task  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real local Ray instance in every test: CI runs them (pytest -m slow)
+
 CUSTOM = """
 import os
 import time

@@ -306,6 +306,7 @@ def demo_recalibrated(demo_model_loaded):
     return {b: recalibrate(demo_model_loaded, batch=b) for b in (1, 8, 32)}
 
 
+@pytest.mark.slow
 def test_demo_no_drift_and_the_same_statistics_at_every_batch_size(demo_model_loaded, demo_recalibrated):
     """The acceptance test of the issue: after recalibrating at batch 1, 8 and 32, `yolobn
     activations` on the same images finds drift below 0.01 in every layer (measured: about 1e-13),
@@ -325,6 +326,7 @@ def test_demo_no_drift_and_the_same_statistics_at_every_batch_size(demo_model_lo
             torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-6, msg=f"batch {b}: {k}")
 
 
+@pytest.mark.slow
 def test_stale_statistics_are_restored_to_the_same_model(demo_model_loaded, demo_recalibrated):
     """Stale running statistics (reset, as after pruning) collapse mAP; recalibrating brings it back,
     to exactly the model recalibrating the healthy one gives (the stored statistics of a
@@ -412,6 +414,7 @@ def test_recalibrated_swap_variant_uses_the_same_estimator(demo_model_loaded):
         swap(plain, "recalibrated")
 
 
+@pytest.mark.slow
 def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys, no_stray_runs):
     from yolobn.cli import recalibrate as cli
     from yolobn.run.recalibration import CACHE_MB

@@ -19,9 +19,18 @@ from yolobn.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PLOTS = [
-    "plot-gamma", "plot-beta", "plot-mean", "plot-var", "plot-dead", "plot-scatter", "plot-heatmap",
-    "hist-gamma", "hist-beta", "hist-var", "hist-scale",
-]  # fmt: skip
+    "plot-gamma",
+    "plot-beta",
+    "plot-mean",
+    "plot-var",
+    "plot-dead",
+    "plot-scatter",
+    "plot-heatmap",
+    "hist-gamma",
+    "hist-beta",
+    "hist-var",
+    "hist-scale",
+]
 REPO = Path(__file__).resolve().parents[1]
 REPORT_FILES = ("report.html", "layers.csv", "channels.csv", "summary.json")
 
@@ -197,10 +206,15 @@ def chromium():
     browser = pw.chromium.launch(
         executable_path=CHROMIUM,
         args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
         ],
-    )  # fmt: skip
+    )
     try:
         yield browser
     finally:
@@ -300,8 +314,10 @@ def test_share_heatmap_and_scatter_marks_are_the_csv(page, report):
     }
 
 
-@pytest.mark.parametrize(("pid", "col"), [("hist-gamma", "gamma"), ("hist-beta", "beta"),
-                                          ("hist-var", "running_var"), ("hist-scale", "scale")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("pid", "col"),
+    [("hist-gamma", "gamma"), ("hist-beta", "beta"), ("hist-var", "running_var"), ("hist-scale", "scale")],
+)
 def test_histograms_count_the_csv_channels(page, report, pid, col):
     ch = pd.read_csv(report / "channels.csv")
     x = ch[col].to_numpy(float)
@@ -416,5 +432,8 @@ def test_report_default_folder_is_reports_model_stem(tmp_path, monkeypatch, demo
     sh.copy(demo_path, tmp_path / "best.pt")
     assert main(["report", "best.pt", "-q", "--layers", "model.0.*"]) == 0
     assert sorted(p.name for p in (tmp_path / "reports" / "best").iterdir()) == [
-        "channels.csv", "layers.csv", "report.html", "summary.json",
-    ]  # fmt: skip
+        "channels.csv",
+        "layers.csv",
+        "report.html",
+        "summary.json",
+    ]

@@ -135,3 +135,16 @@ def test_dead_filter_counts_observed_dead_channels(page, report):
     cells = page.eval_on_selector_all("#layers td.obsdead", "els => els.length")
     assert cells == int((layers["obs_dead"] > 0).sum())
     page.uncheck("#filter-dead")
+
+
+def test_an_observed_report_leads_with_what_was_observed(report):
+    """The headline and the sections put the images' figures first; the data-free count is labelled
+    as the prediction (on the demo it predicts 0 while the images show hundreds dead)."""
+    import re
+
+    html = (report / "report.html").read_text()
+    labels = re.findall(r'<div class="card[^"]*"><span>([^<]*)</span>', html)
+    assert labels and labels[0].startswith("observed dead (8 images)"), labels[:3]
+    assert "predicted dead (data-free)" in labels and "dead channels" not in labels
+    assert "observed on 8 images; the data-free figures are the prediction" in html
+    assert html.index("<h2>On the images</h2>") < html.index("<h2>Dead channels predicted from the weights")

@@ -173,8 +173,18 @@ def _layers_with(**cols) -> pd.DataFrame:
 
 
 def test_empty_plots_say_why():
-    ly = _layers_with(dead_both=0, dead_predicted_only=0, dead_observed_only=0, constant=0, off=0, eps_dominated=0,
-                      drift=math.nan, drift_max=math.nan, mean_shift_abs=math.nan, log_var_ratio_abs=math.nan)  # fmt: skip
+    ly = _layers_with(
+        dead_both=0,
+        dead_predicted_only=0,
+        dead_observed_only=0,
+        constant=0,
+        off=0,
+        eps_dominated=0,
+        drift=math.nan,
+        drift_max=math.nan,
+        mean_shift_abs=math.nan,
+        log_var_ratio_abs=math.nan,
+    )
     assert "no dead channels, neither on the images nor by the data-free criteria" in plots.confusion_plot(ly)
     assert "no dead channels and no eps-dominated channels" in plots.dead_share_plot(ly)
     assert "no BN layer was reached by the images" in plots.drift_plot(ly)
@@ -188,8 +198,13 @@ def test_empty_plots_say_why():
 
 
 def test_prediction_card_shows_precision_and_recall_when_the_summary_has_them():
-    os_ = {"images": 96, "observed_dead": 185, "observed_dead_share": 0.024, "drift_mean": 0.04,
-           "confusion": {"both": 0, "predicted_only": 0, "observed_only": 185, "neither": 7503}}  # fmt: skip
+    os_ = {
+        "images": 96,
+        "observed_dead": 185,
+        "observed_dead_share": 0.024,
+        "drift_mean": 0.04,
+        "confusion": {"both": 0, "predicted_only": 0, "observed_only": 185, "neither": 7503},
+    }
     labels = [k for k, _, _ in observed_cards(os_)]
     assert not any("prediction" in k or "agreement" in k for k in labels)  # not in the summary: no card
     cards = dict(

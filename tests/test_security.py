@@ -84,8 +84,10 @@ def marker(tmp_path) -> Path:
         ["activations", "{yaml}", "--images"],
         ["recalibrate", "{yaml}", "-o", "{out}/r.pt"],
         ["swap", "{yaml}", "--impl", "reference", "--images"],
+        ["prune", "{yaml}", "-o", "{out}/p.pt", "--share", "5", "--report", "{out}/report"],
+        ["finetune", "{yaml}", "data=shapes", "project={out}"],
     ],
-    ids=["inspect", "report", "activations", "recalibrate", "swap"],
+    ids=["inspect", "report", "activations", "recalibrate", "swap", "prune", "finetune"],
 )
 @pytest.mark.parametrize("payload", [evil_model_yaml, evil_layer_yaml], ids=["activation", "layer"])
 def test_model_yaml_code_never_runs(argv, payload, tmp_path, marker, capsys):
@@ -168,13 +170,15 @@ def test_activation_rule(act, ok):
     [
         ["swap", "--impl", "reference", "--data", "{data}", "-o", "{out}"],
         ["recalibrate", "-o", "{out}/r.pt", "--data", "{data}"],
+        ["prune", "-o", "{out}/p.pt", "--data", "{data}", "--report", "{out}/report"],
+        ["finetune", "{demo}", "data={data}", "project={out}"],
     ],
-    ids=["swap", "recalibrate"],
+    ids=["swap", "recalibrate", "prune", "finetune"],
 )
 def test_dataset_download_script_never_runs(argv, payload, tmp_path, marker, capsys):
     data = payload(tmp_path, marker)
     out = tmp_path / "out"
-    code, err = run_cli([a.format(data=data, out=out) for a in argv], capsys)
+    code, err = run_cli([a.format(data=data, out=out, demo=yolobn.demo_model_path()) for a in argv], capsys)
     assert code == 2, err
     line = one_line(err)
     assert "not on disk" in line and "script" in line and "--trust" in line

@@ -216,6 +216,7 @@ def _wide_model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, n, 1), bn).eval()
 
 
+@pytest.mark.slow
 def test_statistics_and_written_bytes_do_not_depend_on_the_thread_count(demo_model_loaded, tmp_path):
     from yolobn.report.html import report_files
 
@@ -269,6 +270,7 @@ pickle.dump((torch.backends.cpu.get_cpu_capability(), ins.layers, ins.channels),
 """
 
 
+@pytest.mark.slow
 def test_statistics_are_the_same_bits_on_a_cpu_without_avx(demo_model_loaded, tmp_path):
     # Another CPU, emulated: torch's DEFAULT kernels (no AVX2/AVX512, no fused multiply-add) in a fresh
     # process. Before the fix, quantiles and means differed in the last bits (issue 9).

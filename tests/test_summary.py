@@ -135,10 +135,17 @@ def test_prediction_is_precision_and_recall_not_agreement():
     none_observed = prediction_scores({"both": 0, "predicted_only": 2, "observed_only": 0, "neither": 5})
     assert math.isnan(none_observed["recall"]) and none_observed["precision"] == 0.0
     summary = {
-        "images": 96, "imgsz": 160, "observed_dead": 130, "observed_dead_share": 130 / 3200,
-        "observed_dead_by_reason": {"flat": 0, "never positive": 130}, "confusion": conf, "prediction": p,
-        "drift_mean": 0.04, "most_drifted": [], "layers_not_reached": [],
-    }  # fmt: skip
+        "images": 96,
+        "imgsz": 160,
+        "observed_dead": 130,
+        "observed_dead_share": 130 / 3200,
+        "observed_dead_by_reason": {"flat": 0, "never positive": 130},
+        "confusion": conf,
+        "prediction": p,
+        "drift_mean": 0.04,
+        "most_drifted": [],
+        "layers_not_reached": [],
+    }
     console = Console(width=250, record=True)
     console.print(observed_panel(summary, {"dead_std": 1e-3, "min_positive": 0.0}))
     text = console.export_text()

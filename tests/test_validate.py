@@ -126,3 +126,28 @@ def test_cli_label_free_only(tmp_path, cache):
     doc = json.loads((out / "swap.json").read_text())
     assert doc["data"] is None and len(doc["images"]) > 0
     assert doc["results"][1]["box_agreement"] == 0.0
+
+
+def test_metrics_read_like_ultralytics(demo, base):
+    """The attributes code written for ``model.val()`` reaches for, tied to each other in closed form."""
+    import pickle
+
+    import numpy as np
+
+    b = base.box
+    assert b.map == base[MAP] and b.map50 == base["metrics/mAP50(B)"]
+    assert b.map <= b.map75 <= b.map50  # mAP50-95 averages AP over IoU 0.5..0.95, which falls with IoU
+    assert len(b.maps) == len(demo.meta.names) and np.isclose(
+        np.mean(b.maps), b.map
+    )  # every class has instances
+    assert list(base.names.values()) == list(demo.meta.names)
+    rows = base.summary()
+    assert [r["class"] for r in rows] == list(base.names.values())
+    assert np.allclose([r["box_map"] for r in rows], b.maps)
+    assert list(base.to_df()["box_map50"]) == [r["box_map50"] for r in rows]
+    assert base.results_dict["metrics/mAP50-95(B)"] == b.map and "fitness" in base.results_dict
+    assert np.isfinite(base.fitness) and set(base.speed) >= {"preprocess", "inference", "postprocess"}
+    assert np.isnan(base.seg.map) and base.seg.maps == [] and np.isnan(base.top1)
+    again = pickle.loads(pickle.dumps(base))  # rows travel to Ray workers and back
+    assert again.box.map75 == b.map75 and again.summary() == rows
+    assert "<table" in base._repr_html_() and "box_map" in base._repr_html_()

@@ -47,8 +47,13 @@ def test_context_of_yolo11n():
     blocks = {b.name: b for b in find_blocks(yolobn.load("yolo11n.yaml"))}
     b0 = blocks["model.0.bn"]
     assert (b0.block, b0.owner, b0.role, b0.conv, b0.in_channels, b0.out_channels) == (
-        "Conv", "Conv", "backbone", "model.0.conv", 3, 16,
-    )  # fmt: skip
+        "Conv",
+        "Conv",
+        "backbone",
+        "model.0.conv",
+        3,
+        16,
+    )
     assert (b0.kernel, b0.stride, b0.groups, b0.dilation, b0.act, b0.act_shared) == (
         "3x3",
         "2x2",

@@ -76,11 +76,25 @@ def test_recalibrate_never_replaces_the_bundled_demo_from_another_folder(tmp_pat
     elsewhere = tmp_path / "work"
     elsewhere.mkdir()
     r = subprocess.run(
-        [sys.executable, "-m", "yolobn.cli", "recalibrate", "-o", str(demo), "--force", "--max-images", "4",
-         "--batch", "2"],
-        cwd=elsewhere, env={**os.environ, "PYTHONPATH": str(pkg), "YOLO_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "yolobn.cli",
+            "recalibrate",
+            "-o",
+            str(demo),
+            "--force",
+            "--max-images",
+            "4",
+            "--batch",
+            "2",
+        ],
+        cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(pkg), "YOLO_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2, r.stderr
     assert "is the input checkpoint" in r.stderr and len(r.stderr.splitlines()) == 1
     assert demo.read_bytes() == before
@@ -107,10 +121,31 @@ def counted_validate(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(
     "entry",
-    ["[]", "null", "{}", '"metrics"', "12", '{"metrics/mAP50-95(B)": null}', '{"metrics/mAP50-95(B)": "0.6"}',
-     '{"metrics/mAP50-95(B)": 0.6}', '{"metrics/mAP50-95(B)": tru', ""],
-    ids=["list", "null", "empty", "string", "number", "null_metric", "string_metric", "incomplete", "cut", "blank"],
-)  # fmt: skip
+    [
+        "[]",
+        "null",
+        "{}",
+        '"metrics"',
+        "12",
+        '{"metrics/mAP50-95(B)": null}',
+        '{"metrics/mAP50-95(B)": "0.6"}',
+        '{"metrics/mAP50-95(B)": 0.6}',
+        '{"metrics/mAP50-95(B)": tru',
+        "",
+    ],
+    ids=[
+        "list",
+        "null",
+        "empty",
+        "string",
+        "number",
+        "null_metric",
+        "string_metric",
+        "incomplete",
+        "cut",
+        "blank",
+    ],
+)
 def test_a_cache_entry_that_is_not_a_complete_record_is_recomputed(
     entry, counted_validate, demo_model_loaded
 ):

@@ -39,11 +39,21 @@ _LAZY = {
     "Observation": "yolobn.run.observation",
     "ObservedThresholds": "yolobn.core.thresholds",
     "track": "yolobn.integrations.tracking",
-    "compare": "yolobn.bn.comparison",
+    "compare": "yolobn.api",
     "write_report": "yolobn.api",
     "swap_validate": "yolobn.api",
     "run_experiment": "yolobn.api",
     "prune_frontier": "yolobn.api",
+    "audit": "yolobn.bn.comparison",
+    "Audit": "yolobn.bn.comparison",
+    "Metrics": "yolobn.evaluate.metrics",
+    # the commands' own words (the names above stay: observe, run_experiment, prune_frontier)
+    "activations": "yolobn.run.observation:observe",
+    "experiment": "yolobn.api:run_experiment",
+    "frontier": "yolobn.api:prune_frontier",
+    "prune": "yolobn.sweeps.pruning",
+    "PruneResult": "yolobn.sweeps.pruning",
+    "finetune": "yolobn.integrations.finetune",
     "make_shapes": "yolobn.data.synth",
     "shapes_dataset": "yolobn.data.synth",
 }
@@ -51,8 +61,10 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from yolobn.api import prune_frontier, run_experiment, swap_validate, write_report
-    from yolobn.bn.comparison import compare
+    from yolobn.api import compare, prune_frontier, run_experiment, swap_validate, write_report
+    from yolobn.api import prune_frontier as frontier
+    from yolobn.api import run_experiment as experiment
+    from yolobn.bn.comparison import Audit, audit
     from yolobn.bn.inspection import Inspection, inspect
     from yolobn.bn.stats import bn_stats, dead_channels
     from yolobn.bn.walk import BNBlock, blocks_frame, find_blocks
@@ -61,12 +73,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from yolobn.data import demo_model_path
     from yolobn.data.synth import make_shapes, shapes_dataset
     from yolobn.edit.build import variant as swap
+    from yolobn.evaluate.metrics import Metrics
     from yolobn.evaluate.validation import validate
+    from yolobn.integrations.finetune import finetune
     from yolobn.integrations.tracking import track
     from yolobn.io.loader import LoadedModel, ModelMeta, load
     from yolobn.io.save import save_checkpoint
     from yolobn.run.observation import Observation, observe
+    from yolobn.run.observation import observe as activations
     from yolobn.run.recalibration import recalibrate
+    from yolobn.sweeps.pruning import PruneResult, prune
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@
 >>> res = yolobn.swap_validate("best.pt", ["reference", "reference:eps=1e-5"], data="data.yaml")
 >>> exp = yolobn.run_experiment("examples/eps.yaml", trust=True)   # yolobn experiment
 >>> cmp = yolobn.compare("last.pt", "best.pt")                       # yolobn compare
+>>> cmp = yolobn.compare("base.pt", "tuned.pt", images=["train/images"], data="data.yaml")  # --images --data
 >>> fr = yolobn.prune_frontier("best.pt", "data.yaml", ["val/images"])  # yolobn frontier
 """
 
@@ -17,20 +18,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from yolobn.bn.comparison import Comparison
+from yolobn.bn.comparison import compare as compare_parameters
 from yolobn.bn.inspection import Inspection, inspect
 from yolobn.core.errors import YolobnError
 from yolobn.core.outputs import guard_folder, output_folder
+from yolobn.core.thresholds import Thresholds
 from yolobn.data import DEMO_STEM
+from yolobn.evaluate.effect import recalibration_effect
 from yolobn.io.images import collect_images, model_imgsz
 from yolobn.io.loader import LoadedModel, load, source_file
 from yolobn.report.export import REPORT_FILES, write_texts
 from yolobn.report.html import report_files
+from yolobn.run.drift import compare_images
 from yolobn.run.observation import observe
 from yolobn.sweeps import experiment as ex
 from yolobn.sweeps.frontier import frontier
 from yolobn.sweeps.variants import Settings, Variant, run_variants
 
-__all__ = ["prune_frontier", "run_experiment", "swap_validate", "write_report"]
+__all__ = ["compare", "prune_frontier", "run_experiment", "swap_validate", "write_report"]
 
 
 def write_report(
@@ -124,9 +130,14 @@ def swap_validate(
     variants = [Variant.of(s, layers) for s in specs]
     paths = collect_images([os.fspath(p) for p in images]) if images is not None else None
     settings = Settings(
-        data=data, images=paths, imgsz=model_imgsz(loaded, imgsz), batch=batch, device=device, trust=trust,
+        data=data,
+        images=paths,
+        imgsz=model_imgsz(loaded, imgsz),
+        batch=batch,
+        device=device,
+        trust=trust,
         cache=cache,
-    )  # fmt: skip
+    )
     return run_variants(loaded, variants, settings)
 
 
@@ -157,3 +168,43 @@ def prune_frontier(
     """``yolobn frontier`` (see ``yolobn.sweeps.frontier.frontier`` for the options)."""
 
     return frontier(model, data, images, **kwargs)
+
+
+def compare(
+    a: Any,
+    b: Any,
+    *,
+    images: Sequence[str | os.PathLike[str]] | None = None,
+    data: str | os.PathLike[str] | None = None,
+    max_images: int | None = None,
+    imgsz: int | None = None,
+    batch: int = 16,
+    device: str = "cpu",
+    thresholds: Thresholds | None = None,
+    trust: bool = False,
+) -> Comparison:
+    """``yolobn compare A B [--images DIR [--data DATA]]``: what changed in the BN layers from A to B.
+
+    Args:
+        a, b: anything ``yolobn.inspect`` takes (path, LoadedModel, Inspection, ...). A is "before".
+        images: also run both on these images (files/folders; ``[]``: B's default images) and add
+            their drift (``drift_a``, ``drift_b``, ``drift_rise``): whether B's stored statistics
+            still fit its weights, which the BN parameters alone cannot show.
+        data: with ``images``: also validate A, B and B recalibrated on the images, on this dataset
+            (``observed["effect"]``), so that the answer says what recalibrating recovers.
+        max_images, imgsz, batch, device: how the images are run (imgsz: B's training imgsz).
+        thresholds: dead-channel thresholds, the same for both. trust: full unpickle.
+
+    Returns:
+        ``yolobn.bn.comparison.Comparison`` (``.layers``, ``.channels``, ``.summary()``,
+        ``.verdicts()``, ``.observed``).
+    """
+    if data is not None and images is None:
+        raise YolobnError("compare: data= needs images= (B is recalibrated on the images, then validated)")
+    cmp = compare_parameters(a, b, thresholds=thresholds, trust=trust)
+    if images is None:
+        return cmp
+    cmp = compare_images(cmp, images, max_images=max_images, imgsz=imgsz, batch=batch, device=device)
+    if data is not None:
+        cmp = recalibration_effect(cmp, data, batch=batch, device=device, trust=trust)
+    return cmp

@@ -6,6 +6,10 @@
 - **port**: will the model survive a port with eps 1e-5 or fp16 arithmetic (``yolobn.bn.port``)?
 - **drift**: do the running statistics fit these images (only after observing images)?
 
+A comparison answers what changed and, on images, whether B's statistics still fit its weights
+(``comparison_verdicts``); a tracked training whether the saved model's statistics fit the training
+images, epoch by epoch (``training_verdicts``, with the epoch where the drift jumped: ``drift_jump``).
+
 The next commands use the paths the user gave (``Paths``); a path yolobn cannot know is written as a
 placeholder in capitals (``IMAGES``, ``DATA``).
 """
@@ -13,6 +17,7 @@ placeholder in capitals (``IMAGES``, ``DATA``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +29,20 @@ from yolobn.core.table import Table
 from yolobn.core.thresholds import Levels
 from yolobn.core.verdict import Verdict, command, worst
 
-__all__ = ["Paths", "comparison_verdicts", "inspection_verdicts", "layer_severity", "recal_name"]
+__all__ = [
+    "JUMP",
+    "Paths",
+    "comparison_verdicts",
+    "drift_jump",
+    "inspection_verdicts",
+    "layer_severity",
+    "prune_name",
+    "recal_name",
+    "training_verdicts",
+]
 
 SHOWN = 3  # layers named in one line of evidence
+JUMP = 3.0  # a mean drift this many times the epoch before's (and at least drift_look) is a jump
 
 
 @dataclass(frozen=True)
@@ -57,11 +73,20 @@ class Paths:
 
 
 def recal_name(model: str | None) -> str:
-    """Where ``recalibrate`` writes by default in the next command: beside the model, ``-recal``."""
+    """Where ``recalibrate`` writes in the next command: beside the model, ``-recal``."""
+    return _beside(model, "recal")
+
+
+def prune_name(model: str | None) -> str:
+    """Where ``prune`` writes in the next command: beside the model, ``-pruned``."""
+    return _beside(model, "pruned")
+
+
+def _beside(model: str | None, tag: str) -> str:
     if not model:
-        return "demo-recal.pt"
+        return f"demo-{tag}.pt"
     p = Path(model)
-    return str(p.with_name(f"{p.stem}-recal{p.suffix or '.pt'}"))
+    return str(p.with_name(f"{p.stem}-{tag}{p.suffix or '.pt'}"))
 
 
 def inspection_verdicts(ins: Any, paths: Paths, levels: Levels | None = None) -> list[Verdict]:
@@ -75,10 +100,12 @@ def inspection_verdicts(ins: Any, paths: Paths, levels: Levels | None = None) ->
 
 
 def comparison_verdicts(
-    cmp: Any, a: str | None, b: str | None, images: tuple[str, ...] | None = None
+    cmp: Any, a: str | None, b: str | None, levels: Levels | None = None
 ) -> list[Verdict]:
-    """What changed between two checkpoints, and whether it broke BN. Data-free, only the BN
-    parameters can be compared: whether B's stored statistics fit B's weights needs images."""
+    """What changed between two checkpoints, and whether it broke BN. Data-free, only the BN parameters
+    can be compared, and the answer says that whether B's stored statistics still fit B's weights needs
+    images; with ``cmp.observed`` (both run on the same images) the drift answers it."""
+    lv = levels or Levels()
     q = "what changed, and did it break BN"
     s = cmp.summary()
     if s["identical"]:
@@ -89,10 +116,153 @@ def comparison_verdicts(
     evidence = (
         f"BN parameters moved in {s['changed_layers']} of {s['matched_layers']} layers (mean change "
         f"{s['change_mean']:.3g} nats; most: {top}); {tr['newly_dead']} newly dead, {tr['revived']} revived "
-        "channels. Whether B's stored statistics still fit its weights needs images"
+        "channels"
     )
-    nxt = command("compare", a or "A.pt", b or "B.pt", images=list(images) if images else ["IMAGES"])
-    return [Verdict("change", q, "look", evidence, nxt, tuple(m["name"] for m in moved))]
+    names = tuple(m["name"] for m in moved)
+    if cmp.observed is None:
+        evidence += ". Whether B's stored statistics still fit its weights needs images"
+        nxt = command("compare", a or "A.pt", b or "B.pt", images=["IMAGES"])
+        return [Verdict("change", q, "look", evidence, nxt, names)]
+    status = "look" if tr["newly_dead"] else "ok"  # whether BN still fits: the drift answer below
+    change = Verdict("change", q, status, evidence + "; whether B's statistics fit: see drift", None, names)
+    return [change, _compare_drift(cmp, b, lv)]
+
+
+def _compare_drift(cmp: Any, b: str | None, lv: Levels) -> Verdict:
+    """B's drift on the images, against A's on the same images (``yolobn.run.drift.compare_images``)."""
+    q = "B's running statistics fit its weights (on these images)"
+    obs, ly = cmp.observed, cmp.layers
+    da, db = ly["drift_a"].astype(np.float64), ly["drift_b"].astype(np.float64)
+    ran = np.isfinite(db) & np.isfinite(da)
+    if not ran.any():
+        return Verdict("drift", q, "look", "no BatchNorm layer of both models ran on the images")
+    rise = np.where(ran, db - da, np.nan)
+    mean_a, mean_b = float(np.mean(da[ran])), float(np.mean(db[ran]))
+    top_b, top_rise = float(np.max(db[ran])), float(np.max(rise[ran]))
+    own = worst(
+        [
+            lv.status(mean_b, lv.drift_look, lv.drift_act),
+            lv.status(top_b, lv.drift_layer_look, lv.drift_layer_act),
+        ]
+    )
+    rose = worst(
+        [
+            lv.status(mean_b - mean_a, lv.drift_look, lv.drift_act),
+            lv.status(top_rise, lv.drift_layer_look, lv.drift_layer_act),
+        ]
+    )
+    risen = ran & (rise >= lv.drift_layer_look)
+    order = np.flatnonzero(risen)[np.argsort(-rise[risen], kind="stable")]
+    layers = tuple(str(ly["name"].iloc[i]) for i in order)
+    shown = [f"{da[i]:.3g}→{db[i]:.3g}" for i in order]
+    evidence = (
+        f"on {obs['images']} images (imgsz {obs['imgsz']}): mean drift B {mean_b:.3g} nats, A {mean_a:.3g} "
+        f"(high from {lv.drift_look:g}, {lv.drift_act:g} needs recalibration); rose by ≥{lv.drift_layer_look:g} "
+        f"in {len(layers)} of {int(ran.sum())} layers" + (f": {_listed(layers, shown)}" if layers else "")
+    )
+    if own == "ok":
+        return Verdict("drift", q, "ok", evidence, None, layers)
+    status = own
+    if rose == "ok":
+        status = "look"
+        evidence += "; A drifts as much: the images differ from what both were trained on, not B's training"
+    effect = obs.get("effect")
+    demo_images = not obs.get("sources") and getattr(cmp.b.meta, "kind", None) == "demo"
+    paths = Paths(
+        model=b or "B.pt",
+        images=tuple(obs.get("sources") or ()) or None,
+        data=effect["data"] if effect else None,
+        demo=demo_images,
+    )
+    nxt: str | None = command(
+        "recalibrate",
+        paths.model,
+        images=paths.images_arg(),
+        o=recal_name(paths.model),
+        data=paths.data_arg(),
+    )
+    if effect is None:
+        evidence += "; what recalibrating B would recover was not measured (--data)"
+    else:
+        metric = str(effect["metric"]).replace("metrics/", "")
+        gain = effect["b_recalibrated"] - effect["b"]
+        evidence += (
+            f"; recalibrating B on these images: {metric} {effect['b']:.3f} → {effect['b_recalibrated']:.3f} "
+            f"({gain:+.3f}; A {effect['a']:.3f})"
+        )
+        if not gain > 0:
+            status, nxt = "look", None
+            evidence += ": recalibration does not recover it, the weights themselves changed"
+    return Verdict("drift", q, status, evidence, nxt, layers)
+
+
+def drift_jump(epochs: Sequence[int], mean: Sequence[float], levels: Levels | None = None) -> int | None:
+    """The epoch where the drift jumped: the first whose mean drift crossed ``drift_act`` from below,
+    or reached ``JUMP`` times the epoch before's while at least ``drift_look`` (None: no jump). The
+    first epoch is never a jump: there is nothing before it to jump from."""
+    lv = levels or Levels()
+    for i in range(1, len(epochs)):
+        prev, cur = float(mean[i - 1]), float(mean[i])
+        if not (math.isfinite(prev) and math.isfinite(cur)) or cur < lv.drift_look:
+            continue
+        if prev < lv.drift_act <= cur or cur >= JUMP * prev:
+            return int(epochs[i])
+    return None
+
+
+def training_verdicts(
+    epochs: Sequence[int],
+    mean: Sequence[float],
+    top: Sequence[float],
+    top_names: Sequence[str],
+    images: int | None,
+    model: str,
+    levels: Levels | None = None,
+) -> list[Verdict]:
+    """The answer of a tracked training (``yolobn report --run``): do the saved model's running
+    statistics fit the training images? Judged at the last epoch (what ``last.pt`` holds), with the
+    epoch where the drift jumped.
+
+    Args:
+        epochs: the epochs in order; mean, top: per epoch the mean drift over the layers and the
+            largest layer drift (NaN: not measured); top_names: the layer with the largest drift.
+        images: training images in the drift sample. model: the run's ``weights/last.pt`` as written.
+    """
+    lv = levels or Levels()
+    q = "the running statistics fit the training images"
+    measured = [i for i, m in enumerate(mean) if math.isfinite(float(m))]
+    if not measured:
+        evidence = (
+            "drift was not measured in this run (tracked with drift_images=0, or by an older yolobn); the "
+            "BN parameters alone cannot show whether the stored statistics still fit the weights"
+        )
+        return [Verdict("drift", q, "look", evidence, command("activations", model, images=["IMAGES"]))]
+    first, last = measured[0], measured[-1]
+    m_last, t_last = float(mean[last]), float(top[last])
+    status = worst(
+        [
+            lv.status(m_last, lv.drift_look, lv.drift_act),
+            lv.status(t_last, lv.drift_layer_look, lv.drift_layer_act),
+        ]
+    )
+    evidence = (
+        f"mean drift of the saved model on {images or '?'} training images: {float(mean[first]):.3g} at epoch "
+        f"{epochs[first]}"
+        + (f" → {m_last:.3g} at epoch {epochs[last]}" if last != first else "")
+        + f" (high from {lv.drift_look:g}, {lv.drift_act:g} needs recalibration)"
+    )
+    seen = [int(epochs[i]) for i in measured]
+    jump = drift_jump(seen, [float(mean[i]) for i in measured], lv)
+    if jump is not None:
+        k = seen.index(jump)
+        before, after = float(mean[measured[k - 1]]), float(mean[measured[k]])
+        evidence += f"; jumped at epoch {jump} ({before:.3g} → {after:.3g})"
+    evidence += f"; worst layer at epoch {epochs[last]}: {top_names[last]} {t_last:.3g}"
+    nxt = None
+    if status != "ok":
+        nxt = command("recalibrate", model, images=["IMAGES"], o=recal_name(model), data="DATA")
+        evidence += " (IMAGES: the training images)"
+    return [Verdict("drift", q, status, evidence, nxt, (str(top_names[last]),) if status != "ok" else ())]
 
 
 def _names(ly: Table, mask: np.ndarray, order: np.ndarray | None = None) -> tuple[str, ...]:
@@ -158,7 +328,11 @@ def _dead(ins: Any, ly: Table, paths: Paths, lv: Levels) -> Verdict:
     if ab is not None and math.isfinite(ab.get("delta", math.nan)):
         metric = str(ab["metric"]).replace("metrics/", "")
         evidence += f"; removing their output costs {ab['delta']:+.4f} {metric}"
-    nxt = command("frontier", paths.model, data=paths.data_arg(), images=paths.images_arg())
+    # prune ranks every channel as the frontier does, keeps the largest share within the tolerance
+    # and writes the smaller checkpoint: the step that acts on this answer
+    nxt = command(
+        "prune", paths.model, data=paths.data_arg(), images=paths.images_arg(), o=prune_name(paths.model)
+    )
     return Verdict("dead", q, lv.status(share, 0.0, lv.dead_act) if share else "ok", evidence, nxt, layers)
 
 
@@ -168,8 +342,12 @@ def _port(ly: Table, paths: Paths, lv: Levels) -> Verdict:
     fp16 = np.nan_to_num(ly["port_fp16"].astype(np.float64), nan=0.0, posinf=np.inf)
     if not len(ly):
         return Verdict("port", q, "ok", "no BatchNorm layer")
-    status = worst([lv.status(float(eps_fig.max()), lv.port_look, lv.port_act),
-                    lv.status(float(fp16.max()), lv.port_look, lv.port_act)])  # fmt: skip
+    status = worst(
+        [
+            lv.status(float(eps_fig.max()), lv.port_look, lv.port_act),
+            lv.status(float(fp16.max()), lv.port_look, lv.port_act),
+        ]
+    )
     moved = eps_fig >= lv.port_look
     if bool((ly["eps"].astype(np.float64) == TARGET_EPS).all()):
         eps_text = "its eps is already 1e-5"
@@ -200,8 +378,12 @@ def _drift(ins: Any, ly: Table, paths: Paths, lv: Levels) -> Verdict:
     if not reached.any():
         return Verdict("drift", q, "look", "no BatchNorm layer ran on the images")
     mean, top = float(np.nanmean(drift[reached])), float(np.nanmax(drift[reached]))
-    status = worst([lv.status(mean, lv.drift_look, lv.drift_act),
-                    lv.status(top, lv.drift_layer_look, lv.drift_layer_act)])  # fmt: skip
+    status = worst(
+        [
+            lv.status(mean, lv.drift_look, lv.drift_act),
+            lv.status(top, lv.drift_layer_look, lv.drift_layer_act),
+        ]
+    )
     worst_name = str(ly["name"][int(np.nanargmax(np.where(reached, drift, -np.inf)))])
     evidence = (
         f"mean drift {mean:.3g} nats over {int(reached.sum())} layers on {o['images']} images "

@@ -24,6 +24,7 @@ per checkpoint with its headline numbers.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from yolobn.core.precision import json_safe
 from yolobn.core.thresholds import Thresholds
 from yolobn.core.verdict import Verdict
 
-__all__ = ["Comparison", "EPS_TRANSITIONS", "QUANTITIES", "TRANSITIONS", "audit", "compare"]
+__all__ = ["Audit", "Comparison", "EPS_TRANSITIONS", "QUANTITIES", "TRANSITIONS", "audit", "compare"]
 
 QUANTITIES = ("gamma", "beta", "running_mean", "running_var")
 
@@ -56,6 +57,10 @@ class Comparison:
             ``kl_in``, ``kl_out``, ``change``, and the dead/eps-dominated transitions.
         channels: one row per channel of the matched layers: A and B values, deltas, KLs, flags.
         only_a, only_b: layer names in one model only; ``mismatched``: same name, other width.
+        observed: None (data-free), or how both were run on the same images
+            (``yolobn.run.drift.compare_images``): then ``layers`` has ``drift_a``, ``drift_b``,
+            ``drift_rise`` and ``channels`` ``drift_a``, ``drift_b``; ``observed["effect"]`` is what
+            recalibrating B on the images did to its accuracy, when measured.
     """
 
     a: Any
@@ -65,6 +70,7 @@ class Comparison:
     only_a: list[str] = field(default_factory=list)
     only_b: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    observed: dict[str, Any] | None = None
 
     def summary(self, worst: int = 5) -> dict[str, Any]:
         ly, ch = self.layers, self.channels
@@ -96,7 +102,8 @@ class Comparison:
                     "kl_out": float(r.kl_out),
                 }
                 for r in ranked.head(worst).itertuples()
-            ],  # fmt: skip
+            ],
+            **({"drift": _drift_summary(ly, self.observed, worst)} if self.observed is not None else {}),
         }
 
     def verdicts(self) -> list[Verdict]:
@@ -113,6 +120,7 @@ class Comparison:
                     "thresholds": self.a.thresholds.to_dict(),
                     "verdicts": [v.to_dict() for v in self.verdicts()],
                     "summary": self.summary(),
+                    **({"observed": _observed_json(self.observed)} if self.observed is not None else {}),
                     "layers": self.layers.to_dict(orient="records"),
                 }
             )
@@ -148,11 +156,49 @@ class Comparison:
         ]
         ly = self.layers.sort_values(["change", "index"], ascending=[False, True], kind="stable")
         cols = ["name", "block", "channels", "kl_in", "kl_out", "change", "newly_dead", "revived"]
+        if self.observed is not None:
+            cols += ["drift_a", "drift_b", "drift_rise"]
+            items.append(
+                ("drift (mean, nats)", f"A {s['drift']['mean_a']:.3g}, B {s['drift']['mean_b']:.3g}")
+            )
         return notebook.kv("yolobn compare", items) + notebook.table(ly, cols)
 
 
 TRANSITIONS = ("newly_dead", "revived", "dead_both")
 EPS_TRANSITIONS = ("newly_eps_dominated", "no_longer_eps_dominated")
+
+
+def _drift_summary(ly: pd.DataFrame, observed: dict[str, Any], worst: int) -> dict[str, Any]:
+    """Drift of A and B on the same images: means over the layers that ran, the layers whose drift
+    rose most."""
+    rise = ly["drift_rise"].to_numpy(dtype=float)
+    ran = np.isfinite(ly["drift_b"].to_numpy(dtype=float))
+    order = ly[ran & np.isfinite(rise)].assign(_r=rise[ran & np.isfinite(rise)])
+    order = order.sort_values(["_r", "index"], ascending=[False, True], kind="stable")
+    return {
+        "images": observed["images"],
+        "imgsz": observed["imgsz"],
+        "layers_run": int(ran.sum()),
+        "mean_a": observed["drift_mean_a"],
+        "mean_b": observed["drift_mean_b"],
+        "max_b": float(np.nanmax(ly["drift_b"].to_numpy(dtype=float))) if ran.any() else math.nan,
+        "most_risen": [
+            {
+                "name": r.name,
+                "drift_a": float(r.drift_a),
+                "drift_b": float(r.drift_b),
+                "rise": float(r.drift_rise),
+            }
+            for r in order.head(worst).itertuples()
+        ],
+        "effect": observed.get("effect"),
+    }
+
+
+def _observed_json(observed: dict[str, Any]) -> dict[str, Any]:
+    """How the images were run (the file list as read, the arguments as given)."""
+    keys = ("sources", "images", "files", "skipped", "imgsz", "batch", "device", "effect")
+    return {k: observed.get(k) for k in keys}
 
 
 def _source(ins: Any) -> str:
@@ -199,9 +245,11 @@ def _channel_changes(ia: Any, ib: Any, names: list[str], th: Thresholds) -> pd.D
         out[f"{q}_a"], out[f"{q}_b"] = va, vb
         out[f"d_{q}"] = np.where(va == vb, 0.0, vb - va)  # exactly 0 for equal values (also inf/inf)
     out["kl_in"] = gaussian_kl(
-        cb["running_mean"].to_numpy(float), cb["running_var"].to_numpy(float) + eps_b,
-        ca["running_mean"].to_numpy(float), ca["running_var"].to_numpy(float) + eps_a,
-    )  # fmt: skip
+        cb["running_mean"].to_numpy(float),
+        cb["running_var"].to_numpy(float) + eps_b,
+        ca["running_mean"].to_numpy(float),
+        ca["running_var"].to_numpy(float) + eps_a,
+    )
     floor = max(th.const_std, 1e-12)
     s_a = np.maximum(ca["out_std"].to_numpy(float), floor)
     s_b = np.maximum(cb["out_std"].to_numpy(float), floor)
@@ -251,9 +299,42 @@ def _layer_changes(la: pd.DataFrame, lb: pd.DataFrame, ch: pd.DataFrame) -> pd.D
 # audit: more than two checkpoints, or different architectures
 
 
-def audit(
-    sources: Sequence[Any], *, thresholds: Thresholds | None = None, trust: bool = False
-) -> pd.DataFrame:
+@dataclass
+class Audit:
+    """A model-zoo audit: ``table`` has one row per checkpoint (``source`` as the user gave it),
+    ``inspections`` the full result behind each row."""
+
+    table: pd.DataFrame
+    inspections: list[Inspection]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return dict(
+            json_safe(
+                {
+                    "yolobn_version": __version__,
+                    "models": [i.meta.to_dict() for i in self.inspections],
+                    "audit": self.table.to_dict(orient="records"),
+                }
+            )
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n"
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{r.source}: dead {r.dead}" for r in self.table.itertuples())
+        return f"Audit({len(self)} checkpoints; {rows})"
+
+    def _repr_html_(self) -> str:
+        return notebook.kv("Audit", [("checkpoints", len(self))]) + notebook.table(
+            self.table, list(self.table.columns)
+        )
+
+
+def audit(sources: Sequence[Any], *, thresholds: Thresholds | None = None, trust: bool = False) -> Audit:
     """One row per checkpoint with its headline numbers (a model-zoo audit).
 
     Columns: source, task, family, classes, bn_layers, channels, dead, dead_share, eps_dominated,
@@ -262,15 +343,16 @@ def audit(
     """
 
     th = thresholds or Thresholds()
-    rows = []
+    rows, done = [], []
     for s in sources:
         ins = s if isinstance(s, Inspection) else inspect(s, thresholds=th, trust=trust)
+        done.append(ins)
         summ, m = ins.summary(), ins.meta
         ly = ins.layers
         near = ly["findings"].fillna("").str.contains("init", regex=False)
         rows.append(
             {
-                "source": str(m.path or m.source),
+                "source": _given(ins) or m.source,
                 "task": m.task,
                 "family": m.family,
                 "classes": m.nc,
@@ -285,7 +367,7 @@ def audit(
                 "eps": ", ".join(f"{e:g}" for e in sorted(set(ly["eps"]))),
             }
         )
-    return pd.DataFrame(rows)
+    return Audit(pd.DataFrame(rows), done)
 
 
 def _given(ins: Any) -> str | None:

@@ -249,7 +249,7 @@ def inspect(
         keep = select_layers(layers, selection)
         if not keep.any():
             raise YolobnError(
-                f"--layers {' '.join(selection)}: matches none of the {len(layers)} BN layers; "
+                f"layers {' '.join(selection)}: matches none of the {len(layers)} BN layers; "
                 "use a glob on names such as 'model.2*', a block type such as C3k2, or a role (backbone/neck/head)"
             )
         layers = layers.filter(keep)

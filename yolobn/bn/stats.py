@@ -45,11 +45,25 @@ _BLOCK_FIELDS = tuple(BNBlock.__dataclass_fields__)
 _GRAIN = 32768  # at::internal::GRAIN_SIZE: torch runs ops on tensors with fewer elements on one thread
 
 CHANNEL_COLUMNS = [
-    "name", "layer", "channel", "act",
-    "gamma", "beta", "running_mean", "running_var", "scale", "shift",
-    "out_mean", "out_std", "var_over_eps",
-    "constant", "off", "eps_dominated", "dead", "dead_reason",
-]  # fmt: skip
+    "name",
+    "layer",
+    "channel",
+    "act",
+    "gamma",
+    "beta",
+    "running_mean",
+    "running_var",
+    "scale",
+    "shift",
+    "out_mean",
+    "out_std",
+    "var_over_eps",
+    "constant",
+    "off",
+    "eps_dominated",
+    "dead",
+    "dead_reason",
+]
 
 
 def bn_stats(model: Any, thresholds: Thresholds | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -124,9 +138,15 @@ def stats_and_findings(
         for r, (i, bn) in enumerate(zip(idx, bns, strict=True)):
             where[i] = (g, r)
             row = _layer_row(
-                blocks[i], bn, desc[r], {k: v[r] for k, v in finite.items()}, neg_var[r],
-                {k: int(v[r]) for k, v in sums.items()}, max_abs[r], th,
-            )  # fmt: skip
+                blocks[i],
+                bn,
+                desc[r],
+                {k: v[r] for k, v in finite.items()},
+                neg_var[r],
+                {k: int(v[r]) for k, v in sums.items()},
+                max_abs[r],
+                th,
+            )
             row.update(port_eps=port_eps[r], port_fp16=port_fp16[r])
             init_dev[i] = dev[r] if bn.affine else float("nan")
             defaults[i] = bool(bn.track_running_stats and at_default[r])
@@ -156,15 +176,31 @@ def _width_batches(tensors: list[dict[str, Any]]) -> list[list[int]]:
 
 
 def _channel_columns(
-    gamma: torch.Tensor, beta: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: torch.Tensor,
-    scale: torch.Tensor, shift: torch.Tensor, crit: dict[str, torch.Tensor],
-) -> dict[str, np.ndarray]:  # fmt: skip
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    eps: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    crit: dict[str, torch.Tensor],
+) -> dict[str, np.ndarray]:
     """The per-channel columns of one batch of layers, rows flattened."""
     cols = {
-        "gamma": gamma, "beta": beta, "running_mean": mean, "running_var": var, "scale": scale, "shift": shift,
-        "out_mean": beta, "out_std": crit["out_std"], "var_over_eps": var / eps, "constant": crit["constant"],
-        "off": crit["off"], "eps_dominated": crit["eps_dominated"], "dead": crit["dead"],
-    }  # fmt: skip
+        "gamma": gamma,
+        "beta": beta,
+        "running_mean": mean,
+        "running_var": var,
+        "scale": scale,
+        "shift": shift,
+        "out_mean": beta,
+        "out_std": crit["out_std"],
+        "var_over_eps": var / eps,
+        "constant": crit["constant"],
+        "off": crit["off"],
+        "eps_dominated": crit["eps_dominated"],
+        "dead": crit["dead"],
+    }
     out = {k: v.numpy().reshape(-1) for k, v in cols.items()}
     out["dead_reason"] = _REASONS[crit["reason"].numpy().reshape(-1)]
     return out
@@ -197,9 +233,12 @@ def _init_findings(
 
 
 def _channel_table(
-    blocks: list[BNBlock], tensors: list[dict[str, Any]], batches: list[list[int]],
-    where: list[tuple[int, int]], flat: list[dict[str, np.ndarray]],
-) -> Table:  # fmt: skip
+    blocks: list[BNBlock],
+    tensors: list[dict[str, Any]],
+    batches: list[list[int]],
+    where: list[tuple[int, int]],
+    flat: list[dict[str, np.ndarray]],
+) -> Table:
     """One table from the batch columns, put back in layer order (much faster than a table per layer)."""
     if not blocks:
         return Table({c: [] for c in CHANNEL_COLUMNS})
@@ -226,10 +265,21 @@ def layer_columns() -> list[str]:
     bn = ["eps", "momentum", "num_batches_tracked", "affine"]
     dist = [f"{q}_{s}" for q in QUANTITIES for s in STATS]
     dead = [
-        "dead", "dead_share", "constant", "off", "eps_dominated", "eps_share",
-        "nonfinite", "untrained_stats", "init_affine", "near_init", "max_abs_scale", "port_eps", "port_fp16",
+        "dead",
+        "dead_share",
+        "constant",
+        "off",
+        "eps_dominated",
+        "eps_share",
+        "nonfinite",
+        "untrained_stats",
+        "init_affine",
+        "near_init",
+        "max_abs_scale",
+        "port_eps",
+        "port_fp16",
         "findings",
-    ]  # fmt: skip
+    ]
     return context + bn + dist + dead
 
 

@@ -16,10 +16,21 @@ import sys
 import traceback
 
 from yolobn._version import __version__
-from yolobn.cli import activations, compare, experiment, frontier, inspect, recalibrate, report, swap
+from yolobn.cli import (
+    activations,
+    compare,
+    experiment,
+    finetune,
+    frontier,
+    inspect,
+    prune,
+    recalibrate,
+    report,
+    swap,
+)
 from yolobn.cli.options import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_USAGE, Parser, debug_parent
 
-COMMANDS = (inspect, report, activations, recalibrate, swap, experiment, compare, frontier)
+COMMANDS = (inspect, report, activations, recalibrate, swap, experiment, compare, frontier, prune, finetune)
 
 __all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 

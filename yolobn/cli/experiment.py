@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     guard_folder(out_dir, names, "--out", inputs)
 
     with o.progress_bar(err, args.quiet) as bar:
-        job = bar.add_task("experiment", total=None)
+        job = bar.add_task("experiment", total=None, unit="validations")
 
         def progress(label: str, done: int, total: int) -> None:
             bar.update(job, description=label, completed=done, total=total)

@@ -106,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
     inputs = o.input_files(args.model, data=args.data, images=images)
     guard_folder(out_dir, names, "--out", inputs)
     with o.progress_bar(err, args.quiet) as bar:
-        job = bar.add_task("observing", total=None)
+        job = bar.add_task("loading the model", total=None, unit="")
 
         def progress(label: str, done: int, total: int) -> None:
-            bar.update(job, description=label, completed=done, total=total)
+            bar.update(job, description=label, completed=done, total=total, unit=o.unit_of(label))
 
         fr = frontier(
             args.model, args.data, [str(p) for p in images] if images else None, shares=shares, criteria=criteria,

@@ -345,7 +345,7 @@ def observe_images(args: argparse.Namespace, inspection: Any, err: Any, images: 
     model_imgsz(inspection.loaded, args.imgsz)
 
     with progress_bar(err, getattr(args, "quiet", False)) as bar:
-        job = bar.add_task("observing activations", total=None)
+        job = bar.add_task("observing activations", total=None, unit="images")
 
         def progress(done: int, total: int) -> None:
             bar.update(job, completed=done, total=total)
@@ -364,9 +364,7 @@ def warn_cannot_run(err: Any, loaded: Any, quiet: bool) -> None:
     if getattr(loaded, "run_error", None) and not quiet:
         from rich.text import Text
 
-        err.print(
-            Text.assemble(("warning: ", "yellow"), loaded.run_error), soft_wrap=True
-        )  # a VisibleConsole
+        err.print(Text.assemble(("warning: ", "yellow"), loaded.run_error), soft_wrap=True)
 
 
 def warn_skipped(err: Any, skipped: list[str]) -> None:
@@ -378,14 +376,40 @@ def warn_skipped(err: Any, skipped: list[str]) -> None:
 
 
 def progress_bar(err: Any, quiet: bool) -> Any:
-    """The progress bar of long work (stderr, only on a terminal, gone when done)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """The progress bar of long work (stderr, only on a terminal, gone when done). Each task names
+    the unit of its counter (``unit=`` field: images, validations, ...); an unknown total shows ``?``."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Count(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            total = "?" if task.total is None else f"{task.total:g}"
+            unit = task.fields.get("unit", "")
+            return Text(f"{task.completed:g}/{total} {unit}".rstrip())
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        Count(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
         disable=quiet or not err.is_terminal,
-    )  # fmt: skip
+    )
+
+
+def unit_of(label: str) -> str:
+    """The counter's unit for a sweep's progress label: images while observing, else validations."""
+    return "images" if label.startswith(("observing", "loading")) else "validations"
 
 
 def consoles(quiet: bool = False) -> tuple[Any, Any]:

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     require_runnable(loaded)
     model_imgsz(loaded, args.imgsz)
     with o.progress_bar(err, args.quiet) as bar:
-        job = bar.add_task("recalibrating", total=None)
+        job = bar.add_task("recalibrating", total=None, unit="image passes")
 
         def progress(done: int, total: int) -> None:
             bar.update(job, completed=done, total=total)

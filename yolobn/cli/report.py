@@ -14,6 +14,7 @@ examples:
   yolobn report best.pt -o out/          # out/report.html, layers.csv, channels.csv, summary.json
   yolobn report best.pt --layers backbone --off-sigma 2   # --open: and open it in the default browser
   yolobn report best.pt --images examples/images/ --data shapes   # observed columns, observed-dead ablation
+  yolobn report --run tests/fixtures/broken_finetune -o reports/broken   # a tracked training: a fine-tune that broke BN
 """
 
 FILES = ("report.html", "layers.csv", "channels.csv", "summary.json")  # = report.export.REPORT_FILES
@@ -38,10 +39,14 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--open", action="store_true", help="open the report in the default browser")
     p.add_argument(
-        "--run", type=Path, metavar="DIR", dest="run_dir",
-        help="instead of a checkpoint: the save_dir of a training tracked with yolobn.track(model); writes "
-        "training.html (dead channels and gamma per epoch) into reports/<run-folder-name>/ (or -o)",
-    )  # fmt: skip
+        "--run",
+        type=Path,
+        metavar="DIR",
+        dest="run_dir",
+        help="instead of a checkpoint: the save_dir of a training tracked with yolobn.track(model); prints whether "
+        "the saved model's running statistics fit the training images and writes training.html (drift, dead "
+        "channels and gamma per epoch) into reports/<run-folder-name>/ (or -o)",
+    )
     o.exist_ok_argument(p)
     o.quiet_argument(p)
     o.image_group(p, optional=True)
@@ -106,7 +111,7 @@ def _training(args: argparse.Namespace) -> int:
     from yolobn.core.outputs import guard_folder
     from yolobn.integrations.tracking import read_run
     from yolobn.report.export import write_texts
-    from yolobn.report.run_page import render_html
+    from yolobn.report.run_page import render_html, run_grids, run_verdicts
 
     if args.model is not None:
         raise YolobnError("--run: give the run folder or a MODEL, not both")
@@ -118,9 +123,14 @@ def _training(args: argparse.Namespace) -> int:
     page_path = out_dir / "training.html"
     inputs = {run_dir / "yolobn" / "epochs.csv": "the training's epochs.csv"}
     guard_folder(out_dir, ["training.html"], "--out", inputs)
-    written = write_texts({page_path: render_html(read_run(run_dir), str(args.run_dir))}, inputs)
+    epochs = read_run(run_dir)
+    source = str(args.run_dir)
+    written = write_texts({page_path: render_html(epochs, source)}, inputs)
     if not args.quiet:
+        from yolobn.report.console import verdict_table
+
         out, _ = o.consoles()
+        out.print(verdict_table(run_verdicts(run_grids(epochs, f"{source}/yolobn/epochs.csv"), source)))
         o.print_written(out, written)
     if args.open:
         import webbrowser

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         device=str(device), trust=args.trust, cache=not args.no_cache,
     )  # fmt: skip
     with o.progress_bar(err, args.quiet) as bar:
-        job = bar.add_task("baseline", total=len(variants) + 1)
+        job = bar.add_task("baseline", total=len(variants) + 1, unit="validations")
 
         def progress(label: str, done: int, total: int) -> None:
             bar.update(job, description=label, completed=done, total=total)

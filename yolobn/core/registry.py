@@ -52,7 +52,7 @@ class Option:
     choices: tuple[str, ...] = ()
 
     def check(self, value: str, spec: str) -> None:
-        where = f"--impl {spec}: {self.name}={value!r}"
+        where = f"impl {spec}: {self.name}={value!r}"
         if self.kind == "choice":
             if value not in self.choices:
                 raise YolobnError(f"{where}: use one of {', '.join(self.choices)}")
@@ -257,21 +257,19 @@ def parse_impl(spec: str) -> Impl:
             k, eq, v = part.partition("=")
             k, v = k.strip(), v.strip()
             if not eq or not k:
-                raise YolobnError(
-                    f"--impl {spec}: option {part!r} is not key=value (e.g. reference:eps=1e-5)"
-                )
+                raise YolobnError(f"impl {spec}: option {part!r} is not key=value (e.g. reference:eps=1e-5)")
             if k not in known:
                 allowed = ", ".join(known) or "none"
-                raise YolobnError(f"--impl {spec}: unknown option {k} for {head} (options: {allowed})")
+                raise YolobnError(f"impl {spec}: unknown option {k} for {head} (options: {allowed})")
             if k in opts:
-                raise YolobnError(f"--impl {spec}: option {k} is given twice")
+                raise YolobnError(f"impl {spec}: option {k} is given twice")
             known[k].check(v, spec)
             opts[k] = v
         return Impl(head, opts)
     if is_custom(spec):
         return Impl(spec)
     raise YolobnError(
-        f"--impl {spec}: unknown implementation; use one of {', '.join(sorted(REGISTRY))}, or a custom class as "
+        f"impl {spec}: unknown implementation; use one of {', '.join(sorted(REGISTRY))}, or a custom class as "
         "module.path:Class or path/to/file.py:Class"
     )
 

@@ -205,9 +205,22 @@ def ablation_effect(
     plan = plan_dead(ins, "observed")
     key = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])[0]
     base, _ = baseline(loaded, data, imgsz=size, batch=batch, device=device, trust=trust)
-    ablated = validate(LoadedModel(ablate(loaded, plan), loaded.meta), data, imgsz=size, batch=batch,
-                       device=device, trust=trust)  # fmt: skip
+    ablated = validate(
+        LoadedModel(ablate(loaded, plan), loaded.meta),
+        data,
+        imgsz=size,
+        batch=batch,
+        device=device,
+        trust=trust,
+    )
     b, a = float(base.get(key, float("nan"))), float(ablated.get(key, float("nan")))
     n = len(ins.channels)
-    return {"data": str(data), "channels": plan.count, "share": plan.count / n if n else 0.0, "metric": key,
-            "baseline": b, "ablated": a, "delta": a - b}  # fmt: skip
+    return {
+        "data": str(data),
+        "channels": plan.count,
+        "share": plan.count / n if n else 0.0,
+        "metric": key,
+        "baseline": b,
+        "ablated": a,
+        "delta": a - b,
+    }

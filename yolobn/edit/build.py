@@ -56,7 +56,7 @@ def recalibrated(model: Any, spec: Impl, layers: Sequence[str] | None) -> Any:
     is_demo = getattr(getattr(model, "meta", None), "kind", None) == "demo"
     if "images" not in o and not is_demo:
         raise YolobnError(
-            f"--impl {spec.label}: needs calibration images: recalibrated:images=path/to/images "
+            f"impl {spec.label}: needs calibration images: recalibrated:images=path/to/images "
             "(folder or file; the demo model defaults to its synthetic training images)"
         )
     rec = recalibrate(
@@ -90,7 +90,7 @@ def ablated(model: Any, spec: Impl, layers: Sequence[str] | None) -> Any:
         )
     elif dead != "datafree":
         raise YolobnError(
-            f"--impl {spec.label}: observed dead channels need images: ablate:dead={dead},images=path/to/images "
+            f"impl {spec.label}: observed dead channels need images: ablate:dead={dead},images=path/to/images "
             "(or ablate:dead=datafree)"
         )
     plan = plan_dead(ins, dead)

@@ -296,11 +296,11 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
         if target.endswith(".py"):
             path = Path(target).expanduser()
             if not path.is_file():
-                raise YolobnError(f"--impl {spec}: {path} is not a file")
+                raise YolobnError(f"impl {spec}: {path} is not a file")
             mod_name = f"yolobn_custom_{abs(hash(str(path.resolve())))}"
             sp = importlib.util.spec_from_file_location(mod_name, path)
             if sp is None or sp.loader is None:
-                raise YolobnError(f"--impl {spec}: {path} cannot be imported as a Python module")
+                raise YolobnError(f"impl {spec}: {path} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(sp)
             sys.modules[mod_name] = module
             sp.loader.exec_module(module)
@@ -311,12 +311,12 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
     except (Exception, SystemExit) as e:  # sys.exit() at import must not become yolobn's exit code
         if mod_name:
             sys.modules.pop(mod_name, None)
-        raise YolobnError(f"--impl {spec}: cannot import {target} ({one_line(e, typed=True)})") from None
+        raise YolobnError(f"impl {spec}: cannot import {target} ({one_line(e, typed=True)})") from None
     cls = getattr(module, cls_name, None)
     if cls is None:
-        raise YolobnError(f"--impl {spec}: {target} has no attribute {cls_name}")
+        raise YolobnError(f"impl {spec}: {target} has no attribute {cls_name}")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise YolobnError(f"--impl {spec}: {cls_name} is not an nn.Module subclass")
+        raise YolobnError(f"impl {spec}: {cls_name} is not an nn.Module subclass")
 
     def factory(bn: _BatchNorm) -> nn.Module:
         try:
@@ -333,11 +333,11 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
                 m.load_state_dict(bn.state_dict())
         except (Exception, SystemExit) as e:
             raise YolobnError(
-                f"--impl {spec}: building {cls_name} from a BatchNorm failed ({one_line(e, 200, typed=True)})"
+                f"impl {spec}: building {cls_name} from a BatchNorm failed ({one_line(e, 200, typed=True)})"
             ) from None
         if not isinstance(m, nn.Module):
             raise YolobnError(
-                f"--impl {spec}: {cls_name}.from_batchnorm returned {type(m).__name__}, not an nn.Module"
+                f"impl {spec}: {cls_name}.from_batchnorm returned {type(m).__name__}, not an nn.Module"
             )
         m = m.to(device_of(bn))
         # A probe through the new module: a wrong output shape fails here with one line, not deep in a model.
@@ -348,14 +348,14 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
                 out = m.eval()(probe)
         except (Exception, SystemExit) as e:
             raise YolobnError(
-                f"--impl {spec}: {cls_name} fails on a {tuple(probe.shape)} input ({one_line(e, 200, typed=True)})"
+                f"impl {spec}: {cls_name} fails on a {tuple(probe.shape)} input ({one_line(e, 200, typed=True)})"
             ) from None
         finally:
             m.train(was)
         if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise YolobnError(
-                f"--impl {spec}: {cls_name} returns {got} for a {tuple(probe.shape)} input; it must keep the shape"
+                f"impl {spec}: {cls_name} returns {got} for a {tuple(probe.shape)} input; it must keep the shape"
             )
         return m
 

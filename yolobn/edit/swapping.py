@@ -45,9 +45,9 @@ class SwappedModel(LoadedModel):
 
     swap: SwapResult | None = None
 
-    def __repr__(self) -> str:
-        what = f", swapped {len(self.swap.replaced)} BN to {self.swap.impl}" if self.swap else ""
-        return super().__repr__()[:-1] + what + ")"
+    def changes(self) -> list[str]:
+        what = [f"swapped {len(self.swap.replaced)} BN to {self.swap.impl}"] if self.swap else []
+        return super().changes() + what
 
 
 def swap(model: Any, impl: str | Impl, *, layers: Sequence[str] | None = None) -> Any:
@@ -69,7 +69,7 @@ def swap(model: Any, impl: str | Impl, *, layers: Sequence[str] | None = None) -
     spec = parse(impl)
     if spec.kind == "data":
         raise YolobnError(
-            f"--impl {spec.label}: is built from images, not swapped module by module; use yolobn.swap"
+            f"impl {spec.label}: is built from images, not swapped module by module; use yolobn.swap"
         )
     root = copy.deepcopy(unwrap(model))
     modules = dict(root.named_modules())
@@ -108,7 +108,7 @@ def chosen_blocks(model: Any, layers: Sequence[str] | None) -> list[BNBlock]:
     blocks = find_blocks(model)
     chosen = [b for b in blocks if not layers or matches(b, layers)]
     if layers and not chosen:
-        raise YolobnError(f"--layers {' '.join(layers)}: matches none of the {len(blocks)} BN layers")
+        raise YolobnError(f"layers {' '.join(layers)}: matches none of the {len(blocks)} BN layers")
     return chosen
 
 
@@ -124,5 +124,5 @@ def set_child(root: nn.Module, name: str, new: nn.Module) -> None:
 
 def _record(spec: Impl) -> Any:
     if spec.record is None:  # pragma: no cover - parse() gives registered names or custom classes
-        raise YolobnError(f"--impl {spec.label}: unknown implementation")
+        raise YolobnError(f"impl {spec.label}: unknown implementation")
     return spec.record

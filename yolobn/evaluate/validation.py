@@ -25,6 +25,7 @@ from yolobn.bn.walk import unwrap
 from yolobn.core.atomic import write_files
 from yolobn.core.digest import sha256, sha256_bytes
 from yolobn.core.errors import YolobnError
+from yolobn.evaluate.metrics import Metrics, details_of
 from yolobn.io import ultra
 from yolobn.io.datasets import resolve_data
 from yolobn.io.images import model_imgsz
@@ -104,73 +105,7 @@ def validate(
     speed = getattr(validator, "speed", {}) or {}
     out["ms_per_image"] = float(speed.get("inference", float("nan")))
     out["wall_s"] = time.perf_counter() - t0
-    return Metrics(out)
-
-
-class _Group:
-    """One kind of result (boxes, masks, keypoints), named as Ultralytics names them."""
-
-    def __init__(self, m: dict[str, float], tag: str) -> None:
-        nan = float("nan")
-        self.map = m.get(f"metrics/mAP50-95({tag})", nan)
-        self.map50 = m.get(f"metrics/mAP50({tag})", nan)
-        self.mp = m.get(f"metrics/precision({tag})", nan)  # mean precision
-        self.mr = m.get(f"metrics/recall({tag})", nan)  # mean recall
-
-    def __repr__(self) -> str:
-        return f"(map={self.map:.4f}, map50={self.map50:.4f}, mp={self.mp:.4f}, mr={self.mr:.4f})"
-
-
-class Metrics(dict[str, float]):
-    """Validation results: ``.box.map`` (mAP50-95), ``.box.map50``, ``.box.mp``, ``.box.mr``; ``.seg``
-    and ``.pose`` for masks and keypoints; ``.top1``/``.top5`` for classifiers; ``.ms_per_image``.
-
-    It is also the dict of Ultralytics' raw keys (``metrics/mAP50-95(B)``), which the tables and the
-    baseline cache store; ``to_dict()`` gives readable names.
-    """
-
-    @property
-    def box(self) -> _Group:
-        return _Group(self, "B")
-
-    @property
-    def seg(self) -> _Group:
-        return _Group(self, "M")
-
-    @property
-    def pose(self) -> _Group:
-        return _Group(self, "P")
-
-    @property
-    def top1(self) -> float:
-        return self.get("metrics/accuracy_top1", float("nan"))
-
-    @property
-    def top5(self) -> float:
-        return self.get("metrics/accuracy_top5", float("nan"))
-
-    @property
-    def ms_per_image(self) -> float:
-        return self.get("ms_per_image", float("nan"))
-
-    def to_dict(self) -> dict[str, float]:
-        """Readable names: ``box_map``, ``box_map50``, ``seg_map``, ``top1``, ``ms_per_image``, ..."""
-        names = {"B": "box", "M": "seg", "P": "pose"}
-        out: dict[str, float] = {}
-        for k, v in self.items():
-            if k.startswith("metrics/") and k.endswith(")"):
-                stat, tag = k[len("metrics/") : -1].split("(")
-                key = {"mAP50-95": "map", "mAP50": "map50", "precision": "mp", "recall": "mr"}.get(stat, stat)
-                out[f"{names.get(tag, tag)}_{key}"] = v
-            elif k.startswith("metrics/accuracy_"):
-                out[k[len("metrics/accuracy_") :]] = v
-            else:
-                out[k.replace("metrics/", "")] = v
-        return out
-
-    def __repr__(self) -> str:
-        parts = [f"{k}={v:.4f}" for k, v in self.to_dict().items() if not k.endswith(("_s", "ms_per_image"))]
-        return f"Metrics({', '.join(parts)})"
+    return Metrics(out, details_of(validator))
 
 
 def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any) -> tuple[Any, Any]:
@@ -196,13 +131,13 @@ def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any)
             return validator, validator(model=net)
         except (ConnectionError, OSError, FileNotFoundError) as e:
             raise YolobnError(
-                f"--data {data}: the dataset is not on disk and could not be downloaded ({type(e).__name__}); "
+                f"dataset {data}: not on disk and could not be downloaded ({type(e).__name__}); "
                 "pass a local dataset yaml, or 'shapes' for the bundled synthetic dataset"
             ) from None
         except Exception as e:
             if "download" in str(e).lower() or "not found" in str(e).lower():
                 raise YolobnError(
-                    f"--data {data}: the dataset is not on disk and could not be downloaded; pass a local "
+                    f"dataset {data}: not on disk and could not be downloaded; pass a local "
                     "dataset yaml, or 'shapes' for the bundled synthetic dataset"
                 ) from None
             raise

@@ -52,19 +52,19 @@ def resolve_data(data: str | os.PathLike[str], *, trust: bool = False) -> str:
     p = Path(text).expanduser()
     if p.exists():
         if p.is_dir():
-            raise YolobnError(f"--data {text}: is a folder; pass the dataset yaml (e.g. {p / 'data.yaml'})")
+            raise YolobnError(f"dataset {text}: is a folder; pass the dataset yaml (e.g. {p / 'data.yaml'})")
         if not p.is_file():
-            raise YolobnError(f"--data {text}: not a regular file; pass a dataset yaml")
+            raise YolobnError(f"dataset {text}: not a regular file; pass a dataset yaml")
     elif os.sep in text or "/" in text:
         raise YolobnError(
-            f"--data {text}: not on disk; pass a dataset yaml, or 'shapes' for the bundled synthetic dataset"
+            f"dataset {text}: not on disk; pass a dataset yaml, or 'shapes' for the bundled synthetic dataset"
         )
     else:
         p = _shipped(text)
     if p.suffix.lower() not in (".yaml", ".yml"):
-        raise YolobnError(f"--data {text}: not a dataset yaml (.yaml); pass the dataset's data.yaml")
+        raise YolobnError(f"dataset {text}: not a dataset yaml (.yaml); pass the dataset's data.yaml")
     if trust:  # Ultralytics reads the file as it is, but only once it is within yolobn's budgets
-        _check_budgets(read_yaml(p, f"--data {text}"), f"--data {text}")
+        _check_budgets(read_yaml(p, f"dataset {text}"), f"dataset {text}")
         return str(p)
     return str(_sanitised(p, text))
 
@@ -79,7 +79,7 @@ def _shipped(name: str) -> Path:
     if cand.is_file():
         return cand
     raise YolobnError(
-        f"--data {name}: no such file, nor a dataset yaml shipped with Ultralytics; pass the path to your "
+        f"dataset {name}: no such file, nor a dataset yaml shipped with Ultralytics; pass the path to your "
         "data.yaml, or 'shapes' for the bundled synthetic dataset"
     )
 
@@ -192,7 +192,7 @@ def is_archive_url(s: Any) -> bool:
 
 
 def _sanitised(p: Path, text: str) -> Path:
-    what = f"--data {text}"
+    what = f"dataset {text}"
     doc = read_yaml(p, what)
     _check_fields(doc, what)
     _check_val_paths(doc, p, what)
@@ -206,7 +206,7 @@ def _sanitised(p: Path, text: str) -> Path:
         if s and not is_archive_url(s):
             raise YolobnError(
                 f"{what}: the validation images are not on disk{where}; its 'download:' is a script, which "
-                "yolobn never runs: download the data yourself, or re-run with --trust if you trust this yaml"
+                "yolobn never runs: download the data yourself, or trust this yaml (trust=True; --trust on the command line) if you trust its source"
             ) from None
         raise YolobnError(
             f"{what}: the validation images are not on disk{where}; download the dataset or fix 'path'/'val'"

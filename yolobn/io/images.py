@@ -68,14 +68,14 @@ def collect_images(paths: Sequence[str | os.PathLike[str]] | None, limit: int | 
             out += sorted(q for q in p.rglob("*") if q.suffix.lower() in suffixes and q.is_file())
         elif p.is_file():
             if p.suffix.lower() not in suffixes:
-                raise YolobnError(f"--images {text}: not an image ({', '.join(sorted(suffixes))})")
+                raise YolobnError(f"images {text}: not an image ({', '.join(sorted(suffixes))})")
             out.append(p)
         elif p.exists():
-            raise YolobnError(f"--images {text}: not a regular file or folder")
+            raise YolobnError(f"images {text}: not a regular file or folder")
         else:
-            raise YolobnError(f"--images {text}: no such file or folder")
+            raise YolobnError(f"images {text}: no such file or folder")
     if not out:
-        raise YolobnError(f"--images {' '.join(str(os.fspath(p)) for p in paths)}: no images found")
+        raise YolobnError(f"images {' '.join(str(os.fspath(p)) for p in paths)}: no images found")
     return out[:limit] if limit else out
 
 
@@ -92,7 +92,7 @@ def resolve_images(
 ) -> list[Path]:
     """The image files for ``model``: ``images`` (files/folders), else ``default_images(model)``."""
     if max_images is not None and max_images < 1:
-        raise YolobnError(f"--max-images {max_images}: must be at least 1")
+        raise YolobnError(f"max_images {max_images}: must be at least 1")
     if not images:
         out = default_images(model)
         return out[:max_images] if max_images else out
@@ -106,7 +106,7 @@ def model_imgsz(model: Any, imgsz: Any = None) -> int:
     checkpoints store, gives its largest side).
     """
     if imgsz is not None:
-        return _checked_imgsz(imgsz, f"--imgsz {imgsz}")
+        return _checked_imgsz(imgsz, f"imgsz {imgsz}")
     args = getattr(getattr(model, "meta", None), "train_args", None) or {}
     v = args.get("imgsz")
     if v is None or v == "":
@@ -184,7 +184,7 @@ def iter_batches(
         x = _decoded(p, imread, prep)
         if x is None:
             if skipped is None:
-                raise YolobnError(f"--images {p}: cannot be decoded as an image")
+                raise YolobnError(f"images {p}: cannot be decoded as an image")
             skipped.append(p)  # one damaged file does not throw away a long run
             continue
         key = tuple(x.shape)

@@ -30,6 +30,7 @@ from torch import nn
 from yolobn.core.digest import Digest, take
 from yolobn.core.digest import scan as scan_file
 from yolobn.core.errors import CheckpointError
+from yolobn.core.notebook import kv
 from yolobn.data import DEMO_FILE, demo_model_path, demo_sha256
 from yolobn.io import allowlist, checks, ultra
 from yolobn.io.family import infer_family
@@ -122,15 +123,39 @@ class LoadedModel:
 
     def __repr__(self) -> str:
         m = self.meta
+        changed = "".join(f", {n}" for n in self.changes())
         return (
-            f"LoadedModel({m.model_class}, source={m.source!r}, task={m.task}, "
-            f"bn={m.n_batchnorm}, params={m.n_params:,})"
+            f"{type(self).__name__}({m.model_class}, source={m.source!r}, task={m.task}, "
+            f"bn={m.n_batchnorm}, params={m.n_params:,}{changed})"
         )
+
+    def changes(self) -> list[str]:
+        """How yolobn changed this model from the file it was read from (none for a plain load)."""
+        rec = self.meta.recalibration
+        return [f"recalibrated on {rec.get('images', '?')} images"] if rec else []
+
+    def _repr_html_(self) -> str:
+        m = self.meta
+        items: list[tuple[str, Any]] = [
+            ("source", m.source),
+            ("kind", m.kind),
+            ("class", m.model_class),
+            ("task", m.task),
+            ("family", m.family),
+            ("classes", len(m.names)),
+            ("BatchNorm layers", m.n_batchnorm),
+            ("parameters", f"{m.n_params:,}"),
+            ("Ultralytics", m.ultralytics_version),
+            *[("changed", c) for c in self.changes()],
+            *[("note", n) for n in m.notes],
+        ]
+        return kv(type(self).__name__, [(k, v) for k, v in items if v not in (None, "")])
 
 
 def source_file(meta: ModelMeta) -> Path | None:
-    """The file a model was read from, as a real path (the demo's ``meta.path`` is package-relative)."""
-    if meta.kind == "demo":
+    """The file a model was read from, as a real path (the bundled demo's ``meta.path`` is
+    package-relative; a copy of the demo is its own file)."""
+    if meta.kind == "demo" and meta.source == "<demo>":
         return demo_model_path()
     return Path(meta.path).expanduser() if meta.path else None
 

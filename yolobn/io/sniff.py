@@ -304,7 +304,7 @@ def explain_load_error(
     if fmt == "legacy" and (refused or "outside the supported" in text):
         return (
             f"{path}: uses torch's pre-1.6 serialization, which yolobn cannot check against the "
-            "allow-list; re-save it with a current torch, or re-run with --trust if you trust its source"
+            "allow-list; re-save it with a current torch, or allow code only if you trust its source (trust=True; --trust on the command line)"
         )
     data = read_pickle_bytes(path) if fmt == "zip" else None
     scan = scan_pickle(data) if data is not None else None
@@ -316,8 +316,8 @@ def explain_load_error(
         if scan.protocol > 2:
             return (
                 f"{path}: uses pickle protocol {scan.protocol}, which the safe loader cannot read (torch.save "
-                "writes protocol 2); re-save it with torch.save's defaults, or re-run with --trust if you trust "
-                "its source"
+                "writes protocol 2); re-save it with torch.save's defaults, or allow code only if you trust its "
+                "source (trust=True; --trust on the command line)"
             )
     elif scan is None and refused:
         return refusal(path, named)

@@ -71,6 +71,7 @@ __all__ = [
     "OLDEST",
     "PIP_RANGE",
     "SUPPORTED",
+    "TRAIN_START_CALLBACK",
     "VALIDATORS",
     "ap_closes_at_last_recall",
     "check_det_dataset",
@@ -137,6 +138,9 @@ KEY_METRICS = {
 # The trainer's callback yolobn.track registers: called after each epoch's validation, and once
 # more after the final validation of best.pt (see the table above for its epoch).
 EPOCH_END_CALLBACK = "on_fit_epoch_end"
+# Called once before the first epoch, after the EMA and the data loaders exist (8.3.0 and 8.4 alike):
+# yolobn.track records the start model there (epoch 0) and picks its fixed sample of training images.
+TRAIN_START_CALLBACK = "on_train_start"
 
 
 def installed() -> str:

@@ -151,7 +151,7 @@ def _check_nested(row: list[Any], where: str) -> None:
     if _is_model_class(row[2]) and any(isinstance(a, str) for a in row[3]):
         raise CheckpointError(
             f"{where}: refused: builds a nested {row[2]} from a file name; write the nested model's yaml "
-            "inline, or re-run with --trust if you trust this yaml"
+            "inline, or trust this yaml (trust=True; --trust on the command line) if you trust its source"
         )
 
 

@@ -78,9 +78,17 @@ def _log_ticks(lo: int, hi: int) -> list[tuple[float, str]]:
     return [(float(k), tick_label(10.0**k)) for k in range(lo, hi + 1, step)]
 
 
-def hbar_chart(bars: Sequence[Bar], *, title: str, plot_id: str, xlabel: str,
-               ref: tuple[float, str] | None = None, log: bool = False, min_span: float = 0.0,
-               width: int = WIDTH) -> str:  # fmt: skip
+def hbar_chart(
+    bars: Sequence[Bar],
+    *,
+    title: str,
+    plot_id: str,
+    xlabel: str,
+    ref: tuple[float, str] | None = None,
+    log: bool = False,
+    min_span: float = 0.0,
+    width: int = WIDTH,
+) -> str:
     """One labelled horizontal bar per item, top to bottom; ``ref``: a dashed reference line
     (value, label), e.g. the baseline. Linear bars start at 0 (the axis spans at least
     ``min_span``); ``log`` bars at the left edge."""
@@ -101,7 +109,13 @@ def hbar_chart(bars: Sequence[Bar], *, title: str, plot_id: str, xlabel: str,
         hi = hi if hi > lo else lo + 1
         pad = (hi - lo) * 0.04
         xlim, xticks, base = (lo - (pad if lo < 0 else 0), hi + (pad if hi > 0 else 0)), None, 0.0
-    ax = Axes(width, 64 + ROW * n, xlim, (0, n), margin=(28, _text_width([b.text for b in bars]), 40, _text_width(labels)))  # fmt: skip
+    ax = Axes(
+        width,
+        64 + ROW * n,
+        xlim,
+        (0, n),
+        margin=(28, _text_width([b.text for b in bars]), 40, _text_width(labels)),
+    )
     ax.frame(xlabel, "", xticks=xticks, yticks=[], grid=False)
     for v, _ in xticks or [(t, "") for t in nice_ticks(*xlim)]:
         ax.line(ax.x(v), ax.mt, ax.x(v), ax.mt + ax.ph, class_="grid")
@@ -130,8 +144,14 @@ def hbar_chart(bars: Sequence[Bar], *, title: str, plot_id: str, xlabel: str,
 # along the depth: one slot per BN layer, in model order
 
 
-def layer_axes(layer_ids: Sequence[int], roles: Sequence[str] | None, height: int,
-               ylim: tuple[float, float], ylabel: str, yticks: list[tuple[float, str]] | None = None) -> Axes:  # fmt: skip
+def layer_axes(
+    layer_ids: Sequence[int],
+    roles: Sequence[str] | None,
+    height: int,
+    ylim: tuple[float, float],
+    ylabel: str,
+    yticks: list[tuple[float, str]] | None = None,
+) -> Axes:
     """Axes with one slot per BN layer along x (ticks: Ultralytics layer index), roles shaded."""
     n = len(layer_ids)
     ax = Axes(WIDTH, height, (-0.5, max(n, 1) - 0.5), ylim)
@@ -146,8 +166,17 @@ def layer_axes(layer_ids: Sequence[int], roles: Sequence[str] | None, height: in
     return ax
 
 
-def depth_bars(names: Sequence[str], layer_ids: Sequence[int], values: np.ndarray, *, title: str, plot_id: str,
-               ylabel: str, tips: Sequence[str], roles: Sequence[str] | None = None) -> str:  # fmt: skip
+def depth_bars(
+    names: Sequence[str],
+    layer_ids: Sequence[int],
+    values: np.ndarray,
+    *,
+    title: str,
+    plot_id: str,
+    ylabel: str,
+    tips: Sequence[str],
+    roles: Sequence[str] | None = None,
+) -> str:
     """A signed bar per layer from 0 (red below, green above), e.g. the metric change of a sweep."""
     v = np.asarray(values, dtype=float)
     fin = v[np.isfinite(v)]
@@ -169,8 +198,16 @@ def depth_bars(names: Sequence[str], layer_ids: Sequence[int], values: np.ndarra
     return ax.svg(title, plot_id)
 
 
-def depth_series(names: Sequence[str], layer_ids: Sequence[int], series: dict[str, tuple[np.ndarray, str]], *,
-                 title: str, plot_id: str, ylabel: str, roles: Sequence[str] | None = None) -> str:  # fmt: skip
+def depth_series(
+    names: Sequence[str],
+    layer_ids: Sequence[int],
+    series: dict[str, tuple[np.ndarray, str]],
+    *,
+    title: str,
+    plot_id: str,
+    ylabel: str,
+    roles: Sequence[str] | None = None,
+) -> str:
     """Per layer, one dot per series on a log scale, joined along the depth. Exact zeros sit on
     the bottom line, labelled 0 (one decade below the smallest positive value)."""
     arrays = [np.asarray(v, dtype=float) for v, _ in series.values()]
@@ -201,8 +238,17 @@ def depth_series(names: Sequence[str], layer_ids: Sequence[int], series: dict[st
     return ax.svg(title, plot_id)
 
 
-def depth_stacked(names: Sequence[str], layer_ids: Sequence[int], parts: dict[str, tuple[np.ndarray, str]], *,
-                  title: str, plot_id: str, ylabel: str, empty: str, roles: Sequence[str] | None = None) -> str:  # fmt: skip
+def depth_stacked(
+    names: Sequence[str],
+    layer_ids: Sequence[int],
+    parts: dict[str, tuple[np.ndarray, str]],
+    *,
+    title: str,
+    plot_id: str,
+    ylabel: str,
+    empty: str,
+    roles: Sequence[str] | None = None,
+) -> str:
     """Per layer, counts stacked from 0 (one colour per part)."""
     counts = np.stack([np.asarray(v, dtype=np.int64) for v, _ in parts.values()], 1)
     top = max(int(counts.sum(1).max(initial=0)), 1)
@@ -246,10 +292,20 @@ class Series:
     hi: Sequence[float] | None = None
 
 
-def line_chart(series: Sequence[Series], *, title: str, plot_id: str, xlabel: str, ylabel: str,
-               band: tuple[float, float, str] | None = None, xticks: list[tuple[float, str]] | None = None,
-               yticks: list[tuple[float, str]] | None = None, height: int = 320,
-               ylim: tuple[float, float] | None = None, note: str | None = None) -> str:  # fmt: skip
+def line_chart(
+    series: Sequence[Series],
+    *,
+    title: str,
+    plot_id: str,
+    xlabel: str,
+    ylabel: str,
+    band: tuple[float, float, str] | None = None,
+    xticks: list[tuple[float, str]] | None = None,
+    yticks: list[tuple[float, str]] | None = None,
+    height: int = 320,
+    ylim: tuple[float, float] | None = None,
+    note: str | None = None,
+) -> str:
     """Lines with a dot per point (the marks: ``data-value`` = x, y[, lo, hi]); each series' band
     shaded behind it; ``band``: a horizontal band (lo, hi, label), e.g. a tolerance; ``note``: a
     message in the middle (e.g. why the lines are flat)."""
@@ -272,8 +328,11 @@ def line_chart(series: Sequence[Series], *, title: str, plot_id: str, xlabel: st
             pts = [(ax.x(x), ax.y(v)) for x, v in zip(s.x, s.hi, strict=True)]
             pts += [(ax.x(x), ax.y(v)) for x, v in zip(reversed(s.x), reversed(s.lo), strict=True)]
             ax.polygon(pts, f"{s.name}: min to max", fill=s.color, fill_opacity=0.15)
-        ax.polyline([(ax.x(x), ax.y(y)) for x, y in zip(s.x, s.y, strict=True) if math.isfinite(y)],
-                    stroke=s.color, stroke_width=1.8)  # fmt: skip
+        ax.polyline(
+            [(ax.x(x), ax.y(y)) for x, y in zip(s.x, s.y, strict=True) if math.isfinite(y)],
+            stroke=s.color,
+            stroke_width=1.8,
+        )
     for s in series:
         for j, (x, y, tip) in enumerate(zip(s.x, s.y, s.tips, strict=True)):
             extra = [s.lo[j], s.hi[j]] if s.lo is not None and s.hi is not None else []
@@ -293,8 +352,18 @@ def line_chart(series: Sequence[Series], *, title: str, plot_id: str, xlabel: st
 SCATTER_POINTS = 2000  # up to this many channels, each is its own circle; above, a density image
 
 
-def ab_scatter(a: np.ndarray, b: np.ndarray, labels: Sequence[str], status: np.ndarray,
-               colors: dict[str, str], *, title: str, plot_id: str, xlabel: str, ylabel: str) -> tuple[str, int]:  # fmt: skip
+def ab_scatter(
+    a: np.ndarray,
+    b: np.ndarray,
+    labels: Sequence[str],
+    status: np.ndarray,
+    colors: dict[str, str],
+    *,
+    title: str,
+    plot_id: str,
+    xlabel: str,
+    ylabel: str,
+) -> tuple[str, int]:
     """Every channel's value in A (x) against B (y) on equal axes, the diagonal drawn: channels
     with a ``status`` (e.g. "newly dead") in its colour. Up to ``SCATTER_POINTS`` channels each is
     a mark; more are binned into 2-pixel cells (a density image, deterministic) with the channels
@@ -318,10 +387,18 @@ def ab_scatter(a: np.ndarray, b: np.ndarray, labels: Sequence[str], status: np.n
         idx = idx[status[idx] != ""][:SCATTER_POINTS]
     for i in (int(j) for j in idx):
         s = str(status[i])
-        with ax.mark(f"{labels[i]}: A {a[i]:.4g}, B {b[i]:.4g}{f' ({s})' if s else ''}", name=labels[i],
-                     value=[a[i], b[i]]):  # fmt: skip
-            ax.circle(ax.x(xa[i]), ax.y(yb[i]), 2.6 if s else 1.8, fill=colors.get(s, NEUTRAL),
-                      fill_opacity=0.9 if s else 0.55)  # fmt: skip
+        with ax.mark(
+            f"{labels[i]}: A {a[i]:.4g}, B {b[i]:.4g}{f' ({s})' if s else ''}",
+            name=labels[i],
+            value=[a[i], b[i]],
+        ):
+            ax.circle(
+                ax.x(xa[i]),
+                ax.y(yb[i]),
+                2.6 if s else 1.8,
+                fill=colors.get(s, NEUTRAL),
+                fill_opacity=0.9 if s else 0.55,
+            )
     x = float(ax.ml)
     for k, c in [("channel", NEUTRAL), *((k, c) for k, c in colors.items() if k and (status == k).any())]:
         ax.rect(x, 25, 10, 10, fill=c)  # a legend row under the title: a narrow plot has no room beside it
@@ -351,8 +428,18 @@ def _density(ax: Axes, x: np.ndarray, y: np.ndarray, tip: str, n: int) -> None:
 # layers x epochs
 
 
-def epoch_heatmap(values: np.ndarray, names: Sequence[str], layer_ids: Sequence[int], epochs: Sequence[int],
-                  first: Sequence[int | None], *, title: str, plot_id: str, label: str, grid: str) -> str:  # fmt: skip
+def epoch_heatmap(
+    values: np.ndarray,
+    names: Sequence[str],
+    layer_ids: Sequence[int],
+    epochs: Sequence[int],
+    first: Sequence[int | None],
+    *,
+    title: str,
+    plot_id: str,
+    label: str,
+    grid: str,
+) -> str:
     """Rows = layers (model order), columns = epochs, colour = ``values`` (viridis, 1st-99th
     percentile); a red marker at ``first[r]``, the epoch layer r first had a dead channel. Each row
     is a mark (``data-value``: its values per epoch); ``grid`` names the JSON the page's script
@@ -377,9 +464,13 @@ def epoch_heatmap(values: np.ndarray, names: Sequence[str], layer_ids: Sequence[
     )
     step = max(1, math.ceil(cols / 12))
     ystep = max(1, math.ceil(rows / 16))
-    ax.frame("epoch", "BN layer (Ultralytics index)", grid=False,
-             xticks=[(j, str(epochs[j])) for j in range(0, cols, step)],
-             yticks=[(rows - r - 0.5, str(int(layer_ids[r]))) for r in range(0, rows, ystep)])  # fmt: skip
+    ax.frame(
+        "epoch",
+        "BN layer (Ultralytics index)",
+        grid=False,
+        xticks=[(j, str(epochs[j])) for j in range(0, cols, step)],
+        yticks=[(rows - r - 0.5, str(int(layer_ids[r]))) for r in range(0, rows, ystep)],
+    )
     for r, name in enumerate(names):
         with ax.mark(None, name=name, value=values[r]):
             ax.rect(ax.ml, ax.y(rows - r), ax.pw, rh, fill="#000", fill_opacity=0)

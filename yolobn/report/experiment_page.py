@@ -48,32 +48,53 @@ def sensitivity_sections(s: pd.DataFrame, metric: str, top: int) -> str:
     ranked = s.sort_values(["delta", "layer"], kind="stable").reset_index(drop=True)
     head = ranked.head(top)
     bars = [
-        charts.Bar(str(r.layer), float(r.delta), signed(float(r.delta)), f"{r.layer}: {label} {signed(float(r.delta))}",
-                   charts.WORSE if r.delta <= -5e-5 else (charts.BETTER if r.delta >= 5e-5 else charts.NEUTRAL))
+        charts.Bar(
+            str(r.layer),
+            float(r.delta),
+            signed(float(r.delta)),
+            f"{r.layer}: {label} {signed(float(r.delta))}",
+            charts.WORSE if r.delta <= -5e-5 else (charts.BETTER if r.delta >= 5e-5 else charts.NEUTRAL),
+        )
         for r in head.itertuples()
-    ]  # fmt: skip
-    top_svg = charts.hbar_chart(bars, title=f"The {len(head)} layers most sensitive to {impl}",
-                                plot_id="plot-sensitivity", xlabel=f"change in {label} when only this layer is swapped")  # fmt: skip
+    ]
+    top_svg = charts.hbar_chart(
+        bars,
+        title=f"The {len(head)} layers most sensitive to {impl}",
+        plot_id="plot-sensitivity",
+        xlabel=f"change in {label} when only this layer is swapped",
+    )
     ordered = model_order(s)
     names = [str(n) for n in ordered["layer"]]
     deltas = ordered["delta"].to_numpy(dtype=float)
     depth_svg = charts.depth_bars(
-        names, [_layer_id(n, i) for i, n in enumerate(names)], deltas,
-        title=f"Change in {label} along the depth, one BN layer swapped at a time", plot_id="plot-sensitivity-depth",
-        ylabel=f"Δ {label}", tips=[f"{n}: {signed(d)}" for n, d in zip(names, deltas, strict=True)],
+        names,
+        [_layer_id(n, i) for i, n in enumerate(names)],
+        deltas,
+        title=f"Change in {label} along the depth, one BN layer swapped at a time",
+        plot_id="plot-sensitivity-depth",
+        ylabel=f"Δ {label}",
+        tips=[f"{n}: {signed(d)}" for n, d in zip(names, deltas, strict=True)],
         roles=list(ordered["role"]) if "role" in ordered.columns else None,
-    )  # fmt: skip
+    )
     moved = int((np.abs(deltas[np.isfinite(deltas)]) >= 5e-5).sum())
-    return "\n".join([
-        "<h2>Per-layer sensitivity</h2>",
-        f'<p class="sub">{len(s)} BN layers swapped to {escape(impl)} one at a time; {moved} of them change '
-        f"{escape(label)} by 0.0001 or more.</p>",
-        figure(top_svg, f"The {len(head)} largest drops (the experiment's <code>sensitivity.top</code>), most "
-               f"sensitive first: {escape(label)} with only that BN layer swapped, minus the baseline."),
-        figure(depth_svg, "Every layer of the sweep in model order (tick: Ultralytics layer index): where along "
-               "the depth the drop sits. Hover a bar for its layer."),
-        table(ranked, {metric}, "sensitivity"),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "<h2>Per-layer sensitivity</h2>",
+            f'<p class="sub">{len(s)} BN layers swapped to {escape(impl)} one at a time; {moved} of them change '
+            f"{escape(label)} by 0.0001 or more.</p>",
+            figure(
+                top_svg,
+                f"The {len(head)} largest drops (the experiment's <code>sensitivity.top</code>), most "
+                f"sensitive first: {escape(label)} with only that BN layer swapped, minus the baseline.",
+            ),
+            figure(
+                depth_svg,
+                "Every layer of the sweep in model order (tick: Ultralytics layer index): where along "
+                "the depth the drop sits. Hover a bar for its layer.",
+            ),
+            table(ranked, {metric}, "sensitivity"),
+        ]
+    )
 
 
 def render_html(res: Any) -> str:
@@ -92,7 +113,7 @@ def render_html(res: Any) -> str:
                 ("imgsz", res.config.get("imgsz")),
                 ("main metric", metric_label(res.metric) if res.metric else None),
             ]
-        ),  # fmt: skip
+        ),
         cards(_cards(res)),
         '<p class="sub">Validated with Ultralytics\' validator on unfused copies: the swapped modules are what ran. '
         "Δ: change vs the baseline (green better, red worse).</p>",
@@ -114,6 +135,11 @@ def _cards(res: Any) -> list[tuple[str, str, str]]:
     if s is not None and len(s):
         worst = s.sort_values(["delta", "layer"], kind="stable").iloc[0]
         d = float(worst["delta"])
-        out.append((f"most sensitive layer ({s['impl'].iloc[0]})", f"{worst['layer']} {signed(d)}",
-                    "bad" if math.isfinite(d) and d <= -5e-5 else "ok"))  # fmt: skip
+        out.append(
+            (
+                f"most sensitive layer ({s['impl'].iloc[0]})",
+                f"{worst['layer']} {signed(d)}",
+                "bad" if math.isfinite(d) and d <= -5e-5 else "ok",
+            )
+        )
     return out

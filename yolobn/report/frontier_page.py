@@ -59,13 +59,17 @@ def _series(
         tips = [
             f"{name}, {s:g}% ablated ({int(n):,} channels): {v:.4f} ({signed(d)})"
             + (f", seeds {signed(lo)} to {signed(hi)}" if multi else "")
-            for s, n, v, d, lo, hi in zip(g["share"], g["channels_ablated"], y, g["delta"], g["delta_min"],
-                                          g["delta_max"], strict=True)
-        ]  # fmt: skip
+            for s, n, v, d, lo, hi in zip(
+                g["share"], g["channels_ablated"], y, g["delta"], g["delta_min"], g["delta_max"], strict=True
+            )
+        ]
         lo = list(base + g["delta_min"].to_numpy(float)) if multi else None
         hi = list(base + g["delta_max"].to_numpy(float)) if multi else None
-        out.append(charts.Series(str(name), colors.get(str(name), charts.NEUTRAL), list(g["share"]), list(y),
-                                 tips, lo, hi))  # fmt: skip
+        out.append(
+            charts.Series(
+                str(name), colors.get(str(name), charts.NEUTRAL), list(g["share"]), list(y), tips, lo, hi
+            )
+        )
     return out
 
 
@@ -73,31 +77,52 @@ def _curves(fr: Any) -> str:
     c = fr.curve
     label = metric_label(fr.metric)
     allc = c[c["scope"] == "all"]
-    band = (fr.baseline - fr.tolerance, fr.baseline,
-            f"within the tolerance: at most {fr.tolerance:g} below the baseline {fr.baseline:.4f}")  # fmt: skip
+    band = (
+        fr.baseline - fr.tolerance,
+        fr.baseline,
+        f"within the tolerance: at most {fr.tolerance:g} below the baseline {fr.baseline:.4f}",
+    )
     main = charts.line_chart(
-        _series(allc, fr.metric, "criterion", CRITERION_COLORS, band=True), title=f"{label} against the share of "
-        "channels ablated", plot_id="plot-frontier", xlabel="channels ablated (% of the model, lowest-ranked first)",
-        ylabel=label, band=band, xticks=_share_ticks(allc["share"]), height=360,
-    )  # fmt: skip
+        _series(allc, fr.metric, "criterion", CRITERION_COLORS, band=True),
+        title=f"{label} against the share of channels ablated",
+        plot_id="plot-frontier",
+        xlabel="channels ablated (% of the model, lowest-ranked first)",
+        ylabel=label,
+        band=band,
+        xticks=_share_ticks(allc["share"]),
+        height=360,
+    )
     crit = ", ".join(
         f"<b>{escape(k)}</b> ({escape(CRITERION_TEXT.get(k, k))})" for k in dict.fromkeys(allc["criterion"])
     )
     out = [
         "<h2>The frontier</h2>",
-        figure(main, f"Channels ranked by each criterion ({crit}); the lowest k% replaced by their observed mean "
-               f"after the activation, validated with Ultralytics' validator. Shaded orange: within {fr.tolerance:g} "
-               "of the baseline (the 0% point). The random line is the mean over the seeds, its shade the range."),
-    ]  # fmt: skip
+        figure(
+            main,
+            f"Channels ranked by each criterion ({crit}); the lowest k% replaced by their observed mean "
+            f"after the activation, validated with Ultralytics' validator. Shaded orange: within {fr.tolerance:g} "
+            "of the baseline (the 0% point). The random line is the mean over the seeds, its shade the range.",
+        ),
+    ]
     roles = c[(c["scope"] != "all") & (c["criterion"] == "observed")]
     if len(roles):
         svg = charts.line_chart(
-            _series(roles, fr.metric, "scope", ROLE_LINE_COLORS, band=False), title=f"{label}, ablating within one "
-            "role only (observed criterion)", plot_id="plot-frontier-roles", xlabel="channels ablated (% of the role)",
-            ylabel=label, band=band, xticks=_share_ticks(roles["share"]), height=300,
-        )  # fmt: skip
-        out.append(figure(svg, "The observed ranking restricted to the backbone, the neck or the head: which part "
-                               "of the model tolerates ablation."))  # fmt: skip
+            _series(roles, fr.metric, "scope", ROLE_LINE_COLORS, band=False),
+            title=f"{label}, ablating within one role only (observed criterion)",
+            plot_id="plot-frontier-roles",
+            xlabel="channels ablated (% of the role)",
+            ylabel=label,
+            band=band,
+            xticks=_share_ticks(roles["share"]),
+            height=300,
+        )
+        out.append(
+            figure(
+                svg,
+                "The observed ranking restricted to the backbone, the neck or the head: which part "
+                "of the model tolerates ablation.",
+            )
+        )
     return "\n".join(out)
 
 
@@ -113,27 +138,60 @@ def _removable(fr: Any, s: dict[str, Any]) -> str:
         )
         for k, v in s["removable"].items()
     ]
-    bars += [charts.Bar(f"observed, {r} only", float(v), f"{v:g}%", f"observed within the {r}: {v:g}% of its channels",
-                        ROLE_LINE_COLORS.get(r, charts.NEUTRAL), [float(v)]) for r, v in s["removable_by_role"].items()]  # fmt: skip
-    svg = charts.hbar_chart(bars, title=f"Largest share removable within {fr.tolerance:g}", plot_id="plot-removable",
-                            xlabel="removable (% of the channels in scope)", min_span=10.0)  # fmt: skip
-    return figure(svg, "The largest share tested such that it and every smaller share stay within the tolerance "
-                       "(a later point back within it does not count: the validation set is small and the curve "
-                       "noisy). Per role: the share of that role's channels.")  # fmt: skip
+    bars += [
+        charts.Bar(
+            f"observed, {r} only",
+            float(v),
+            f"{v:g}%",
+            f"observed within the {r}: {v:g}% of its channels",
+            ROLE_LINE_COLORS.get(r, charts.NEUTRAL),
+            [float(v)],
+        )
+        for r, v in s["removable_by_role"].items()
+    ]
+    svg = charts.hbar_chart(
+        bars,
+        title=f"Largest share removable within {fr.tolerance:g}",
+        plot_id="plot-removable",
+        xlabel="removable (% of the channels in scope)",
+        min_span=10.0,
+    )
+    return figure(
+        svg,
+        "The largest share tested such that it and every smaller share stay within the tolerance "
+        "(a later point back within it does not count: the validation set is small and the curve "
+        "noisy). Per role: the share of that role's channels.",
+    )
 
 
 def _layers(fr: Any, s: dict[str, Any]) -> str:
     ly = fr.layers
     top = ly[ly["ablated"] > 0].head(TOP_LAYERS) if len(ly) else ly
-    bars = [charts.Bar(str(r.name), 100 * float(r.share), f"{int(r.ablated)} of {int(r.channels)} ({r.share:.0%})",
-                       f"{r.name} ({r.role}): {int(r.ablated)} of {int(r.channels)} channels ablated",
-                       charts.NEUTRAL, [int(r.ablated), int(r.channels), float(r.share)]) for r in top.itertuples()]  # fmt: skip
+    bars = [
+        charts.Bar(
+            str(r.name),
+            100 * float(r.share),
+            f"{int(r.ablated)} of {int(r.channels)} ({r.share:.0%})",
+            f"{r.name} ({r.role}): {int(r.ablated)} of {int(r.channels)} channels ablated",
+            charts.NEUTRAL,
+            [int(r.ablated), int(r.channels), float(r.share)],
+        )
+        for r in top.itertuples()
+    ]
     at = s["removable"].get("observed")
-    svg = charts.hbar_chart(bars, title="Most prunable layers", plot_id="plot-layers",
-                            xlabel=f"share of the layer's channels ablated at {at or 0:g}% (observed)", min_span=10.0)  # fmt: skip
-    why = (f"At the largest share the observed criterion removes within the tolerance ({at:g}%), the layers that "
-           f"give up the largest share of their channels (the first {len(top)})." if at else
-           "The observed criterion removes nothing within the tolerance: no layer to show.")  # fmt: skip
+    svg = charts.hbar_chart(
+        bars,
+        title="Most prunable layers",
+        plot_id="plot-layers",
+        xlabel=f"share of the layer's channels ablated at {at or 0:g}% (observed)",
+        min_span=10.0,
+    )
+    why = (
+        f"At the largest share the observed criterion removes within the tolerance ({at:g}%), the layers that "
+        f"give up the largest share of their channels (the first {len(top)})."
+        if at
+        else "The observed criterion removes nothing within the tolerance: no layer to show."
+    )
     return "<h2>Most prunable layers</h2>\n" + figure(svg, why)
 
 
@@ -157,10 +215,17 @@ def render_html(fr: Any) -> str:
     source = str(meta.get("path") or meta.get("source") or "model")
     stem = source.replace("\\", "/").rsplit("/", 1)[-1]
     label = metric_label(fr.metric)
-    rows = [("model", source), ("data", st.get("data")), ("imgsz", st.get("imgsz")),
-            ("images observed", st.get("images")), ("shares (%)", ", ".join(f"{x:g}" for x in st.get("shares", []))),
-            ("criteria", ", ".join(st.get("criteria", []))), ("random seeds", st.get("seeds")),
-            ("metric", label), ("tolerance", f"{fr.tolerance:g}")]  # fmt: skip
+    rows = [
+        ("model", source),
+        ("data", st.get("data")),
+        ("imgsz", st.get("imgsz")),
+        ("images observed", st.get("images")),
+        ("shares (%)", ", ".join(f"{x:g}" for x in st.get("shares", []))),
+        ("criteria", ", ".join(st.get("criteria", []))),
+        ("random seeds", st.get("seeds")),
+        ("metric", label),
+        ("tolerance", f"{fr.tolerance:g}"),
+    ]
     items = [(f"baseline {label}", f"{fr.baseline:.4f}" if math.isfinite(fr.baseline) else "–", "")]
     items += [(f"removable: {k}", f"{v:g}%", "ok" if v > 0 else "") for k, v in s["removable"].items()]
     spec = [

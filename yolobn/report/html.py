@@ -56,8 +56,13 @@ __all__ = [
 SMALL_SAMPLE = 32  # fewer images than this: observed dead and drift are noisy (as the console says)
 DETAIL_COLUMNS = ("gamma", "beta", "running_mean", "running_var")
 OBSERVED_DETAIL_COLUMNS = (
-    "obs_pre_mean", "obs_pre_std", "obs_positive_share", "obs_post_std", "mean_shift", "log_var_ratio",
-)  # fmt: skip
+    "obs_pre_mean",
+    "obs_pre_std",
+    "obs_positive_share",
+    "obs_post_std",
+    "mean_shift",
+    "log_var_ratio",
+)
 FLAG_CODES = ["", "constant", "off", "eps-dominated"]
 OBS_CODES = ["", "flat", "never positive", "not run"]
 
@@ -91,8 +96,18 @@ OBSERVED_COLUMNS = [  # with --images, before "findings"
     ("log_var_ratio_abs", "|ln var ratio|", "num"),
     ("drift", "drift", "num"),
 ]
-INT_COLUMNS = ("index", "layer", "channels", "dead", "constant", "off", "eps_dominated", "obs_dead",
-               "dead_predicted_only", "dead_observed_only")  # fmt: skip
+INT_COLUMNS = (
+    "index",
+    "layer",
+    "channels",
+    "dead",
+    "constant",
+    "off",
+    "eps_dominated",
+    "obs_dead",
+    "dead_predicted_only",
+    "dead_observed_only",
+)
 DEAD_COLUMNS = {"dead": "dead", "obs_dead": "obsdead"}  # column -> CSS class of its cells when > 0
 
 
@@ -103,12 +118,21 @@ def render_html(ins: Any) -> str:
     source = meta.get("path") or meta.get("source") or "model"
     stem = source.rsplit("/", 1)[-1]
     os_ = ins.observed_summary() if ins.observation is not None else None
+    sub = (
+        f"BatchNorm statistics, observed on {os_['images']:,} images; the data-free figures are the prediction"
+        if os_
+        else "BatchNorm statistics and data-free dead channels"
+    )
     head = [
-        heading(f"yolobn report — {stem}", "BatchNorm statistics and data-free dead channels"),
+        heading(f"yolobn report — {stem}", sub),
         verdicts_html(ins.verdicts()),
         meta_table(_meta_rows(meta, summary, layers)),
         *(f"<p class='sub'>note: {escape(n)}</p>" for n in meta.get("notes") or []),
-        cards(summary_cards(summary, layers) + (observed_cards(os_) if os_ else [])),
+        cards(
+            observed_cards(os_) + summary_cards(summary, layers, predicted=True)
+            if os_
+            else summary_cards(summary, layers)
+        ),
         *([small_sample_note(os_["images"])] if os_ and os_["images"] < SMALL_SAMPLE else []),
         "<h2>Health findings</h2>",
         _findings_html(summary),
@@ -118,8 +142,8 @@ def render_html(ins: Any) -> str:
         [
             *head,
             _depth_section(layers),
-            _dead_section(layers, channels, th),
-            _observed_section(ins, os_) if os_ else "",
+            _observed_section(ins, os_) if os_ else "",  # what was seen before what was predicted
+            _dead_section(layers, channels, th, predicted=bool(os_)),
             _histogram_section(layers, channels),
             _table_section(layers),
             footer(source, meta.get("sha256")),
@@ -142,15 +166,18 @@ def eps_summary(layers: pd.DataFrame) -> str:
     )
 
 
-def summary_cards(summary: dict[str, Any], layers: pd.DataFrame) -> list[tuple[str, str, str]]:
+def summary_cards(
+    summary: dict[str, Any], layers: pd.DataFrame, *, predicted: bool = False
+) -> list[tuple[str, str, str]]:
+    """The data-free headline; ``predicted``: beside observed figures, labelled as the prediction."""
     by, n_find = summary["dead_by_reason"], int((layers["findings"] != "").sum())
     return [
         ("BN layers", f"{summary['bn_layers']}", ""),
         ("channels", f"{summary['channels']:,}", ""),
         (
-            "dead channels",
+            "predicted dead (data-free)" if predicted else "dead channels",
             f"{summary['dead']:,} ({summary['dead_share']:.1%})",
-            "bad" if summary["dead"] else "ok",
+            "" if predicted else "bad" if summary["dead"] else "ok",
         ),
         ("constant / off", f"{by['constant']:,} / {by['off']:,}", ""),
         ("eps-dominated", f"{summary['eps_dominated']:,} ({summary['eps_dominated_share']:.1%})", ""),
@@ -163,11 +190,17 @@ def observed_cards(os_: dict[str, Any]) -> list[tuple[str, str, str]]:
     observed dead channels when the summary carries them (``prediction``)."""
     c = os_["confusion"]
     out = [
-        (f"observed dead ({os_['images']} images)", f"{os_['observed_dead']:,} ({os_['observed_dead_share']:.1%})",
-         "bad" if os_["observed_dead"] else "ok"),
-        ("observed only / predicted only", f"{c['observed_only']:,} / {c['predicted_only']:,}",
-         "bad" if c["observed_only"] or c["predicted_only"] else "ok"),
-    ]  # fmt: skip
+        (
+            f"observed dead ({os_['images']} images)",
+            f"{os_['observed_dead']:,} ({os_['observed_dead_share']:.1%})",
+            "bad" if os_["observed_dead"] else "ok",
+        ),
+        (
+            "observed only / predicted only",
+            f"{c['observed_only']:,} / {c['predicted_only']:,}",
+            "bad" if c["observed_only"] or c["predicted_only"] else "ok",
+        ),
+    ]
     pred = os_.get("prediction")
     if pred is not None:
         p, r = (_share(pred.get(k)) for k in ("precision", "recall"))
@@ -278,12 +311,15 @@ def _depth_section(layers: pd.DataFrame) -> str:
     )
 
 
-def _dead_section(layers: pd.DataFrame, channels: pd.DataFrame, th: dict[str, float]) -> str:
+def _dead_section(
+    layers: pd.DataFrame, channels: pd.DataFrame, th: dict[str, float], *, predicted: bool = False
+) -> str:
     scatter, clipped = plots.scatter_plot(channels, th)
     edge = (
         f" {clipped} channels outside the 0.1-99.9 percentile view are drawn at its edge." if clipped else ""
     )
-    return f"""<h2>Dead channels</h2>
+    title = "Dead channels predicted from the weights (data-free)" if predicted else "Dead channels"
+    return f"""<h2>{title}</h2>
 {figure(plots.dead_share_plot(layers), "Share of each layer's channels that are dead, stacked by reason (constant, off); blue dots: share of eps-dominated channels. Hover a bar for the counts.")}
 <div class="row2">
 {figure(scatter, f"Every channel's gamma against its beta (alive channels binned to 2-pixel cells; dead channels as circles). Shaded: the constant band |γ| &lt; {th['const_std']:g} and the off wedge β &lt; -{th['off_sigma']:g}·|γ| (exact when running_var ≫ eps).{edge}")}

@@ -74,8 +74,13 @@ def _layer_ticks(layers: pd.DataFrame) -> list[tuple[float, str]]:
     return [(i, str(int(layers["layer"].iloc[i]))) for i in range(0, n, step)]
 
 
-def _layer_axes(layers: pd.DataFrame, height: int, ylim: tuple[float, float], ylabel: str,
-                yticks: Sequence[tuple[float, str]] | None = None) -> Axes:  # fmt: skip
+def _layer_axes(
+    layers: pd.DataFrame,
+    height: int,
+    ylim: tuple[float, float],
+    ylabel: str,
+    yticks: Sequence[tuple[float, str]] | None = None,
+) -> Axes:
     """Axes with one slot per BN layer along x, the roles shaded behind."""
     ax = Axes(WIDTH, height, (-0.5, len(layers) - 0.5), ylim)
     role_bands(ax, list(layers["role"]))
@@ -131,8 +136,14 @@ def _eps_line(ax: Axes, layers: pd.DataFrame, eps: np.ndarray) -> None:
         y = ax.y(math.log10(values[0]))
         with ax.mark(f"eps = {eps_label(values[0])} in every layer", name="eps", value=values[0]):
             ax.line(ax.ml, y, ax.ml + ax.pw, y, stroke=EPS_COLOR, stroke_dasharray="5 3", stroke_width=1.2)
-            ax.text(ax.ml + ax.pw - 4, y - 4, f"eps {eps_label(values[0])}", class_="tick", text_anchor="end",
-                    fill=EPS_COLOR)  # fmt: skip
+            ax.text(
+                ax.ml + ax.pw - 4,
+                y - 4,
+                f"eps {eps_label(values[0])}",
+                class_="tick",
+                text_anchor="end",
+                fill=EPS_COLOR,
+            )
         return
     for i, (name, e) in enumerate(zip(layers["name"], eps, strict=True)):
         if e > 0:
@@ -182,8 +193,14 @@ def dead_share_plot(layers: pd.DataFrame) -> str:
         ax.note("no dead channels and no eps-dominated channels")
     elif not counts[:, :2].any():
         ax.note("no dead channels (dots: eps-dominated)")
-    legend(ax, [("constant", REASON_COLORS["constant"]), ("off", REASON_COLORS["off"]),
-                ("eps-dominated (dot)", EPS_COLOR)])  # fmt: skip
+    legend(
+        ax,
+        [
+            ("constant", REASON_COLORS["constant"]),
+            ("off", REASON_COLORS["off"]),
+            ("eps-dominated (dot)", EPS_COLOR),
+        ],
+    )
     return ax.svg("Dead channels per layer, stacked by reason", "plot-dead")
 
 
@@ -225,8 +242,10 @@ def drift_plot(layers: pd.DataFrame) -> str:
     for i, name in enumerate(layers["name"]):
         if not math.isfinite(lm[i]):
             continue
-        tip = (f"{name}: mean drift {mean[i]:.3g}, max {mx[i]:.3g}, |mean shift| {shift[i]:.3g}, "
-               f"|ln var ratio| {ratio[i]:.3g}")  # fmt: skip
+        tip = (
+            f"{name}: mean drift {mean[i]:.3g}, max {mx[i]:.3g}, |mean shift| {shift[i]:.3g}, "
+            f"|ln var ratio| {ratio[i]:.3g}"
+        )
         color = "#c0392b" if mean[i] >= 1 else ("#e69f00" if mean[i] >= 0.1 else BOX_COLOR)
         y0, y1 = ax.y(lo), ax.y(lm[i])
         with ax.mark(tip, name=name, value=[mean[i], mx[i]]):
@@ -254,8 +273,12 @@ def scatter_plot(channels: pd.DataFrame, th: dict[str, float]) -> tuple[str, int
     k, c = th["off_sigma"], th["const_std"]
     # the dead regions (assuming running_var >> eps, so that the output std is ~|gamma|)
     wedge = [(ax.x0, -k * abs(ax.x0)), (0, 0), (ax.x1, -k * abs(ax.x1)), (ax.x1, ax.y0), (ax.x0, ax.y0)]
-    ax.polygon([(ax.x(px), ax.y(max(min(py, ax.y1), ax.y0))) for px, py in wedge],
-               f"off region: beta + {k:g}·|gamma| < 0", fill=REASON_COLORS["off"], fill_opacity=0.18)  # fmt: skip
+    ax.polygon(
+        [(ax.x(px), ax.y(max(min(py, ax.y1), ax.y0))) for px, py in wedge],
+        f"off region: beta + {k:g}·|gamma| < 0",
+        fill=REASON_COLORS["off"],
+        fill_opacity=0.18,
+    )
     cw = max(ax.x(c) - ax.x(-c), 2)
     with ax.mark(f"constant region: |gamma| < {c:g}"):
         ax.rect(ax.x(0) - cw / 2, ax.mt, cw, ax.ph, fill=REASON_COLORS["constant"], fill_opacity=0.25)
@@ -279,8 +302,14 @@ def scatter_plot(channels: pd.DataFrame, th: dict[str, float]) -> tuple[str, int
             ax.image(ax.ml, ax.mt + ax.ph - 2 * gh_, 2 * gw, 2 * gh_, png_uri(rgba[::-1], "RGBA"))
     for r, color in REASON_COLORS.items():
         m = reason == r
-        with ax.mark(f"{r}: {int(m.sum())} channels", name=r, value=int(m.sum()), fill=color, stroke="#000",
-                     stroke_width=0.4):  # fmt: skip
+        with ax.mark(
+            f"{r}: {int(m.sum())} channels",
+            name=r,
+            value=int(m.sum()),
+            fill=color,
+            stroke="#000",
+            stroke_width=0.4,
+        ):
             for i, j in np.unique(np.stack([cx[m], cy[m]], 1), axis=0):
                 ax.circle(ax.ml + 2 * i + 1, ax.mt + ax.ph - 2 * j - 1, 2.5)
     clipped = int(((g < ax.x0) | (g > ax.x1) | (b < ax.y0) | (b > ax.y1)).sum())
@@ -333,8 +362,12 @@ def heatmap_plot(layers: pd.DataFrame, channels: pd.DataFrame) -> str:
     ticked = sorted(set(range(0, len(layers), step)) | set(np.flatnonzero(nlines > 1).tolist()))
     yt = [(total - first[i] - 0.5, str(int(layers["layer"].iloc[i]))) for i in ticked]
     wrapped = f"; rows of more than {cap:,} channels continue below" if nlines.max(initial=1) > 1 else ""
-    ax.frame(f"channel index{'' if binsz == 1 else f' (bins of {binsz} channels)'}{wrapped}",
-             "BN layer (Ultralytics index)", yticks=yt, grid=False)  # fmt: skip
+    ax.frame(
+        f"channel index{'' if binsz == 1 else f' (bins of {binsz} channels)'}{wrapped}",
+        "BN layer (Ultralytics index)",
+        yticks=yt,
+        grid=False,
+    )
     x = ax.w - ax.mr + 30
     ax.image(x, ax.mt, 14, 200, png_uri(VIRIDIS[::-1, None, :], "RGB"))
     ax.text(x + 18, ax.mt + 8, tick_label(10**hi), class_="tick")
@@ -345,8 +378,16 @@ def heatmap_plot(layers: pd.DataFrame, channels: pd.DataFrame) -> str:
     return ax.svg("Layer x channel map of |effective scale| (dead channels in red)", "plot-heatmap")
 
 
-def _heatmap_rows(ax: Axes, layers: pd.DataFrame, dead: np.ndarray, starts: np.ndarray, first: np.ndarray,
-                  nlines: np.ndarray, cap: int, total: int) -> None:  # fmt: skip
+def _heatmap_rows(
+    ax: Axes,
+    layers: pd.DataFrame,
+    dead: np.ndarray,
+    starts: np.ndarray,
+    first: np.ndarray,
+    nlines: np.ndarray,
+    cap: int,
+    total: int,
+) -> None:
     """An invisible mark over each layer's lines: its tooltip, and its channel and dead counts."""
     for r, name in enumerate(layers["name"]):
         c, nd = int(starts[r + 1] - starts[r]), int(dead[starts[r] : starts[r + 1]].sum())
@@ -360,8 +401,16 @@ def _heatmap_rows(ax: Axes, layers: pd.DataFrame, dead: np.ndarray, starts: np.n
                 )
 
 
-def histogram_plot(values: np.ndarray, dead: np.ndarray, *, title: str, xlabel: str, plot_id: str,
-                   bins: int = 60, vlines: list[tuple[float, str]] | None = None) -> str:  # fmt: skip
+def histogram_plot(
+    values: np.ndarray,
+    dead: np.ndarray,
+    *,
+    title: str,
+    xlabel: str,
+    plot_id: str,
+    bins: int = 60,
+    vlines: list[tuple[float, str]] | None = None,
+) -> str:
     """Histogram of ``values`` over all channels, dead channels stacked in red; ``vlines``: (x,
     label) reference lines (the log10 eps on the variance histogram)."""
     ok = np.isfinite(values)

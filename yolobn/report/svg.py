@@ -63,8 +63,9 @@ _VIRIDIS_HEX = (
     "addc30b0dd2fb2dd2db5de2bb8de29bade28bddf26c0df25c2df23c5e021c8e020cae11fcde11dd0e11cd2e21bd5e21a"
     "d8e219dae319dde318dfe318e2e418e5e419e7e419eae51aece51befe51cf1e51df4e61ef6e620f8e621fbe723fde725"
 )
-VIRIDIS = np.array([[int(_VIRIDIS_HEX[i + k : i + k + 2], 16) for k in (0, 2, 4)] for i in range(0, 1536, 6)],
-                   dtype=np.uint8)  # fmt: skip
+VIRIDIS = np.array(
+    [[int(_VIRIDIS_HEX[i + k : i + k + 2], 16) for k in (0, 2, 4)] for i in range(0, 1536, 6)], dtype=np.uint8
+)
 
 
 def viridis(t: np.ndarray) -> np.ndarray:
@@ -198,12 +199,26 @@ class Axes:
         self.add(element("polyline", {"points": pts, "fill": "none", **attrs}))
 
     def image(self, x: float, y: float, w: float, h: float, href: str, **attrs: Any) -> None:
-        self.add(element("image", {"x": x, "y": y, "width": w, "height": h, "preserveAspectRatio": "none",
-                                   "style": "image-rendering:pixelated", "href": href, **attrs}))  # fmt: skip
+        self.add(
+            element(
+                "image",
+                {
+                    "x": x,
+                    "y": y,
+                    "width": w,
+                    "height": h,
+                    "preserveAspectRatio": "none",
+                    "style": "image-rendering:pixelated",
+                    "href": href,
+                    **attrs,
+                },
+            )
+        )
 
     @contextmanager
-    def mark(self, title: str | None = None, *, name: str | None = None, value: Any = None,
-             **attrs: Any) -> Iterator[None]:  # fmt: skip
+    def mark(
+        self, title: str | None = None, *, name: str | None = None, value: Any = None, **attrs: Any
+    ) -> Iterator[None]:
         """Group what is drawn inside into one mark: a tooltip (``title``), ``data-name`` and
         ``data-value`` (a number or a sequence of numbers, 7 significant digits, space separated).
         A mark with nothing drawn is left out."""
@@ -256,6 +271,7 @@ class Axes:
         body = "".join(self.parts)
         return (
             f'<svg id="{plot_id}" class="plot" viewBox="0 0 {self.w} {self.h}" width="{self.w}" height="{self.h}" '
+            f'style="--w:{self.w}px" '
             f'role="img" aria-label="{escape(title)}">'
             f'<text x="{fmt(self.ml)}" y="17" class="title">{escape(title)}</text>{body}</svg>'
         )
@@ -272,8 +288,19 @@ def role_bands(ax: Axes, roles: Sequence[str]) -> None:
         if i == len(roles) or roles[i] != roles[start]:
             r = roles[start]
             x0, x1 = ax.x(start - 0.5), ax.x(i - 0.5)
-            ax.add(element("rect", {"x": x0, "y": ax.mt, "width": x1 - x0, "height": ax.ph,
-                                    "fill": ROLE_COLORS.get(r, ROLE_COLORS["unknown"])}, _title(r)))  # fmt: skip
+            ax.add(
+                element(
+                    "rect",
+                    {
+                        "x": x0,
+                        "y": ax.mt,
+                        "width": x1 - x0,
+                        "height": ax.ph,
+                        "fill": ROLE_COLORS.get(r, ROLE_COLORS["unknown"]),
+                    },
+                    _title(r),
+                )
+            )
             if x1 - x0 > 40:
                 ax.text((x0 + x1) / 2, ax.mt + 12, r, class_="band", text_anchor="middle")
             start = i

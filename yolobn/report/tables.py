@@ -1,4 +1,4 @@
-"""Rich renderables of swap, experiment, recalibrate, compare and frontier (built here, printed by the CLI)."""
+"""Rich renderables of swap, experiment, recalibrate, compare, frontier and prune (built here, printed by the CLI)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from yolobn.core.text import visible
+from yolobn.core.thresholds import Levels
 from yolobn.report.fit import Col, fit_table, markup_safe
 from yolobn.report.fit import delta as _delta
 from yolobn.report.fit import metric as _metric
@@ -149,6 +150,19 @@ def compare_panel(s: dict[str, Any]) -> Panel:
     if s["most_changed"]:
         top = ", ".join(f"{d['name']} {_g(d['change'])}" for d in s["most_changed"][:3])
         lines.append(Text.assemble(("most changed  ", "bold cyan"), visible(top)))
+    if "drift" in s:
+        d = s["drift"]
+        lines.append(
+            Text.assemble(
+                ("drift         ", "bold cyan"),
+                f"on {d['images']} images at imgsz {d['imgsz']}: mean A {_g(d['mean_a'])} → B ",
+                (_g(d["mean_b"]), "bold red" if d["mean_b"] >= Levels().drift_act else ""),
+                " nats (Gaussian KL of each BN input vs its running statistics)",
+            )
+        )
+        if d["most_risen"]:
+            top = ", ".join(f"{r['name']} {_g(r['drift_a'])}→{_g(r['drift_b'])}" for r in d["most_risen"][:3])
+            lines.append(Text.assemble(("most risen    ", "bold cyan"), visible(top)))
     for key, what in (("only_a", "only in A"), ("only_b", "only in B"), ("mismatched", "other width")):
         if s[key]:
             names = ", ".join(s[key][:3]) + (" ..." if len(s[key]) > 3 else "")
@@ -171,22 +185,35 @@ COMPARE_COLS = [
 
 
 def compare_table(layers: pd.DataFrame, *, width: int = 200) -> Table:
-    """The matched layers of a comparison, in the order given (most changed first)."""
+    """The matched layers of a comparison, in the order given (most changed first; with drift, the
+    layers whose drift rose most first)."""
+    drift = "drift_rise" in layers.columns
+    rise_level = Levels().drift_layer_look
     rows = []
     for r in layers.itertuples():
-        rows.append(
-            [
-                markup_safe(r.name), markup_safe(r.block), str(r.channels), f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
-                f"{_g(r.running_var_p50_a)}→{_g(r.running_var_p50_b)}", _g(r.kl_in), _g(r.kl_out),
-                f"[red]{r.newly_dead}[/]" if r.newly_dead else "·", str(r.revived) if r.revived else "·",
-                f"+{r.newly_eps_dominated}/-{r.no_longer_eps_dominated}"
-                if r.newly_eps_dominated or r.no_longer_eps_dominated else "·",
-            ]
-        )  # fmt: skip
+        row = [
+            markup_safe(r.name), markup_safe(r.block), str(r.channels), f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
+            f"{_g(r.running_var_p50_a)}→{_g(r.running_var_p50_b)}", _g(r.kl_in), _g(r.kl_out),
+            f"[red]{r.newly_dead}[/]" if r.newly_dead else "·", str(r.revived) if r.revived else "·",
+            f"+{r.newly_eps_dominated}/-{r.no_longer_eps_dominated}"
+            if r.newly_eps_dominated or r.no_longer_eps_dominated else "·",
+        ]  # fmt: skip
+        if drift:
+            text = f"{_g(r.drift_a)}→{_g(r.drift_b)}"
+            row.insert(3, f"[red]{text}[/]" if r.drift_rise >= rise_level else text)
+        rows.append(row)
     caption = (
         "kl in / kl out: mean channel Gaussian KL (nats) of the running statistics / the BN output, B vs A"
     )
-    return fit_table(COMPARE_COLS, rows, width=width, title="most changed BN layers", caption=caption)
+    cols = COMPARE_COLS
+    if drift:
+        caption += (
+            f"; drift A→B: mean channel KL of the BN input on the images vs the running statistics (red: rose "
+            f"by ≥{rise_level:g})"
+        )
+        cols = [*COMPARE_COLS[:3], Col("drift A→B"), *COMPARE_COLS[3:]]
+    title = "BN layers whose drift rose most" if drift else "most changed BN layers"
+    return fit_table(cols, rows, width=width, title=title, caption=caption)
 
 
 AUDIT_COLS = [
@@ -273,4 +300,57 @@ def frontier_table(fr: Any, *, width: int = 200) -> Group:
     if s["most_prunable_layers"]:
         top = ", ".join(f"{d['name']} {d['ablated']}/{d['channels']}" for d in s["most_prunable_layers"][:3])
         lines.append(Text.assemble(("most prunable ", "bold cyan"), visible(top)))
-    return Group(t, Panel(Group(*lines), title="yolobn frontier", title_align="left", expand=False))
+    # the answer first, the evidence under it
+    return Group(Panel(Group(*lines), title="yolobn frontier", title_align="left", expand=False), t)
+
+
+# --------------------------------------------------------------------------------------------------
+# prune
+
+
+def prune_table(r: Any) -> Group:
+    """Before and after (parameters, FLOPs, latency, size, the metric) and what was removed."""
+    import math
+
+    t = Table(title=f"yolobn prune: {r.selection.count:,} of {r.selection.total:,} channels removed "
+                    f"({r.selection.share:.1f}%, {r.criterion} ranking)")  # fmt: skip
+    for c in ("", "before", "after", "ratio / Δ"):
+        t.add_column(c, justify="left" if not c else "right")
+    fmt = {"params": "{:,.0f}", "gflops": "{:.3f}", "latency_ms": "{:.1f}", "model_bytes": "{:.2f}"}
+    label = {
+        "params": "parameters",
+        "gflops": "GFLOPs",
+        "latency_ms": "CPU latency (ms)",
+        "model_bytes": "model (MB)",
+    }
+    for k, (b, a) in r.cost.items():
+        scale = 1e-6 if k == "model_bytes" else 1.0
+        ratio = a / b if b else math.nan
+        t.add_row(label.get(k, k), fmt[k].format(b * scale), fmt[k].format(a * scale),
+                  f"{ratio:.3f}x" if math.isfinite(ratio) else "-")  # fmt: skip
+    m = r.metrics
+    short = m["metric"].replace("metrics/", "")
+    for what in ("pruned", "ablated"):
+        t.add_row(
+            f"{short} ({what})", _metric(m["baseline"]), _metric(m[what]), _delta(m[what] - m["baseline"])
+        )
+    s = r.residual_summary
+    lines = []
+    if s:
+        lines.append(Text.assemble(
+            ("border residual ", "bold cyan"),
+            f"inside {_g(s['interior_max'])}, at the border {_g(s['border_max'])} output std at most; "
+            f"output {_g(s['output_max'])} of its largest value at most",
+        ))  # fmt: skip
+    if r.fixed:
+        lines.append(Text.assemble(("never removed   ", "bold cyan"),
+                                   f"{sum(r.fixed.values()):,} channels: " + "; ".join(r.fixed)))  # fmt: skip
+    top = r.layers[r.layers["removed"] > 0].sort_values("removed", ascending=False, kind="stable").head(3)
+    if len(top):
+        lines.append(Text.assemble(("most removed    ", "bold cyan"),
+                                   ", ".join(f"{x.name} {x.removed}/{x.channels}" for x in top.itertuples())))  # fmt: skip
+    return (
+        Group(t, Panel(Group(*lines), title="yolobn prune", title_align="left", expand=False))
+        if lines
+        else Group(t)
+    )

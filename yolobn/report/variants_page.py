@@ -160,9 +160,14 @@ def metric_bars(results: pd.DataFrame, metric: str) -> str:
         color = charts.NEUTRAL if not abs(d) >= SAME else (charts.WORSE if d < 0 else charts.BETTER)
         text = f"{v:.4f}  ({signed(d)})" if math.isfinite(v) else "–"
         bars.append(charts.Bar(str(r["variant"]), d, text, f"{r['variant']}: {label} {text}", color, [v, d]))
-    return charts.hbar_chart(bars, title=f"Change in {label} per variant", plot_id="plot-metric",
-                             xlabel=f"change in {label} vs the baseline", ref=(0.0, f"baseline {base:.4f}"),
-                             min_span=0.01)  # fmt: skip
+    return charts.hbar_chart(
+        bars,
+        title=f"Change in {label} per variant",
+        plot_id="plot-metric",
+        xlabel=f"change in {label} vs the baseline",
+        ref=(0.0, f"baseline {base:.4f}"),
+        min_span=0.01,
+    )
 
 
 def difference_bars(results: pd.DataFrame, where: str) -> str:
@@ -173,8 +178,13 @@ def difference_bars(results: pd.DataFrame, where: str) -> str:
         text = "0 (identical)" if rel == 0 else (f"{rel:.2g}" if math.isfinite(rel) else "–")
         tip = f"{r['variant']}: max |Δ output| {ab:.3g}, relative {rel:.3g} ({where})"
         bars.append(charts.Bar(str(r["variant"]), rel, text, tip, charts.NEUTRAL, [rel, ab]))
-    return charts.hbar_chart(bars, title="Largest output difference vs the original model", plot_id="plot-difference",
-                             xlabel="max |Δ raw head output| / max |output| (log scale)", log=True)  # fmt: skip
+    return charts.hbar_chart(
+        bars,
+        title="Largest output difference vs the original model",
+        plot_id="plot-difference",
+        xlabel="max |Δ raw head output| / max |output| (log scale)",
+        log=True,
+    )
 
 
 def agreement_bars(results: pd.DataFrame) -> str | None:
@@ -196,8 +206,13 @@ def agreement_bars(results: pd.DataFrame) -> str | None:
         bars.append(
             charts.Bar(str(r["variant"]), 100 * v, text, f"{r['variant']}: {text}{boxes}", color, [v])
         )
-    return charts.hbar_chart(bars, title=f"Agreement with the original model ({what})", plot_id="plot-agreement",
-                             xlabel="agreement (%)", ref=(100.0, "100 %"))  # fmt: skip
+    return charts.hbar_chart(
+        bars,
+        title=f"Agreement with the original model ({what})",
+        plot_id="plot-agreement",
+        xlabel="agreement (%)",
+        ref=(100.0, "100 %"),
+    )
 
 
 def variant_sections(results: pd.DataFrame, metric: str | None, where: str) -> str:
@@ -206,19 +221,34 @@ def variant_sections(results: pd.DataFrame, metric: str | None, where: str) -> s
     parts = []
     if metric and metric.removeprefix("metrics/") in results.columns:
         label = metric_label(metric)
-        parts += ["<h2>Accuracy</h2>", figure(metric_bars(results, metric),
-                  f"Each bar: the change in {escape(label)} when that variant is swapped in, validated with "
-                  "Ultralytics' validator; dashed: the baseline (nn.BatchNorm2d). Red: worse by 0.0001 or more, "
-                  "green: better. On the right the variant's value and, in brackets, the change.")]  # fmt: skip
+        parts += [
+            "<h2>Accuracy</h2>",
+            figure(
+                metric_bars(results, metric),
+                f"Each bar: the change in {escape(label)} when that variant is swapped in, validated with "
+                "Ultralytics' validator; dashed: the baseline (nn.BatchNorm2d). Red: worse by 0.0001 or more, "
+                "green: better. On the right the variant's value and, in brackets, the change.",
+            ),
+        ]
     if "max_rel_diff" in results.columns:
-        parts += ["<h2>Output difference</h2>", figure(difference_bars(results, where),
-                  f"The largest difference of the raw head outputs between the swapped and the original model on "
-                  f"{escape(where)}, relative to the largest output. Around 1e-7 is float32 rounding: the same "
-                  "computation; from 1e-3 predictions start to move.")]  # fmt: skip
+        parts += [
+            "<h2>Output difference</h2>",
+            figure(
+                difference_bars(results, where),
+                f"The largest difference of the raw head outputs between the swapped and the original model on "
+                f"{escape(where)}, relative to the largest output. Around 1e-7 is float32 rounding: the same "
+                "computation; from 1e-3 predictions start to move.",
+            ),
+        ]
     agree = agreement_bars(results)
     if agree:
-        parts.append(figure(agree, "Without labels: how many of the original model's predictions the swapped "
-                                   "model reproduces after NMS. Unknown: neither model found a box."))  # fmt: skip
+        parts.append(
+            figure(
+                agree,
+                "Without labels: how many of the original model's predictions the swapped "
+                "model reproduces after NMS. Unknown: neither model found a box.",
+            )
+        )
     return "\n".join(parts)
 
 
@@ -230,15 +260,25 @@ def variant_cards(results: pd.DataFrame, metric: str | None) -> list[tuple[str, 
         d = v[f"{short} delta"].astype(float)
         same = int((d.abs() < SAME).sum())
         worst = v.iloc[int(d.to_numpy().argmin())]
-        out += [(f"baseline {metric_label(metric or '')}", f"{_float(results[short].iloc[0]):.4f}", ""),
-                ("unchanged (|Δ| < 0.0001)", f"{same} of {len(v)}", "ok" if same == len(v) else ""),
-                (f"largest drop: {_short_label(str(worst['variant']))}", signed(float(d.min())),
-                 "bad" if d.min() <= -SAME else "ok")]  # fmt: skip
+        out += [
+            (f"baseline {metric_label(metric or '')}", f"{_float(results[short].iloc[0]):.4f}", ""),
+            ("unchanged (|Δ| < 0.0001)", f"{same} of {len(v)}", "ok" if same == len(v) else ""),
+            (
+                f"largest drop: {_short_label(str(worst['variant']))}",
+                signed(float(d.min())),
+                "bad" if d.min() <= -SAME else "ok",
+            ),
+        ]
     col = next((c for c in ("box_agreement", "top1_agreement") if c in results.columns), None)
     if col and len(v):
         a = v[col].astype(float)
-        out.append(("lowest agreement", f"{a.min():.1%}" if a.notna().any() else "unknown",
-                    "bad" if a.min() < 0.99 else "ok"))  # fmt: skip
+        out.append(
+            (
+                "lowest agreement",
+                f"{a.min():.1%}" if a.notna().any() else "unknown",
+                "bad" if a.min() < 0.99 else "ok",
+            )
+        )
     return out
 
 
@@ -253,16 +293,23 @@ def render_html(res: Any, meta: dict[str, Any], *, layers: list[str] | None = No
     s = res.settings
     images = s.images
     where = f"{len(images)} images" if images is not None else "a fixed random batch"
-    rows = [("model", source), ("data", s.data or "none: label-free"), ("images", where), ("imgsz", s.imgsz),
-            ("batch", s.batch), ("device", s.device), ("BN layers swapped", ", ".join(layers or []) or "all"),
-            ("main metric", metric_label(res.metric) if res.metric else None)]  # fmt: skip
+    rows = [
+        ("model", source),
+        ("data", s.data or "none: label-free"),
+        ("images", where),
+        ("imgsz", s.imgsz),
+        ("batch", s.batch),
+        ("device", s.device),
+        ("BN layers swapped", ", ".join(layers or []) or "all"),
+        ("main metric", metric_label(res.metric) if res.metric else None),
+    ]
     body = [
         heading(
             f"yolobn swap — {stem}",
             "BatchNorm implementations swapped and validated"
             if s.data
             else "BatchNorm implementations swapped and compared without labels",
-        ),  # fmt: skip
+        ),
         meta_table(rows),
         cards(variant_cards(res.table, res.metric)),
         f'<p class="sub">{escape(note[:1].upper() + note[1:])}. Δ: change vs the baseline (green better, red worse).</p>'

@@ -21,15 +21,15 @@ def parse_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(text)
     except RuntimeError:
-        raise YolobnError(f"--device {device}: unknown device; use cpu, 0 or cuda:0") from None
+        raise YolobnError(f"device {device}: unknown device; use cpu, 0 or cuda:0") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise YolobnError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        raise YolobnError(f"device {device}: CUDA is not available on this machine; use device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise YolobnError(f"--device {device}: no such GPU ({torch.cuda.device_count()} on this machine)")
+        raise YolobnError(f"device {device}: no such GPU ({torch.cuda.device_count()} on this machine)")
     if dev.type == "mps":  # no float64 on MPS, and the statistics are accumulated in float64
-        raise YolobnError(f"--device {device}: MPS is not supported (no float64); use --device cpu")
+        raise YolobnError(f"device {device}: MPS is not supported (no float64); use device cpu")
     if dev.type not in ("cpu", "cuda"):
-        raise YolobnError(f"--device {device}: use cpu, 0, cuda:0 ...")
+        raise YolobnError(f"device {device}: use cpu, 0, cuda:0 ...")
     return dev
 
 

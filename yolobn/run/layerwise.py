@@ -142,7 +142,7 @@ def _levels(bns: list[str], deps: dict[str, frozenset[str]]) -> dict[str, int]:
         if not ready:
             n = next(n for n in bns if n not in level)
             raise YolobnError(
-                f"BN layer {n} runs twice per forward pass and feeds itself; leave it out (--layers)"
+                f"BN layer {n} runs twice per forward pass and feeds itself; leave it out (layers)"
             )
         for n in ready:
             level[n] = 1 + max((level[d] for d in deps[n]), default=0)

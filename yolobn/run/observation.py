@@ -141,10 +141,22 @@ def prediction_scores(confusion: dict[str, int]) -> dict[str, float]:
 
 
 OBS_CHANNEL_COLUMNS = [
-    "obs_count", "obs_in_mean", "obs_in_var", "obs_pre_mean", "obs_pre_std", "obs_pre_min", "obs_pre_max",
-    "obs_positive_share", "obs_post_mean", "obs_post_std", "obs_dead", "obs_reason",
-    "mean_shift", "log_var_ratio", "drift",
-]  # fmt: skip
+    "obs_count",
+    "obs_in_mean",
+    "obs_in_var",
+    "obs_pre_mean",
+    "obs_pre_std",
+    "obs_pre_min",
+    "obs_pre_max",
+    "obs_positive_share",
+    "obs_post_mean",
+    "obs_post_std",
+    "obs_dead",
+    "obs_reason",
+    "mean_shift",
+    "log_var_ratio",
+    "drift",
+]
 
 
 def observe(
@@ -194,8 +206,16 @@ def observe(
     root = on_device(loaded.model, dev)
     skipped: list[Path] = []
     with recording(root, select=selection or None) as rec:
-        run_images(root, paths, imgsz=size, batch=batch, device=dev, task=loaded.meta.task, progress=progress,
-                   skipped=skipped)  # fmt: skip
+        run_images(
+            root,
+            paths,
+            imgsz=size,
+            batch=batch,
+            device=dev,
+            task=loaded.meta.task,
+            progress=progress,
+            skipped=skipped,
+        )
         records = rec.records()
     modules = dict(root.named_modules())
     layers, channels = add_observed(layers, channels, records, modules, obs_th)
@@ -223,7 +243,7 @@ def prepare(
     """Checked arguments, the loaded model, the image files and the inference size (observe, recalibrate)."""
 
     if batch < 1:
-        raise YolobnError(f"--batch {batch}: must be at least 1")
+        raise YolobnError(f"batch {batch}: must be at least 1")
     dev = parse_device(device)
 
     loaded = model if isinstance(model, LoadedModel) else load(model, trust=trust)

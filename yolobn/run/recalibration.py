@@ -157,7 +157,7 @@ def _targets(root: nn.Module, select: Sequence[str] | None) -> tuple[dict[str, _
     bns = {n: m for n, m in root.named_modules() if isinstance(m, _BatchNorm)}
     blocks = [b for b in find_blocks(root) if not select or matches(b, select)]
     if select and not blocks:
-        raise YolobnError(f"--layers {' '.join(select)}: matches none of the BN layers")
+        raise YolobnError(f"layers {' '.join(select)}: matches none of the BN layers")
     untracked = [b.name for b in blocks if not bns[b.name].track_running_stats]
     targets = {b.name: bns[b.name] for b in blocks if bns[b.name].track_running_stats}
     if not targets:

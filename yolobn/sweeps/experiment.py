@@ -100,7 +100,9 @@ def read_config(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
         raise YolobnError(f"{path}: no such experiment file")
     cfg = read_yaml(p, str(path), hint=" with 'variants' (see yolobn experiment --help)")
     if "trust" in cfg:
-        raise YolobnError(f"{path}: 'trust' cannot be set by the file; pass --trust on the command line")
+        raise YolobnError(
+            f"{path}: 'trust' cannot be set by the file; give trust=True in Python or --trust on the command line"
+        )
     unknown = set(map(str, cfg)) - _KEYS
     if unknown:
         raise YolobnError(

@@ -173,7 +173,7 @@ def run_tasks(
     if found and ex.notify:
         ex.notify(
             f"resuming: {len(out)} of {sum(map(bool, keys))} rows finished in an earlier run "
-            f"({store.path or ''}); --no-resume measures them again"
+            f"({store.path or ''}); --no-resume (resume=False in Python) measures them again"
         )
     todo = [i for i in range(len(tasks)) if i not in out]
     index = {id(tasks[i]): i for i in todo}
@@ -410,8 +410,8 @@ class RayExecutor:
             if uses_gpu(settings.device) and gpus < 1:
                 # a task asking for a GPU on a cluster without one would wait forever
                 raise YolobnError(
-                    f"--device {settings.device} with --ray: the Ray cluster has no GPU; start its nodes with "
-                    "GPUs (ray start --num-gpus N) or use --device cpu"
+                    f"device {settings.device} on Ray: the cluster has no GPU; start its nodes with "
+                    "GPUs (ray start --num-gpus N) or use device cpu"
                 )
             settings = portable(settings)
             p = payload(loaded, settings.trust)

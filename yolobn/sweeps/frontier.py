@@ -17,9 +17,9 @@ baseline metric (every smaller share within it too); the same for the observed c
 ranked and ablated inside that role only); and the layers most ablated at the largest tolerated
 observed share.
 
-Physically removing channels (a smaller checkpoint) is not done here: it needs a dependency graph
-through concat/split blocks, and with zero padding, folding a constant into the next layer's bias
-is inexact at the borders. Ablation measures what removal would cost without those caveats.
+Physically removing channels (a smaller checkpoint) is ``yolobn prune`` (``yolobn.sweeps.pruning``):
+the same rankings and constants, through a dependency graph; removal equals this ablation except at
+border pixels (zero padding), which it measures.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class Frontier:
                     "share": float(r.share),
                 }
                 for r in self.layers.head(5).itertuples()
-            ],  # fmt: skip
+            ],
         }
 
 
@@ -204,7 +204,10 @@ def frontier(
         raise YolobnError(f"frontier: unknown criterion {bad[0]!r}; use {', '.join(CRITERIA)}")
     if any(not 0 <= s < 100 for s in shares):
         raise YolobnError("frontier: shares are percentages from 0 to below 100")
-    ins = observe(inspect(loaded), images, max_images=max_images, imgsz=size, batch=batch, device=device)
+    seen = (lambda d, t: progress("observing images", d, t)) if progress else None
+    ins = observe(
+        inspect(loaded), images, max_images=max_images, imgsz=size, batch=batch, device=device, progress=seen
+    )
     metric = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])[0]
     runs = [(c, "all", s) for c in criteria for s in (range(seeds) if c == "random" else [0])]
     if roles and "observed" in criteria:
@@ -226,14 +229,21 @@ def frontier(
                 "channels_ablated": ("channels_ablated", "mean"),
                 "seeds": ("seed", "nunique"),
             }
-        )  # fmt: skip
+        )
         .reset_index()
     )
     fr = Frontier(points, curve, metric, b, tolerance, pd.DataFrame(), meta=loaded.meta.to_dict())
     fr.failed, fr.resumed = failed, resumed
     fr.layers = _most_prunable(ins, fr.removable("observed") if "observed" in criteria else 0.0)
-    fr.settings = {"data": data, "imgsz": size, "batch": batch, "images": len(ins.observation.images),
-                   "shares": list(shares), "criteria": list(criteria), "seeds": seeds}  # fmt: skip
+    fr.settings = {
+        "data": data,
+        "imgsz": size,
+        "batch": batch,
+        "images": len(ins.observation.images),
+        "shares": list(shares),
+        "criteria": list(criteria),
+        "seeds": seeds,
+    }
     return fr
 
 
@@ -276,13 +286,33 @@ def _points(
     for (c, scope, seed, k), (i, n, total) in zip(todo, chosen_at, strict=True):
         o = outs[i]
         v = float(o.value["metrics"].get(metric, math.nan)) if o.ok else math.nan
-        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": float(k), "channels_ablated": n,
-                     "share_actual": 100 * n / total, metric: v, "delta": v - b})  # fmt: skip
+        rows.append(
+            {
+                "criterion": c,
+                "scope": scope,
+                "seed": seed,
+                "share": float(k),
+                "channels_ablated": n,
+                "share_actual": 100 * n / total,
+                metric: v,
+                "delta": v - b,
+            }
+        )
         if not o.ok:
             rows[-1]["error"] = o.error
     for c, scope, seed in runs:  # the 0% point of every series is the baseline
-        rows.append({"criterion": c, "scope": scope, "seed": seed, "share": 0.0, "channels_ablated": 0,
-                     "share_actual": 0.0, metric: b, "delta": 0.0})  # fmt: skip
+        rows.append(
+            {
+                "criterion": c,
+                "scope": scope,
+                "seed": seed,
+                "share": 0.0,
+                "channels_ablated": 0,
+                "share_actual": 0.0,
+                metric: b,
+                "delta": 0.0,
+            }
+        )
     failed = [(o.task.label, o.error) for o in outs if not o.ok]
     return rows, b, failed, sum(o.resumed for o in outs)
 

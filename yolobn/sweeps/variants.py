@@ -228,7 +228,7 @@ def check_layers(loaded: Any, variants: Sequence[Variant]) -> None:
     blocks = find_blocks(loaded)
     for v in chosen:
         if not any(matches(b, list(v.layers)) for b in blocks):
-            raise YolobnError(f"--layers {' '.join(v.layers)}: matches none of the {len(blocks)} BN layers")
+            raise YolobnError(f"layers {' '.join(v.layers)}: matches none of the {len(blocks)} BN layers")
 
 
 def measure_baseline(loaded: Any, s: Settings, spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
