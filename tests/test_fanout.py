@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from yolobn.cli import main
+from yolobn.core.errors import YolobnError
+from yolobn.edit.swapping import swap
 from yolobn.sweeps.fanout import Execution, run_tasks
 from yolobn.sweeps.rows import RowStore
 from yolobn.sweeps.variants import Settings, Variant, run_variants, variant_task
@@ -40,6 +42,18 @@ class Raising(nn.BatchNorm2d):
     def forward(self, x):
         if x.shape[0] == 8:  # the demo's 24 val images in batches of 16: the second batch
             raise ValueError("this BN refuses\\n a batch of 8")
+        return super().forward(x)
+
+
+class Asserting(Copy):
+    def forward(self, x):
+        assert x.shape[0] != 8  # a bare assert: an AssertionError without a message, on the second batch
+        return super().forward(x)
+
+
+class AssertingAtOnce(Copy):
+    def forward(self, x):
+        assert x.shape[0] < 0  # fails on the probe that checks a custom class before it is used
         return super().forward(x)
 """
 
@@ -127,6 +141,18 @@ def test_a_failing_task_is_recorded_and_the_rest_completes(demo_model_loaded, cu
     store = RowStore(next(rows_dir.glob("*.jsonl")))
     assert len(store.finished()) == 2
     assert run_variants(demo_model_loaded, variants, s, execution=Execution(rows_dir=rows_dir)).resumed == 2
+
+
+def test_a_failed_row_says_what_failed_when_the_exception_has_no_message(demo_model_loaded, custom):
+    with pytest.raises(
+        YolobnError, match=r"AssertingAtOnce fails on a \(1, 16, 3, 3\) input \(AssertionError at "
+    ):
+        swap(demo_model_loaded, f"{custom}:AssertingAtOnce")
+    s = Settings(data="shapes", imgsz=160)
+    res = run_variants(demo_model_loaded, [Variant.of(f"{custom}:Asserting")], s)
+    why = res.table.set_index("variant").loc[f"{custom}:Asserting", "error"]
+    assert why.startswith("AssertionError at ") and "mybn.py:" in why and why.endswith(" in forward"), why
+    assert res.failed == [(f"{custom}:Asserting", why)]
 
 
 def test_a_line_cut_short_by_a_crash_is_skipped(demo_model_loaded, custom, rows_dir):

@@ -439,3 +439,26 @@ def test_cli_batch_1_and_one_warning_line_when_map_falls(tmp_path, capsys, no_st
         f"warning: recalibration lowered mAP50-95 by {before - after:.3f}: the stored statistics fit this "
         "model better than these images do; keep the original unless the data has changed"
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("yaml", ["yolov8s-worldv2.yaml", "yoloe-11s-seg.yaml"])
+def test_yolo_world_and_yoloe_recalibrate_exactly(yaml):
+    """Both feed their text embeddings (a constant: the same for every image) to attention blocks
+    and the head next to the image features; the plan once took that for a cut graph and failed on
+    an AssertionError. The cache's stand-ins run too: YOLO-World's MaxSigmoidAttnBlock reads the
+    output of its part ``gl`` in its own code, which must keep that output from being evicted.
+    YOLOE's visual-prompt encoder (``savpe``) runs only with visual prompts: its BNs are reported
+    as not reached, not recalibrated."""
+    from yolobn.io.images import sample_images
+
+    m = yolobn.load(yaml)
+    tracked = [
+        n for n, b in m.model.named_modules() if isinstance(b, nn.BatchNorm2d) and b.track_running_stats
+    ]
+    r = recalibrate(m, sample_images()[:1], imgsz=160).meta.recalibration
+    unreached = [n for n in tracked if ".savpe." in n] if yaml.startswith("yoloe") else []
+    assert len(unreached) == (10 if yaml.startswith("yoloe") else 0)
+    assert r["layers"] == len(tracked) - len(unreached) and r["layers_not_reached"] == unreached
+    assert r["cache_stand_ins"] > 0 and not r["cache_stand_ins_failed"]
+    assert r["drift_after"]["max_layer_mean"] < 1e-10, r["drift_after"]

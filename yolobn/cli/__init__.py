@@ -135,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:
         from yolobn.core.errors import YolobnError
+        from yolobn.core.text import one_line, visible
 
         if debug:  # the traceback, and the same exit code as without --debug
             traceback.print_exc()
         if isinstance(e, YolobnError):
-            print(f"yolobn: error: {e}", file=sys.stderr)
+            print(visible(f"yolobn: error: {e}"), file=sys.stderr)  # messages quote file content
             return EXIT_USAGE
         hint = "" if debug else " (re-run with --debug for the traceback)"
-        print(f"yolobn: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
+        print(f"yolobn: internal error: {one_line(e, 400, typed=True)}{hint}", file=sys.stderr)
         return EXIT_INTERNAL

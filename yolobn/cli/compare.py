@@ -229,7 +229,7 @@ def _write_audit(
     import sys
 
     from yolobn.core.precision import json_text
-    from yolobn.report.export import write_texts
+    from yolobn.report.export import csv_text, write_texts
 
     texts = {}
     if args.html:
@@ -237,7 +237,7 @@ def _write_audit(
 
         texts[args.html] = render_audit_html(table, results, th.to_dict())
     if args.csv:
-        texts[args.csv] = table.to_csv(index=False, float_format="%.7g", lineterminator="\n")
+        texts[args.csv] = csv_text(table)
     if args.json:
         doc = {"models": [r.meta.to_dict() for r in results], "audit": table.to_dict(orient="records")}
         texts[args.json] = json_text(doc)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from yolobn.io.datasets import resolve_data
-    from yolobn.report.export import write_texts
+    from yolobn.report.export import csv_text, write_texts
     from yolobn.sweeps.experiment import model_source, read_config, run_experiment
 
     out, err = o.consoles(args.quiet)
@@ -107,14 +107,12 @@ def run(args: argparse.Namespace) -> int:
     doc = {"config": res.config, "model": res.meta, "metric": res.metric, "results": records(res.results),
            "sensitivity": records(res.sensitivity)}  # fmt: skip
     files = {
-        out_dir / "results.csv": res.results.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
+        out_dir / "results.csv": csv_text(res.results, "%.6g"),
         out_dir / "results.json": json.dumps(doc, indent=2) + "\n",
         out_dir / "experiment.html": render_html(res),
     }
     if res.sensitivity is not None:
-        files[out_dir / "sensitivity.csv"] = res.sensitivity.to_csv(
-            index=False, float_format="%.6g", lineterminator="\n"
-        )
+        files[out_dir / "sensitivity.csv"] = csv_text(res.sensitivity, "%.6g")
     written = write_texts(files, inputs)
     if args.quiet:
         return o.EXIT_OK

@@ -119,13 +119,14 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     o.warn_failed(fr.failed, int((fr.points["share"] > 0).sum()))
     from yolobn.core.precision import json_text
+    from yolobn.report.export import csv_text
     from yolobn.report.frontier_page import render_html
 
     doc = {"model": fr.meta, "settings": fr.settings, "summary": fr.summary(),
            "curve": fr.curve.to_dict(orient="records"), "layers": fr.layers.to_dict(orient="records")}  # fmt: skip
     written = write_texts({
-        out_dir / "frontier.csv": fr.curve.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
-        out_dir / "points.csv": fr.points.to_csv(index=False, float_format="%.7g", lineterminator="\n"),
+        out_dir / "frontier.csv": csv_text(fr.curve),
+        out_dir / "points.csv": csv_text(fr.points),
         out_dir / "frontier.json": json_text(doc),
         out_dir / "frontier.html": render_html(fr),
     }, inputs)  # fmt: skip

@@ -369,10 +369,10 @@ def warn_cannot_run(err: Any, loaded: Any, quiet: bool) -> None:
 
 def warn_skipped(err: Any, skipped: list[str]) -> None:
     if skipped:
-        err.print(
-            f"[yellow]warning:[/] {len(skipped)} image(s) could not be decoded and were skipped (first: {skipped[0]})",
-            soft_wrap=True,
-        )
+        from rich.text import Text  # a file name: text, never markup
+
+        what = f"{len(skipped)} image(s) could not be decoded and were skipped (first: {skipped[0]})"
+        err.print(Text.assemble(("warning: ", "yellow"), what), soft_wrap=True)
 
 
 def progress_bar(err: Any, quiet: bool) -> Any:
@@ -414,11 +414,12 @@ def unit_of(label: str) -> str:
 
 def consoles(quiet: bool = False) -> tuple[Any, Any]:
     """(stdout, stderr) rich consoles. stdout fits the terminal, or ``COLUMNS`` when it is set; piped
-    into a file or another program without ``COLUMNS``, it is 200 columns wide (not rich's 80)."""
-    from rich.console import Console
+    into a file or another program without ``COLUMNS``, it is 200 columns wide (not rich's 80); both
+    ``report.fit.VisibleConsole``: control characters from input files are written visibly."""
+    from yolobn.report.fit import VisibleConsole
 
     fitted = sys.stdout.isatty() or os.environ.get("COLUMNS", "").strip().isdigit()
-    return Console(width=None if fitted else 200), Console(stderr=True, quiet=quiet)
+    return VisibleConsole(width=None if fitted else 200), VisibleConsole(stderr=True, quiet=quiet)
 
 
 def layer_rows(
@@ -490,26 +491,25 @@ def fanout_group(p: argparse.ArgumentParser) -> None:
 
 def execution(args: argparse.Namespace, err: Any) -> Any:
     """The ``Execution`` of ``--ray``/``--resume``; a missing Ray is a one-line error, before any work."""
-    from yolobn.core.errors import YolobnError
     from yolobn.sweeps.fanout import Execution, require_ray
+    from yolobn.sweeps.rayconnect import parse_ray_address
 
     if args.ray is not None:
-        if Path(args.ray).suffix.lower() in (".pt", ".yaml", ".yml", ".pth") or Path(args.ray).is_file():
-            raise YolobnError(
-                f"--ray {args.ray}: is a file, not a Ray address; put --ray after it, or write --ray auto"
-            )
+        parse_ray_address(args.ray)  # a malformed address or a model file: one line, before any work
         require_ray()
 
     def notify(line: str) -> None:
-        err.print(line, soft_wrap=True, highlight=False)
+        err.print(line, soft_wrap=True, highlight=False, markup=False)
 
     return Execution(ray=args.ray, resume=args.resume, notify=notify)
 
 
 def warn_failed(failed: list[tuple[str, str]], total: int) -> None:
     """Each failed task of a sweep, one line on stderr (also with --quiet: the run did not fully succeed)."""
+    from yolobn.core.text import visible
+
     for label, why in failed:
-        print(f"yolobn: warning: {label}: failed: {why}", file=sys.stderr)
+        print(visible(f"yolobn: warning: {label}: failed: {why}"), file=sys.stderr)
     if failed:
         print(
             f"yolobn: warning: {len(failed)} of {total} measurements failed; the others are complete "

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from yolobn.io.images import model_imgsz
     from yolobn.io.loader import load
     from yolobn.io.save import save_checkpoint
+    from yolobn.report.fit import markup_safe
     from yolobn.run.device import parse_device
     from yolobn.run.recalibration import recalibrate
 
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     left = rec.meta.recalibration["drift_after"]
     if left["max_layer_mean"] > DRIFT_LEFT:  # exact would leave ~1e-13: something in the model is not handled
         err.print(
-            f"[yellow]warning:[/] after recalibration {left['worst_layer']} still drifts by "
+            f"[yellow]warning:[/] after recalibration {markup_safe(left['worst_layer'])} still drifts by "
             f"{left['max_layer_mean']:.2g} on these images (expected about 0); this model's forward pass "
             "is not fully handled, check with 'yolobn activations'",
             soft_wrap=True,

@@ -170,6 +170,7 @@ def _files(
     """swap.csv, swap.json and swap.html; swap.json says whether anything was validated."""
     import json
 
+    from yolobn.report.export import csv_text
     from yolobn.report.variants_page import render_html
 
     note = (
@@ -187,7 +188,7 @@ def _files(
         "results": json.loads(res.table.to_json(orient="records")),
     }
     return {
-        out_dir / "swap.csv": res.table.to_csv(index=False, float_format="%.6g", lineterminator="\n"),
+        out_dir / "swap.csv": csv_text(res.table, "%.6g"),
         out_dir / "swap.json": json.dumps(doc, indent=2) + "\n",
         out_dir / "swap.html": render_html(res, doc["model"], layers=args.layers, note=note),
     }

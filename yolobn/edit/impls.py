@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.core.errors import YolobnError
 from yolobn.core.registry import Impl, parse_impl
+from yolobn.core.text import one_line
 
 __all__ = [
     "FixedPointBatchNorm2d",
@@ -310,7 +311,7 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
     except (Exception, SystemExit) as e:  # sys.exit() at import must not become yolobn's exit code
         if mod_name:
             sys.modules.pop(mod_name, None)
-        raise YolobnError(f"impl {spec}: cannot import {target} ({type(e).__name__}: {_first(e)})") from None
+        raise YolobnError(f"impl {spec}: cannot import {target} ({one_line(e, typed=True)})") from None
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise YolobnError(f"impl {spec}: {target} has no attribute {cls_name}")
@@ -332,7 +333,7 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
                 m.load_state_dict(bn.state_dict())
         except (Exception, SystemExit) as e:
             raise YolobnError(
-                f"impl {spec}: building {cls_name} from a BatchNorm failed ({type(e).__name__}: {e})"
+                f"impl {spec}: building {cls_name} from a BatchNorm failed ({one_line(e, 200, typed=True)})"
             ) from None
         if not isinstance(m, nn.Module):
             raise YolobnError(
@@ -347,7 +348,7 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
                 out = m.eval()(probe)
         except (Exception, SystemExit) as e:
             raise YolobnError(
-                f"impl {spec}: {cls_name} fails on a {tuple(probe.shape)} input ({type(e).__name__}: {e})"
+                f"impl {spec}: {cls_name} fails on a {tuple(probe.shape)} input ({one_line(e, 200, typed=True)})"
             ) from None
         finally:
             m.train(was)
@@ -359,9 +360,3 @@ def load_custom(spec: str) -> Callable[[_BatchNorm], nn.Module]:
         return m
 
     return factory
-
-
-def _first(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    line = lines[0] if lines else ""
-    return line if len(line) <= 160 else line[:157] + "..."

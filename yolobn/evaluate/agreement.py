@@ -3,6 +3,13 @@
 ``output_difference`` uses a fixed random batch; ``agreement`` streams real images through the
 one image pipeline (``yolobn.io.images``) and compares the raw head outputs and, after NMS, the
 boxes (an optimal one-to-one matching by class and IoU) or the top-1 classes.
+
+Heads that output final detections, one row per query (RT-DETR's decoder: ``[cx, cy, w, h, score,
+class]``, normalised; YOLO end-to-end heads: ``[x1, y1, x2, y2, score, class]``), list their rows
+by score after a top-k selection: two scores that a float rounding puts the other way round swap
+two rows, and an elementwise difference then compares unrelated detections (0.9 on RT-DETR for a
+swap that changes the outputs by 1e-7). Their rows are compared as sets instead: each row paired
+with one row of the other output (same class, nearest first), and their boxes matched as boxes.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ def agreement(
     """
 
     ma, mb = unwrap(a).eval(), unwrap(b).eval()
+    rows = detection_rows(ma)
     task = getattr(getattr(a, "meta", None), "task", None) or getattr(ma, "task", None)
     nc = len(getattr(ma, "names", {}) or {})
     skipped: list[Path] = []
@@ -73,9 +81,15 @@ def agreement(
             elapsed += time.perf_counter() - t1
             elapsed_ref += t1 - t0
             ta, tb = first_tensor(ya), first_tensor(yb)
+            seen += len(names)
+            if rows and ta.dim() == 3 and ta.shape[-1] == 6:
+                d_max = max(d_max, row_difference(ta, tb))
+                ref_max = max(ref_max, ta[..., :5].abs().max().item())
+                m, t, na, nb = _row_matches(ta, tb, rows, conf, iou)
+                matched, total, boxes_a, boxes_b = matched + m, total + t, boxes_a + na, boxes_b + nb
+                continue
             d_max = max(d_max, (ta - tb).abs().max().item())
             ref_max = max(ref_max, ta.abs().max().item())
-            seen += len(names)
             if classify or ta.dim() == 2:
                 classify = True
                 top1_same += int((ta.argmax(1) == tb.argmax(1)).sum())
@@ -117,6 +131,63 @@ def _box_matches(
             ious[da[:, 5][:, None] != db[:, 5][None, :]] = 0
             matched += max_matching(ious.numpy(), iou)
     return matched, total, sum(len(p) for p in pa), sum(len(p) for p in pb)
+
+
+def detection_rows(model: nn.Module) -> str | None:
+    """The box format of a head that outputs one row per detection: ``xywh`` (RT-DETR's decoder,
+    normalised centre and size), ``xyxy`` (an end-to-end YOLO head), or None (rows before NMS)."""
+    inner = getattr(model, "model", None)
+    head = inner[-1] if isinstance(inner, nn.Sequential) and len(inner) else None
+    if head is None:
+        return None
+    if type(head).__name__ == "RTDETRDecoder":
+        return "xywh"
+    return "xyxy" if getattr(head, "end2end", False) else None
+
+
+def row_difference(ta: torch.Tensor, tb: torch.Tensor) -> float:
+    """The largest difference of box and score between paired rows of two ``(batch, rows, 6)``
+    detection outputs, whatever their order: per image, the rows are paired one to one, nearest
+    pairs of the same class first (greedy; the largest |difference| of the box and score columns).
+    A row left to pair with another class is compared with nothing (its own largest value)."""
+    import numpy as np
+
+    worst = 0.0
+    for ra, rb in zip(ta.double().numpy(), tb.double().numpy(), strict=True):
+        d = np.abs(ra[:, None, :5] - rb[None, :, :5]).max(-1)
+        d[ra[:, 5][:, None] != rb[:, 5][None, :]] = np.inf
+        free_a, free_b = [True] * len(ra), [True] * len(rb)
+        left = min(len(ra), len(rb))
+        for k in np.argsort(d, axis=None, kind="stable").tolist():
+            i, j = divmod(k, d.shape[1])
+            if not left or not np.isfinite(d[i, j]):
+                break
+            if free_a[i] and free_b[j]:
+                free_a[i] = free_b[j] = False
+                worst, left = max(worst, float(d[i, j])), left - 1
+        for r, free in ((ra, free_a), (rb, free_b)):  # no row of the same class left to pair with
+            rest = r[np.asarray(free, dtype=bool), :5]
+            worst = max(worst, float(np.abs(rest).max()) if len(rest) else 0.0)
+    return worst
+
+
+def _row_matches(
+    ta: torch.Tensor, tb: torch.Tensor, fmt: str, conf: float, iou: float
+) -> tuple[int, int, int, int]:
+    """``_box_matches`` for outputs that are already detections (no NMS): rows above ``conf``."""
+    from ultralytics.utils.metrics import box_iou
+    from ultralytics.utils.ops import xywh2xyxy
+
+    matched = total = boxes_a = boxes_b = 0
+    for ra, rb in zip(ta, tb, strict=True):
+        da, db = ra[ra[:, 4] > conf], rb[rb[:, 4] > conf]
+        boxes_a, boxes_b, total = boxes_a + len(da), boxes_b + len(db), total + max(len(da), len(db))
+        if len(da) and len(db):
+            xa, xb = (xywh2xyxy(da[:, :4]), xywh2xyxy(db[:, :4])) if fmt == "xywh" else (da[:, :4], db[:, :4])
+            ious = box_iou(xa, xb)
+            ious[da[:, 5][:, None] != db[:, 5][None, :]] = 0
+            matched += max_matching(ious.numpy(), iou)
+    return matched, total, boxes_a, boxes_b
 
 
 def max_matching(ious: Any, thr: float) -> int:

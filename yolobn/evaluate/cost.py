@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from ultralytics.utils.torch_utils import get_flops
 
-from yolobn.io.loader import quiet_ultralytics
+from yolobn.io.quiet import quiet_ultralytics
 
 __all__ = ["count_params", "gflops", "latency"]
 

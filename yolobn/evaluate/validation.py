@@ -29,7 +29,7 @@ from yolobn.evaluate.metrics import Metrics, details_of
 from yolobn.io import ultra
 from yolobn.io.datasets import resolve_data
 from yolobn.io.images import model_imgsz
-from yolobn.io.loader import quiet_ultralytics
+from yolobn.io.quiet import quiet_ultralytics
 from yolobn.io.ultra import KEY_METRICS
 
 __all__ = ["KEY_METRICS", "Metrics", "baseline", "metric_columns", "validate"]

@@ -23,6 +23,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from yolobn.core.errors import CheckpointError
 from yolobn.core.limits import MAX_CLASSES, MAX_NAME_CHARS
+from yolobn.core.text import one_line
 from yolobn.io import ultra
 
 __all__ = [
@@ -159,7 +160,7 @@ def class_names(names: Any, where: str) -> list[str]:
             if i is None or i in keys:
                 kinds = ", ".join(sorted({type(x).__name__ for x in names}))
                 raise CheckpointError(
-                    f"{where}: 'names' keys must be class indices 0..{len(names) - 1} (found {_short(_shown(k))}; "
+                    f"{where}: 'names' keys must be class indices 0..{len(names) - 1} (found {one_line(_shown(k), 60)}; "
                     f"key types: {kinds}); {_DAMAGED}"
                 )
             keys[i] = v
@@ -187,21 +188,21 @@ def check_batchnorm(bn: _BatchNorm, where: str) -> None:
     n = _attr(bn, "num_features", where)
     if not _whole(n) or n < 1:
         raise CheckpointError(
-            f"{where}: num_features is {_short(_shown(n))}, not a channel count; {_DAMAGED}"
+            f"{where}: num_features is {one_line(_shown(n), 60)}, not a channel count; {_DAMAGED}"
         )
     flags = {}
     for flag in ("affine", "track_running_stats"):
         v = _attr(bn, flag, where)
         if not isinstance(v, bool):
-            raise CheckpointError(f"{where}: {flag} is {_short(_shown(v))}, not True/False; {_DAMAGED}")
+            raise CheckpointError(f"{where}: {flag} is {one_line(_shown(v), 60)}, not True/False; {_DAMAGED}")
         flags[flag] = v
     eps = _attr(bn, "eps", where)
     if not _real(eps) or not math.isfinite(eps) or eps < 0:
-        raise CheckpointError(f"{where}: eps is {_short(_shown(eps))}, not a number >= 0; {_DAMAGED}")
+        raise CheckpointError(f"{where}: eps is {one_line(_shown(eps), 60)}, not a number >= 0; {_DAMAGED}")
     momentum = _attr(bn, "momentum", where)
     if momentum is not None and (not _real(momentum) or not math.isfinite(momentum)):
         raise CheckpointError(
-            f"{where}: momentum is {_short(_shown(momentum))}, not a number or None; {_DAMAGED}"
+            f"{where}: momentum is {one_line(_shown(momentum), 60)}, not a number or None; {_DAMAGED}"
         )
     for attr, needed in (
         ("weight", flags["affine"]),
@@ -243,12 +244,14 @@ def _check_conv(conv: _ConvNd, where: str) -> None:
         v = _attr(conv, attr, where)
         if not _whole(v) or v < 1:
             raise CheckpointError(
-                f"{where}: {attr} is {_short(_shown(v))}, not a positive whole number; {_DAMAGED}"
+                f"{where}: {attr} is {one_line(_shown(v), 60)}, not a positive whole number; {_DAMAGED}"
             )
     for attr in ("kernel_size", "stride", "dilation"):
         v = _attr(conv, attr, where)
         if not (isinstance(v, tuple) and v and all(_whole(x) and x >= 1 for x in v)):
-            raise CheckpointError(f"{where}: {attr} is {_short(_shown(v))}, not a tuple of sizes; {_DAMAGED}")
+            raise CheckpointError(
+                f"{where}: {attr} is {one_line(_shown(v), 60)}, not a tuple of sizes; {_DAMAGED}"
+            )
     w = _attr(conv, "weight", where)
     if not isinstance(w, torch.Tensor):
         raise CheckpointError(f"{where}: weight is {_kind(w)}, not a tensor; {_DAMAGED}")
@@ -277,7 +280,7 @@ def _check_stride(stride: Any, where: str) -> None:
         or (values.numel() and float(values.max()) > 4096)
     ):
         raise CheckpointError(
-            f"{where}: 'stride' is {_short(_shown(stride))}, not the model's strides; {_DAMAGED}"
+            f"{where}: 'stride' is {one_line(_shown(stride), 60)}, not the model's strides; {_DAMAGED}"
         )
 
 
@@ -406,7 +409,7 @@ def probe_forward(model: nn.Module, size: int = 64) -> str | None:
     except Exception as e:
         culprit = running[-1] if running else model
         name = names.get(id(culprit)) or "the model"
-        return f"{name} ({type(culprit).__name__}) fails: {type(e).__name__}: {_short(str(e), 120)}"
+        return f"{name} ({type(culprit).__name__}) fails: {one_line(e, 140, typed=True)}"
     finally:
         for h in handles:
             h.remove()
@@ -503,8 +506,3 @@ def _scalar_text(v: Any) -> str | None:
     if v is None:
         return None
     return _text(v, 100) if isinstance(v, (str, numbers.Real)) else None
-
-
-def _short(s: str, n: int = 60) -> str:
-    s = " ".join(s.split())
-    return s if len(s) <= n else s[: n - 3] + "..."

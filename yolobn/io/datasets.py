@@ -21,9 +21,10 @@ from typing import Any
 
 from yolobn.core.errors import YolobnError
 from yolobn.core.limits import MAX_CLASSES, MAX_LIST_BYTES, MAX_NAME_CHARS
+from yolobn.core.text import one_line
 from yolobn.data.synth import shapes_dataset
 from yolobn.io import ultra, yamlfile
-from yolobn.io.loader import quiet_ultralytics
+from yolobn.io.quiet import quiet_ultralytics
 
 __all__ = ["is_archive_url", "read_yaml", "resolve_data"]
 
@@ -213,8 +214,7 @@ def _sanitised(p: Path, text: str) -> Path:
     except YolobnError:
         raise
     except Exception as e:  # Ultralytics' own checks: names/nc mismatch, bad keys, ...
-        line = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise YolobnError(f"{what}: not a usable dataset yaml ({line[:160]})") from None
+        raise YolobnError(f"{what}: not a usable dataset yaml ({one_line(e)})") from None
     safe = {k: v for k, v in doc.items() if k != "download"}
     safe["path"] = str(Path(checked["path"]).resolve())
     return _write_cached(safe, p.name)

@@ -20,6 +20,7 @@ from torch import nn
 from yolobn.core.errors import YolobnError
 from yolobn.core.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_IMGSZ, MIN_IMGSZ
 from yolobn.data.synth import shapes_dataset
+from yolobn.io.quiet import quiet_ultralytics
 
 __all__ = [
     "Progress",
@@ -208,11 +209,13 @@ def _decoded(p: Path, imread: Callable[[str], Any], prep: Callable[[np.ndarray],
     """The preprocessed image, or None when the file is over the image budgets (``over_budget``) or
     cannot be decoded. Decoders raise as well as return None: OpenCV asserts on a header declaring
     more than 2**30 pixels, PIL refuses decompression bombs; either way the file is skipped as
-    undecodable, not an internal error."""
+    undecodable, not an internal error. Ultralytics' reader would pip-install a decoder for a file PIL
+    cannot identify: not here (``quiet_ultralytics``)."""
     try:
         if over_budget(p):
             return None
-        im = _first_frame(p) if p.suffix.lower() in (".tif", ".tiff") else imread(str(p))
+        with quiet_ultralytics():
+            im = _first_frame(p) if p.suffix.lower() in (".tif", ".tiff") else imread(str(p))
         return None if im is None or im.size == 0 else prep(im)
     except Exception:  # cv2.error, PIL.Image.DecompressionBombError, MemoryError, ...
         return None

@@ -16,12 +16,9 @@ Model yamls are built by ``yolobn.io.yamlmodel``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
 import os
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +34,7 @@ from yolobn.core.notebook import kv
 from yolobn.data import DEMO_FILE, demo_model_path, demo_sha256
 from yolobn.io import allowlist, checks, ultra
 from yolobn.io.family import infer_family
+from yolobn.io.quiet import quiet_ultralytics
 from yolobn.io.sniff import (
     detail,
     explain_load_error,
@@ -53,7 +51,6 @@ __all__ = [
     "ModelMeta",
     "is_yolo_object",
     "load",
-    "quiet_ultralytics",
     "read_checkpoint",
     "source_file",
 ]
@@ -482,18 +479,3 @@ def _param_dtype(model: nn.Module) -> str | None:
 def _scan(path: Path) -> Digest:
     """SHA-256 and zip CRC check of ``path`` (when the CLI did not start it early)."""
     return scan_file(path)
-
-
-@contextlib.contextmanager
-def quiet_ultralytics() -> Iterator[None]:
-    """The library never prints: hush Ultralytics' logger while it loads or builds a model."""
-    # Import first: Ultralytics configures (and resets the level of) its logger at import time.
-    import ultralytics.utils  # noqa: F401
-
-    logger = logging.getLogger("ultralytics")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

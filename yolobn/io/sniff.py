@@ -24,6 +24,7 @@ from pathlib import Path
 
 from yolobn.core.errors import CheckpointError
 from yolobn.core.limits import MAX_INFLATE_RATIO, MIN_INFLATE_BYTES
+from yolobn.core.text import one_line
 
 __all__ = [
     "IMAGE_MAGIC",
@@ -146,7 +147,7 @@ def _zip_infos(path: Path) -> list[zipfile.ZipInfo]:
             return z.infolist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
         raise CheckpointError(
-            f"{path}: the zip archive is truncated or corrupt ({_short(e)}); copy or download the checkpoint again"
+            f"{path}: the zip archive is truncated or corrupt ({one_line(e)}); copy or download the checkpoint again"
         ) from e
 
 
@@ -254,7 +255,7 @@ def scan_pickle(data: bytes) -> PickleScan:
                 first = False
             del pushed[:-8]
     except Exception as e:  # pickletools raises ValueError & co. on a damaged stream
-        scan.error = _short(e)
+        scan.error = one_line(e)
     else:
         if not scan.ok:
             scan.error = "the pickle stream ends before its STOP opcode"
@@ -342,7 +343,7 @@ def _chain(e: BaseException) -> list[BaseException]:
 
 def detail(e: BaseException, alias: Path, path: Path) -> str:
     """``Type: first line`` of an error, naming the user's file rather than yolobn's temporary alias."""
-    line = _short(e) if str(e).strip() else ""
+    line = one_line(e) if str(e).strip() else ""
     for a in {str(alias.absolute()), str(alias)}:
         line = line.replace(a, str(path))
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
@@ -358,9 +359,3 @@ def explain_missing_module(path: Path, e: ModuleNotFoundError) -> str:
         f"{path}: needs the Python module '{e.name}', which is not installed; yolobn never installs packages "
         "while loading: install it yourself if you trust the checkpoint"
     )
-
-
-def _short(e: BaseException | str, n: int = 160) -> str:
-    text = str(e).strip().splitlines() if not isinstance(e, str) else e.splitlines()
-    line = text[0] if text else type(e).__name__
-    return line if len(line) <= n else line[: n - 3] + "..."

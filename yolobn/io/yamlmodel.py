@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
-import reprlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, cast
 from torch import nn
 
 from yolobn.core.errors import CheckpointError, YolobnError
+from yolobn.core.text import one_line
 from yolobn.io import ultra
 from yolobn.io.modelsize import check_model_size, nested_yamls
 from yolobn.io.yamlfile import read_yaml
@@ -27,11 +27,9 @@ from yolobn.io.yamlfile import read_yaml
 __all__ = [
     "build_from_yaml",
     "check_model_yaml",
-    "first_line",
     "is_layer_class",
     "literal_nn_call",
     "restricted_build",
-    "short",
 ]
 
 
@@ -64,7 +62,7 @@ def build_from_yaml(text: str, *, trust: bool = False) -> tuple[nn.Module, dict[
             warnings.simplefilter("ignore")
             model = cls(cfg, verbose=False)
     except Exception as e:
-        raise CheckpointError(f"{text}: the model yaml could not be built ({first_line(e)})") from e
+        raise CheckpointError(f"{text}: the model yaml could not be built ({one_line(e)})") from e
     ultra.undo_stride_probe(model)
     return model.float().eval(), cfg, notes
 
@@ -122,7 +120,7 @@ def check_model_yaml(cfg: dict[str, Any], text: str) -> None:
     act = cfg.get("activation")
     if act is not None and not literal_nn_call(act):
         raise CheckpointError(
-            f"{text}: refused: 'activation: {short(act)}' is Python code, not a torch.nn activation such as "
+            f"{text}: refused: 'activation: {one_line(act, 60)}' is Python code, not a torch.nn activation such as "
             "nn.SiLU() or nn.LeakyReLU(0.1); re-run with --trust if you trust this yaml"
         )
     for section in ("backbone", "head"):
@@ -134,11 +132,11 @@ def check_model_yaml(cfg: dict[str, Any], text: str) -> None:
         for i, layer in enumerate(layers):
             if not (isinstance(layer, list) and len(layer) == 4 and isinstance(layer[3], list)):
                 raise CheckpointError(
-                    f"{text}: {section} row {i}: expected [from, repeats, module, args], got {short(layer)}"
+                    f"{text}: {section} row {i}: expected [from, repeats, module, args], got {one_line(layer, 60)}"
                 )
             if not is_layer_class(layer[2]):
                 raise CheckpointError(
-                    f"{text}: refused: {section} row {i} names {short(layer[2])}, which is not a model layer "
+                    f"{text}: refused: {section} row {i} names {one_line(layer[2], 60)}, which is not a model layer "
                     "(an nn.Module class); re-run with --trust if you trust this yaml"
                 )
             _check_nested(layer, f"{text}: {section} row {i}")
@@ -162,16 +160,6 @@ def _is_model_class(m: Any) -> bool:
 
     obj = vars(tasks).get(m) if isinstance(m, str) else None
     return isinstance(obj, type) and issubclass(obj, tasks.BaseModel)
-
-
-_REPR = reprlib.Repr()  # bounded in size and depth, whatever the yaml holds
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
-
-
-def short(v: Any, n: int = 60) -> str:
-    s = _REPR.repr(v) if not isinstance(v, str) else v
-    s = " ".join(s.split())
-    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 def literal_nn_call(act: Any) -> bool:
@@ -284,12 +272,3 @@ def _model_class_for(cfg: dict[str, Any], text: str) -> type:
         "depth": "DepthModel",
     }
     return cast(type, getattr(tasks, by_task.get(task, "DetectionModel")))
-
-
-def first_line(e: BaseException | None) -> str:
-    """The first line of an exception's message, at most 160 characters (its type when empty)."""
-    if e is None:
-        return ""
-    text = str(e).strip().splitlines()
-    line = text[0] if text else type(e).__name__
-    return line if len(line) <= 160 else line[:157] + "..."

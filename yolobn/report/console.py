@@ -10,7 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from yolobn.core.table import Table as TableOfColumns
-from yolobn.report.fit import Col, fit_table
+from yolobn.core.text import visible
+from yolobn.report.fit import Col, fit_table, markup_safe
 from yolobn.report.fit import pct as _pct
 from yolobn.report.fit import sig as _g
 
@@ -92,14 +93,15 @@ def layer_table(
     rows = []
     for r in layers.itertuples():
         dead = f"[red]{r.dead}[/] ({_pct(r.dead_share)})" if r.dead else "·"
-        act = (r.act or "-") + ("*" if r.act_shared else "")
+        act = markup_safe((r.act or "-") + ("*" if r.act_shared else ""))
+        block = r.block if r.block == r.owner or not r.owner else f"{r.block}/{r.owner}"
         rows.append(
             [
-                str(r.index), r.name, r.block if r.block == r.owner or not r.owner else f"{r.block}/{r.owner}",
-                r.role, _conv(r), act, str(r.channels), f"{_g(r.gamma_mean)}±{_g(r.gamma_std, 2)}",
+                str(r.index), markup_safe(r.name), markup_safe(block), markup_safe(r.role), _conv(r), act,
+                str(r.channels), f"{_g(r.gamma_mean)}±{_g(r.gamma_std, 2)}",
                 _g(r.beta_mean), _g(r.running_var_p50), _g(r.max_abs_scale), dead,
                 f"{r.eps_dominated}" if r.eps_dominated else "·",
-                *((_obs_dead(r), _drift(r.drift)) if observed else ()), _tags(r),
+                *((_obs_dead(r), _drift(r.drift)) if observed else ()), markup_safe(_tags(r)),
             ]
         )  # fmt: skip
     caption = (
@@ -146,13 +148,13 @@ def observed_table(
     """``yolobn activations``: predicted vs observed dead and drift, one row per BN layer."""
     rows = []
     for r in layers.itertuples():
-        act = (r.act or "-") + ("*" if r.act_shared else "")
+        act = markup_safe((r.act or "-") + ("*" if r.act_shared else ""))
         if not r.obs_count:
             rows.append(
                 [
                     str(r.index),
-                    r.name,
-                    r.block,
+                    markup_safe(r.name),
+                    markup_safe(r.block),
                     act,
                     str(r.channels),
                     str(r.dead),
@@ -163,7 +165,8 @@ def observed_table(
             continue
         rows.append(
             [
-                str(r.index), r.name, r.block, act, str(r.channels), f"{r.dead}" if r.dead else "·", _obs_dead(r),
+                str(r.index), markup_safe(r.name), markup_safe(r.block), act, str(r.channels),
+                f"{r.dead}" if r.dead else "·", _obs_dead(r),
                 f"{r.dead_both}" if r.dead_both else "·",
                 f"[yellow]{r.dead_predicted_only}[/]" if r.dead_predicted_only else "·",
                 f"[yellow]{r.dead_observed_only}[/]" if r.dead_observed_only else "·",
@@ -205,14 +208,15 @@ def observed_panel(
     g.add_row("", Text(_prediction(s["prediction"], c), style="dim"))
     g.add_row("drift", f"mean over layers {_g(s['drift_mean'])} (Gaussian KL, nats)")
     if s["most_drifted"]:
-        g.add_row("most drifted", ", ".join(f"{d['name']} {_g(d['drift'])}" for d in s["most_drifted"][:3]))
+        drifted = ", ".join(f"{d['name']} {_g(d['drift'])}" for d in s["most_drifted"][:3])
+        g.add_row("most drifted", markup_safe(drifted))
     ab = s.get("ablation")
     if ab:
         short = ab["metric"].replace("metrics/", "")
         g.add_row(
             "ablating them",
             f"{ab['channels']:,} channels observed dead ({_pct(ab['share'])}) set to their mean: {short} "
-            f"{ab['baseline']:.4f} → {ab['ablated']:.4f} ({ab['delta']:+.4f}) on {ab['data']}",
+            f"{ab['baseline']:.4f} → {ab['ablated']:.4f} ({ab['delta']:+.4f}) on {markup_safe(ab['data'])}",
         )
     if s["images"] < 32:
         g.add_row("note", Text(f"only {s['images']} images: observed dead and drift are noisy on small samples; "
@@ -220,9 +224,11 @@ def observed_panel(
     if s["layers_not_reached"]:
         n = len(s["layers_not_reached"])
         names = ", ".join(s["layers_not_reached"][:3]) + (" ..." if n > 3 else "")
-        g.add_row("note", Text(f"{n} BN layer(s) not run by the forward pass: {names}", style="yellow"))
+        g.add_row(
+            "note", Text(visible(f"{n} BN layer(s) not run by the forward pass: {names}"), style="yellow")
+        )
     g.add_row("thresholds", Text(", ".join(f"{k}={v:g}" for k, v in observed.items()), style="dim"))
-    return Panel(g, title=title, title_align="left", expand=False)
+    return Panel(g, title=markup_safe(title), title_align="left", expand=False)
 
 
 def _prediction(p: dict[str, float], c: dict[str, int]) -> str:
@@ -277,12 +283,13 @@ def _grid() -> Table:
 
 
 def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dict[str, float]) -> Panel:
-    """Model metadata and the headline numbers."""
+    """Model metadata and the headline numbers. Every string value is shown as text, never as markup
+    (names, paths, the version and ``train_args`` come from the file)."""
     g = _grid()
 
     def kv(k: str, v: Any) -> None:
         if v not in (None, "", [], {}):
-            g.add_row(k, v if isinstance(v, Text) else str(v))
+            g.add_row(k, v if isinstance(v, Text) else markup_safe(v))
 
     kv("model", meta.get("path") or meta.get("source"))
     if meta.get("sha256"):
@@ -311,7 +318,7 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
         kv("trained", ", ".join(f"{k}={ta[k]}" for k in ("imgsz", "epochs", "batch", "data") if k in ta))
     kv("parameters", f"{meta.get('n_params', 0):,}")
     for n in meta.get("notes") or []:
-        g.add_row("note", Text(n, style="yellow"))
+        g.add_row("note", Text(visible(n), style="yellow"))
     g.add_row("", "")
     s = summary
     by = s["dead_by_reason"]
@@ -342,12 +349,12 @@ def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dic
         )
         kv("worst layers", worst)
     for f in s["model_findings"]:
-        g.add_row("finding", Text(f, style="yellow"))
+        g.add_row("finding", Text(visible(f), style="yellow"))
     if s["findings_by_kind"]:
         kinds = ", ".join(f"{k.replace('_', ' ')} ×{v}" for k, v in s["findings_by_kind"].items())
         kv("findings", Text(kinds, style="yellow"))
         for f in s["findings"][:5]:
-            g.add_row("", Text(f"{f['name']}: {f['finding']}", style="yellow"))
+            g.add_row("", Text(visible(f"{f['name']}: {f['finding']}"), style="yellow"))
         if len(s["findings"]) > 5:
             g.add_row("", Text(f"... {len(s['findings']) - 5} more in the table and the JSON", style="dim"))
     else:

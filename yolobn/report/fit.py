@@ -1,17 +1,40 @@
-"""Tables that fit the terminal, and the number formats every table uses (torch-free)."""
+"""Tables that fit the terminal, the number formats every table uses, and text from input files
+made safe for the terminal (torch-free)."""
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.console import JustifyMethod
+from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType
+from rich.markup import escape
+from rich.segment import Segment
 from rich.table import Table
 
-__all__ = ["Col", "delta", "fit_table", "metric", "ms", "pct", "sci", "sig"]
+from yolobn.core.text import visible
+
+__all__ = ["Col", "VisibleConsole", "delta", "fit_table", "markup_safe", "metric", "ms", "pct", "sci", "sig"]
+
+
+def markup_safe(s: Any) -> str:
+    """A string from an input file (a layer or class name, a path, a version) as rich markup: its
+    control characters visible (``core.text.visible``), and a ``[`` in it never read as a tag."""
+    return escape(visible(str(s)))
+
+
+class VisibleConsole(Console):
+    """A rich Console that writes the control characters of every text it renders visibly: the guard
+    behind ``markup_safe`` for anything that reaches the terminal without it. Rich's own styles, links
+    and cursor movements are not text (styles, control segments) and pass unchanged."""
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        for seg in super().render(renderable, options):
+            text = seg.text if seg.control or seg.text.isprintable() else visible(seg.text, newlines=True)
+            yield seg if text is seg.text else Segment(text, seg.style, seg.control)
 
 
 def sig(x: Any, digits: int = 3) -> str:
@@ -44,8 +67,6 @@ def fit_table(
 ) -> Table:
     """A table no wider than ``width``: minor columns are dropped (highest ``drop`` first) until it
     fits; no cell is ever wrapped or cut, so a layer name always appears whole."""
-    from rich.console import Console
-
     keep = list(range(len(cols)))
     measure = Console(width=100_000, file=io.StringIO())  # the natural width, uncapped
     while True:

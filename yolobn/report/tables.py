@@ -10,8 +10,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from yolobn.core.text import visible
 from yolobn.core.thresholds import Levels
-from yolobn.report.fit import Col, fit_table
+from yolobn.report.fit import Col, fit_table, markup_safe
 from yolobn.report.fit import delta as _delta
 from yolobn.report.fit import metric as _metric
 from yolobn.report.fit import ms as _ms
@@ -65,7 +66,7 @@ def variants_table(
         cols.append(Col("ms/img", drop=1))
     rows = []
     for r in rows_in:
-        cells = [r["variant"] + (" (cached)" if r["cached"] else ""), str(r["swapped"])]
+        cells = [markup_safe(r["variant"]) + (" (cached)" if r["cached"] else ""), str(r["swapped"])]
         for k in shown:
             cells += [_metric(r[k]), _delta(r[f"{k} delta"])]
         if wide or not metrics:
@@ -81,27 +82,28 @@ def variants_table(
             cells.append(_ms(r["ms_per_image"]))
         rows.append(cells)
     caption = "" if wide else "--wide: every metric, the output difference and ms/img (all in the CSV)"
-    return fit_table(cols, rows, width=width, title=title, caption=caption)
+    return fit_table(cols, rows, width=width, title=markup_safe(title), caption=caption)
 
 
 def sensitivity_table(sensitivity: pd.DataFrame, metric: str, top: int) -> Table:
     """The layers most sensitive to the swapped implementation, one at a time."""
     short = metric.replace("metrics/", "")
-    st = Table(title=f"most sensitive BN layers to {sensitivity['impl'].iloc[0]} (one at a time)")
+    impl = markup_safe(sensitivity["impl"].iloc[0])
+    st = Table(title=f"most sensitive BN layers to {impl} (one at a time)")
     for c in ("rank", "layer", short, "Δ"):
         st.add_column(c, justify="left" if c == "layer" else "right")
     for r in sensitivity.head(top).to_dict(orient="records"):
-        st.add_row(str(r["rank"]), r["layer"], _metric(r[metric]), _delta(r["delta"]))
+        st.add_row(str(r["rank"]), markup_safe(r["layer"]), _metric(r[metric]), _delta(r["delta"]))
     return st
 
 
 def before_after_table(rows: list[tuple[str, float, float]], title: str) -> Table:
     """Metrics before and after (``yolobn recalibrate --data``)."""
-    t = Table(title=title)
+    t = Table(title=markup_safe(title))
     for c in ("metric", "before", "after", "Δ"):
         t.add_column(c, justify="left" if c == "metric" else "right")
     for k, b, a in rows:
-        t.add_row(k, _metric(b), _metric(a), _delta(a - b))
+        t.add_row(markup_safe(k), _metric(b), _metric(a), _delta(a - b))
     return t
 
 
@@ -112,8 +114,8 @@ def before_after_table(rows: list[tuple[str, float, float]], title: str) -> Tabl
 def compare_panel(s: dict[str, Any]) -> Panel:
     """Headline numbers of a two-checkpoint comparison."""
     lines = [
-        Text.assemble(("A (before)    ", "bold cyan"), s["a"]),
-        Text.assemble(("B (after)     ", "bold cyan"), s["b"]),
+        Text.assemble(("A (before)    ", "bold cyan"), visible(s["a"])),
+        Text.assemble(("B (after)     ", "bold cyan"), visible(s["b"])),
         Text.assemble(
             ("matched       ", "bold cyan"),
             f"{s['matched_layers']} BN layers, {s['matched_channels']:,} channels",
@@ -147,7 +149,7 @@ def compare_panel(s: dict[str, Any]) -> Panel:
     )
     if s["most_changed"]:
         top = ", ".join(f"{d['name']} {_g(d['change'])}" for d in s["most_changed"][:3])
-        lines.append(Text.assemble(("most changed  ", "bold cyan"), top))
+        lines.append(Text.assemble(("most changed  ", "bold cyan"), visible(top)))
     if "drift" in s:
         d = s["drift"]
         lines.append(
@@ -160,11 +162,11 @@ def compare_panel(s: dict[str, Any]) -> Panel:
         )
         if d["most_risen"]:
             top = ", ".join(f"{r['name']} {_g(r['drift_a'])}→{_g(r['drift_b'])}" for r in d["most_risen"][:3])
-            lines.append(Text.assemble(("most risen    ", "bold cyan"), top))
+            lines.append(Text.assemble(("most risen    ", "bold cyan"), visible(top)))
     for key, what in (("only_a", "only in A"), ("only_b", "only in B"), ("mismatched", "other width")):
         if s[key]:
             names = ", ".join(s[key][:3]) + (" ..." if len(s[key]) > 3 else "")
-            lines.append(Text(f"note: {len(s[key])} layer(s) {what}: {names}", style="yellow"))
+            lines.append(Text(visible(f"note: {len(s[key])} layer(s) {what}: {names}"), style="yellow"))
     return Panel(Group(*lines), title="yolobn compare", title_align="left", expand=False)
 
 
@@ -190,7 +192,7 @@ def compare_table(layers: pd.DataFrame, *, width: int = 200) -> Table:
     rows = []
     for r in layers.itertuples():
         row = [
-            r.name, r.block, str(r.channels), f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
+            markup_safe(r.name), markup_safe(r.block), str(r.channels), f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
             f"{_g(r.running_var_p50_a)}→{_g(r.running_var_p50_b)}", _g(r.kl_in), _g(r.kl_out),
             f"[red]{r.newly_dead}[/]" if r.newly_dead else "·", str(r.revived) if r.revived else "·",
             f"+{r.newly_eps_dominated}/-{r.no_longer_eps_dominated}"
@@ -234,10 +236,11 @@ def audit_table(table: pd.DataFrame, *, width: int = 200) -> Table:
     """One row per checkpoint (``yolobn.bn.comparison.audit``)."""
     rows = [
         [
-            str(r.source), str(r.task or "-"), str(r.family or "-"), str(r.classes or "-"), str(r.bn_layers),
+            markup_safe(r.source), markup_safe(r.task or "-"), markup_safe(r.family or "-"), str(r.classes or "-"),
+            str(r.bn_layers),
             f"{r.channels:,}", f"{r.dead:,} ({_pct(r.dead_share)})" if r.dead else "·",
             f"{r.eps_dominated:,}" if r.eps_dominated else "·", str(r.findings) if r.findings else "·",
-            _g(r.gamma_p50), _pct(r.near_initial_share), str(r.eps),
+            _g(r.gamma_p50), _pct(r.near_initial_share), markup_safe(r.eps),
         ]
         for r in table.itertuples()
     ]  # fmt: skip
@@ -296,7 +299,7 @@ def frontier_table(fr: Any, *, width: int = 200) -> Group:
         )
     if s["most_prunable_layers"]:
         top = ", ".join(f"{d['name']} {d['ablated']}/{d['channels']}" for d in s["most_prunable_layers"][:3])
-        lines.append(Text.assemble(("most prunable ", "bold cyan"), top))
+        lines.append(Text.assemble(("most prunable ", "bold cyan"), visible(top)))
     # the answer first, the evidence under it
     return Group(Panel(Group(*lines), title="yolobn frontier", title_align="left", expand=False), t)
 

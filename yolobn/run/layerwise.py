@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.core.errors import YolobnError
-from yolobn.core.gauss import gaussian_kl
 from yolobn.io.images import check_decoded, iter_batches
-from yolobn.run.recording import Moments, Scratch
+from yolobn.run.constants import constant_inputs
+from yolobn.run.recording import Moments, Scratch, drift_of, set_statistics
 
 
 @dataclass
@@ -103,20 +102,24 @@ def dependency_plan(root: nn.Module, x: torch.Tensor, targets: Mapping[str, nn.M
         levels=[[n for n in bns if level[n] == k] for k in range(1, max(level.values(), default=0) + 1)],
         calls={n: len(ins.get(n, [])) for n in targets},
         deps={n: deps_of(outs[n][0]) | {t for t in targets if t.startswith(n + ".")} for n in cacheable},
-        consumers=_consumers(cacheable, [*cacheable, *bns], ins, outs),
+        consumers=_consumers(cacheable, [*cacheable, *bns], ins, outs, constant_inputs(root, x, ins)),
         unreached=[n for n in targets if n not in ins],
     )
 
 
 def _consumers(
-    cacheable: list[str], readers: list[str], ins: dict[str, list[Any]], outs: dict[str, list[Any]]
+    cacheable: list[str],
+    readers: list[str],
+    ins: dict[str, list[Any]],
+    outs: dict[str, list[Any]],
+    constants: set[int],
 ) -> dict[str, frozenset[str]] | None:
     """Which readers (modules, BNs) take each cacheable module's output, through any code between
     them: the nearest module outputs their inputs' graphs reach. None when a graph is cut (a float
-    input that does not require grad: detached, or made under no_grad): nothing is then known unread."""
-    if any(outs[n][0].grad_fn is None for n in cacheable) or any(
-        not t.requires_grad and t.is_floating_point() for d in readers for t in _tensors(ins[d])
-    ):
+    input that does not require grad: detached, or made under no_grad; ``constants`` such as
+    YOLO-World's text embeddings do not cut it): nothing is then known unread."""
+    cut = [t for d in readers for t in _tensors(ins[d]) if not t.requires_grad and t.is_floating_point()]
+    if any(outs[n][0].grad_fn is None for n in cacheable) or any(id(t) not in constants for t in cut):
         return None
     owners: dict[Any, set[str]] = {}
     for n in cacheable:
@@ -125,6 +128,9 @@ def _consumers(
     found: dict[str, set[str]] = {n: set() for n in cacheable}
     for d in readers:
         for p in frozenset().union(*(producers_of(t) for t in _tensors(ins[d]))):
+            found[p].add(d)
+    for d in cacheable:  # a module's own code reads its parts (MaxSigmoidAttnBlock reads gl's output)
+        for p in frozenset().union(*(producers_of(k) for k, _ in outs[d][0].grad_fn.next_functions if k)):
             found[p].add(d)
     return {n: frozenset(c) for n, c in found.items()}
 
@@ -166,7 +172,8 @@ class _Reach:
         self.memo: dict[Any, frozenset[str]] = {}
 
     def __call__(self, t: Any) -> frozenset[str]:
-        fn = t.grad_fn if isinstance(t, torch.Tensor) else None
+        """From a tensor (nothing when it has no graph) or from an autograd node."""
+        fn = t.grad_fn if isinstance(t, torch.Tensor) else t
         if fn is None:
             return frozenset()
         stack = [(fn, False)]
@@ -412,12 +419,12 @@ class LevelRun:
         """Drop, evict and restore kept outputs for the coming pass; the modules to keep from it."""
         for m in [m for m in self.cached if any(a in self.cached for a in ancestors(m))]:
             self._drop(m)  # inside a module kept whole: never called again
-        assert plan.consumers is not None  # the plan of a cached run knows who reads what
+        consumers = plan.consumers or {}  # unknown readers (a cut graph): nothing is ever evicted
         changed = True
         while changed:  # an evicted output someone computes from again must be computed itself
             changed = False
             for m in [m for m, k in self.cached.items() if k.evicted]:
-                if not all(self._off(c) for c in plan.consumers[m]):
+                if not all(self._off(c) for c in consumers[m]):
                     del self.cached[m]
                     changed = True
         for m, k in self.cached.items():
@@ -493,26 +500,6 @@ def ancestors(name: str) -> Iterator[str]:
     parts = name.split(".")
     for k in range(1, len(parts)):
         yield ".".join(parts[:k])
-
-
-def set_statistics(name: str, bn: _BatchNorm, m: Moments) -> None:
-    """Running mean and population variance from ``m``."""
-    var = m.var
-    if not (torch.isfinite(m.mean).all() and torch.isfinite(var).all()):
-        raise YolobnError(
-            f"BN layer {name}: its input is not finite (inf/NaN) on these images; the model is broken before it"
-        )
-    assert bn.running_mean is not None and bn.running_var is not None  # only tracking BNs are recalibrated
-    with torch.no_grad():
-        bn.running_mean.copy_(m.mean)
-        bn.running_var.copy_(var)
-
-
-def drift_of(bn: _BatchNorm, m: Moments) -> np.ndarray:
-    """Per-channel KL drift of the observed input against the running statistics (as ``observe``)."""
-    assert bn.running_mean is not None and bn.running_var is not None
-    rm, rv = (t.detach().to("cpu", torch.float64) for t in (bn.running_mean, bn.running_var))
-    return gaussian_kl(m.mean.cpu(), m.var.cpu() + bn.eps, rm, rv + bn.eps)
 
 
 __all__ = ["Budget", "Images", "LevelRun", "DependencyPlan", "dependency_plan"]

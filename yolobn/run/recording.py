@@ -22,13 +22,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.bn.walk import find_blocks, matches, unwrap
+from yolobn.core.errors import YolobnError
+from yolobn.core.gauss import gaussian_kl
 
-__all__ = ["LayerRecord", "Moments", "Recorder", "Scratch", "batch_moments", "recording"]
+__all__ = [
+    "LayerRecord",
+    "Moments",
+    "Recorder",
+    "Scratch",
+    "batch_moments",
+    "drift_of",
+    "recording",
+    "set_statistics",
+]
 
 
 class Moments:
@@ -304,3 +316,23 @@ def _owner_hook(t: _Target) -> Callable[..., None]:
             t.record.owner(output.detach())
 
     return hook
+
+
+def set_statistics(name: str, bn: _BatchNorm, m: Moments) -> None:
+    """Running mean and population variance from ``m``."""
+    var = m.var
+    if not (torch.isfinite(m.mean).all() and torch.isfinite(var).all()):
+        raise YolobnError(
+            f"BN layer {name}: its input is not finite (inf/NaN) on these images; the model is broken before it"
+        )
+    assert bn.running_mean is not None and bn.running_var is not None  # only tracking BNs are recalibrated
+    with torch.no_grad():
+        bn.running_mean.copy_(m.mean)
+        bn.running_var.copy_(var)
+
+
+def drift_of(bn: _BatchNorm, m: Moments) -> np.ndarray:
+    """Per-channel KL drift of the observed input against the running statistics (as ``observe``)."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    rm, rv = (t.detach().to("cpu", torch.float64) for t in (bn.running_mean, bn.running_var))
+    return gaussian_kl(m.mean.cpu(), m.var.cpu() + bn.eps, rm, rv + bn.eps)

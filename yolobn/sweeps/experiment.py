@@ -34,6 +34,7 @@ from yolobn.core import notebook
 from yolobn.core.errors import YolobnError
 from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
 from yolobn.core.registry import is_custom
+from yolobn.core.text import one_line
 from yolobn.edit.impls import parse
 from yolobn.io.checks import require_runnable
 from yolobn.io.images import model_imgsz
@@ -173,7 +174,7 @@ def _check_settings(cfg: dict[str, Any], path: str | Path) -> None:
 
 def _text(v: Any, what: str) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise YolobnError(f"{what}: expected a non-empty string, got {_shown(v)}")
+        raise YolobnError(f"{what}: expected a non-empty string, got {one_line(_shown(v), 40)}")
     return v
 
 
@@ -184,14 +185,14 @@ def _patterns(v: Any, what: str) -> list[str] | None:
         v = [v]
     if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
         raise YolobnError(
-            f"{what}: expected a list of layer patterns (['model.2*', 'backbone']), got {_shown(v)}"
+            f"{what}: expected a list of layer patterns (['model.2*', 'backbone']), got {one_line(_shown(v), 40)}"
         )
     return v
 
 
 def _whole(v: Any, what: str, *, least: int, most: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise YolobnError(f"{what}: expected a whole number, got {_shown(v)}")
+        raise YolobnError(f"{what}: expected a whole number, got {one_line(_shown(v), 40)}")
     if v < least or (most is not None and v > most):
         limit = f"from {least} to {most}" if most is not None else f"at least {least}"
         raise YolobnError(f"{what}: {v} must be {limit}")

@@ -37,9 +37,11 @@ from typing import Any
 
 from yolobn.core.digest import sha256, sha256_bytes
 from yolobn.core.errors import YolobnError
+from yolobn.core.text import one_line
 from yolobn.edit.impls import parse
 from yolobn.io.datasets import resolve_data
 from yolobn.io.loader import load
+from yolobn.sweeps import rayconnect
 from yolobn.sweeps.rows import Row, RowStore, code_version, row_key
 
 __all__ = [
@@ -55,7 +57,6 @@ __all__ = [
     "Task",
     "execute",
     "materialize",
-    "one_line",
     "payload",
     "pin_threads",
     "portable",
@@ -261,15 +262,9 @@ def execute(loaded: Any, settings: Any, task: Task, ctx: Context = CONTEXT) -> O
     except Exception as e:
         if task.fatal:
             raise
-        value, ok, error = {}, False, one_line(e)
+        value, ok, error = {}, False, one_line(e, 300, typed=True)
     dt = time.perf_counter() - t0
     return Outcome(task, ok, value, error, dt, worker_name(), loads=ctx.loads.get(ctx.token, 0))
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e) if isinstance(e, YolobnError) else f"{type(e).__name__}: {e}"
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def worker_name() -> str:
@@ -400,27 +395,10 @@ class RayExecutor:
         self.max_retries = max_retries
 
     def connect(self) -> bool:
-        """Connect; True when this call started Ray (and so must shut it down)."""
+        """Connect, within a stated time (``rayconnect``); True when this call connected (and so must
+        shut the connection down, and the local Ray it started)."""
         require_ray()
-        import logging
-
-        import ray
-
-        if ray.is_initialized():
-            return False
-        kw: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "logging_level": logging.ERROR,
-        }
-        addr = None if self.address in ("", "auto") else self.address
-        if addr is None or addr == "local":
-            kw["num_cpus"] = self.num_cpus
-        try:
-            ray.init(address=addr, **kw)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise YolobnError(f"Ray address {self.address}: cannot reach Ray ({one_line(e)})") from None
-        return True
+        return rayconnect.connect(self.address, self.num_cpus)
 
     def run(self, loaded: Any, settings: Any, tasks: Sequence[Task], done: Callable[[Outcome], None]) -> None:
         import ray
