@@ -139,6 +139,8 @@ REQUIRED = {  # what each command needs besides the key under test, so that only
     "recalibrate": ("out", ["-o", "x.pt"]),
     "experiment": ("file", ["e.yaml"]),
     "compare": ("", ["a.pt"]),
+    "prune": ("out", ["-o", "x.pt"]),
+    "finetune": ("model", ["a.pt"]),  # its other key=value words are Ultralytics' training arguments
 }
 HOSTILE = ["--trust", "--debug", "-o", "a=b.pt", "--trust=true"]
 

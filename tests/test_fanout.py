@@ -74,8 +74,12 @@ LABEL_FREE = Settings(data=None, imgsz=160)  # output difference on a fixed rand
 
 
 def specs(custom):
-    return [Variant.of("reference"), Variant.of("identity", ["head"]), Variant.of("reference:eps=1e-5"),
-            Variant.of(f"{custom}:Copy")]  # fmt: skip
+    return [
+        Variant.of("reference"),
+        Variant.of("identity", ["head"]),
+        Variant.of("reference:eps=1e-5"),
+        Variant.of(f"{custom}:Copy"),
+    ]
 
 
 def test_rows_are_written_and_a_rerun_resumes_them(demo_model_loaded, custom, rows_dir):
@@ -86,13 +90,18 @@ def test_rows_are_written_and_a_rerun_resumes_them(demo_model_loaded, custom, ro
     assert len(lines) == 4 and all(x["ok"] for x in lines)  # the baseline is not a row: it has its own cache
     assert [x["label"] for x in lines] == [v.label for v in specs(custom)]
     notes = []
-    again = run_variants(demo_model_loaded, specs(custom), LABEL_FREE, execution=Execution(rows_dir=rows_dir,
-                         notify=notes.append))  # fmt: skip
+    again = run_variants(
+        demo_model_loaded,
+        specs(custom),
+        LABEL_FREE,
+        execution=Execution(rows_dir=rows_dir, notify=notes.append),
+    )
     assert again.resumed == 4 and first.resumed == 0
     assert notes and notes[0].startswith("resuming: 4 of 4 rows")
     pd.testing.assert_frame_equal(again.table, first.table)  # bit for bit: JSON keeps every float exactly
-    fresh = run_variants(demo_model_loaded, specs(custom), LABEL_FREE, execution=Execution(rows_dir=rows_dir,
-                         resume=False))  # fmt: skip
+    fresh = run_variants(
+        demo_model_loaded, specs(custom), LABEL_FREE, execution=Execution(rows_dir=rows_dir, resume=False)
+    )
     assert fresh.resumed == 0
     pd.testing.assert_frame_equal(fresh.table, first.table)
 
@@ -103,8 +112,13 @@ def test_an_interrupted_sweep_continues_where_it_stopped(demo_model_loaded, cust
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_variants(demo_model_loaded, specs(custom), LABEL_FREE, progress=stop_after_two,
-                     execution=Execution(rows_dir=rows_dir))  # fmt: skip
+        run_variants(
+            demo_model_loaded,
+            specs(custom),
+            LABEL_FREE,
+            progress=stop_after_two,
+            execution=Execution(rows_dir=rows_dir),
+        )
     (path,) = rows_dir.glob("*.jsonl")
     assert len(path.read_text().splitlines()) == 2  # each row on disk the moment it finished
     resumed = run_variants(

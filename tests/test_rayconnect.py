@@ -29,17 +29,33 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="
         ("10.0.0.7:6380", RayAddress("10.0.0.7:6380", "gcs", "10.0.0.7", 6380)),
         ("[::1]:6379", RayAddress("[::1]:6379", "gcs", "::1", 6379)),
         ("ray://head", RayAddress("ray://head", "client", "head", 10001)),
-        ("ray://head.example.org:10002", RayAddress("ray://head.example.org:10002", "client", "head.example.org", 10002)),
+        (
+            "ray://head.example.org:10002",
+            RayAddress("ray://head.example.org:10002", "client", "head.example.org", 10002),
+        ),
     ],
-)  # fmt: skip
+)
 def test_ray_addresses_are_parsed(text, expected):
     assert parse_ray_address(text) == expected
 
 
 @pytest.mark.parametrize(
-    "text", [":6379", "head", "head:", "head:abc", "head:70000", "head:0", "http://head:8265", "ray://", "a b:1",
-             "ray://ray://x:1", "head:6379/x", "head\x1b[2J:1"],
-)  # fmt: skip
+    "text",
+    [
+        ":6379",
+        "head",
+        "head:",
+        "head:abc",
+        "head:70000",
+        "head:0",
+        "http://head:8265",
+        "ray://",
+        "a b:1",
+        "ray://ray://x:1",
+        "head:6379/x",
+        "head\x1b[2J:1",
+    ],
+)
 def test_a_malformed_address_is_one_line(text):
     with pytest.raises(YolobnError) as ei:
         parse_ray_address(text)

@@ -34,10 +34,21 @@ def raw_in(text: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "ch,shown",
-    [("\x1b", "\\x1b"), ("\x07", "\\x07"), ("\x00", "\\x00"), ("\n", "\\n"), ("\t", "\\t"), ("\x7f", "\\x7f"),
-     ("\x9b", "\\x9b"), ("\u202e", "\\u202e"), ("\u2066", "\\u2066"), ("\u2069", "\\u2069"), ("\u200f", "\\u200f"),
-     ("\u2028", "\\u2028")],
-)  # fmt: skip
+    [
+        ("\x1b", "\\x1b"),
+        ("\x07", "\\x07"),
+        ("\x00", "\\x00"),
+        ("\n", "\\n"),
+        ("\t", "\\t"),
+        ("\x7f", "\\x7f"),
+        ("\x9b", "\\x9b"),
+        ("\u202e", "\\u202e"),
+        ("\u2066", "\\u2066"),
+        ("\u2069", "\\u2069"),
+        ("\u200f", "\\u200f"),
+        ("\u2028", "\\u2028"),
+    ],
+)
 def test_visible_writes_controls_as_repr_does(ch, shown):
     assert visible(f"a{ch}b") == f"a{shown}b" == repr(f"a{ch}b")[1:-1]
 
@@ -135,14 +146,28 @@ def test_inspect_shows_hostile_strings_visibly(hostile, tmp_path, capsys, monkey
     monkeypatch.setenv("COLUMNS", "400")
     code, out, err = run_main(
         [
-            "inspect", str(hostile), "--all", "--csv", str(tmp_path / "l.csv"),
-            "--channels-csv", str(tmp_path / "c.csv"), "--json", str(tmp_path / "s.json"),
+            "inspect",
+            str(hostile),
+            "--all",
+            "--csv",
+            str(tmp_path / "l.csv"),
+            "--channels-csv",
+            str(tmp_path / "c.csv"),
+            "--json",
+            str(tmp_path / "s.json"),
         ],
         capsys,
-    )  # fmt: skip
+    )
     texts = check_clean(code, out, err, tmp_path)
-    for shown in ("evil\\x1b[2Jname.pt", "rect\\x1b]0;pwned\\x07", "ell\\x1b[2J[bold]x[/bold]",
-                  "tri\\u202e\\x9b31m", "8.4.190\\x1b[2J", "/x/\\x1b[2Jdata.yaml", "model.2.m.0\\x1b[2J\\u202e.cv1.bn"):  # fmt: skip
+    for shown in (
+        "evil\\x1b[2Jname.pt",
+        "rect\\x1b]0;pwned\\x07",
+        "ell\\x1b[2J[bold]x[/bold]",
+        "tri\\u202e\\x9b31m",
+        "8.4.190\\x1b[2J",
+        "/x/\\x1b[2Jdata.yaml",
+        "model.2.m.0\\x1b[2J\\u202e.cv1.bn",
+    ):
         assert shown in out, shown
     assert "model.2.m.0\\x1b[2J\\u202e.cv1.bn" in texts["l.csv"] and "model.2.m.0" in texts["c.csv"]
     doc = json.loads(texts["s.json"])  # JSON escapes (\u001b) and reads back as the file's own strings
@@ -178,10 +203,14 @@ def test_experiment_and_frontier_keep_hostile_strings_off_the_terminal(
     f = tmp_path / "e.yaml"
     f.write_text(
         json.dumps(
-            {"model": str(hostile), "data": "shapes", "variants": [{"impl": "reference", "name": f"ref{TITLE}"}],
-             "sensitivity": {"impl": "identity", "layers": ["model.2.m.0*.cv1.bn"], "top": 1}}
+            {
+                "model": str(hostile),
+                "data": "shapes",
+                "variants": [{"impl": "reference", "name": f"ref{TITLE}"}],
+                "sensitivity": {"impl": "identity", "layers": ["model.2.m.0*.cv1.bn"], "top": 1},
+            }
         )
-    )  # fmt: skip
+    )
     code, out, err = run_main(["experiment", str(f), "-o", str(tmp_path / "exp")], capsys)
     texts = check_clean(code, out, err, tmp_path / "exp")
     assert "ref\\x1b]0;pwned\\x07" in out and "model.2.m.0\\x1b[2J\\u202e.cv1.bn" in texts["sensitivity.csv"]

@@ -70,9 +70,11 @@ def add_parser(sub: Any) -> None:
         "--json", type=Path, metavar="FILE", help="metadata, summary and per-layer rows as JSON ('-': stdout)"
     )
     f.add_argument(
-        "--html", type=Path, metavar="FILE",
+        "--html",
+        type=Path,
+        metavar="FILE",
         help="a self-contained HTML page: change along the depth, transitions, A-vs-B scatter (or the audit table)",
-    )  # fmt: skip
+    )
     p.set_defaults(run=run)
 
 
@@ -159,9 +161,14 @@ def _observe(args: argparse.Namespace, cmp: Any, images: list[Path] | None, err:
             bar.update(job, completed=done, total=total)
 
         cmp = compare_images(
-            cmp, [str(p) for p in images] if images else None, max_images=args.max_images, imgsz=args.imgsz,
-            batch=args.batch, device=args.device, progress=progress,
-        )  # fmt: skip
+            cmp,
+            [str(p) for p in images] if images else None,
+            max_images=args.max_images,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            device=args.device,
+            progress=progress,
+        )
     o.warn_skipped(err, cmp.observed["skipped"])
     if args.data is not None:
         from yolobn.evaluate.effect import recalibration_effect

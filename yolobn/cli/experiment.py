@@ -36,9 +36,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("file", type=Path, help="experiment YAML (see examples/eps.yaml)")
     p.add_argument(
-        "-o", "--out", type=Path, metavar="DIR",
+        "-o",
+        "--out",
+        type=Path,
+        metavar="DIR",
         help="output folder (default: reports/<model-stem>/experiments/<file-stem>/)",
-    )  # fmt: skip
+    )
     o.exist_ok_argument(p)
     o.trust_argument(
         p, "full unpickle of its model, the custom impl files and dataset download scripts it names"
@@ -104,8 +107,13 @@ def run(args: argparse.Namespace) -> int:
     def records(df: Any) -> Any:
         return json.loads(df.to_json(orient="records")) if df is not None else None
 
-    doc = {"config": res.config, "model": res.meta, "metric": res.metric, "results": records(res.results),
-           "sensitivity": records(res.sensitivity)}  # fmt: skip
+    doc = {
+        "config": res.config,
+        "model": res.meta,
+        "metric": res.metric,
+        "results": records(res.results),
+        "sensitivity": records(res.sensitivity),
+    }
     files = {
         out_dir / "results.csv": csv_text(res.results, "%.6g"),
         out_dir / "results.json": json.dumps(doc, indent=2) + "\n",

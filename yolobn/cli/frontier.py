@@ -112,24 +112,44 @@ def run(args: argparse.Namespace) -> int:
             bar.update(job, description=label, completed=done, total=total, unit=o.unit_of(label))
 
         fr = frontier(
-            args.model, args.data, [str(p) for p in images] if images else None, shares=shares, criteria=criteria,
-            seeds=args.seeds, roles=not args.no_roles, tolerance=args.tolerance, max_images=args.max_images,
-            imgsz=args.imgsz, batch=args.batch, device=args.device, trust=args.trust, strict=args.strict, progress=progress,
+            args.model,
+            args.data,
+            [str(p) for p in images] if images else None,
+            shares=shares,
+            criteria=criteria,
+            seeds=args.seeds,
+            roles=not args.no_roles,
+            tolerance=args.tolerance,
+            max_images=args.max_images,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            device=args.device,
+            trust=args.trust,
+            strict=args.strict,
+            progress=progress,
             execution=execution,
-        )  # fmt: skip
+        )
     o.warn_failed(fr.failed, int((fr.points["share"] > 0).sum()))
     from yolobn.core.precision import json_text
     from yolobn.report.export import csv_text
     from yolobn.report.frontier_page import render_html
 
-    doc = {"model": fr.meta, "settings": fr.settings, "summary": fr.summary(),
-           "curve": fr.curve.to_dict(orient="records"), "layers": fr.layers.to_dict(orient="records")}  # fmt: skip
-    written = write_texts({
-        out_dir / "frontier.csv": csv_text(fr.curve),
-        out_dir / "points.csv": csv_text(fr.points),
-        out_dir / "frontier.json": json_text(doc),
-        out_dir / "frontier.html": render_html(fr),
-    }, inputs)  # fmt: skip
+    doc = {
+        "model": fr.meta,
+        "settings": fr.settings,
+        "summary": fr.summary(),
+        "curve": fr.curve.to_dict(orient="records"),
+        "layers": fr.layers.to_dict(orient="records"),
+    }
+    written = write_texts(
+        {
+            out_dir / "frontier.csv": csv_text(fr.curve),
+            out_dir / "points.csv": csv_text(fr.points),
+            out_dir / "frontier.json": json_text(doc),
+            out_dir / "frontier.html": render_html(fr),
+        },
+        inputs,
+    )
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.tables import frontier_table

@@ -101,10 +101,16 @@ def run(args: argparse.Namespace) -> int:
             bar.update(job, completed=done, total=total)
 
         rec = recalibrate(
-            loaded, [str(p) for p in images] if images else None, max_images=args.max_images,
-            imgsz=args.imgsz, batch=args.batch, device=args.device, select=args.layers,
-            cache_mb=args.cache_mb, progress=progress,
-        )  # fmt: skip
+            loaded,
+            [str(p) for p in images] if images else None,
+            max_images=args.max_images,
+            imgsz=args.imgsz,
+            batch=args.batch,
+            device=args.device,
+            select=args.layers,
+            cache_mb=args.cache_mb,
+            progress=progress,
+        )
     o.warn_skipped(err, rec.meta.recalibration["images_skipped"])
     left = rec.meta.recalibration["drift_after"]
     if left["max_layer_mean"] > DRIFT_LEFT:  # exact would leave ~1e-13: something in the model is not handled

@@ -112,9 +112,14 @@ def run(args: argparse.Namespace) -> int:
     loaded = load(args.model, trust=args.trust, strict=args.strict)
     require_runnable(loaded)
     settings = Settings(
-        data=args.data, images=images, imgsz=model_imgsz(loaded, args.imgsz), batch=args.batch,
-        device=str(device), trust=args.trust, cache=not args.no_cache,
-    )  # fmt: skip
+        data=args.data,
+        images=images,
+        imgsz=model_imgsz(loaded, args.imgsz),
+        batch=args.batch,
+        device=str(device),
+        trust=args.trust,
+        cache=not args.no_cache,
+    )
     with o.progress_bar(err, args.quiet) as bar:
         job = bar.add_task("baseline", total=len(variants) + 1, unit="validations")
 

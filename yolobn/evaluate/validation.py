@@ -124,7 +124,7 @@ def _run_validator(net: nn.Module, args: dict[str, Any], loader: Any, data: Any)
         save_json=False,
         mode="val",
         rect=True,  # as model.val() does, so the numbers match Ultralytics' own validation
-    )  # fmt: skip
+    )
     with quiet_ultralytics(), tempfile.TemporaryDirectory(prefix="yolobn-val-") as save_dir:
         try:
             validator = Validator(args=full, dataloader=loader, save_dir=Path(save_dir))

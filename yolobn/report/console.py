@@ -57,10 +57,15 @@ def _tags(r: Any) -> str:
 
 
 _TAGS = (
-    ("non-finite", "non-finite"), ("negative running_var", "negative var"), ("untrained", "untrained stats"),
-    ("still at init", "at init"), ("near init", "near init"), ("eps-dominated", "eps-dominated"),
-    ("extreme scale", "extreme scale"), ("all channels dead", "all dead"),
-)  # fmt: skip
+    ("non-finite", "non-finite"),
+    ("negative running_var", "negative var"),
+    ("untrained", "untrained stats"),
+    ("still at init", "at init"),
+    ("near init", "near init"),
+    ("eps-dominated", "eps-dominated"),
+    ("extreme scale", "extreme scale"),
+    ("all channels dead", "all dead"),
+)
 
 
 LAYER_COLS = [  # dropped to fit, first to last: conv, act, role, #, block, β, var, |scale|, ch, γ
@@ -97,13 +102,23 @@ def layer_table(
         block = r.block if r.block == r.owner or not r.owner else f"{r.block}/{r.owner}"
         rows.append(
             [
-                str(r.index), markup_safe(r.name), markup_safe(block), markup_safe(r.role), _conv(r), act,
-                str(r.channels), f"{_g(r.gamma_mean)}±{_g(r.gamma_std, 2)}",
-                _g(r.beta_mean), _g(r.running_var_p50), _g(r.max_abs_scale), dead,
+                str(r.index),
+                markup_safe(r.name),
+                markup_safe(block),
+                markup_safe(r.role),
+                _conv(r),
+                act,
+                str(r.channels),
+                f"{_g(r.gamma_mean)}±{_g(r.gamma_std, 2)}",
+                _g(r.beta_mean),
+                _g(r.running_var_p50),
+                _g(r.max_abs_scale),
+                dead,
                 f"{r.eps_dominated}" if r.eps_dominated else "·",
-                *((_obs_dead(r), _drift(r.drift)) if observed else ()), markup_safe(_tags(r)),
+                *((_obs_dead(r), _drift(r.drift)) if observed else ()),
+                markup_safe(_tags(r)),
             ]
-        )  # fmt: skip
+        )
     caption = (
         "act* = the SiLU instance shared by every Ultralytics Conv · dead = constant + off (data-free)"
         + (" · obs dead / drift: on the images (see yolobn activations)" if observed else "")
@@ -165,14 +180,22 @@ def observed_table(
             continue
         rows.append(
             [
-                str(r.index), markup_safe(r.name), markup_safe(r.block), act, str(r.channels),
-                f"{r.dead}" if r.dead else "·", _obs_dead(r),
+                str(r.index),
+                markup_safe(r.name),
+                markup_safe(r.block),
+                act,
+                str(r.channels),
+                f"{r.dead}" if r.dead else "·",
+                _obs_dead(r),
                 f"{r.dead_both}" if r.dead_both else "·",
                 f"[yellow]{r.dead_predicted_only}[/]" if r.dead_predicted_only else "·",
                 f"[yellow]{r.dead_observed_only}[/]" if r.dead_observed_only else "·",
-                _g(r.mean_shift_abs), _g(r.log_var_ratio_abs), _drift(r.drift), _drift(r.drift_max),
+                _g(r.mean_shift_abs),
+                _g(r.log_var_ratio_abs),
+                _drift(r.drift),
+                _drift(r.drift_max),
             ]
-        )  # fmt: skip
+        )
     caption = (
         "pred = data-free (constant/off) · obs = on the images (flat or never positive) · "
         "|Δμ|/σ, |ln var ratio|: channel means of the BN input vs its running stats · "
@@ -219,8 +242,14 @@ def observed_panel(
             f"{ab['baseline']:.4f} → {ab['ablated']:.4f} ({ab['delta']:+.4f}) on {markup_safe(ab['data'])}",
         )
     if s["images"] < 32:
-        g.add_row("note", Text(f"only {s['images']} images: observed dead and drift are noisy on small samples; "
-                               "use 32 or more", style="yellow"))  # fmt: skip
+        g.add_row(
+            "note",
+            Text(
+                f"only {s['images']} images: observed dead and drift are noisy on small samples; "
+                "use 32 or more",
+                style="yellow",
+            ),
+        )
     if s["layers_not_reached"]:
         n = len(s["layers_not_reached"])
         names = ", ".join(s["layers_not_reached"][:3]) + (" ..." if n > 3 else "")

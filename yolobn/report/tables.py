@@ -192,12 +192,19 @@ def compare_table(layers: pd.DataFrame, *, width: int = 200) -> Table:
     rows = []
     for r in layers.itertuples():
         row = [
-            markup_safe(r.name), markup_safe(r.block), str(r.channels), f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
-            f"{_g(r.running_var_p50_a)}→{_g(r.running_var_p50_b)}", _g(r.kl_in), _g(r.kl_out),
-            f"[red]{r.newly_dead}[/]" if r.newly_dead else "·", str(r.revived) if r.revived else "·",
+            markup_safe(r.name),
+            markup_safe(r.block),
+            str(r.channels),
+            f"{_g(r.gamma_p50_a)}→{_g(r.gamma_p50_b)}",
+            f"{_g(r.running_var_p50_a)}→{_g(r.running_var_p50_b)}",
+            _g(r.kl_in),
+            _g(r.kl_out),
+            f"[red]{r.newly_dead}[/]" if r.newly_dead else "·",
+            str(r.revived) if r.revived else "·",
             f"+{r.newly_eps_dominated}/-{r.no_longer_eps_dominated}"
-            if r.newly_eps_dominated or r.no_longer_eps_dominated else "·",
-        ]  # fmt: skip
+            if r.newly_eps_dominated or r.no_longer_eps_dominated
+            else "·",
+        ]
         if drift:
             text = f"{_g(r.drift_a)}→{_g(r.drift_b)}"
             row.insert(3, f"[red]{text}[/]" if r.drift_rise >= rise_level else text)
@@ -236,14 +243,21 @@ def audit_table(table: pd.DataFrame, *, width: int = 200) -> Table:
     """One row per checkpoint (``yolobn.bn.comparison.audit``)."""
     rows = [
         [
-            markup_safe(r.source), markup_safe(r.task or "-"), markup_safe(r.family or "-"), str(r.classes or "-"),
+            markup_safe(r.source),
+            markup_safe(r.task or "-"),
+            markup_safe(r.family or "-"),
+            str(r.classes or "-"),
             str(r.bn_layers),
-            f"{r.channels:,}", f"{r.dead:,} ({_pct(r.dead_share)})" if r.dead else "·",
-            f"{r.eps_dominated:,}" if r.eps_dominated else "·", str(r.findings) if r.findings else "·",
-            _g(r.gamma_p50), _pct(r.near_initial_share), markup_safe(r.eps),
+            f"{r.channels:,}",
+            f"{r.dead:,} ({_pct(r.dead_share)})" if r.dead else "·",
+            f"{r.eps_dominated:,}" if r.eps_dominated else "·",
+            str(r.findings) if r.findings else "·",
+            _g(r.gamma_p50),
+            _pct(r.near_initial_share),
+            markup_safe(r.eps),
         ]
         for r in table.itertuples()
-    ]  # fmt: skip
+    ]
     return fit_table(AUDIT_COLS, rows, width=width, title="BatchNorm audit", caption="")
 
 
@@ -312,8 +326,10 @@ def prune_table(r: Any) -> Group:
     """Before and after (parameters, FLOPs, latency, size, the metric) and what was removed."""
     import math
 
-    t = Table(title=f"yolobn prune: {r.selection.count:,} of {r.selection.total:,} channels removed "
-                    f"({r.selection.share:.1f}%, {r.criterion} ranking)")  # fmt: skip
+    t = Table(
+        title=f"yolobn prune: {r.selection.count:,} of {r.selection.total:,} channels removed "
+        f"({r.selection.share:.1f}%, {r.criterion} ranking)"
+    )
     for c in ("", "before", "after", "ratio / Δ"):
         t.add_column(c, justify="left" if not c else "right")
     fmt = {"params": "{:,.0f}", "gflops": "{:.3f}", "latency_ms": "{:.1f}", "model_bytes": "{:.2f}"}
@@ -326,8 +342,12 @@ def prune_table(r: Any) -> Group:
     for k, (b, a) in r.cost.items():
         scale = 1e-6 if k == "model_bytes" else 1.0
         ratio = a / b if b else math.nan
-        t.add_row(label.get(k, k), fmt[k].format(b * scale), fmt[k].format(a * scale),
-                  f"{ratio:.3f}x" if math.isfinite(ratio) else "-")  # fmt: skip
+        t.add_row(
+            label.get(k, k),
+            fmt[k].format(b * scale),
+            fmt[k].format(a * scale),
+            f"{ratio:.3f}x" if math.isfinite(ratio) else "-",
+        )
     m = r.metrics
     short = m["metric"].replace("metrics/", "")
     for what in ("pruned", "ablated"):
@@ -337,18 +357,28 @@ def prune_table(r: Any) -> Group:
     s = r.residual_summary
     lines = []
     if s:
-        lines.append(Text.assemble(
-            ("border residual ", "bold cyan"),
-            f"inside {_g(s['interior_max'])}, at the border {_g(s['border_max'])} output std at most; "
-            f"output {_g(s['output_max'])} of its largest value at most",
-        ))  # fmt: skip
+        lines.append(
+            Text.assemble(
+                ("border residual ", "bold cyan"),
+                f"inside {_g(s['interior_max'])}, at the border {_g(s['border_max'])} output std at most; "
+                f"output {_g(s['output_max'])} of its largest value at most",
+            )
+        )
     if r.fixed:
-        lines.append(Text.assemble(("never removed   ", "bold cyan"),
-                                   f"{sum(r.fixed.values()):,} channels: " + "; ".join(r.fixed)))  # fmt: skip
+        lines.append(
+            Text.assemble(
+                ("never removed   ", "bold cyan"),
+                f"{sum(r.fixed.values()):,} channels: " + "; ".join(r.fixed),
+            )
+        )
     top = r.layers[r.layers["removed"] > 0].sort_values("removed", ascending=False, kind="stable").head(3)
     if len(top):
-        lines.append(Text.assemble(("most removed    ", "bold cyan"),
-                                   ", ".join(f"{x.name} {x.removed}/{x.channels}" for x in top.itertuples())))  # fmt: skip
+        lines.append(
+            Text.assemble(
+                ("most removed    ", "bold cyan"),
+                ", ".join(f"{x.name} {x.removed}/{x.channels}" for x in top.itertuples()),
+            )
+        )
     return (
         Group(t, Panel(Group(*lines), title="yolobn prune", title_align="left", expand=False))
         if lines

@@ -226,9 +226,15 @@ class Images:
     """The preprocessed batches: read once, then kept (uint8 when that is exact) while they fit."""
 
     def __init__(
-        self, paths: Sequence[Path], size: int, stride: int, batch: int, task: str | None, dev: torch.device,
+        self,
+        paths: Sequence[Path],
+        size: int,
+        stride: int,
+        batch: int,
+        task: str | None,
+        dev: torch.device,
         budget: Budget,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.paths, self.size, self.stride, self.batch, self.task = paths, size, stride, batch, task
         self.dev, self.budget = dev, budget
         self.kept: list[torch.Tensor] | None = []
@@ -299,9 +305,14 @@ class LevelRun:
     """The passes over the images (one per level, then the check) and the cache of finished outputs."""
 
     def __init__(
-        self, root: nn.Module, targets: dict[str, _BatchNorm], source: Images, budget: Budget, progress: Any,
+        self,
+        root: nn.Module,
+        targets: dict[str, _BatchNorm],
+        source: Images,
+        budget: Budget,
+        progress: Any,
         total: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.root, self.targets, self.source, self.budget = root, targets, source, budget
         self.modules = dict(root.named_modules())
         self.final: set[str] = set()  # BNs whose statistics are set

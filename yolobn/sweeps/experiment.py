@@ -285,8 +285,14 @@ def run_experiment(
         srows = []
         for v, o in zip(layer_variants, outs[1 + n :], strict=True):
             value = float(o.value["metrics"].get(metric, math.nan)) if o.ok else math.nan
-            srows.append({"layer": v.layers[0], "impl": v.impl.label, metric: value,
-                          "delta": value - res.baseline.get(metric, math.nan)})  # fmt: skip
+            srows.append(
+                {
+                    "layer": v.layers[0],
+                    "impl": v.impl.label,
+                    metric: value,
+                    "delta": value - res.baseline.get(metric, math.nan),
+                }
+            )
             if not o.ok:
                 srows[-1]["error"] = o.error
                 failed.append((f"sensitivity {v.layers[0]}", o.error))
@@ -296,8 +302,13 @@ def run_experiment(
         # worst first; a failed layer (NaN) last
         sensitivity = sensitivity.sort_values(["delta", "layer"], kind="stable").reset_index(drop=True)
         sensitivity.insert(0, "rank", range(1, len(sensitivity) + 1))
-    resolved = {**cfg, "data": settings.data, "imgsz": settings.imgsz, "batch": settings.batch,
-                "device": settings.device}  # fmt: skip
+    resolved = {
+        **cfg,
+        "data": settings.data,
+        "imgsz": settings.imgsz,
+        "batch": settings.batch,
+        "device": settings.device,
+    }
     notes = [f"{label}: failed: {why}" for label, why in failed]
     resumed = sum(o.resumed for o in outs)
     return ExperimentResult(
