@@ -10,8 +10,7 @@ from yolobn.cli import options as o
 EXAMPLES = """\
 examples:
   yolobn finetune pruned.pt data=shapes epochs=1 imgsz=160 project=runs name=ft   # the demo, pruned by 'yolobn prune'
-  yolobn finetune best-pruned.pt data=shapes epochs=1 imgsz=160 batch=16 device=cpu project=runs name=p10
-  yolobn finetune best-pruned.pt data=shapes epochs=1 imgsz=160 cos_lr project=runs name=cos   # a bare switch turns it on
+  yolobn finetune best-pruned.pt data=shapes epochs=1 imgsz=160 batch=16 cos_lr project=runs name=p10   # cos_lr: a bare switch turns it on
 
 The arguments are Ultralytics' training arguments (key=value, as 'yolo train'), checked as Ultralytics
 checks them. Why not YOLO("pruned.pt").train(): Ultralytics' trainer rebuilds the model from its yaml,

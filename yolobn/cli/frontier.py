@@ -12,7 +12,7 @@ from yolobn.core.limits import MAX_SEEDS
 EXAMPLES = """\
 examples:
   yolobn frontier                                   # the demo model on the bundled shapes dataset
-  yolobn frontier best.pt --data shapes --images examples/images/ --max-images 500
+  yolobn frontier best.pt --data shapes --images examples/images/ --max-images 500 --shares 0,5 --criteria observed
   yolobn frontier best.pt --data shapes --shares 0,5,10,20 --criteria observed,gamma
   yolobn frontier best.pt --data shapes --shares 0,5 --criteria observed --ray   # each point a Ray task
 

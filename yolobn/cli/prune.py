@@ -12,9 +12,8 @@ EXAMPLES = """\
 examples:
   yolobn prune -o pruned.pt                      # the demo: the largest share within 0.005 mAP50-95
   yolobn prune best.pt --data shapes --images examples/images/ -o best-pruned.pt   # or --data your_data.yaml
-  yolobn prune best.pt --images examples/images/ --share 10 -o best-p10.pt   # a share, no validation needed
-  yolobn prune best.pt --data shapes --images examples/images/ --criterion gamma -o by-gamma.pt   # to compare
-  yolobn finetune best-pruned.pt data=shapes epochs=1 imgsz=160 project=runs name=pruned   # then train it (epochs=30+)
+  yolobn prune best.pt --images examples/images/ --share 10 --criterion gamma -o by-gamma.pt   # a share: no validation
+  # then: yolobn finetune best-pruned.pt data=... epochs=30 (below)
 
 Channels are ranked as 'yolobn frontier' ranks them (observed: the post-activation std on the
 images) and removed physically: each removed channel's observed mean after its activation is
