@@ -33,6 +33,13 @@ CELLS = [
         "## On images\n\n`observe` runs images through the model (preprocessed as Ultralytics' predict "
         "does) and adds the observed columns: dead channels on the data, and drift of the running statistics.",
     ),
+    (
+        "markdown",
+        "`prediction` scores the data-free rules against what the images show. On the demo the rules "
+        "predict no dead channel, so precision is undefined (`nan`), and they find none of the channels "
+        "the images show never positive (recall 0): a Gaussian summary of the weights misses skewed "
+        "pre-activations, which is what looking at data adds.",
+    ),
     ("code", "obs = yolobn.observe(ins, max_images=32)\nobs.observed_summary()['prediction']"),
     ("code", "obs"),
     (

@@ -145,7 +145,7 @@ def test_recalibrate_writes_a_loadable_checkpoint_and_never_the_input(tmp_path, 
     [
         (["activations", "--images", "/no/such/dir"], "no such file or folder"),
         (["activations", "--max-images", "0"], "--max-images 0: must be at least 1"),
-        (["activations", "--device", "cuda:0"], "--device cuda:0: CUDA is not available"),
+        (["activations", "--device", "cuda:0"], "device cuda:0: CUDA is not available"),
         (["activations", "--device", "tpu9"], "unknown device"),
         (["activations", "--dead-std", "-1"], "--dead-std -1: must be at least 0"),
         (["activations", "--min-positive", "1"], "min_positive"),

@@ -194,3 +194,15 @@ def test_report_run_without_drift_says_it_was_not_measured(tmp_path, capsys):
         and "the drift jumped" not in page
         and "plot-drift-epochs" not in page
     )
+
+
+def test_an_observed_answer_on_too_few_images_says_look_not_act():
+    """Two photos are not evidence enough to act on: act needs Levels.min_images images."""
+    from yolobn.core.thresholds import Levels
+
+    lv = Levels()
+    assert lv.sampled("act", lv.min_images - 1) == "look" and lv.sampled("act", lv.min_images) == "act"
+    assert lv.sampled("look", 1) == "look" and lv.sampled("ok", 1) == "ok"
+    obs = yolobn.observe(yolobn.load(str(FIXTURE / "weights" / "last.pt")), max_images=2)  # two photos
+    v = {x.key: x for x in obs.verdicts()}
+    assert v["drift"].status == "look" and "only 2 images" in v["drift"].evidence

@@ -162,7 +162,7 @@ def _compare_drift(cmp: Any, b: str | None, lv: Levels) -> Verdict:
     )
     if own == "ok":
         return Verdict("drift", q, "ok", evidence, None, layers)
-    status = own
+    status = lv.sampled(own, int(obs["images"]))
     if rose == "ok":
         status = "look"
         evidence += "; A drifts as much: the images differ from what both were trained on, not B's training"
@@ -333,7 +333,10 @@ def _dead(ins: Any, ly: Table, paths: Paths, lv: Levels) -> Verdict:
     nxt = command(
         "prune", paths.model, data=paths.data_arg(), images=paths.images_arg(), o=prune_name(paths.model)
     )
-    return Verdict("dead", q, lv.status(share, 0.0, lv.dead_act) if share else "ok", evidence, nxt, layers)
+    status = lv.sampled(lv.status(share, 0.0, lv.dead_act), int(o["images"])) if share else "ok"
+    if o["images"] < lv.min_images:
+        evidence += f"; only {o['images']} images: use {lv.min_images} or more before acting on it"
+    return Verdict("dead", q, status, evidence, nxt, layers)
 
 
 def _port(ly: Table, paths: Paths, lv: Levels) -> Verdict:
@@ -389,6 +392,9 @@ def _drift(ins: Any, ly: Table, paths: Paths, lv: Levels) -> Verdict:
         f"mean drift {mean:.3g} nats over {int(reached.sum())} layers on {o['images']} images "
         f"(high from {lv.drift_look:g}, {lv.drift_act:g} needs recalibration); worst {worst_name} {top:.3g}"
     )
+    status = lv.sampled(status, int(o["images"]))
+    if o["images"] < lv.min_images:
+        evidence += f"; only {o['images']} images: use {lv.min_images} or more before acting on it"
     layers = _names(ly, reached & (drift >= lv.drift_layer_look), drift)
     nxt = None
     if status != "ok":

@@ -124,6 +124,8 @@ class Levels:
         drift_layer_look, drift_layer_act: one layer's drift (the demo's largest on its own images
             is 0.18; the broken fine-tune's model.1.bn is 10.7).
         dead_act: the observed dead share above which pruning is worth measuring (the demo: 2.4%).
+        min_images: fewer images than this and an observed answer (dead channels, drift) says at
+            most *look*: two photos are not evidence enough to act on (the demo's 96 images are).
     """
 
     port_look: float = 0.01
@@ -133,6 +135,7 @@ class Levels:
     drift_layer_look: float = 0.5
     drift_layer_act: float = 2.0
     dead_act: float = 0.01
+    min_images: int = 8
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -145,6 +148,10 @@ class Levels:
         if not math.isfinite(value) and value != math.inf:
             return "ok"
         return "act" if value >= act else "look" if value >= look else "ok"
+
+    def sampled(self, status: str, images: int) -> str:
+        """``status`` of an answer observed on ``images`` images: *act* needs ``min_images``."""
+        return "look" if status == "act" and images < self.min_images else status
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
