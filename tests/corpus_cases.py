@@ -369,10 +369,10 @@ CASES: list[Case] = [
     Case(
         "swap_device_word",
         _argv("swap", "--impl", "reference", "--device", "banana", "-o", "out"),
-        ("--device",),
+        ("device banana",),
     ),
     Case(
-        "swap_device_gpu", _argv("swap", "--impl", "reference", "--device", "7", "-o", "out"), ("--device",)
+        "swap_device_gpu", _argv("swap", "--impl", "reference", "--device", "7", "-o", "out"), ("device 7",)
     ),
     Case("swap_batch_0", _argv("swap", "--impl", "reference", "--batch", "0", "-o", "out"), ("--batch",)),
     Case("swap_imgsz_10", _argv("swap", "--impl", "reference", "--imgsz", "10", "-o", "out"), ("--imgsz",)),
