@@ -113,3 +113,34 @@ def test_variants_table_fits(width, wide):
     row = next(line for line in text.splitlines() if "reference:eps=1e-5" in line)
     assert "0.6294    0.0000" in row and "2.595e" not in text and "-0.0000" not in text
     assert "-0.0127" in text
+
+
+def test_headline_panels_keep_a_hanging_indent_when_they_wrap():
+    """Every panel is a key/value grid: a wrapped value continues under its value, never under the key."""
+    import io
+
+    from rich.console import Console
+
+    from yolobn.report.tables import compare_panel
+
+    s = {
+        "a": "runs/" + "a" * 70 + ".pt",
+        "b": "b.pt",
+        "matched_layers": 3,
+        "matched_channels": 48,
+        "identical": False,
+        "changed_layers": 3,
+        "change_mean": 0.25,
+        "transitions": {"newly_dead": 0, "revived": 0, "dead_both": 0},
+        "eps_transitions": {"newly_eps_dominated": 0, "no_longer_eps_dominated": 0},
+        "most_changed": [],
+        "only_a": [],
+        "only_b": [],
+        "mismatched": [],
+    }
+    buf = io.StringIO()
+    Console(file=buf, width=60, color_system=None).print(compare_panel(s))
+    rows = [ln for ln in buf.getvalue().splitlines() if ln.startswith("│")]
+    start = rows[0].index("runs/")  # where the values begin
+    wrapped = [r for r in rows[1:] if r[2:start].strip() == "" and r[start:].strip("│ ")]
+    assert len(wrapped) >= 2  # A's long path and the change line both wrapped under their values

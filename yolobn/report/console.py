@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LAYER_COLS",
     "OBSERVED_COLS",
+    "kv_grid",
     "layer_table",
     "observed_panel",
     "observed_table",
@@ -210,7 +211,7 @@ def observed_panel(
     """Headline numbers of the observed statistics: confusion, dead by reason, drift."""
     s = summary
     c = s["confusion"]
-    g = _grid()
+    g = kv_grid()
     g.add_row("images", f"{s['images']:,} at imgsz {s['imgsz']}")
     g.add_row(
         "observed dead",
@@ -303,7 +304,7 @@ def verdict_table(verdicts: list[Any], title: str = "answers") -> Table:
     return g
 
 
-def _grid() -> Table:
+def kv_grid() -> Table:
     """Key/value rows whose values wrap inside their own column (a narrow terminal stays readable)."""
     g = Table.grid(padding=(0, 1))
     g.add_column(style="bold cyan", no_wrap=True)
@@ -314,7 +315,7 @@ def _grid() -> Table:
 def summary_panel(meta: dict[str, Any], summary: dict[str, Any], thresholds: dict[str, float]) -> Panel:
     """Model metadata and the headline numbers. Every string value is shown as text, never as markup
     (names, paths, the version and ``train_args`` come from the file)."""
-    g = _grid()
+    g = kv_grid()
 
     def kv(k: str, v: Any) -> None:
         if v not in (None, "", [], {}):

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from yolobn.core.text import visible
 from yolobn.core.thresholds import Levels
+from yolobn.report.console import kv_grid
 from yolobn.report.fit import Col, fit_table, markup_safe
 from yolobn.report.fit import delta as _delta
 from yolobn.report.fit import metric as _metric
@@ -111,50 +112,61 @@ def before_after_table(rows: list[tuple[str, float, float]], title: str) -> Tabl
 # compare
 
 
+def _KV(label: str, *parts: Any) -> tuple[str, Text]:  # noqa: N802 (a row, read as one)
+    """One row of a headline panel: its label and the value's parts (``Text.assemble`` parts)."""
+    return label, Text.assemble(*parts)
+
+
+def _panel(rows: list[tuple[str, Text]], title: str) -> Panel:
+    """A headline panel: labels in one column, values wrapping in their own (a hanging indent)."""
+    g = kv_grid()
+    for label, value in rows:
+        g.add_row(label, value)
+    return Panel(g, title=title, title_align="left", expand=False)
+
+
 def compare_panel(s: dict[str, Any]) -> Panel:
     """Headline numbers of a two-checkpoint comparison."""
     lines = [
-        Text.assemble(("A (before)    ", "bold cyan"), visible(s["a"])),
-        Text.assemble(("B (after)     ", "bold cyan"), visible(s["b"])),
-        Text.assemble(
-            ("matched       ", "bold cyan"),
+        _KV("A (before)", visible(s["a"])),
+        _KV("B (after)", visible(s["b"])),
+        _KV(
+            "matched",
             f"{s['matched_layers']} BN layers, {s['matched_channels']:,} channels",
         ),
     ]
     if s["identical"]:
-        lines.append(
-            Text.assemble(("change        ", "bold cyan"), ("none: every BN tensor is identical", "green"))
-        )
+        lines.append(_KV("change", ("none: every BN tensor is identical", "green")))
     else:
         lines.append(
-            Text.assemble(
-                ("change        ", "bold cyan"),
+            _KV(
+                "change",
                 f"{s['changed_layers']} layers changed, mean {_g(s['change_mean'])} nats "
                 "(Gaussian KL of running stats + BN output)",
             )
         )
     t, e = s["transitions"], s["eps_transitions"]
     lines.append(
-        Text.assemble(
-            ("dead channels ", "bold cyan"),
+        _KV(
+            "dead channels",
             (f"newly dead {t['newly_dead']:,}", "bold red" if t["newly_dead"] else ""),
             f" · revived {t['revived']:,} · dead in both {t['dead_both']:,}",
         )
     )
     lines.append(
-        Text.assemble(
-            ("eps-dominated ", "bold cyan"),
+        _KV(
+            "eps-dominated",
             f"newly {e['newly_eps_dominated']:,} · no longer {e['no_longer_eps_dominated']:,}",
         )
     )
     if s["most_changed"]:
         top = ", ".join(f"{d['name']} {_g(d['change'])}" for d in s["most_changed"][:3])
-        lines.append(Text.assemble(("most changed  ", "bold cyan"), visible(top)))
+        lines.append(_KV("most changed", visible(top)))
     if "drift" in s:
         d = s["drift"]
         lines.append(
-            Text.assemble(
-                ("drift         ", "bold cyan"),
+            _KV(
+                "drift",
                 f"on {d['images']} images at imgsz {d['imgsz']}: mean A {_g(d['mean_a'])} → B ",
                 (_g(d["mean_b"]), "bold red" if d["mean_b"] >= Levels().drift_act else ""),
                 " nats (Gaussian KL of each BN input vs its running statistics)",
@@ -162,12 +174,12 @@ def compare_panel(s: dict[str, Any]) -> Panel:
         )
         if d["most_risen"]:
             top = ", ".join(f"{r['name']} {_g(r['drift_a'])}→{_g(r['drift_b'])}" for r in d["most_risen"][:3])
-            lines.append(Text.assemble(("most risen    ", "bold cyan"), visible(top)))
+            lines.append(_KV("most risen", visible(top)))
     for key, what in (("only_a", "only in A"), ("only_b", "only in B"), ("mismatched", "other width")):
         if s[key]:
             names = ", ".join(s[key][:3]) + (" ..." if len(s[key]) > 3 else "")
-            lines.append(Text(visible(f"note: {len(s[key])} layer(s) {what}: {names}"), style="yellow"))
-    return Panel(Group(*lines), title="yolobn compare", title_align="left", expand=False)
+            lines.append(("note", Text(visible(f"{len(s[key])} layer(s) {what}: {names}"), style="yellow")))
+    return _panel(lines, "yolobn compare")
 
 
 COMPARE_COLS = [
@@ -297,25 +309,25 @@ def frontier_table(fr: Any, *, width: int = 200) -> Group:
     )
     s = fr.summary()
     lines = [
-        Text.assemble(
-            ("removable     ", "bold cyan"),
+        _KV(
+            "removable",
             " · ".join(f"{k} {v:g}%" for k, v in s["removable"].items()),
             (f"  (within {fr.tolerance:g} {short}, every smaller share too)", "dim"),
         )
     ]
     if s["removable_by_role"]:
         lines.append(
-            Text.assemble(
-                ("by role       ", "bold cyan"),
+            _KV(
+                "by role",
                 " · ".join(f"{k} {v:g}%" for k, v in s["removable_by_role"].items()),
                 ("  (observed criterion, within each role)", "dim"),
             )
         )
     if s["most_prunable_layers"]:
         top = ", ".join(f"{d['name']} {d['ablated']}/{d['channels']}" for d in s["most_prunable_layers"][:3])
-        lines.append(Text.assemble(("most prunable ", "bold cyan"), visible(top)))
+        lines.append(_KV("most prunable", visible(top)))
     # the answer first, the evidence under it
-    return Group(Panel(Group(*lines), title="yolobn frontier", title_align="left", expand=False), t)
+    return Group(_panel(lines, "yolobn frontier"), t)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,29 +370,25 @@ def prune_table(r: Any) -> Group:
     lines = []
     if s:
         lines.append(
-            Text.assemble(
-                ("border residual ", "bold cyan"),
+            _KV(
+                "border residual",
                 f"inside {_g(s['interior_max'])}, at the border {_g(s['border_max'])} output std at most; "
                 f"output {_g(s['output_max'])} of its largest value at most",
             )
         )
     if r.fixed:
         lines.append(
-            Text.assemble(
-                ("never removed   ", "bold cyan"),
+            _KV(
+                "never removed",
                 f"{sum(r.fixed.values()):,} channels: " + "; ".join(r.fixed),
             )
         )
     top = r.layers[r.layers["removed"] > 0].sort_values("removed", ascending=False, kind="stable").head(3)
     if len(top):
         lines.append(
-            Text.assemble(
-                ("most removed    ", "bold cyan"),
+            _KV(
+                "most removed",
                 ", ".join(f"{x.name} {x.removed}/{x.channels}" for x in top.itertuples()),
             )
         )
-    return (
-        Group(t, Panel(Group(*lines), title="yolobn prune", title_align="left", expand=False))
-        if lines
-        else Group(t)
-    )
+    return Group(t, _panel(lines, "yolobn prune")) if lines else Group(t)
