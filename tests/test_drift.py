@@ -206,3 +206,13 @@ def test_an_observed_answer_on_too_few_images_says_look_not_act():
     obs = yolobn.observe(yolobn.load(str(FIXTURE / "weights" / "last.pt")), max_images=2)  # two photos
     v = {x.key: x for x in obs.verdicts()}
     assert v["drift"].status == "look" and "only 2 images" in v["drift"].evidence
+
+
+def test_dead_channels_under_drifted_statistics_point_to_recalibrate_first():
+    """The broken fine-tune shows hundreds of channels dead on images whose statistics it no longer
+    fits: the answer is to recalibrate and measure again, not to prune them."""
+    obs = yolobn.observe(yolobn.load(str(FIXTURE / "weights" / "last.pt")), ["examples/images"])
+    v = {x.key: x for x in obs.verdicts()}
+    assert v["drift"].status == "act"
+    assert v["dead"].status == "look" and "recalibrate, then measure again" in v["dead"].evidence
+    assert v["dead"].next is not None and v["dead"].next.startswith("yolobn recalibrate")

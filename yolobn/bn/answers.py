@@ -16,6 +16,7 @@ placeholder in capitals (``IMAGES``, ``DATA``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,8 +96,19 @@ def inspection_verdicts(ins: Any, paths: Paths, levels: Levels | None = None) ->
     ly: Table = ins.layer_table
     out = [_training(ins, ly), _dead(ins, ly, paths, lv), _port(ly, paths, lv)]
     if ins.observation is not None and "drift" in ly:
-        out.append(_drift(ins, ly, paths, lv))
+        drift = _drift(ins, ly, paths, lv)
+        out.append(drift)
+        if drift.status == "act" and out[1].status == "act":
+            out[1] = _dead_after_drift(out[1], drift)
     return out
+
+
+def _dead_after_drift(dead: Verdict, drift: Verdict) -> Verdict:
+    """Channels observed dead under statistics that do not fit the images (a fine-tune that broke BN)
+    may be dead only because of that: recalibrate first, then look again (the demo's broken fine-tune
+    shows 755 dead channels on 8 images, the demo itself a fraction of that)."""
+    evidence = f"{dead.evidence}; measured under drifted running statistics: recalibrate, then measure again"
+    return dataclasses.replace(dead, status="look", evidence=evidence, next=drift.next)
 
 
 def comparison_verdicts(
