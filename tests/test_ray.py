@@ -216,3 +216,10 @@ def test_cli_experiment_on_ray(cluster, tmp_path, capsys):
     sens = pd.read_csv(out / "sensitivity.csv")
     assert sens["layer"].tolist() == ["model.0.bn"] and sens["delta"][0] < -0.005
     assert ray.is_initialized()  # connected to the running instance, and left it running
+    capsys.readouterr()
+    # run again: the finished rows resume, and the user is told what ran on Ray
+    assert main(["experiment", str(f), "--ray", "-o", str(out), "--exist-ok"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "resuming: 2 of 2 rows" in err and "ran 1 of 3 on Ray (auto)" in err
+    )  # the baseline row is not kept

@@ -147,6 +147,13 @@ def run_tasks(
     with store:
         if todo:
             ex.executor().run(loaded, settings, [tasks[i] for i in todo], finished)
+    if ex.ray is not None and ex.notify:
+        where = f"Ray ({ex.ray})"
+        ex.notify(
+            f"ran {len(todo)} of {len(tasks)} on {where}"
+            if todo
+            else f"every row was finished in an earlier run: {where} was not started"
+        )
     return [out[i] for i in range(len(tasks))]
 
 
