@@ -197,7 +197,7 @@ def test_cuda_on_a_cluster_without_gpus_is_an_error_not_a_hang(cluster, demo_mod
     from yolobn.core.errors import YolobnError
     from yolobn.sweeps.variants import run_variants
 
-    with pytest.raises(YolobnError, match="the Ray cluster has no GPU"):
+    with pytest.raises(YolobnError, match="on Ray: the cluster has no GPU"):
         run_variants(
             demo_model_loaded,
             [Variant.of("reference")],
