@@ -151,3 +151,14 @@ def test_metrics_read_like_ultralytics(demo, base):
     again = pickle.loads(pickle.dumps(base))  # rows travel to Ray workers and back
     assert again.box.map75 == b.map75 and again.summary() == rows
     assert "<table" in base._repr_html_() and "box_map" in base._repr_html_()
+
+
+def test_progress_labels_say_what_finished_not_what_runs(demo, base, cache):
+    """A cached baseline is never shown as being validated: each label names the task that finished."""
+    from yolobn.sweeps.variants import Settings, Variant, run_variants
+
+    seen: list[tuple[str, int, int]] = []
+    run_variants(demo, [Variant.of("reference")], Settings(data="shapes"), progress=lambda *a: seen.append(a))
+    labels = [label for label, _, _ in seen]
+    assert labels[-1] == "done" and "baseline done" in labels
+    assert not any(label.startswith("validating") for label in labels)

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
     )
     with o.progress_bar(err, args.quiet) as bar:
-        job = bar.add_task("baseline", total=len(variants) + 1, unit="validations")
+        job = bar.add_task("validating", total=len(variants) + 1, unit="validations")
 
         def progress(label: str, done: int, total: int) -> None:
             bar.update(job, description=label, completed=done, total=total)

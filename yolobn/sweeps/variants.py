@@ -161,7 +161,8 @@ def run_variants(
 
     def step(label: str, d: int, t: int) -> None:
         if progress:
-            progress(f"validating {label}" if d < t else "done", done + d, total if total is not None else t)
+            # the label names the task that just finished (a cached baseline too), not one running now
+            progress(f"{label} done" if d < t else "done", done + d, total if total is not None else t)
 
     outs = run_tasks(loaded, settings, tasks, execution, progress=step if progress else None)
     return variants_result(loaded, list(zip(variants, outs[1:], strict=True)), outs[0], settings)
