@@ -437,3 +437,14 @@ def test_report_default_folder_is_reports_model_stem(tmp_path, monkeypatch, demo
         "report.html",
         "summary.json",
     ]
+
+
+def test_the_columns_that_answer_come_first(report):
+    """A phone shows a table's first few columns without scrolling: the answers lead."""
+    from yolobn.report.html import OBSERVED_COLUMNS, TABLE_COLUMNS
+
+    headers = _parse(report).headers
+    assert headers[:5] == ["index", "name", "findings", "dead", "dead_share"]
+    assert headers.index("port_eps") < headers.index("gamma_mean")
+    observed = [k for k, _, _ in OBSERVED_COLUMNS]
+    assert observed[:2] == ["obs_dead", "drift"] and TABLE_COLUMNS[1][0] == "name"

@@ -66,35 +66,38 @@ OBSERVED_DETAIL_COLUMNS = (
 FLAG_CODES = ["", "constant", "off", "eps-dominated"]
 OBS_CODES = ["", "flat", "never positive", "not run"]
 
+# the columns that answer something first (a phone shows the first few without scrolling)
 TABLE_COLUMNS = [  # key, header, kind
     ("index", "#", "num"),
     ("name", "name", "text"),
-    ("layer", "layer", "num"),
-    ("block", "block", "text"),
-    ("owner", "owner", "text"),
-    ("role", "role", "text"),
-    ("act", "act", "text"),
+    ("findings", "findings", "text"),
+    ("dead", "dead", "num"),
+    ("dead_share", "dead %", "num"),
+    ("eps_dominated", "eps-dom", "num"),
+    ("port_eps", "port eps", "num"),
+    ("port_fp16", "port fp16", "num"),
     ("channels", "ch", "num"),
+    ("block", "block", "text"),
+    ("role", "role", "text"),
+    ("layer", "layer", "num"),
+    ("owner", "owner", "text"),
+    ("act", "act", "text"),
     ("eps", "eps", "num"),
     ("gamma_mean", "γ mean", "num"),
     ("gamma_std", "γ std", "num"),
     ("beta_mean", "β mean", "num"),
     ("running_var_p50", "var p50", "num"),
     ("max_abs_scale", "|scale| max", "num"),
-    ("dead", "dead", "num"),
-    ("dead_share", "dead %", "num"),
     ("constant", "constant", "num"),
     ("off", "off", "num"),
-    ("eps_dominated", "eps-dom", "num"),
-    ("findings", "findings", "text"),
 ]
-OBSERVED_COLUMNS = [  # with --images, before "findings"
+OBSERVED_COLUMNS = [  # with --images: the observed answers right after the data-free dead count
     ("obs_dead", "obs dead", "num"),
+    ("drift", "drift", "num"),
     ("dead_predicted_only", "pred only", "num"),
     ("dead_observed_only", "obs only", "num"),
     ("mean_shift_abs", "|Δμ|/σ", "num"),
     ("log_var_ratio_abs", "|ln var ratio|", "num"),
-    ("drift", "drift", "num"),
 ]
 INT_COLUMNS = (
     "index",
@@ -400,7 +403,8 @@ def _table_section(layers: pd.DataFrame) -> str:
 def table_columns(layers: pd.DataFrame) -> list[tuple[str, str, str]]:
     if "obs_dead" not in layers.columns:
         return TABLE_COLUMNS
-    return [*TABLE_COLUMNS[:-1], *OBSERVED_COLUMNS, TABLE_COLUMNS[-1]]
+    at = next(k for k, c in enumerate(TABLE_COLUMNS) if c[0] == "dead_share") + 1
+    return [*TABLE_COLUMNS[:at], *OBSERVED_COLUMNS, *TABLE_COLUMNS[at:]]
 
 
 def _cell(key: str, kind: str, v: Any) -> str:
