@@ -196,6 +196,7 @@ def test_every_command_keeps_hostile_strings_off_the_terminal(argv, hostile, dem
     assert "\\x1b[2J" in out + "".join(texts.values())  # the strings are shown, escaped, not dropped
 
 
+@pytest.mark.slow  # an experiment and a frontier run end to end
 def test_experiment_and_frontier_keep_hostile_strings_off_the_terminal(
     hostile, tmp_path, capsys, monkeypatch
 ):

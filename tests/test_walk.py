@@ -24,7 +24,21 @@ def test_every_shipped_yaml_is_found():
     assert len(YAMLS) >= 40, "Ultralytics ships 45 (8.3.0) to ~66 (8.4) model yamls; the glob found too few"
 
 
-@pytest.mark.parametrize("yaml_path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")
+# the largest builds (4-10 s each here) run with the slow tests; every yaml still runs in CI
+LARGE = {
+    "yolov3",
+    "yolov3-spp",
+    "yolov9e",
+    "yolov9e-seg",
+    "yolov10x",
+    "yolov10l",
+    "rtdetr-resnet101",
+    "rtdetr-x",
+}
+CASES = [pytest.param(p, marks=pytest.mark.slow) if p.stem in LARGE else p for p in YAMLS]
+
+
+@pytest.mark.parametrize("yaml_path", CASES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_coverage_every_batchnorm_once(yaml_path):
     lm = yolobn.load(str(yaml_path))
     model = lm.model
