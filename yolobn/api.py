@@ -33,8 +33,9 @@ from yolobn.report.html import report_files
 from yolobn.run.drift import compare_images
 from yolobn.run.observation import observe
 from yolobn.sweeps import experiment as ex
-from yolobn.sweeps.frontier import frontier
-from yolobn.sweeps.variants import Settings, Variant, run_variants
+from yolobn.sweeps.experiment import ExperimentResult
+from yolobn.sweeps.frontier import Frontier, frontier
+from yolobn.sweeps.variants import Settings, Variant, VariantsResult, run_variants
 
 __all__ = ["compare", "prune_frontier", "run_experiment", "swap_validate", "write_report"]
 
@@ -106,7 +107,7 @@ def swap_validate(
     device: str = "cpu",
     cache: bool = True,
     trust: bool = False,
-) -> Any:
+) -> VariantsResult:
     """``yolobn swap``: each implementation against the (cached) baseline.
 
     Args:
@@ -141,7 +142,9 @@ def swap_validate(
     return run_variants(loaded, variants, settings)
 
 
-def run_experiment(config: str | os.PathLike[str] | dict[str, Any], *, trust: bool = False) -> Any:
+def run_experiment(
+    config: str | os.PathLike[str] | dict[str, Any], *, trust: bool = False
+) -> ExperimentResult:
     """``yolobn experiment``: an experiment file (path) or its content (a dict, as the file would hold).
 
     Returns:
@@ -164,7 +167,7 @@ def run_experiment(config: str | os.PathLike[str] | dict[str, Any], *, trust: bo
 
 def prune_frontier(
     model: Any = None, data: str = "shapes", images: Sequence[str] | None = None, **kwargs: Any
-) -> Any:
+) -> Frontier:
     """``yolobn frontier`` (see ``yolobn.sweeps.frontier.frontier`` for the options)."""
 
     return frontier(model, data, images, **kwargs)

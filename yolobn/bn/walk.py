@@ -12,12 +12,15 @@ import fnmatch
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolobn.io.loader import is_yolo_object
+
+if TYPE_CHECKING:  # the terminal path imports no pandas
+    import pandas as pd
 
 __all__ = ["BNBlock", "blocks_frame", "find_blocks", "matches", "unwrap"]
 
@@ -148,7 +151,7 @@ def matches(block: Any, patterns: Sequence[str]) -> bool:
     )
 
 
-def blocks_frame(model: Any) -> Any:
+def blocks_frame(model: Any) -> pd.DataFrame:
     """``find_blocks`` as a pandas DataFrame indexed by the dotted BN name."""
     import pandas as pd
 

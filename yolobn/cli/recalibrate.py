@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
             cache_mb=args.cache_mb,
             progress=progress,
         )
-    o.warn_skipped(err, rec.meta.recalibration["images_skipped"])
-    left = rec.meta.recalibration["drift_after"]
+    info: dict[str, Any] = rec.meta.recalibration or {}
+    o.warn_skipped(err, info["images_skipped"])
+    left = info["drift_after"]
     if left["max_layer_mean"] > DRIFT_LEFT:  # exact would leave ~1e-13: something in the model is not handled
         err.print(
             f"[yellow]warning:[/] after recalibration {markup_safe(left['worst_layer'])} still drifts by "
@@ -121,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     metrics = _validate(args, loaded, rec, err) if args.data is not None else None
-    used = [Path(p) for p in rec.meta.recalibration.get("image_files") or [] if p != "..."]
+    used = [Path(p) for p in info.get("image_files") or [] if p != "..."]
     written = save_checkpoint(rec, out_path, protect=[*inputs, *used])
     if args.quiet:
         return o.EXIT_OK
-    r = rec.meta.recalibration
+    r = info
     out.print(
         f"recalibrated the running statistics of {r['layers']} BN layers on {r['images']} images "
         f"(imgsz {r['imgsz']}, batch {r['batch']}; exact, {r['passes']} passes, drift left "

@@ -172,7 +172,7 @@ def observe(
     select: Sequence[str] | None = None,
     trust: bool = False,
     progress: Progress | None = None,
-) -> Any:
+) -> Inspection:
     """Run images through the model and observe what every BatchNorm channel does.
 
     Args:

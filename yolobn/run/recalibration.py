@@ -83,7 +83,7 @@ def recalibrate(
     trust: bool = False,
     cache_mb: float = CACHE_MB,
     progress: Progress | None = None,
-) -> Any:
+) -> LoadedModel:
     """Set every BatchNorm's running mean and variance to what it sees on ``images`` in eval mode.
 
     Each selected BN gets the mean and population variance of its input over all images and
