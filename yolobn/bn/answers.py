@@ -345,10 +345,18 @@ def _dead(ins: Any, ly: Table, paths: Paths, lv: Levels) -> Verdict:
     nxt = command(
         "prune", paths.model, data=paths.data_arg(), images=paths.images_arg(), o=prune_name(paths.model)
     )
-    status = lv.sampled(lv.status(share, 0.0, lv.dead_act), int(o["images"])) if share else "ok"
-    if o["images"] < lv.min_images:
-        evidence += f"; only {o['images']} images: use {lv.min_images} or more before acting on it"
+    status, evidence = _few_images(lv.status(share, 0.0, lv.dead_act) if share else "ok", evidence, o, lv)
     return Verdict("dead", q, status, evidence, nxt, layers)
+
+
+def _few_images(status: str, evidence: str, observed: dict[str, Any], lv: Levels) -> tuple[str, str]:
+    """An observed answer on fewer than ``min_images`` images: at most look, and the evidence says why."""
+    images = int(observed["images"])
+    if images >= lv.min_images:
+        return status, evidence
+    return lv.sampled(
+        status, images
+    ), f"{evidence}; only {images} images: use {lv.min_images} or more before acting on it"
 
 
 def _port(ly: Table, paths: Paths, lv: Levels) -> Verdict:
@@ -404,9 +412,7 @@ def _drift(ins: Any, ly: Table, paths: Paths, lv: Levels) -> Verdict:
         f"mean drift {mean:.3g} nats over {int(reached.sum())} layers on {o['images']} images "
         f"(high from {lv.drift_look:g}, {lv.drift_act:g} needs recalibration); worst {worst_name} {top:.3g}"
     )
-    status = lv.sampled(status, int(o["images"]))
-    if o["images"] < lv.min_images:
-        evidence += f"; only {o['images']} images: use {lv.min_images} or more before acting on it"
+    status, evidence = _few_images(status, evidence, o, lv)
     layers = _names(ly, reached & (drift >= lv.drift_layer_look), drift)
     nxt = None
     if status != "ok":
