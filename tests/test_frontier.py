@@ -3,6 +3,7 @@ the demo end to end (each point equal to validating the same ablation directly).
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -85,7 +86,119 @@ def test_frontier_cli(tmp_path, capsys, no_stray_runs):
     curve = pd.read_csv(tmp_path / "frontier.csv")
     assert list(curve["share"]) == [0, 2] and set(curve["criterion"]) == {"observed"}
     assert 'id="plot-frontier"' in (tmp_path / "frontier.html").read_text()  # the page beside the CSV
+    doc = json.loads((tmp_path / "frontier.json").read_text())
+    (v,) = doc["verdicts"]  # the same answer as the terminal's, with the demo's own command
+    assert v["key"] == "prune" and v["status"] in ("ok", "look", "act")
+    assert v["next"] is None or v["next"].startswith("yolobn prune --tolerance 0.005 -o demo-pruned.pt")
     no_stray_runs()  # the validator's save_dir was private, and is gone
     capsys.readouterr()
     assert main(["frontier", "--criteria", "size"]) == 2
     assert "use some of observed, gamma, random" in capsys.readouterr().err
+
+
+def _frontier(removable: dict[str, list[float]], images: int = 96, failed: int = 0, **meta: str) -> Frontier:
+    """A frontier whose curve gives each criterion the deltas at shares 0, 2, 10, 20."""
+    rows = [
+        {"criterion": c, "scope": "all", "share": s, "delta": d}
+        for c, deltas in removable.items()
+        for s, d in zip([0, 2, 10, 20], deltas, strict=True)
+    ]
+    curve = pd.DataFrame(rows)
+    layers = pd.DataFrame(
+        {"name": ["model.2.cv1.bn"], "role": ["backbone"], "channels": [16], "ablated": [4], "share": [0.25]}
+    )
+    fr = Frontier(curve, curve, "metrics/mAP50-95(B)", 0.6, 0.005, layers, meta=dict(meta))
+    fr.settings = {"images": images, "data": "coco8.yaml", "sources": ["val/"]}
+    fr.failed = [("observed all 20%", "RuntimeError: out of memory")] * failed
+    return fr
+
+
+def test_frontier_verdict_names_the_share_and_the_prune_command():
+    ok_then_drop = [0, -0.001, -0.004, -0.05]
+    (v,) = _frontier(
+        {"observed": ok_then_drop, "gamma": [0, -0.01, -0.02, -0.1]}, source="runs/best.pt"
+    ).verdicts()
+    assert (v.key, v.status) == ("prune", "act")  # 10% >= Levels.removable_act (5%)
+    assert (
+        v.evidence
+        == "observed ranking: 10% of the channels can go within 0.005 mAP50-95(B) of 0.6000 (gamma 0%)"
+    )
+    assert (
+        v.next
+        == "yolobn prune runs/best.pt --data coco8.yaml --images val/ --tolerance 0.005 -o runs/best-pruned.pt"
+    )
+    assert v.layers == ("model.2.cv1.bn",)
+    # the best ranking leads, and its own criterion goes to prune; a share under 5% (Levels.removable_act) is a look
+    (v,) = _frontier({"observed": [0, -0.01, -0.02, -0.1], "gamma": [0, -0.001, -0.02, -0.1]}).verdicts()
+    assert v.status == "look" and v.evidence.startswith("gamma ranking: 2% of the channels")
+    assert v.next is not None and "--criterion gamma" in v.next
+    # nothing removable: ok, nothing to run
+    (v,) = _frontier({"observed": [0, -0.01, -0.02, -0.1]}).verdicts()
+    assert (v.status, v.next) == ("ok", None) and v.evidence.startswith("no share of the channels can go")
+
+
+def test_frontier_verdict_on_few_images_or_failed_points_is_at_most_look():
+    good = {"observed": [0, -0.001, -0.002, -0.003]}
+    (v,) = _frontier(good, images=4).verdicts()
+    assert v.status == "look" and "observed on only 4 images: use 8 or more" in v.evidence
+    (v,) = _frontier(good, failed=1).verdicts()
+    assert v.status == "act" and "1 of 3 points failed" in v.evidence  # act stays act: look is the floor
+    (v,) = _frontier({"observed": [0, -0.01, -0.02, -0.03]}, failed=1).verdicts()
+    assert v.status == "look"  # an ok with failed points is not ok
+
+
+def test_kept_observation_restores_the_same_tables():
+    from yolobn.bn.inspection import inspect
+    from yolobn.run.observation import kept, observe, restored
+
+    m = yolobn.load()
+    ins = observe(inspect(m), max_images=4)
+    state = json.loads(json.dumps(kept(ins)))  # as the rows file stores it
+    back = restored(inspect(m), state)
+    assert back is not None
+    pd.testing.assert_frame_equal(back.layers, ins.layers)
+    pd.testing.assert_frame_equal(back.channels, ins.channels)
+    assert back.observation == ins.observation
+    # another selection of layers, or a damaged record: None (the caller observes again)
+    assert restored(inspect(m, select=["model.0.bn"]), state) is None
+    assert restored(inspect(m), {**state, "channel_columns": {}}) is None
+
+
+def test_a_resumed_frontier_reads_the_observation_back(tmp_path, monkeypatch):
+    import yolobn.sweeps.frontier as module
+    from yolobn.sweeps.fanout import Execution
+
+    calls: list[int] = []
+    real = module.observe
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, "observe", counted)
+    notes: list[str] = []
+    ex = Execution(rows_dir=tmp_path / "rows", notify=notes.append)
+    kw = {"shares": (0, 5), "criteria": ("gamma",), "roles": False, "max_images": 8, "execution": ex}
+    cold = frontier(None, "shapes", **kw)
+    warm = frontier(None, "shapes", **kw)
+    assert len(calls) == 1 and warm.resumed == 1  # the 5% point (the baseline has its own cache)
+    assert "resuming: the observation of 8 images from an earlier run" in notes
+    pd.testing.assert_frame_equal(warm.points, cold.points)
+    pd.testing.assert_frame_equal(warm.layers, cold.layers)
+    # other image contents: observed again (the key holds each file's sha256)
+    import shutil
+
+    from yolobn.io.images import resolve_images
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in resolve_images(yolobn.load(), None, 8):
+        shutil.copy(p, folder / p.name)
+    frontier(None, "shapes", [str(folder)], **{**kw, "shares": (0,)})
+    assert len(calls) == 2
+    frontier(None, "shapes", [str(folder)], **{**kw, "shares": (0,)})
+    assert len(calls) == 2
+    first = sorted(folder.iterdir())[0]
+    first.write_bytes(sorted(folder.iterdir())[1].read_bytes())  # same name, other picture
+    frontier(None, "shapes", [str(folder)], **{**kw, "shares": (0,)})
+    assert len(calls) == 3

@@ -162,8 +162,8 @@ def frontier_result() -> Frontier:
         0.6,
         0.005,
         layers,
-        {"data": "shapes", "shares": [0, 1, 5, 10, 20]},
-        {"path": "best.pt"},
+        {"data": "shapes", "shares": [0, 1, 5, 10, 20], "images": 96, "sources": ["val/"]},
+        {"path": "best.pt", "source": "best.pt"},
     )
 
 
@@ -379,6 +379,12 @@ def test_frontier_page_marks_are_the_curve():
         ("model.2.cv1.bn", [4, 32, 0.125]),
     ]
     assert [m[0] for m in marks(html, "plot-frontier-roles")].count("backbone") == 3
+    # the answer leads the page: observed 10% (>= 5%: act), with the prune command for these paths
+    answers = html.split('<section class="answers">', 1)[1].split("</section>", 1)[0]
+    assert html.index('<section class="answers">') < html.index("<table")
+    assert 'data-key="prune" data-status="act"' in answers
+    assert "observed ranking: 10% of the channels can go within 0.005" in answers
+    assert "yolobn prune best.pt --data shapes --images val/ --tolerance 0.005 -o best-pruned.pt" in answers
 
 
 def prune_result():

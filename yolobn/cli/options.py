@@ -458,7 +458,8 @@ def verdicts(args: argparse.Namespace, result: Any) -> Any:
     images = tuple(args.images) if getattr(args, "images", None) else None
     data = getattr(args, "data", None)
     demo = result.meta.kind == "demo"
-    return result.verdicts(Paths(args.model, images, data if data != "shapes" else None, demo))
+    # 'shapes' is implied only for the demo; another model given --data shapes keeps it
+    return result.verdicts(Paths(args.model, images, None if demo and data == "shapes" else data, demo))
 
 
 def is_demo(model: str | None) -> bool:

@@ -124,6 +124,9 @@ class Levels:
         drift_layer_look, drift_layer_act: one layer's drift (the demo's largest on its own images
             is 0.18; the broken fine-tune's model.1.bn is 10.7).
         dead_act: the observed dead share above which pruning is worth measuring (the demo: 2.4%).
+        removable_act: the share of the channels (%) that a frontier can ablate within its tolerance
+            from which pruning is the next step (*act*); above 0, *look*. The demo: 10% by the observed
+            ranking at 0.005 mAP50-95.
         min_images: fewer images than this and an observed answer (dead channels, drift) says at
             most *look*: two photos are not evidence enough to act on (the demo's 96 images are).
     """
@@ -135,6 +138,7 @@ class Levels:
     drift_layer_look: float = 0.5
     drift_layer_act: float = 2.0
     dead_act: float = 0.01
+    removable_act: float = 5.0
     min_images: int = 8
 
     def __post_init__(self) -> None:

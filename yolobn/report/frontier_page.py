@@ -10,7 +10,17 @@ from typing import Any
 import pandas as pd
 
 from yolobn.report import charts
-from yolobn.report.page import cards, figure, footer, heading, meta_table, page, signed, spec_table
+from yolobn.report.page import (
+    cards,
+    figure,
+    footer,
+    heading,
+    meta_table,
+    page,
+    signed,
+    spec_table,
+    verdicts_html,
+)
 from yolobn.report.svg import nice_ticks
 from yolobn.report.variants_page import metric_label
 
@@ -208,8 +218,9 @@ CURVE_SPEC = [
 ]
 
 
-def render_html(fr: Any) -> str:
-    """The frontier page (``yolobn frontier``)."""
+def render_html(fr: Any, verdicts: list[Any] | None = None) -> str:
+    """The frontier page (``yolobn frontier``); ``verdicts``: its answers with the user's own paths
+    (default ``fr.verdicts()``)."""
     s = fr.summary()
     meta, st = fr.meta or {}, fr.settings or {}
     source = str(meta.get("path") or meta.get("source") or "model")
@@ -234,6 +245,7 @@ def render_html(fr: Any) -> str:
     ]
     body = [
         heading(f"yolobn frontier — {stem}", "How much of the model can be ablated before accuracy drops"),
+        verdicts_html(fr.verdicts() if verdicts is None else verdicts),
         meta_table(rows),
         cards(items),
         _curves(fr),

@@ -305,7 +305,7 @@ def frontier_table(fr: Any, *, width: int = 200) -> Group:
         rows,
         width=width,
         title=f"change in {short} (baseline {fr.baseline:.4f}) when the lowest k% are ablated",
-        caption="random: mean over seeds (min..max)",
+        caption="random: mean over seeds (min..max)" if "random" in crits else "",
     )
     s = fr.summary()
     lines = [

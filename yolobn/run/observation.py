@@ -37,7 +37,17 @@ from yolobn.io.loader import LoadedModel, load
 from yolobn.run.device import on_device, parse_device
 from yolobn.run.recording import LayerRecord, recording
 
-__all__ = ["OBS_CHANNEL_COLUMNS", "Observation", "add_observed", "observe", "prediction_scores", "prepare"]
+__all__ = [
+    "OBS_CHANNEL_COLUMNS",
+    "OBS_LAYER_COLUMNS",
+    "Observation",
+    "add_observed",
+    "kept",
+    "observe",
+    "prediction_scores",
+    "prepare",
+    "restored",
+]
 
 
 @dataclass
@@ -157,6 +167,79 @@ OBS_CHANNEL_COLUMNS = [
     "log_var_ratio",
     "drift",
 ]
+OBS_LAYER_COLUMNS = [
+    "obs_count",
+    "obs_dead",
+    "dead_both",
+    "dead_predicted_only",
+    "dead_observed_only",
+    "obs_dead_share",
+    "mean_shift_abs",
+    "mean_shift_abs_max",
+    "log_var_ratio_abs",
+    "log_var_ratio_abs_max",
+    "drift",
+    "drift_max",
+]
+
+
+def kept(ins: Inspection) -> dict[str, Any]:
+    """The observed part of an observed Inspection as JSON-able data (``restored`` reads it back):
+    a sweep keeps it with its rows, so that a resumed sweep does not run the images again."""
+    ob = ins.observation
+    if ob is None:
+        raise YolobnError("kept: the inspection was not observed on images")
+    ly, ch = ins.layers, ins.channels
+    return {
+        "layers": list(ly["name"]),
+        "channels": len(ch),
+        "layer_columns": {k: ly[k].tolist() for k in OBS_LAYER_COLUMNS},
+        "channel_columns": {k: ch[k].tolist() for k in OBS_CHANNEL_COLUMNS},
+        "observation": {
+            "images": ob.images,
+            "imgsz": ob.imgsz,
+            "batch": ob.batch,
+            "device": ob.device,
+            "thresholds": ob.thresholds.to_dict(),
+            "skipped": ob.skipped,
+            "sources": ob.sources,
+        },
+    }
+
+
+def restored(base: Inspection, state: dict[str, Any]) -> Inspection | None:
+    """``base`` (data-free) with the observed columns of ``kept(...)``; None when they do not fit
+    its layers and channels (another selection, another model), so that the caller observes again."""
+    ly, ch = base.layers, base.channels
+    try:
+        if list(ly["name"]) != list(state["layers"]) or len(ch) != int(state["channels"]):
+            return None
+        lcols, ccols, ob = state["layer_columns"], state["channel_columns"], dict(state["observation"])
+        if set(lcols) != set(OBS_LAYER_COLUMNS) or set(ccols) != set(OBS_CHANNEL_COLUMNS):
+            return None
+        ly, ch = ly.copy(), ch.copy()
+        for k in OBS_LAYER_COLUMNS:
+            ly[k] = np.asarray(lcols[k], dtype=np.int64 if k in _INT_LAYER else float)
+        for k in OBS_CHANNEL_COLUMNS:
+            ch[k] = np.asarray(ccols[k], dtype=_CHANNEL_DTYPES.get(k, float))
+        observation = Observation(
+            images=[str(p) for p in ob["images"]],
+            imgsz=int(ob["imgsz"]),
+            batch=int(ob["batch"]),
+            device=str(ob["device"]),
+            thresholds=ObservedThresholds(**ob["thresholds"]),
+            skipped=[str(p) for p in ob["skipped"]],
+            sources=[str(p) for p in ob["sources"]],
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return dataclasses.replace(
+        base, layer_table=Table.from_frame(ly), channel_table=Table.from_frame(ch), observation=observation
+    )
+
+
+_INT_LAYER = {"obs_count", "obs_dead", "dead_both", "dead_predicted_only", "dead_observed_only"}
+_CHANNEL_DTYPES: dict[str, Any] = {"obs_count": np.int64, "obs_dead": bool, "obs_reason": object}
 
 
 def observe(

@@ -25,6 +25,7 @@ border pixels (zero padding), which it measures.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,17 +33,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from yolobn.bn.inspection import inspect
+from yolobn.bn.answers import Paths, prune_name
+from yolobn.bn.inspection import Inspection, inspect
 from yolobn.core import notebook
+from yolobn.core.digest import sha256
 from yolobn.core.errors import YolobnError
 from yolobn.core.limits import MAX_SEEDS
+from yolobn.core.thresholds import Levels, ObservedThresholds
+from yolobn.core.verdict import Verdict, command, worst
 from yolobn.edit.ablation import ablate, plan_from
 from yolobn.evaluate.validation import KEY_METRICS, validate
 from yolobn.io.checks import require_runnable
-from yolobn.io.images import model_imgsz
+from yolobn.io.images import model_imgsz, resolve_images
 from yolobn.io.loader import LoadedModel, load
-from yolobn.run.observation import observe
-from yolobn.sweeps.fanout import Task, run_tasks
+from yolobn.run.observation import kept, observe, restored
+from yolobn.sweeps.fanout import Task, run_tasks, sweep_identity, worker_name
+from yolobn.sweeps.rows import Row, RowStore, row_key
 from yolobn.sweeps.variants import Settings, baseline_task
 
 if TYPE_CHECKING:
@@ -94,7 +100,65 @@ class Frontier:
             index="share", columns="criterion", values="delta"
         )
         c = c.reset_index()
-        return notebook.kv("yolobn frontier", items) + notebook.table(c, list(c.columns), 20)
+        return (
+            notebook.kv("yolobn frontier", items)
+            + notebook.answers(self.verdicts())
+            + notebook.table(c, list(c.columns), 20)
+        )
+
+    def paths(self) -> Paths:
+        """The user's paths as far as the frontier knows them (model, images, dataset)."""
+        m, st = self.meta or {}, self.settings or {}
+        demo = m.get("kind") == "demo"
+        source = str(m.get("source") or "")
+        model = None if demo or not source or source.startswith("<") else source
+        sources = tuple(st.get("sources") or ()) or None
+        data = st.get("data")
+        implied = data is None or (demo and data == "shapes")  # the demo's own dataset is its default
+        return Paths(model, sources, None if implied else str(data), demo)
+
+    def verdicts(self, paths: Paths | None = None, levels: Levels | None = None) -> list[Verdict]:
+        """The answer to "how much can be removed, and by which ranking", with the ``prune`` command
+        that removes it (``paths``: the user's paths for that command; default ``self.paths()``)."""
+        lv, p = levels or Levels(), paths or self.paths()
+        s = self.summary()
+        rem: dict[str, float] = s["removable"]
+        q = "how much can be removed, and by which ranking"
+        label = self.metric.replace("metrics/", "")
+        if not rem:
+            return []
+        best = max(rem, key=lambda c: (rem[c], c == "observed"))
+        share = rem[best]
+        others = ", ".join(f"{c} {v:g}%" for c, v in rem.items() if c != best)
+        within = f"within {self.tolerance:g} {label} of {self.baseline:.4f}"
+        layers = tuple(str(r["name"]) for r in s["most_prunable_layers"] if r["ablated"] > 0)
+        if share <= 0:
+            status = "ok"
+            evidence = f"no share of the channels can go {within} by any ranking ({others or best} 0%)"
+            nxt = None
+        else:
+            status = "act" if share >= lv.removable_act else "look"
+            evidence = f"{best} ranking: {share:g}% of the channels can go {within}"
+            evidence += f" ({others})" if others else ""
+            crit = best if best in ("observed", "gamma") else "observed"
+            nxt = command(
+                "prune",
+                p.model,
+                data=p.data_arg(),
+                images=p.images_arg(),
+                tolerance=f"{self.tolerance:g}",
+                criterion=None if crit == "observed" else crit,
+                o=prune_name(p.model),
+            )
+        n_points = int((self.points["share"] > 0).sum()) if len(self.points) else 0
+        if self.failed:
+            status = worst([status, "look"])
+            evidence += f"; {len(self.failed)} of {n_points} points failed (frontier.json)"
+        images = int(self.settings.get("images") or 0)
+        if images < lv.min_images:
+            status = lv.sampled(status, images)
+            evidence += f"; observed on only {images} images: use {lv.min_images} or more before acting on it"
+        return [Verdict("prune", q, status, evidence, nxt, layers)]
 
     def removable(self, criterion: str, scope: str = "all") -> float:
         """The largest share (%) such that it and every smaller share stay within the tolerance
@@ -204,15 +268,12 @@ def frontier(
         raise YolobnError(f"frontier: unknown criterion {bad[0]!r}; use {', '.join(CRITERIA)}")
     if any(not 0 <= s < 100 for s in shares):
         raise YolobnError("frontier: shares are percentages from 0 to below 100")
-    seen = (lambda d, t: progress("observing images", d, t)) if progress else None
-    ins = observe(
-        inspect(loaded), images, max_images=max_images, imgsz=size, batch=batch, device=device, progress=seen
-    )
+    settings = Settings(data=data, imgsz=size, batch=batch, device=device, trust=trust)
+    ins = _observed(loaded, images, max_images, size, batch, device, settings, execution, progress)
     metric = KEY_METRICS.get(loaded.meta.task or "detect", KEY_METRICS["detect"])[0]
     runs = [(c, "all", s) for c in criteria for s in (range(seeds) if c == "random" else [0])]
     if roles and "observed" in criteria:
         runs += [("observed", r, 0) for r in ROLES if (ins.channels["name"].map(_role_of(ins)) == r).any()]
-    settings = Settings(data=data, imgsz=size, batch=batch, device=device, trust=trust)
     rows, b, failed, resumed = _points(loaded, ins, runs, shares, metric, settings, execution, progress)
     points = pd.DataFrame(rows).sort_values(["criterion", "scope", "seed", "share"], kind="stable")
     points = points.reset_index(drop=True)
@@ -240,11 +301,59 @@ def frontier(
         "imgsz": size,
         "batch": batch,
         "images": len(ins.observation.images),
+        "sources": [str(p) for p in images] if images else [],
         "shares": list(shares),
         "criteria": list(criteria),
         "seeds": seeds,
     }
     return fr
+
+
+def _observed(
+    loaded: Any,
+    images: Sequence[str] | None,
+    max_images: int | None,
+    size: int,
+    batch: int,
+    device: str,
+    settings: Settings,
+    execution: Execution | None,
+    progress: Callable[[str, int, int], None] | None,
+) -> Inspection:
+    """The model observed on the images, kept with the sweep's rows: a resumed frontier reads it
+    back instead of running the images again. Its key is the sweep's identity (checkpoint, dataset,
+    settings, versions) and the images' contents (sha256 of each file, in order)."""
+
+    ex = execution
+    identity = sweep_identity(loaded, settings) if ex is not None and (ex.keep_rows or ex.resume) else None
+    base = inspect(loaded)
+    seen = (lambda d, t: progress("observing images", d, t)) if progress else None
+    if ex is None or identity is None:
+        return observe(
+            base, images, max_images=max_images, imgsz=size, batch=batch, device=device, progress=seen
+        )
+    paths = resolve_images(loaded, images, max_images)
+    ident = {
+        "kind": "observation",
+        "images": [[str(p), sha256(p)] for p in paths],
+        "thresholds": ObservedThresholds().to_dict(),
+    }
+    key = row_key(identity, ident)
+    found = RowStore.for_identity(identity, ex.rows_dir).finished([key]) if ex.resume else {}
+    if key in found:
+        ins = restored(base, found[key].value)
+        if ins is not None:
+            if progress:
+                progress("observation resumed", 1, 1)
+            if ex.notify:
+                ex.notify(f"resuming: the observation of {len(paths)} images from an earlier run")
+            return ins
+    t0 = time.perf_counter()
+    ins = observe(base, images, max_images=max_images, imgsz=size, batch=batch, device=device, progress=seen)
+    if ex.keep_rows:
+        with RowStore.for_identity(identity, ex.rows_dir) as store:
+            store.write(Row(key, "observation", True, kept(ins), "", time.perf_counter() - t0, worker_name()))
+    return ins
 
 
 def _points(
