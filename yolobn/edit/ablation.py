@@ -173,9 +173,12 @@ def _activation(root: nn.Module, b: Any) -> nn.Module:
     return root.get_submodule(b.act_name) if b.act_name else nn.Identity()
 
 
-def plan_from(channels: Mapping[str, Sequence[int]], ins: Any) -> AblationPlan:
-    """A plan for given channels of ``ins`` with their constants (see ``constants``)."""
-    consts = constants(ins)
+def plan_from(
+    channels: Mapping[str, Sequence[int]], ins: Any, consts: Mapping[str, np.ndarray] | None = None
+) -> AblationPlan:
+    """A plan for given channels of ``ins`` with their constants (``consts``: ``constants(ins)``,
+    computed here when not given; a sweep computes them once for all its plans)."""
+    consts = constants(ins) if consts is None else consts
     plan = AblationPlan(source="observed" if "obs_post_mean" in ins.channels.columns else "data-free")
     for name, idx in channels.items():
         idx = list(idx)

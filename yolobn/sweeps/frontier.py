@@ -41,7 +41,7 @@ from yolobn.core.errors import YolobnError
 from yolobn.core.limits import MAX_SEEDS
 from yolobn.core.thresholds import Levels, ObservedThresholds
 from yolobn.core.verdict import Verdict, command, worst
-from yolobn.edit.ablation import ablate, plan_from
+from yolobn.edit.ablation import ablate, constants, plan_from
 from yolobn.evaluate.validation import KEY_METRICS, validate
 from yolobn.io.checks import require_runnable
 from yolobn.io.images import model_imgsz, resolve_images
@@ -371,12 +371,14 @@ def _points(
 
     todo = [(c, scope, seed, k) for c, scope, seed in runs for k in shares if k > 0]
     tasks, index, chosen_at = [baseline_task()], {}, []
+    consts = constants(ins)  # once: every plan takes its channels' constants from these
+    role = ins.channels["name"].map(_role_of(ins)).to_numpy()
     for c, scope, seed, k in todo:
-        mask = None if scope == "all" else (ins.channels["name"].map(_role_of(ins)) == scope).to_numpy()
+        mask = None if scope == "all" else role == scope
         chosen = lowest(ins, importance(ins, c, seed), k, mask)
         key = tuple(sorted((n, tuple(v)) for n, v in chosen.items()))
         if key not in index:
-            plan = plan_from(chosen, ins)
+            plan = plan_from(chosen, ins, consts)
             ident = {"kind": "ablate", "channels": plan.channels, "values": plan.values}
             index[key] = len(tasks)
             tasks.append(
