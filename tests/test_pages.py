@@ -468,6 +468,33 @@ def test_prune_page_marks_are_the_result():
     ]
     for text in ("0.800×", "0.900×", "pruned.pt", "12 channels: split by C2PSA", "model.1.conv", "−0.0040"):
         assert text in html, text
+    # the answer leads: 0.6 -> 0.596 is within 0.005
+    assert html.index('<section class="answers">') < html.index("<table")
+    assert 'data-key="pruned" data-status="ok"' in html
+
+
+def test_prune_verdict_says_whether_accuracy_held_and_names_finetune():
+    import dataclasses
+
+    r = prune_result()
+    (v,) = r.verdicts("runs/best-pruned.pt", "coco8.yaml")
+    assert (v.key, v.status, v.next) == ("pruned", "ok", None)
+    assert (
+        v.evidence
+        == "36 channels removed (32.1%), parameters ×0.800; mAP50-95(B) 0.6000 → 0.5960 (-0.0040, allowed 0.005)"
+    )
+    worse = dataclasses.replace(r, metrics={**r.metrics, "pruned": 0.59})
+    (v,) = worse.verdicts("runs/best pruned.pt", "coco8.yaml")
+    assert v.status == "act" and v.evidence.endswith(
+        "(-0.0100, allowed 0.005); fine-tune it to win the accuracy back"
+    )
+    assert v.next == "yolobn finetune 'runs/best pruned.pt' data=coco8.yaml epochs=30"
+    (v,) = dataclasses.replace(r, metrics={**r.metrics, "pruned": float("nan")}).verdicts()
+    assert v.status == "look" and "accuracy not measured" in v.evidence
+    from yolobn.edit.prune import Selection
+
+    (v,) = dataclasses.replace(r, selection=Selection({}, 0, 112, 100)).verdicts()
+    assert v.status == "look" and v.evidence.startswith("nothing could be removed")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -77,6 +77,10 @@ def test_checkpoint_and_report(pruned):
     assert layers[0].startswith("name,role,block,channels,prunable,removed") and len(layers) == 82
     html = (pruned / "report" / "prune.html").read_text()
     assert 'id="plot-layers"' in html and "border residual" in html
+    (v,) = doc["verdicts"]  # the answer, with the fine-tune command when the drop exceeds 0.005
+    drop = m["baseline"] - m["pruned"]
+    assert v["key"] == "pruned" and v["status"] == ("ok" if drop <= 0.005 else "act")
+    assert v["status"] == "ok" or v["next"] == f"yolobn finetune {pruned / 'pruned.pt'} data=shapes epochs=30"
 
 
 @pytest.mark.slow  # the module's prune of the demo takes about a minute here

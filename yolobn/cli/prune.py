@@ -134,11 +134,14 @@ def run(args: argparse.Namespace) -> int:
             strict=args.strict,
             progress=progress,
         )
-    written = _write(r, out_path, report, inputs)
+    verdicts = r.verdicts(str(args.out), args.data)
+    written = _write(r, out_path, report, inputs, verdicts)
     if args.quiet:
         return o.EXIT_OK
+    from yolobn.report.console import verdict_table
     from yolobn.report.tables import prune_table
 
+    out.print(verdict_table(verdicts))
     out.print(prune_table(r))
     if r.selection.count == 0:
         err.print(
@@ -159,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
 REPORT_FILES = ("prune.html", "prune.json", "layers.csv", "residual.csv")
 
 
-def _write(r: Any, out_path: Path, report: Path, inputs: dict[Path, str]) -> list[Path]:
+def _write(r: Any, out_path: Path, report: Path, inputs: dict[Path, str], verdicts: list[Any]) -> list[Path]:
     """The checkpoint and the report, all or nothing (none of them an input)."""
     import torch
 
@@ -173,13 +176,14 @@ def _write(r: Any, out_path: Path, report: Path, inputs: dict[Path, str]) -> lis
     doc = {
         "model": r.meta,
         "written": str(out_path),
+        "verdicts": [v.to_dict() for v in verdicts],
         "summary": r.summary(),
         "layers": r.layers.to_dict(orient="records"),
     }
     csv = {"float_format": "%.7g", "lineterminator": "\n", "index": False}
     files: dict[Path, Any] = {
         out_path: lambda f: torch.save(ckpt, f),
-        report / "prune.html": render_html(r, str(out_path)),
+        report / "prune.html": render_html(r, str(out_path), verdicts),
         report / "prune.json": json_text(doc),
         report / "layers.csv": r.layers.to_csv(**csv),
         report / "residual.csv": r.residual.to_csv(**csv),

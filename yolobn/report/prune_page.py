@@ -8,7 +8,17 @@ from html import escape
 from typing import Any
 
 from yolobn.report import charts
-from yolobn.report.page import cards, figure, footer, heading, meta_table, page, signed, spec_table
+from yolobn.report.page import (
+    cards,
+    figure,
+    footer,
+    heading,
+    meta_table,
+    page,
+    signed,
+    spec_table,
+    verdicts_html,
+)
 from yolobn.report.svg import nice_ticks
 from yolobn.report.variants_page import metric_label
 
@@ -186,8 +196,9 @@ def _residual(r: Any) -> str:
     )
 
 
-def render_html(r: Any, out_file: str | None = None) -> str:
-    """The prune page (``yolobn prune``)."""
+def render_html(r: Any, out_file: str | None = None, verdicts: list[Any] | None = None) -> str:
+    """The prune page (``yolobn prune``); ``verdicts``: its answer with the user's own paths
+    (default ``r.verdicts(out_file)``)."""
     meta, st, m = r.meta or {}, r.settings or {}, r.metrics
     source = str(meta.get("path") or meta.get("source") or "model")
     stem = source.replace("\\", "/").rsplit("/", 1)[-1]
@@ -226,6 +237,7 @@ def render_html(r: Any, out_file: str | None = None) -> str:
     ]
     body = [
         heading(f"yolobn prune — {stem}", "The lowest-ranked channels removed, their constants folded in"),
+        verdicts_html(r.verdicts(out_file) if verdicts is None else verdicts),
         meta_table(rows),
         cards(items),
         _money(r),

@@ -24,6 +24,7 @@ import dataclasses
 import io
 import math
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from torch import nn
 from yolobn.bn.inspection import inspect
 from yolobn.core.errors import YolobnError
 from yolobn.core.precision import json_safe
+from yolobn.core.verdict import Verdict
 from yolobn.edit.ablation import ablate, constants, plan_from
 from yolobn.edit.prune import Selection, layer_table, remove, select
 from yolobn.edit.prune_graph import Graph, build_graph
@@ -111,6 +113,48 @@ class PruneResult:
     def save(self, path: str | os.PathLike[str], *, protect: Sequence[str | os.PathLike[str]] = ()) -> Path:
         """Write the pruned checkpoint (``YOLO(path)`` loads it, without yolobn); never over the input."""
         return save_checkpoint(self.loaded, path, protect=protect, record=self.record(), drop=STALE_KEYS)
+
+    def verdicts(self, written: str | None = None, data: str | None = None) -> list[Verdict]:
+        """The answer to "does the pruned model keep its accuracy", with ``yolobn finetune`` as the
+        next step when it does not (``written``: where the pruned checkpoint went; ``data``: the
+        dataset as the user gave it, for that command)."""
+        q = "the pruned model keeps its accuracy"
+        sel, m = self.selection, self.metrics
+        if sel.count == 0:
+            return [
+                Verdict(
+                    "pruned",
+                    q,
+                    "look",
+                    "nothing could be removed within the tolerance: the checkpoint is the model as it was",
+                )
+            ]
+        p = self.cost.get("params", (math.nan, math.nan))
+        size = (
+            f"{sel.count:,} channels removed ({sel.share:.1f}%), parameters ×{p[1] / p[0]:.3f}"
+            if p[0]
+            else ""
+        )
+        label = str(m.get("metric", "")).replace("metrics/", "")
+        b, after = float(m.get("baseline", math.nan)), float(m.get("pruned", math.nan))
+        if not (math.isfinite(b) and math.isfinite(after)):
+            return [
+                Verdict(
+                    "pruned",
+                    q,
+                    "look",
+                    f"{size}; accuracy not measured: give a dataset (--data) to measure it",
+                )
+            ]
+        drop = b - after
+        tol = self.settings.get("tolerance")
+        allowed = float(tol) if tol is not None else 0.005
+        evidence = f"{size}; {label} {b:.4f} → {after:.4f} ({after - b:+.4f}, allowed {allowed:g})"
+        if drop <= allowed:
+            return [Verdict("pruned", q, "ok", evidence)]
+        target = written or "PRUNED.pt"
+        nxt = f"yolobn finetune {shlex.quote(target)} data={shlex.quote(data or 'DATA')} epochs=30"
+        return [Verdict("pruned", q, "act", evidence + "; fine-tune it to win the accuracy back", nxt)]
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers (what the checkpoint records under ``yolobn.prune`` and the JSON holds)."""
