@@ -125,8 +125,8 @@ class Levels:
             is 0.18; the broken fine-tune's model.1.bn is 10.7).
         dead_act: the observed dead share above which pruning is worth measuring (the demo: 2.4%).
         removable_act: the share of the channels (%) that a frontier can ablate within its tolerance
-            from which pruning is the next step (*act*); above 0, *look*. The demo: 10% by the observed
-            ranking at 0.005 mAP50-95.
+            from which pruning is the next step (*act*); above 0, *look*. The demo: 5% by the observed
+            ranking at 0.005 mAP50-95 (act).
         min_images: fewer images than this and an observed answer (dead channels, drift) says at
             most *look*: two photos are not evidence enough to act on (the demo's 96 images are).
     """
