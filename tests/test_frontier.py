@@ -121,7 +121,7 @@ def test_frontier_verdict_names_the_share_and_the_prune_command():
     assert (v.key, v.status) == ("prune", "act")  # 10% >= Levels.removable_act (5%)
     assert (
         v.evidence
-        == "observed ranking: 10% of the channels can go within 0.005 mAP50-95(B) of 0.6000 (gamma 0%)"
+        == "observed ranking: 10% of the channels can go within 0.005 mAP50-95 (box) of 0.6000 (gamma 0%)"
     )
     assert (
         v.next

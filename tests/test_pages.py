@@ -481,7 +481,7 @@ def test_prune_verdict_says_whether_accuracy_held_and_names_finetune():
     assert (v.key, v.status, v.next) == ("pruned", "ok", None)
     assert (
         v.evidence
-        == "36 channels removed (32.1%), parameters ×0.800; mAP50-95(B) 0.6000 → 0.5960 (-0.0040, allowed 0.005)"
+        == "36 channels removed (32.1%), parameters ×0.800; mAP50-95 (box) 0.6000 → 0.5960 (-0.0040, allowed 0.005)"
     )
     worse = dataclasses.replace(r, metrics={**r.metrics, "pruned": 0.59})
     (v,) = worse.verdicts("runs/best pruned.pt", "coco8.yaml")
@@ -732,3 +732,37 @@ def test_chart_text_is_readable_on_a_phone(browser, tmp_path, kind):
     assert len(sizes) > 20 and min(sizes) >= 8, (kind, sorted(sizes)[:5])
     assert pg.evaluate("document.documentElement.scrollWidth") <= 390 + 1
     pg.close()
+
+
+def test_swap_and_experiment_answers_rank_the_variants_against_the_tolerance():
+    from yolobn.sweeps.variants import accuracy_verdicts
+
+    (v,) = variants_result().verdicts("best.pt")
+    # identity -0.6 and eps 1e-5 -0.01 are beyond 0.005; fixedpoint +0.005 and reference 0 are not
+    assert (v.key, v.status) == ("variants", "act")
+    assert v.evidence.startswith(
+        "2 beyond the tolerance: mAP50-95 (box) change: identity -0.6000, reference:eps=1e-5 -0.0100, "
+        "reference +0.0000 and 1 more (allowed 0.005)"
+    )
+    assert v.next == "yolobn inspect best.pt"  # an eps variant: the port answer names the layers
+    t = variants_table()
+    kept = t[t["variant"].isin([BASELINE, "reference", "fixedpoint:bits=8"])]
+    (v,) = accuracy_verdicts(kept, M, 0)
+    assert (v.status, v.next) == ("ok", None)
+    assert accuracy_verdicts(kept, M, 1)[0].status == "look"  # a failed variant: not ok
+    # label-free: accuracy not measured, the lowest box agreement named
+    (v,) = accuracy_verdicts(t, None, 0)
+    assert v.status == "look" and "the lowest box agreement with the original 0.000 (identity)" in v.evidence
+    # the experiment adds which layers carry the loss: model.0.bn alone -0.007
+    variants, sens = experiment_result().verdicts()
+    assert variants.status == "act" and (sens.key, sens.status) == ("sensitivity", "act")
+    assert sens.evidence == (
+        "1 layer alone beyond the tolerance: one layer swapped at a time, mAP50-95 (box): model.0.bn -0.0070, "
+        "model.10.cv1.bn -0.0020, model.9.bn -0.0008 (allowed 0.005)"
+    )
+    assert sens.layers == ("model.0.bn",)
+    html = experiment_page.render_html(experiment_result())
+    assert html.index('<section class="answers">') < html.index("<table")
+    assert 'data-key="sensitivity" data-status="act"' in html
+    html = variants_page.render_html(variants_result(), {"path": "best.pt"})
+    assert 'data-key="variants" data-status="act"' in html

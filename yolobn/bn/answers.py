@@ -27,6 +27,7 @@ import numpy as np
 
 from yolobn.bn.port import TARGET_EPS
 from yolobn.core.table import Table
+from yolobn.core.text import metric_label
 from yolobn.core.thresholds import Levels
 from yolobn.core.verdict import Verdict, command, worst
 
@@ -196,7 +197,7 @@ def _compare_drift(cmp: Any, b: str | None, lv: Levels) -> Verdict:
     if effect is None:
         evidence += "; what recalibrating B would recover was not measured (--data)"
     else:
-        metric = str(effect["metric"]).replace("metrics/", "")
+        metric = metric_label(str(effect["metric"]))
         gain = effect["b_recalibrated"] - effect["b"]
         evidence += (
             f"; recalibrating B on these images: {metric} {effect['b']:.3f} → {effect['b_recalibrated']:.3f} "
@@ -338,7 +339,7 @@ def _dead(ins: Any, ly: Table, paths: Paths, lv: Levels) -> Verdict:
     )
     ab = obs.ablation
     if ab is not None and math.isfinite(ab.get("delta", math.nan)):
-        metric = str(ab["metric"]).replace("metrics/", "")
+        metric = metric_label(str(ab["metric"]))
         evidence += f"; removing their output costs {ab['delta']:+.4f} {metric}"
     # prune ranks every channel as the frontier does, keeps the largest share within the tolerance
     # and writes the smaller checkpoint: the step that acts on this answer

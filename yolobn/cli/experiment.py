@@ -107,10 +107,12 @@ def run(args: argparse.Namespace) -> int:
     def records(df: Any) -> Any:
         return json.loads(df.to_json(orient="records")) if df is not None else None
 
+    verdicts = res.verdicts()
     doc = {
         "config": res.config,
         "model": res.meta,
         "metric": res.metric,
+        "verdicts": [v.to_dict() for v in verdicts],
         "results": records(res.results),
         "sensitivity": records(res.sensitivity),
     }
@@ -124,8 +126,10 @@ def run(args: argparse.Namespace) -> int:
     written = write_texts(files, inputs)
     if args.quiet:
         return o.EXIT_OK
+    from yolobn.report.console import verdict_table
     from yolobn.report.tables import sensitivity_table, variants_table
 
+    out.print(verdict_table(verdicts))
     title = (
         f"experiment {args.file} · {res.meta.get('path') or res.meta.get('source')} on {res.config['data']}"
     )

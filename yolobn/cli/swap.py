@@ -129,11 +129,14 @@ def run(args: argparse.Namespace) -> int:
         res = run_variants(loaded, variants, settings, progress=progress, execution=execution)
     o.warn_failed(res.failed, len(variants))
     table = res.table
-    written = write_texts(_files(args, res, loaded, images, out_dir), inputs)
+    verdicts = res.verdicts(args.model)
+    written = write_texts(_files(args, res, loaded, images, out_dir, verdicts), inputs)
     if args.quiet:
         return o.EXIT_OK
+    from yolobn.report.console import verdict_table
     from yolobn.report.tables import variants_table
 
+    out.print(verdict_table(verdicts))
     where = args.data if args.data else f"{len(images or [])} images (label-free)"
     title = f"swap-and-validate · {loaded.meta.path or loaded.meta.source} on {where} @ {settings.imgsz}"
     out.print(
@@ -170,7 +173,12 @@ def _variants(args: argparse.Namespace) -> list[Any]:
 
 
 def _files(
-    args: argparse.Namespace, res: Any, loaded: Any, images: list[Path] | None, out_dir: Path
+    args: argparse.Namespace,
+    res: Any,
+    loaded: Any,
+    images: list[Path] | None,
+    out_dir: Path,
+    verdicts: list[Any],
 ) -> dict[Path, Any]:
     """swap.csv, swap.json and swap.html; swap.json says whether anything was validated."""
     import json
@@ -190,10 +198,13 @@ def _files(
         "imgsz": res.settings.imgsz,
         "layers": args.layers or [],
         "note": note,
+        "verdicts": [v.to_dict() for v in verdicts],
         "results": json.loads(res.table.to_json(orient="records")),
     }
     return {
         out_dir / "swap.csv": csv_text(res.table, "%.6g"),
         out_dir / "swap.json": json.dumps(doc, indent=2) + "\n",
-        out_dir / "swap.html": render_html(res, doc["model"], layers=args.layers, note=note),
+        out_dir / "swap.html": render_html(
+            res, doc["model"], layers=args.layers, note=note, verdicts=verdicts
+        ),
     }

@@ -9,6 +9,7 @@ such characters the way ``repr`` does (``\\x1b``, ``\\u202e``) and leaves ordina
 
 from __future__ import annotations
 
+import re
 import reprlib
 import traceback
 from pathlib import PurePath
@@ -95,4 +96,18 @@ def _where(e: BaseException) -> str:
     return f" at {path}:{f.lineno} in {f.name}"
 
 
-__all__ = ["one_line", "visible"]
+__all__ = ["metric_label", "one_line", "visible"]
+
+
+_KINDS = {"B": "box", "M": "mask", "P": "pose"}
+
+
+def metric_label(key: str) -> str:
+    """``metrics/mAP50-95(B)`` -> ``mAP50-95 (box)``; ``metrics/accuracy_top1`` -> ``top-1 accuracy``
+    (pages and answers; the terminal's tables keep Ultralytics' own keys)."""
+    k = key.removeprefix("metrics/")
+    m = re.fullmatch(r"accuracy_top(\d+)", k)
+    if m:
+        return f"top-{m.group(1)} accuracy"
+    m = re.fullmatch(r"(.+)\(([A-Z])\)", k)
+    return f"{m.group(1)} ({_KINDS.get(m.group(2), m.group(2))})" if m else k.replace("_", " ")

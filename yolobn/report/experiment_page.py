@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from yolobn.report import charts
-from yolobn.report.page import cards, figure, footer, heading, meta_table, page, signed
+from yolobn.report.page import cards, figure, footer, heading, meta_table, page, signed, verdicts_html
 from yolobn.report.variants_page import metric_label, metric_set, table, variant_cards, variant_sections
 
 __all__ = ["metric_label", "render_html", "sensitivity_sections"]
@@ -106,6 +106,7 @@ def render_html(res: Any) -> str:
     images = "box_agreement" in res.results.columns or "top1_agreement" in res.results.columns
     parts = [
         heading(f"yolobn experiment — {stem}", "BatchNorm implementations swapped and validated"),
+        verdicts_html(res.verdicts()),
         meta_table(
             [
                 ("model", source),

@@ -5,12 +5,12 @@ results table with readable metric names and consistent digits."""
 from __future__ import annotations
 
 import math
-import re
 from html import escape
 from typing import Any
 
 import pandas as pd
 
+from yolobn.core.text import metric_label
 from yolobn.report import charts
 from yolobn.report.page import (
     cards,
@@ -23,6 +23,7 @@ from yolobn.report.page import (
     meta_table,
     page,
     signed,
+    verdicts_html,
 )
 from yolobn.report.svg import num
 
@@ -44,7 +45,6 @@ BASELINE_PREFIX = "baseline"
 SAME = 5e-5  # a change below this is shown as 0.0000 (4 decimals), and the bar is neutral
 
 # Ultralytics' metric suffixes: which output the metric scores
-_KINDS = {"B": "box", "M": "mask", "P": "pose"}
 _COLUMNS = {  # results column -> header, tooltip
     "variant": ("variant", "the variant's name"),
     "impl": ("implementation", "the BatchNorm implementation swapped in"),
@@ -66,16 +66,6 @@ _COLUMNS = {  # results column -> header, tooltip
     "layer": ("BN layer", "the one layer swapped"),
     "delta": ("Δ", "change vs the baseline"),
 }
-
-
-def metric_label(key: str) -> str:
-    """``metrics/mAP50-95(B)`` -> ``mAP50-95 (box)``; ``metrics/accuracy_top1`` -> ``top-1 accuracy``."""
-    k = key.removeprefix("metrics/")
-    m = re.fullmatch(r"accuracy_top(\d+)", k)
-    if m:
-        return f"top-{m.group(1)} accuracy"
-    m = re.fullmatch(r"(.+)\(([A-Z])\)", k)
-    return f"{m.group(1)} ({_KINDS.get(m.group(2), m.group(2))})" if m else k.replace("_", " ")
 
 
 def _is_metric(col: str, metrics: set[str]) -> bool:
@@ -286,8 +276,16 @@ def _short_label(s: str, n: int = 28) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def render_html(res: Any, meta: dict[str, Any], *, layers: list[str] | None = None, note: str = "") -> str:
-    """swap.html: a ``VariantsResult`` (``yolobn swap``) as a page in the report's look."""
+def render_html(
+    res: Any,
+    meta: dict[str, Any],
+    *,
+    layers: list[str] | None = None,
+    note: str = "",
+    verdicts: list[Any] | None = None,
+) -> str:
+    """swap.html: a ``VariantsResult`` (``yolobn swap``) as a page in the report's look; ``verdicts``:
+    its answer with the user's own paths (default ``res.verdicts()``)."""
     source = str(meta.get("path") or meta.get("source") or "model")
     stem = source.rsplit("/", 1)[-1]
     s = res.settings
@@ -310,6 +308,7 @@ def render_html(res: Any, meta: dict[str, Any], *, layers: list[str] | None = No
             if s.data
             else "BatchNorm implementations swapped and compared without labels",
         ),
+        verdicts_html(res.verdicts() if verdicts is None else verdicts),
         meta_table(rows),
         cards(variant_cards(res.table, res.metric)),
         f'<p class="sub">{escape(note[:1].upper() + note[1:])}. Δ: change vs the baseline (green better, red worse).</p>'

@@ -34,7 +34,8 @@ from yolobn.core import notebook
 from yolobn.core.errors import YolobnError
 from yolobn.core.limits import MAX_BATCH, MAX_IMGSZ, MIN_IMGSZ
 from yolobn.core.registry import is_custom
-from yolobn.core.text import one_line
+from yolobn.core.text import metric_label, one_line
+from yolobn.core.verdict import Verdict
 from yolobn.edit.impls import parse
 from yolobn.io.checks import require_runnable
 from yolobn.io.images import model_imgsz
@@ -45,6 +46,7 @@ from yolobn.sweeps.fanout import run_tasks
 from yolobn.sweeps.variants import (
     Settings,
     Variant,
+    accuracy_verdicts,
     baseline_task,
     check_layers,
     variant_task,
@@ -76,9 +78,33 @@ class ExperimentResult:
         sens = f", sensitivity over {len(self.sensitivity)} layers" if self.sensitivity is not None else ""
         return f"ExperimentResult({len(self.results) - 1} variants on {self.config.get('data')}{sens})"
 
+    def verdicts(self, tolerance: float = 0.005) -> list[Verdict]:
+        """The variants' answer (``yolobn.sweeps.variants.accuracy_verdicts``) and, with a sensitivity
+        sweep, which layers carry the loss (one layer swapped at a time)."""
+        m = self.meta or {}
+        source = str(m.get("source") or "")
+        model = None if m.get("kind") == "demo" or not source or source.startswith("<") else source
+        out = accuracy_verdicts(self.results, self.metric, len(self.failed), model, tolerance)
+        sens = self.sensitivity
+        if sens is not None and len(sens) and sens["delta"].notna().any():
+            label = metric_label(self.metric)
+            ranked = sens.dropna(subset=["delta"]).sort_values("delta", kind="stable")
+            top = ranked.head(3)
+            shown = ", ".join(f"{n} {d:+.4f}" for n, d in zip(top["layer"], top["delta"], strict=True))
+            beyond = ranked[ranked["delta"] < -tolerance]
+            status = "act" if len(beyond) else "ok"
+            evidence = f"one layer swapped at a time, {label}: {shown} (allowed {tolerance:g})"
+            if len(beyond):
+                n = len(beyond)
+                evidence = f"{n} layer{'' if n == 1 else 's'} alone beyond the tolerance: " + evidence
+            layers = tuple(str(n) for n in (beyond if len(beyond) else top)["layer"])
+            out.append(Verdict("sensitivity", "which layers carry the loss", status, evidence, None, layers))
+        return out
+
     def _repr_html_(self) -> str:
         short = self.metric.replace("metrics/", "")
         out = notebook.kv("yolobn experiment", [("data", self.config.get("data")), ("metric", short)])
+        out += notebook.answers(self.verdicts())
         out += notebook.table(
             self.results, ["variant", "swapped", short, f"{short} delta", "max_abs_diff"], 50
         )

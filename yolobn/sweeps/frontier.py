@@ -39,6 +39,7 @@ from yolobn.core import notebook
 from yolobn.core.digest import sha256
 from yolobn.core.errors import YolobnError
 from yolobn.core.limits import MAX_SEEDS
+from yolobn.core.text import metric_label
 from yolobn.core.thresholds import Levels, ObservedThresholds
 from yolobn.core.verdict import Verdict, command, worst
 from yolobn.edit.ablation import ablate, constants, plan_from
@@ -124,7 +125,7 @@ class Frontier:
         s = self.summary()
         rem: dict[str, float] = s["removable"]
         q = "how much can be removed, and by which ranking"
-        label = self.metric.replace("metrics/", "")
+        label = metric_label(self.metric)
         if not rem:
             return []
         best = max(rem, key=lambda c: (rem[c], c == "observed"))

@@ -38,6 +38,7 @@ from torch import nn
 from yolobn.bn.inspection import inspect
 from yolobn.core.errors import YolobnError
 from yolobn.core.precision import json_safe
+from yolobn.core.text import metric_label
 from yolobn.core.verdict import Verdict
 from yolobn.edit.ablation import ablate, constants, plan_from
 from yolobn.edit.prune import Selection, layer_table, remove, select
@@ -135,7 +136,7 @@ class PruneResult:
             if p[0]
             else ""
         )
-        label = str(m.get("metric", "")).replace("metrics/", "")
+        label = metric_label(str(m.get("metric", "")))
         b, after = float(m.get("baseline", math.nan)), float(m.get("pruned", math.nan))
         if not (math.isfinite(b) and math.isfinite(after)):
             return [

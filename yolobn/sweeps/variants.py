@@ -24,6 +24,8 @@ from yolobn.core import notebook
 from yolobn.core.digest import sha256
 from yolobn.core.errors import YolobnError
 from yolobn.core.registry import Impl
+from yolobn.core.text import metric_label
+from yolobn.core.verdict import Verdict, command
 from yolobn.edit.build import variant
 from yolobn.edit.impls import parse
 from yolobn.evaluate.agreement import agreement, output_difference
@@ -110,6 +112,11 @@ class VariantsResult:
         what = self.settings.data or f"{len(self.settings.images or [])} images (label-free)"
         return f"VariantsResult({len(self.table) - 1} variants on {what})"
 
+    def verdicts(self, model: str | None = None, tolerance: float = 0.005) -> list[Verdict]:
+        """The answer to "does the model keep its accuracy under these variants" (``accuracy_verdicts``);
+        ``model``: the model as the user gave it, for the next command."""
+        return accuracy_verdicts(self.table, self.metric, len(self.failed), model, tolerance)
+
     def _repr_html_(self) -> str:
         metric = [k.replace("metrics/", "") for k in self.metrics[:1]]
         cols = [
@@ -123,7 +130,69 @@ class VariantsResult:
             "channels_ablated",
         ]
         items = [("data", self.settings.data), ("imgsz", self.settings.imgsz)]
-        return notebook.kv("yolobn swap", items) + notebook.table(self.table, cols, 50)
+        return (
+            notebook.kv("yolobn swap", items)
+            + notebook.answers(self.verdicts())
+            + notebook.table(self.table, cols, 50)
+        )
+
+
+def accuracy_verdicts(
+    table: pd.DataFrame, metric: str | None, failed: int, model: str | None = None, tolerance: float = 0.005
+) -> list[Verdict]:
+    """The answer to "does the model keep its accuracy under these variants" (swap, experiment): each
+    variant's change of the main metric against ``tolerance`` (the baseline is ``table``'s first row);
+    without a dataset, the agreement with the original (accuracy not measured). ``failed``: how many
+    variants failed."""
+
+    q = "the model keeps its accuracy under these BatchNorm variants"
+    rows = table.iloc[1:]  # the baseline first
+    failed_note = f"; {failed} failed (see the table)" if failed else ""
+    if not len(rows):
+        return []
+    if metric is None:
+        evidence = "accuracy not measured (label-free: no dataset)"
+        for col, what in (("box_agreement", "box agreement"), ("top1_agreement", "top-1 agreement")):
+            v = rows[col].astype(float) if col in rows else pd.Series(dtype=float)
+            if v.notna().any():
+                low = rows.loc[v.idxmin()]
+                evidence += f"; the lowest {what} with the original {float(low[col]):.3f} ({low['variant']})"
+                break
+        else:
+            d = rows["max_abs_diff"].astype(float) if "max_abs_diff" in rows else pd.Series(dtype=float)
+            if d.notna().any():
+                evidence += (
+                    f"; the largest relative output difference {float(rows['max_rel_diff'].max()):.3g}"
+                )
+        return [
+            Verdict("variants", q, "look", evidence + "; give a dataset (--data) to validate" + failed_note)
+        ]
+    key = f"{metric.replace('metrics/', '')} delta"
+    deltas = rows[["variant", key]].dropna().sort_values(key, kind="stable")
+    label = metric_label(metric)
+    top = deltas.head(3)
+    shown = ", ".join(f"{v} {d:+.4f}" for v, d in zip(top["variant"], top[key], strict=True))
+    more = f" and {len(deltas) - 3} more" if len(deltas) > 3 else ""
+    beyond = deltas[deltas[key] < -tolerance]
+    evidence = (
+        f"{label} change: {shown}{more} (allowed {tolerance:g})" if len(deltas) else "nothing validated"
+    )
+    if len(beyond):
+        nxt = None
+        if any(str(v).startswith(("reference:eps", "lowp", "fixedpoint")) for v in beyond["variant"]):
+            # the port answer ranks the layers whose output moves most with eps 1e-5 or fp16
+            nxt = command("inspect", model)
+            evidence += "; inspect's port answer names the layers that move most"
+        return [
+            Verdict(
+                "variants",
+                q,
+                "act",
+                f"{len(beyond)} beyond the tolerance: " + evidence + failed_note,
+                nxt,
+            )
+        ]
+    return [Verdict("variants", q, "look" if failed or not len(deltas) else "ok", evidence + failed_note)]
 
 
 def metric_keys(task: str | None, data: str | None) -> tuple[str, ...]:
