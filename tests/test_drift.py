@@ -216,3 +216,23 @@ def test_dead_channels_under_drifted_statistics_point_to_recalibrate_first():
     assert v["drift"].status == "act"
     assert v["dead"].status == "look" and "recalibrate, then measure again" in v["dead"].evidence
     assert v["dead"].next is not None and v["dead"].next.startswith("yolobn recalibrate")
+
+
+def test_recalibration_answer_reads_the_validation_before_and_after():
+    from yolobn.bn.answers import Paths, recalibration_verdicts
+
+    info = {"layers": 81, "images": 96, "drift_after": {"max_layer_mean": 6e-16}}
+    paths = Paths("last.pt", ("val/",), None, False)
+    (v,) = recalibration_verdicts(info, paths, "last-recal.pt")
+    assert (v.key, v.status) == ("recalibrated", "look") and "accuracy not measured" in v.evidence
+    assert v.next == "yolobn recalibrate last.pt --images val/ --data DATA -o last-recal.pt --force"
+    up = {**info, "validation": {"data": "d.yaml", "mAP50-95(B) before": 0.08, "mAP50-95(B) after": 0.33}}
+    (v,) = recalibration_verdicts(up, paths, "last-recal.pt")
+    assert v.status == "ok" and v.next is None
+    assert v.evidence == (
+        "statistics of 81 layers re-estimated on 96 images (drift left 6e-16); "
+        "mAP50-95 (box) 0.0800 → 0.3300 (+0.2500): use last-recal.pt"
+    )
+    down = {**info, "validation": {"mAP50-95(B) before": 0.6294, "mAP50-95(B) after": 0.62}}
+    (v,) = recalibration_verdicts(down, paths, "x.pt")
+    assert v.status == "act" and "keep the original unless the data has changed" in v.evidence

@@ -40,6 +40,7 @@ __all__ = [
     "layer_severity",
     "prune_name",
     "recal_name",
+    "recalibration_verdicts",
     "training_verdicts",
 ]
 
@@ -82,6 +83,46 @@ def recal_name(model: str | None) -> str:
 def prune_name(model: str | None) -> str:
     """Where ``prune`` writes in the next command: beside the model, ``-pruned``."""
     return _beside(model, "pruned")
+
+
+def recalibration_verdicts(info: dict[str, Any], paths: Paths, written: str) -> list[Verdict]:
+    """The answer of ``recalibrate``: did the re-estimated statistics help on the validation data?
+    ``info``: the checkpoint's ``meta.recalibration`` (with ``validation`` when a dataset was given);
+    ``written``: where the recalibrated checkpoint went, as the user wrote it."""
+    q = "the recalibrated statistics help on the validation data"
+    n, left = info.get("images", 0), float(info.get("drift_after", {}).get("max_layer_mean", math.nan))
+    done = f"statistics of {info.get('layers', 0)} layers re-estimated on {n} images (drift left {left:.1g})"
+    val = info.get("validation")
+    if not val:
+        nxt = command(
+            "recalibrate",
+            paths.model,
+            images=paths.images_arg(),
+            data=paths.data_arg() or "DATA",
+            o=written,
+            force=True,
+        )
+        return [
+            Verdict("recalibrated", q, "look", f"{done}; accuracy not measured: give a dataset (--data)", nxt)
+        ]
+    keys = [k[: -len(" before")] for k in val if k.endswith(" before")]
+    if not keys:
+        return [Verdict("recalibrated", q, "look", f"{done}; the validation gave no metric")]
+    head = keys[0]
+    b, a = float(val[f"{head} before"]), float(val[f"{head} after"])
+    label = metric_label(head)
+    evidence = f"{done}; {label} {b:.4f} → {a:.4f} ({a - b:+.4f})"
+    if a >= b:
+        return [Verdict("recalibrated", q, "ok", f"{evidence}: use {written}")]
+    return [
+        Verdict(
+            "recalibrated",
+            q,
+            "act",
+            f"{evidence}: the stored statistics fit this model better than these images do; keep the "
+            "original unless the data has changed",
+        )
+    ]
 
 
 def _beside(model: str | None, tag: str) -> str:
