@@ -130,36 +130,8 @@ def run(args: argparse.Namespace) -> int:
             execution=execution,
         )
     o.warn_failed(fr.failed, int((fr.points["share"] > 0).sum()))
-    from yolobn.bn.answers import Paths
-    from yolobn.core.precision import json_text
-    from yolobn.report.export import csv_text
-    from yolobn.report.frontier_page import render_html
-
-    demo = fr.meta.get("kind") == "demo"
-    given = Paths(
-        args.model,
-        tuple(args.images) if args.images else None,
-        None if demo and args.data == "shapes" else args.data,
-        demo,
-    )
-    verdicts = fr.verdicts(given)
-    doc = {
-        "model": fr.meta,
-        "settings": fr.settings,
-        "verdicts": [v.to_dict() for v in verdicts],
-        "summary": fr.summary(),
-        "curve": fr.curve.to_dict(orient="records"),
-        "layers": fr.layers.to_dict(orient="records"),
-    }
-    written = write_texts(
-        {
-            out_dir / "frontier.csv": csv_text(fr.curve),
-            out_dir / "points.csv": csv_text(fr.points),
-            out_dir / "frontier.json": json_text(doc),
-            out_dir / "frontier.html": render_html(fr, verdicts),
-        },
-        inputs,
-    )
+    verdicts = fr.verdicts(o.given_paths(args, fr.meta.get("kind") == "demo"))
+    written = write_texts(_files(fr, verdicts, out_dir), inputs)
     if args.quiet:
         return o.EXIT_OK
     from yolobn.report.console import verdict_table
@@ -169,3 +141,25 @@ def run(args: argparse.Namespace) -> int:
     out.print(frontier_table(fr, width=out.width))
     o.print_written(out, written)
     return o.EXIT_OK
+
+
+def _files(fr: Any, verdicts: list[Any], out_dir: Path) -> dict[Path, str]:
+    """frontier.csv (the curve), points.csv, frontier.json and frontier.html."""
+    from yolobn.core.precision import json_text
+    from yolobn.report.export import csv_text
+    from yolobn.report.frontier_page import render_html
+
+    doc = {
+        "model": fr.meta,
+        "settings": fr.settings,
+        "verdicts": [v.to_dict() for v in verdicts],
+        "summary": fr.summary(),
+        "curve": fr.curve.to_dict(orient="records"),
+        "layers": fr.layers.to_dict(orient="records"),
+    }
+    return {
+        out_dir / "frontier.csv": csv_text(fr.curve),
+        out_dir / "points.csv": csv_text(fr.points),
+        out_dir / "frontier.json": json_text(doc),
+        out_dir / "frontier.html": render_html(fr, verdicts),
+    }

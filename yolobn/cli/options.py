@@ -451,15 +451,20 @@ def execution(args: argparse.Namespace, err: Any) -> Any:
     return Execution(ray=args.ray, resume=args.resume, notify=notify)
 
 
-def verdicts(args: argparse.Namespace, result: Any) -> Any:
-    """The answers of an inspection, with the next commands written with this command's own paths."""
+def given_paths(args: argparse.Namespace, demo: bool) -> Any:
+    """The model, images and dataset as this command was given them (``yolobn.bn.answers.Paths``),
+    for the next commands of its answers. 'shapes' is implied only for the demo; another model
+    given --data shapes keeps it."""
     from yolobn.bn.answers import Paths
 
     images = tuple(args.images) if getattr(args, "images", None) else None
     data = getattr(args, "data", None)
-    demo = result.meta.kind == "demo"
-    # 'shapes' is implied only for the demo; another model given --data shapes keeps it
-    return result.verdicts(Paths(args.model, images, None if demo and data == "shapes" else data, demo))
+    return Paths(args.model, images, None if demo and data == "shapes" else data, demo)
+
+
+def verdicts(args: argparse.Namespace, result: Any) -> Any:
+    """The answers of an inspection, with the next commands written with this command's own paths."""
+    return result.verdicts(given_paths(args, result.meta.kind == "demo"))
 
 
 def is_demo(model: str | None) -> bool:

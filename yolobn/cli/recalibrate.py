@@ -126,16 +126,10 @@ def run(args: argparse.Namespace) -> int:
     written = save_checkpoint(rec, out_path, protect=[*inputs, *used])
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.bn.answers import Paths, recalibration_verdicts
+    from yolobn.bn.answers import recalibration_verdicts
     from yolobn.report.console import verdict_table
 
-    demo = loaded.meta.kind == "demo"
-    given = Paths(
-        args.model,
-        tuple(args.images) if args.images else None,
-        None if demo and args.data == "shapes" else args.data,
-        demo,
-    )
+    given = o.given_paths(args, loaded.meta.kind == "demo")
     out.print(verdict_table(recalibration_verdicts(info, given, str(args.out))))
     r = info
     out.print(
