@@ -226,6 +226,8 @@ def test_recalibration_answer_reads_the_validation_before_and_after():
     (v,) = recalibration_verdicts(info, paths, "last-recal.pt")
     assert (v.key, v.status) == ("recalibrated", "look") and "accuracy not measured" in v.evidence
     assert v.next == "yolobn recalibrate last.pt --images val/ --data DATA -o last-recal.pt --force"
+    (v,) = recalibration_verdicts(info, Paths(None, None, None, True), "demo-recal.pt")
+    assert v.next == "yolobn recalibrate --data shapes -o demo-recal.pt --force"  # the demo's own dataset
     up = {**info, "validation": {"data": "d.yaml", "mAP50-95(B) before": 0.08, "mAP50-95(B) after": 0.33}}
     (v,) = recalibration_verdicts(up, paths, "last-recal.pt")
     assert v.status == "ok" and v.next is None

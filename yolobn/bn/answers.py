@@ -98,7 +98,7 @@ def recalibration_verdicts(info: dict[str, Any], paths: Paths, written: str) -> 
             "recalibrate",
             paths.model,
             images=paths.images_arg(),
-            data=paths.data_arg() or "DATA",
+            data=paths.data_arg() or ("shapes" if paths.demo else "DATA"),
             o=written,
             force=True,
         )
