@@ -38,23 +38,6 @@ __all__ = [
     "run_verdicts",
 ]
 
-NUMERIC = (
-    "epoch",
-    "index",
-    "layer",
-    "channels",
-    "eps",
-    "gamma_p05",
-    "gamma_p50",
-    "gamma_p95",
-    "dead",
-    "constant",
-    "off",
-    "eps_dominated",
-    "drift",
-    "drift_max",
-    "drift_images",
-)
 GRIDS = (
     "gamma_p05",
     "gamma_p50",
@@ -67,6 +50,7 @@ GRIDS = (
     "drift_max",
     "drift_images",
 )
+NUMERIC = ("epoch", "index", "layer", "channels", "eps", *GRIDS)
 DRIFT, TOP, JUMPED = "#2166ac", "#e69f00", "#e8112d"
 GRID = "gamma-grid"  # id of the JSON the heat map's tooltip reads
 

@@ -167,20 +167,16 @@ OBS_CHANNEL_COLUMNS = [
     "log_var_ratio",
     "drift",
 ]
-OBS_LAYER_COLUMNS = [
-    "obs_count",
-    "obs_dead",
-    "dead_both",
-    "dead_predicted_only",
-    "dead_observed_only",
-    "obs_dead_share",
+_LAYER_COUNTS = ("obs_dead", "dead_both", "dead_predicted_only", "dead_observed_only")
+_LAYER_MEANS = (
     "mean_shift_abs",
     "mean_shift_abs_max",
     "log_var_ratio_abs",
     "log_var_ratio_abs_max",
     "drift",
     "drift_max",
-]
+)
+OBS_LAYER_COLUMNS = ["obs_count", *_LAYER_COUNTS, "obs_dead_share", *_LAYER_MEANS]
 
 
 def kept(ins: Inspection) -> dict[str, Any]:
@@ -219,7 +215,7 @@ def restored(base: Inspection, state: dict[str, Any]) -> Inspection | None:
             return None
         ly, ch = ly.copy(), ch.copy()
         for k in OBS_LAYER_COLUMNS:
-            ly[k] = np.asarray(lcols[k], dtype=np.int64 if k in _INT_LAYER else float)
+            ly[k] = np.asarray(lcols[k], dtype=np.int64 if k == "obs_count" or k in _LAYER_COUNTS else float)
         for k in OBS_CHANNEL_COLUMNS:
             ch[k] = np.asarray(ccols[k], dtype=_CHANNEL_DTYPES.get(k, float))
         observation = Observation(
@@ -238,7 +234,6 @@ def restored(base: Inspection, state: dict[str, Any]) -> Inspection | None:
     )
 
 
-_INT_LAYER = {"obs_count", "obs_dead", "dead_both", "dead_predicted_only", "dead_observed_only"}
 _CHANNEL_DTYPES: dict[str, Any] = {"obs_count": np.int64, "obs_dead": bool, "obs_reason": object}
 
 
@@ -388,17 +383,10 @@ def add_observed(
     )
     agg = agg.reindex(ly["name"])
     ly["obs_count"] = [int(records[n].inp.n) if n in records else 0 for n in ly["name"]]
-    for k in ("obs_dead", "dead_both", "dead_predicted_only", "dead_observed_only"):
+    for k in _LAYER_COUNTS:
         ly[k] = agg[k].fillna(0).astype(np.int64).to_numpy()
     ly["obs_dead_share"] = np.where(ly["channels"] > 0, ly["obs_dead"] / ly["channels"].clip(lower=1), 0.0)
-    for k in (
-        "mean_shift_abs",
-        "mean_shift_abs_max",
-        "log_var_ratio_abs",
-        "log_var_ratio_abs_max",
-        "drift",
-        "drift_max",
-    ):
+    for k in _LAYER_MEANS:
         ly[k] = agg[k].to_numpy(dtype=float)
     return ly.reset_index(drop=True), ch.reset_index(drop=True)
 
