@@ -219,7 +219,8 @@ def test_dead_channels_under_drifted_statistics_point_to_recalibrate_first():
 
 
 def test_recalibration_answer_reads_the_validation_before_and_after():
-    from yolobn.bn.answers import Paths, recalibration_verdicts
+    from yolobn.bn.answers import Paths
+    from yolobn.run.recalibration import recalibration_verdicts
 
     info = {"layers": 81, "images": 96, "drift_after": {"max_layer_mean": 6e-16}}
     paths = Paths("last.pt", ("val/",), None, False)

@@ -33,14 +33,16 @@ from yolobn.core.verdict import Verdict, command, worst
 
 __all__ = [
     "JUMP",
+    "SHOWN",
     "Paths",
     "comparison_verdicts",
     "drift_jump",
+    "given_model",
     "inspection_verdicts",
     "layer_severity",
+    "listed",
     "prune_name",
     "recal_name",
-    "recalibration_verdicts",
     "training_verdicts",
 ]
 
@@ -75,6 +77,14 @@ class Paths:
         return None if self.demo else "DATA"
 
 
+def given_model(kind: str | None, source: str | None) -> str | None:
+    """The model argument of a next command: None for the demo (every command's default) and for a
+    model that was not read from a file (``<module>``), else its source as the user gave it."""
+    if kind == "demo" or not source or source.startswith("<"):
+        return None
+    return source
+
+
 def recal_name(model: str | None) -> str:
     """Where ``recalibrate`` writes in the next command: beside the model, ``-recal``."""
     return _beside(model, "recal")
@@ -83,46 +93,6 @@ def recal_name(model: str | None) -> str:
 def prune_name(model: str | None) -> str:
     """Where ``prune`` writes in the next command: beside the model, ``-pruned``."""
     return _beside(model, "pruned")
-
-
-def recalibration_verdicts(info: dict[str, Any], paths: Paths, written: str) -> list[Verdict]:
-    """The answer of ``recalibrate``: did the re-estimated statistics help on the validation data?
-    ``info``: the checkpoint's ``meta.recalibration`` (with ``validation`` when a dataset was given);
-    ``written``: where the recalibrated checkpoint went, as the user wrote it."""
-    q = "the recalibrated statistics help on the validation data"
-    n, left = info.get("images", 0), float(info.get("drift_after", {}).get("max_layer_mean", math.nan))
-    done = f"statistics of {info.get('layers', 0)} layers re-estimated on {n} images (drift left {left:.1g})"
-    val = info.get("validation")
-    if not val:
-        nxt = command(
-            "recalibrate",
-            paths.model,
-            images=paths.images_arg(),
-            data=paths.data_arg() or ("shapes" if paths.demo else "DATA"),
-            o=written,
-            force=True,
-        )
-        return [
-            Verdict("recalibrated", q, "look", f"{done}; accuracy not measured: give a dataset (--data)", nxt)
-        ]
-    keys = [k[: -len(" before")] for k in val if k.endswith(" before")]
-    if not keys:
-        return [Verdict("recalibrated", q, "look", f"{done}; the validation gave no metric")]
-    head = keys[0]
-    b, a = float(val[f"{head} before"]), float(val[f"{head} after"])
-    label = metric_label(head)
-    evidence = f"{done}; {label} {b:.4f} → {a:.4f} ({a - b:+.4f})"
-    if a >= b:
-        return [Verdict("recalibrated", q, "ok", f"{evidence}: use {written}")]
-    return [
-        Verdict(
-            "recalibrated",
-            q,
-            "act",
-            f"{evidence}: the stored statistics fit this model better than these images do; keep the "
-            "original unless the data has changed",
-        )
-    ]
 
 
 def _beside(model: str | None, tag: str) -> str:
@@ -165,7 +135,7 @@ def comparison_verdicts(
     if s["identical"]:
         return [Verdict("change", q, "ok", "every BN tensor is identical")]
     moved = s["most_changed"]
-    top = ", ".join(f"{m['name']} {m['change']:.3g}" for m in moved[:SHOWN])
+    top = listed([m["name"] for m in moved[:SHOWN]], [f"{m['change']:.3g}" for m in moved[:SHOWN]])
     tr = s["transitions"]
     evidence = (
         f"BN parameters moved in {s['changed_layers']} of {s['matched_layers']} layers (mean change "
@@ -212,7 +182,7 @@ def _compare_drift(cmp: Any, b: str | None, lv: Levels) -> Verdict:
     evidence = (
         f"on {obs['images']} images (imgsz {obs['imgsz']}): mean drift B {mean_b:.3g} nats, A {mean_a:.3g} "
         f"(high from {lv.drift_look:g}, {lv.drift_act:g} needs recalibration); rose by ≥{lv.drift_layer_look:g} "
-        f"in {len(layers)} of {int(ran.sum())} layers" + (f": {_listed(layers, shown)}" if layers else "")
+        f"in {len(layers)} of {int(ran.sum())} layers" + (f": {listed(layers, shown)}" if layers else "")
     )
     if own == "ok":
         return Verdict("drift", q, "ok", evidence, None, layers)
@@ -326,7 +296,9 @@ def _names(ly: Table, mask: np.ndarray, order: np.ndarray | None = None) -> tupl
     return tuple(str(ly["name"][i]) for i in idx)
 
 
-def _listed(names: tuple[str, ...], values: list[str] | None = None) -> str:
+def listed(names: Sequence[str], values: Sequence[str] | None = None) -> str:
+    """``name value, name value, name value and N more``: the first ``SHOWN`` of ``names`` (worst
+    first), with their values when given."""
     shown = [f"{n} {v}" if values else n for n, v in zip(names, values or [""] * len(names), strict=True)]
     more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
     return ", ".join(shown[:SHOWN]) + more
@@ -348,10 +320,10 @@ def _training(ins: Any, ly: Table) -> Verdict:
     parts = []
     if at:
         parts.append(
-            f"{len(at)} layer{'s' * (len(at) > 1)} never trained (gamma, beta still 1, 0): {_listed(at)}"
+            f"{len(at)} layer{'s' * (len(at) > 1)} never trained (gamma, beta still 1, 0): {listed(at)}"
         )
     if near:
-        parts.append(f"{len(near)} barely trained: {_listed(near)}")
+        parts.append(f"{len(near)} barely trained: {listed(near)}")
     why = "; no gradient reached them (a branch no object reached at this imgsz, or a frozen layer)"
     return Verdict("training", q, "look", "; ".join(parts) + why, None, at + near)
 
@@ -419,7 +391,7 @@ def _port(ly: Table, paths: Paths, lv: Levels) -> Verdict:
     elif moved.any():
         names = _names(ly, moved, eps_fig)
         values = [_pct(float(eps_fig[list(ly["name"]).index(nm)])) for nm in names]
-        eps_text = f"with eps 1e-5, {len(names)} layer output{'s' * (len(names) > 1)} move by ≥1%: {_listed(names, values)}"
+        eps_text = f"with eps 1e-5, {len(names)} layer output{'s' * (len(names) > 1)} move by ≥1%: {listed(names, values)}"
     else:
         eps_text = f"with eps 1e-5 no layer output moves by 1% (at most {_pct(float(eps_fig.max()))})"
     fp16_max = float(fp16.max())

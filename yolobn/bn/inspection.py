@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from yolobn._version import __version__
-from yolobn.bn.answers import Paths, inspection_verdicts, layer_severity
+from yolobn.bn.answers import Paths, given_model, inspection_verdicts, layer_severity
 from yolobn.bn.stats import stats_and_findings
 from yolobn.bn.walk import matches
 from yolobn.core import notebook
@@ -127,12 +127,10 @@ class Inspection:
     def paths(self) -> Paths:
         """The user's paths as far as the inspection knows them (the model, the observed images)."""
         m = self.meta
-        demo = m.kind == "demo"
-        model = None if demo or m.source.startswith("<") else m.source
         obs = self.observation
         images = tuple(obs.sources) if obs is not None and obs.sources else None
         data = str(obs.ablation["data"]) if obs is not None and obs.ablation else None
-        return Paths(model, images, data, demo)
+        return Paths(given_model(m.kind, m.source), images, data, m.kind == "demo")
 
     def findings(self) -> list[Finding]:
         """The health findings of the (selected) BN layers, as records, in layer order."""

@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
     written = save_checkpoint(rec, out_path, protect=[*inputs, *used])
     if args.quiet:
         return o.EXIT_OK
-    from yolobn.bn.answers import recalibration_verdicts
     from yolobn.report.console import verdict_table
+    from yolobn.run.recalibration import recalibration_verdicts
 
     given = o.given_paths(args, loaded.meta.kind == "demo")
     out.print(verdict_table(recalibration_verdicts(info, given, str(args.out))))

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -57,8 +58,11 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from yolobn.bn.answers import Paths
 from yolobn.bn.walk import find_blocks, matches, unwrap
 from yolobn.core.errors import YolobnError
+from yolobn.core.text import metric_label
+from yolobn.core.verdict import Verdict, command
 from yolobn.io.images import Progress, check_decoded, model_stride
 from yolobn.io.loader import LoadedModel
 from yolobn.run.layerwise import Budget, Images, LevelRun, dependency_plan
@@ -168,4 +172,44 @@ def _targets(root: nn.Module, select: Sequence[str] | None) -> tuple[dict[str, _
     return targets, untracked
 
 
-__all__ = ["CACHE_MB", "METHOD", "recalibrate"]
+__all__ = ["CACHE_MB", "METHOD", "recalibrate", "recalibration_verdicts"]
+
+
+def recalibration_verdicts(info: dict[str, Any], paths: Paths, written: str) -> list[Verdict]:
+    """The answer of ``recalibrate``: did the re-estimated statistics help on the validation data?
+    ``info``: the checkpoint's ``meta.recalibration`` (with ``validation`` when a dataset was given);
+    ``written``: where the recalibrated checkpoint went, as the user wrote it."""
+    q = "the recalibrated statistics help on the validation data"
+    n, left = info.get("images", 0), float(info.get("drift_after", {}).get("max_layer_mean", math.nan))
+    done = f"statistics of {info.get('layers', 0)} layers re-estimated on {n} images (drift left {left:.1g})"
+    val = info.get("validation")
+    if not val:
+        nxt = command(
+            "recalibrate",
+            paths.model,
+            images=paths.images_arg(),
+            data=paths.data_arg() or ("shapes" if paths.demo else "DATA"),
+            o=written,
+            force=True,
+        )
+        return [
+            Verdict("recalibrated", q, "look", f"{done}; accuracy not measured: give a dataset (--data)", nxt)
+        ]
+    keys = [k[: -len(" before")] for k in val if k.endswith(" before")]
+    if not keys:
+        return [Verdict("recalibrated", q, "look", f"{done}; the validation gave no metric")]
+    head = keys[0]
+    b, a = float(val[f"{head} before"]), float(val[f"{head} after"])
+    label = metric_label(head)
+    evidence = f"{done}; {label} {b:.4f} → {a:.4f} ({a - b:+.4f})"
+    if a >= b:
+        return [Verdict("recalibrated", q, "ok", f"{evidence}: use {written}")]
+    return [
+        Verdict(
+            "recalibrated",
+            q,
+            "act",
+            f"{evidence}: the stored statistics fit this model better than these images do; keep the "
+            "original unless the data has changed",
+        )
+    ]

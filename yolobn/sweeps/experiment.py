@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from yolobn.bn.answers import SHOWN, given_model, listed
 from yolobn.bn.walk import find_blocks, matches
 from yolobn.core import notebook
 from yolobn.core.errors import YolobnError
@@ -82,15 +83,19 @@ class ExperimentResult:
         """The variants' answer (``yolobn.sweeps.variants.accuracy_verdicts``) and, with a sensitivity
         sweep, which layers carry the loss (one layer swapped at a time)."""
         m = self.meta or {}
-        source = str(m.get("source") or "")
-        model = None if m.get("kind") == "demo" or not source or source.startswith("<") else source
-        out = accuracy_verdicts(self.results, self.metric, len(self.failed), model, tolerance)
+        out = accuracy_verdicts(
+            self.results,
+            self.metric,
+            len(self.failed),
+            given_model(m.get("kind"), m.get("source")),
+            tolerance,
+        )
         sens = self.sensitivity
         if sens is not None and len(sens) and sens["delta"].notna().any():
             label = metric_label(self.metric)
             ranked = sens.dropna(subset=["delta"]).sort_values("delta", kind="stable")
-            top = ranked.head(3)
-            shown = ", ".join(f"{n} {d:+.4f}" for n, d in zip(top["layer"], top["delta"], strict=True))
+            top = ranked.head(SHOWN)  # the worst three, named without "and N more"
+            shown = listed(list(top["layer"]), [f"{d:+.4f}" for d in top["delta"]])
             beyond = ranked[ranked["delta"] < -tolerance]
             status = "act" if len(beyond) else "ok"
             evidence = f"one layer swapped at a time, {label}: {shown} (allowed {tolerance:g})"

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from yolobn.bn.answers import Paths, prune_name
+from yolobn.bn.answers import Paths, given_model, prune_name
 from yolobn.bn.inspection import Inspection, inspect
 from yolobn.core import notebook
 from yolobn.core.digest import sha256
@@ -111,8 +111,7 @@ class Frontier:
         """The user's paths as far as the frontier knows them (model, images, dataset)."""
         m, st = self.meta or {}, self.settings or {}
         demo = m.get("kind") == "demo"
-        source = str(m.get("source") or "")
-        model = None if demo or not source or source.startswith("<") else source
+        model = given_model(m.get("kind"), m.get("source"))
         sources = tuple(st.get("sources") or ()) or None
         data = st.get("data")
         implied = data is None or (demo and data == "shapes")  # the demo's own dataset is its default

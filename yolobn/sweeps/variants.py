@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from yolobn.bn.answers import listed
 from yolobn.bn.walk import find_blocks, matches
 from yolobn.core import notebook
 from yolobn.core.digest import sha256
@@ -170,13 +171,9 @@ def accuracy_verdicts(
     key = f"{metric.replace('metrics/', '')} delta"
     deltas = rows[["variant", key]].dropna().sort_values(key, kind="stable")
     label = metric_label(metric)
-    top = deltas.head(3)
-    shown = ", ".join(f"{v} {d:+.4f}" for v, d in zip(top["variant"], top[key], strict=True))
-    more = f" and {len(deltas) - 3} more" if len(deltas) > 3 else ""
+    shown = listed(list(deltas["variant"]), [f"{d:+.4f}" for d in deltas[key]])
     beyond = deltas[deltas[key] < -tolerance]
-    evidence = (
-        f"{label} change: {shown}{more} (allowed {tolerance:g})" if len(deltas) else "nothing validated"
-    )
+    evidence = f"{label} change: {shown} (allowed {tolerance:g})" if len(deltas) else "nothing validated"
     if len(beyond):
         nxt = None
         if any(str(v).startswith(("reference:eps", "lowp", "fixedpoint")) for v in beyond["variant"]):
